@@ -1,0 +1,277 @@
+//! The one filter abstraction shared by native Rust filters and proxy-wasm plugins.
+//!
+//! A filter implements [`HttpFilter`]: one method per phase, every phase optional. Request phases run
+//! in chain order (listener chain, then route chain); response phases run in reverse order, as Envoy's
+//! encoder filters do (see docs/architecture.md for the phase chart). A phase returns a [`Flow`]:
+//! continue, answer locally (which stops the chain), or — only when the filter must really wait, for
+//! an http callout — pause with a future that yields how to resume.
+//!
+//! Filters are shared by every worker and every request of a snapshot (`&self`); per-request state
+//! lives in the [`Exchange`] through [`FilterCx::state`], so a stateless filter allocates nothing per
+//! request.
+
+pub mod builtin;
+pub mod chain;
+pub mod registry;
+
+use std::any::Any;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+pub use chain::{Chain, ChainEntry};
+pub use registry::{BuildContext, FilterFactory, FilterRegistry};
+
+/// Which phases a filter takes part in. The chain skips a filter for the phases it does not list,
+/// and does not wrap a body in a filtering stream when no filter of the chain reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Phases(u8);
+
+impl Phases {
+    pub const NONE: Phases = Phases(0);
+    pub const REQUEST_HEADERS: Phases = Phases(1);
+    pub const REQUEST_BODY: Phases = Phases(2);
+    pub const REQUEST_TRAILERS: Phases = Phases(4);
+    pub const RESPONSE_HEADERS: Phases = Phases(8);
+    pub const RESPONSE_BODY: Phases = Phases(16);
+    pub const RESPONSE_TRAILERS: Phases = Phases(32);
+    pub const LOG: Phases = Phases(64);
+    pub const ALL: Phases = Phases(127);
+
+    pub const fn union(self, other: Phases) -> Phases {
+        Phases(self.0 | other.0)
+    }
+    pub const fn contains(self, other: Phases) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub const fn intersects(self, other: Phases) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
+impl std::ops::BitOr for Phases {
+    type Output = Phases;
+    fn bitor(self, rhs: Phases) -> Phases {
+        self.union(rhs)
+    }
+}
+
+/// A response produced by the gateway itself (a filter, a plugin, a route's direct_response).
+#[derive(Clone, Debug)]
+pub struct LocalResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Why the gateway answered (`rate_limited`, `ip_denied`, plugin details...): access log field
+    /// `response_flags`/`details`.
+    pub details: &'static str,
+}
+
+impl LocalResponse {
+    pub fn new(status: StatusCode, details: &'static str) -> Self {
+        LocalResponse {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            details,
+        }
+    }
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+}
+
+/// What a paused phase resumes with: called by the chain with the exchange, it returns the flow of
+/// the phase (which may be another pause, e.g. a plugin that makes a second callout).
+pub type Resume = Box<dyn FnOnce(&mut FilterCx<'_>) -> Flow>;
+/// A pause: the future completes when the filter is ready to go on. Not `Send`: it lives on the
+/// worker that owns the stream.
+pub type Pending = Pin<Box<dyn Future<Output = Resume>>>;
+
+/// The outcome of a header or trailer phase.
+pub enum Flow {
+    Continue,
+    /// Stop the chain and answer with this response (response phases: replace the response).
+    Respond(LocalResponse),
+    /// Wait; the chain polls the future, then calls the resume function.
+    Pause(Pending),
+}
+
+/// The outcome of a body phase.
+pub enum BodyFlow {
+    /// Pass the (possibly modified) data on.
+    Continue,
+    /// Hold the data: the chain keeps it and calls the phase again with everything buffered so far
+    /// appended by the next chunk (Envoy's StopIterationAndBuffer). Bounded by the body limit.
+    Buffer,
+    /// Stop and answer locally (only possible before the response headers left).
+    Respond(LocalResponse),
+    /// Wait like [`Flow::Pause`]; the data stays buffered.
+    Pause(Pending),
+}
+
+/// Facts about the connection and request that filters may read.
+#[derive(Clone, Debug)]
+pub struct RequestInfo {
+    pub client_addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    pub listener: Arc<str>,
+    /// `https` when the downstream connection is TLS, else `http`.
+    pub scheme: &'static str,
+    pub start: Instant,
+    /// Worker index (0-based).
+    pub worker: usize,
+}
+
+/// Per-request state carried through every phase: the request head, the response head once it
+/// exists, and each filter's own state.
+pub struct Exchange {
+    pub info: RequestInfo,
+    pub request: http::request::Parts,
+    pub response: Option<http::response::Parts>,
+    /// Name of the matched route, when one matched.
+    pub route: Option<Arc<str>>,
+    /// Name of the cluster the request went to.
+    pub cluster: Option<Arc<str>>,
+    /// The request id (x-request-id) once set.
+    pub request_id: Option<HeaderValue>,
+    /// Set when the gateway answered itself; access log `details`.
+    pub local_details: Option<&'static str>,
+    states: Vec<(usize, Box<dyn Any>)>,
+}
+
+impl Exchange {
+    pub fn new(info: RequestInfo, request: http::request::Parts) -> Self {
+        Exchange {
+            info,
+            request,
+            response: None,
+            route: None,
+            cluster: None,
+            request_id: None,
+            local_details: None,
+            states: Vec::new(),
+        }
+    }
+
+    /// A view of this exchange for the filter at `slot` of the chain.
+    pub fn cx(&mut self, slot: usize) -> FilterCx<'_> {
+        FilterCx { ex: self, slot }
+    }
+}
+
+/// What a filter sees during a phase: the exchange plus its own state slot.
+pub struct FilterCx<'a> {
+    pub ex: &'a mut Exchange,
+    slot: usize,
+}
+
+impl FilterCx<'_> {
+    /// This filter's per-request state, if it set one.
+    pub fn state<T: Any>(&mut self) -> Option<&mut T> {
+        let slot = self.slot;
+        self.ex
+            .states
+            .iter_mut()
+            .find(|(s, _)| *s == slot)
+            .and_then(|(_, b)| b.downcast_mut::<T>())
+    }
+
+    /// Set (or replace) this filter's per-request state. Dropped when the exchange ends.
+    pub fn set_state<T: Any>(&mut self, value: T) {
+        let slot = self.slot;
+        if let Some(entry) = self.ex.states.iter_mut().find(|(s, _)| *s == slot) {
+            entry.1 = Box::new(value);
+        } else {
+            self.ex.states.push((slot, Box::new(value)));
+        }
+    }
+
+    /// Remove and return this filter's per-request state.
+    pub fn take_state<T: Any>(&mut self) -> Option<T> {
+        let slot = self.slot;
+        let pos = self
+            .ex
+            .states
+            .iter()
+            .position(|(s, b)| *s == slot && b.is::<T>())?;
+        let (_, b) = self.ex.states.swap_remove(pos);
+        b.downcast::<T>().ok().map(|b| *b)
+    }
+
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+}
+
+/// An HTTP filter. Implement the phases you need; the others continue.
+///
+/// `phases()` must list every phase the filter implements, or the chain will not call it.
+pub trait HttpFilter: Send + Sync + 'static {
+    /// The registered name (`headers`, `local-rate-limit`) or the plugin's name.
+    fn name(&self) -> &str;
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST_HEADERS
+    }
+
+    fn on_request_headers(&self, _cx: &mut FilterCx<'_>) -> Flow {
+        Flow::Continue
+    }
+
+    /// `data` is this chunk, or everything buffered so far when an earlier call returned `Buffer`.
+    fn on_request_body(
+        &self,
+        _cx: &mut FilterCx<'_>,
+        _data: &mut Bytes,
+        _end_of_stream: bool,
+    ) -> BodyFlow {
+        BodyFlow::Continue
+    }
+
+    fn on_request_trailers(&self, _cx: &mut FilterCx<'_>, _trailers: &mut HeaderMap) -> Flow {
+        Flow::Continue
+    }
+
+    /// The response head is in `cx.ex.response`.
+    fn on_response_headers(&self, _cx: &mut FilterCx<'_>) -> Flow {
+        Flow::Continue
+    }
+
+    fn on_response_body(
+        &self,
+        _cx: &mut FilterCx<'_>,
+        _data: &mut Bytes,
+        _end_of_stream: bool,
+    ) -> BodyFlow {
+        BodyFlow::Continue
+    }
+
+    fn on_response_trailers(&self, _cx: &mut FilterCx<'_>, _trailers: &mut HeaderMap) -> Flow {
+        Flow::Continue
+    }
+
+    /// After the exchange ends (completed, failed or aborted by the client). Cannot change anything.
+    fn on_log(&self, _cx: &mut FilterCx<'_>) {}
+}
+
+/// Where a filter's files live (relative paths in filter config are relative to the config file).
+pub fn resolve_path(base_dir: &std::path::Path, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() {
+        path
+    } else {
+        base_dir.join(path)
+    }
+}

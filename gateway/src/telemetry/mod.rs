@@ -1,0 +1,3 @@
+//! Metrics (Prometheus text), the JSON access log and `tracing` setup.
+
+pub mod metrics;
