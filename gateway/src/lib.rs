@@ -7,3 +7,4 @@ pub mod filter;
 pub mod services;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;
