@@ -4,3 +4,5 @@
 mod support;
 
 mod proxy;
+mod failures;
+mod limits;
