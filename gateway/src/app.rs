@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use crate::config::{self, Config};
 use crate::filter::FilterRegistry;
+use crate::reload::{self, Reloader};
 use crate::server::{self, Gateway};
 use crate::services::Services;
 use crate::snapshot;
@@ -70,7 +71,7 @@ fn load(path: &Path) -> Result<Config, String> {
 ///
 /// # Errors
 /// A config that does not load, a listener that cannot bind, a runtime that cannot start.
-pub fn run(path: &Path, _opts: RunOptions) -> anyhow::Result<()> {
+pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let services = Services::new();
     let registry = FilterRegistry::builtin();
     let (cfg, snap) = match check(path, &registry, &services) {
@@ -100,19 +101,38 @@ pub fn run(path: &Path, _opts: RunOptions) -> anyhow::Result<()> {
     let sink: FinishSinkFactory =
         Arc::new(|| Rc::new(|_f: &crate::proxy::finish::Finish, _e: &crate::filter::Exchange| {}));
     let running = server::start_workers(&gw, sockets, sink)?;
-    control.block_on(wait_for_shutdown_signal())?;
+    let reloader = Reloader::new(
+        gw.clone(),
+        path.to_path_buf(),
+        workers,
+        running.cmds.clone(),
+        control.handle().clone(),
+        bound,
+    );
+    if !opts.no_watch {
+        reload::watch::spawn(reloader.clone()).context("cannot start the file watcher")?;
+    }
+    control.block_on(wait_for_shutdown_signal(reloader.clone()))?;
     tracing::info!(?drain, "shutting down: draining connections");
     running.drain(&gw, drain);
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+/// Wait for SIGTERM or SIGINT; SIGHUP reloads the config in the meantime.
+async fn wait_for_shutdown_signal(reloader: Arc<Reloader>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let r = reloader.clone();
+                // Building a snapshot compiles plugins: keep it off the signal task.
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        }
     }
-    Ok(())
 }

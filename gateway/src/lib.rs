@@ -8,6 +8,7 @@ pub mod error;
 pub mod filter;
 pub mod listener;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod services;

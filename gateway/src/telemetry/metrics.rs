@@ -27,6 +27,8 @@ impl Metrics {
     pub fn upstream_connect(&self, _cluster: &str, _elapsed: Duration) {}
     pub fn endpoint_health(&self, _cluster: &str, _endpoint: &str, _healthy: bool) {}
     pub fn upstream_retry(&self, _cluster: &str) {}
+    pub fn reload_succeeded(&self, _version: &str) {}
+    pub fn reload_failed(&self) {}
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {

@@ -3,6 +3,6 @@
 
 mod support;
 
-mod proxy;
 mod failures;
 mod limits;
+mod proxy;

@@ -1,0 +1,184 @@
+//! Reloads: build a whole new snapshot off the request path and swap it in atomically, opening and
+//! closing listeners that the new config adds, removes or moves. A reload that fails any check
+//! changes nothing; the error is logged once, counted and shown at /config.
+
+pub mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::listener::bind;
+use crate::server::{Gateway, WorkerCmd};
+use crate::snapshot::Snapshot;
+
+/// Why a reload was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(String),
+    #[error("listener `{name}`: cannot listen on {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What /config shows about reloads.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub version: String,
+    pub last_error: Option<String>,
+    pub reloads: u64,
+    pub failures: u64,
+}
+
+pub struct Reloader {
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    workers: usize,
+    cmds: Vec<UnboundedSender<WorkerCmd>>,
+    rt: tokio::runtime::Handle,
+    state: Mutex<State>,
+}
+
+struct State {
+    status: ReloadStatus,
+    /// Address each listener is bound to now.
+    bound: HashMap<String, SocketAddr>,
+}
+
+impl Reloader {
+    pub fn new(
+        gw: Arc<Gateway>,
+        path: PathBuf,
+        workers: usize,
+        cmds: Vec<UnboundedSender<WorkerCmd>>,
+        rt: tokio::runtime::Handle,
+        bound: HashMap<String, SocketAddr>,
+    ) -> Arc<Self> {
+        let version = gw.snapshot.load().version().to_string();
+        Arc::new(Reloader {
+            gw,
+            path,
+            workers,
+            cmds,
+            rt,
+            state: Mutex::new(State {
+                status: ReloadStatus {
+                    version,
+                    ..Default::default()
+                },
+                bound,
+            }),
+        })
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.state
+            .lock()
+            .map(|s| s.status.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reload from the config file. Returns the new version.
+    ///
+    /// # Errors
+    /// Why the new config was rejected; the old one keeps serving.
+    pub fn reload(&self) -> Result<String, ReloadError> {
+        let started = Instant::now();
+        // One reload at a time; a poisoned lock only means an earlier reload panicked.
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let result = self.reload_locked(&mut st);
+        match &result {
+            Ok(version) => {
+                st.status.version = version.clone();
+                st.status.last_error = None;
+                st.status.reloads += 1;
+                self.gw.services.metrics.reload_succeeded(version);
+                tracing::info!(version = %version, elapsed = ?started.elapsed(), "configuration reloaded");
+            }
+            Err(e) => {
+                st.status.last_error = Some(e.to_string());
+                st.status.failures += 1;
+                self.gw.services.metrics.reload_failed();
+                tracing::error!(error = %e, "configuration reload rejected; the previous configuration keeps serving");
+            }
+        }
+        result
+    }
+
+    fn reload_locked(&self, st: &mut State) -> Result<String, ReloadError> {
+        let (_cfg, snap) = crate::app::check(&self.path, &self.gw.registry, &self.gw.services)
+            .map_err(ReloadError::Config)?;
+        let old = self.gw.snapshot.load_full();
+        if old.version() == snap.version() && !old.version().is_empty() {
+            return Ok(snap.version().to_string());
+        }
+        // Bind what is new or moved before anything changes, so a bind error rejects the reload.
+        let mut to_bind = Vec::new();
+        for (name, l) in &snap.listeners {
+            let moved = match st.bound.get(name) {
+                Some(addr) => !same_address(*addr, l.address),
+                None => true,
+            };
+            if moved {
+                let socks = bind::bind_reuseport(l.address, self.workers).map_err(|source| {
+                    ReloadError::Bind {
+                        name: name.clone(),
+                        addr: l.address,
+                        source,
+                    }
+                })?;
+                to_bind.push((l.name.clone(), socks));
+            }
+        }
+        let removed: Vec<String> = st
+            .bound
+            .keys()
+            .filter(|n| !snap.listeners.contains_key(*n))
+            .cloned()
+            .collect();
+        snap.start(&self.rt);
+        let version = snap.version().to_string();
+        self.gw.snapshot.store(Arc::new(snap));
+        for (name, socks) in to_bind {
+            if let Some(first) = socks.first() {
+                if let Ok(a) = first.local_addr() {
+                    st.bound.insert(name.to_string(), a);
+                    tracing::info!(listener = %name, address = %a, "listening");
+                }
+            }
+            for (sock, tx) in socks.into_iter().zip(&self.cmds) {
+                let _ = tx.send(WorkerCmd::Listen(name.clone(), sock));
+            }
+        }
+        for name in removed {
+            st.bound.remove(&name);
+            tracing::info!(listener = %name, "listener removed; its connections drain");
+            let name: Arc<str> = name.into();
+            for tx in &self.cmds {
+                let _ = tx.send(WorkerCmd::Close(name.clone()));
+            }
+        }
+        Ok(version)
+    }
+
+    /// The snapshot in force.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.gw.snapshot.load_full()
+    }
+}
+
+/// A listener configured on port 0 stays where it was bound.
+fn same_address(bound: SocketAddr, configured: SocketAddr) -> bool {
+    bound == configured || (configured.port() == 0 && bound.ip() == configured.ip())
+}
