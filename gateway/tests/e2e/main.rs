@@ -6,3 +6,5 @@ mod support;
 mod failures;
 mod limits;
 mod proxy;
+mod load;
+mod reload;
