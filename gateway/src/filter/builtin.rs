@@ -21,7 +21,14 @@ mod tests {
         let r = FilterRegistry::builtin();
         assert_eq!(
             r.names(),
-            ["cors", "fault", "headers", "ip-access", "local-rate-limit", "request-id"]
+            [
+                "cors",
+                "fault",
+                "headers",
+                "ip-access",
+                "local-rate-limit",
+                "request-id"
+            ]
         );
     }
 }

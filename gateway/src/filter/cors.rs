@@ -71,15 +71,23 @@ impl OriginRule {
             None => (None, t.as_str()),
         };
         if let Some(s) = scheme {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+            if s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            {
                 return Err(bad("has an invalid scheme"));
             }
         }
         if host.is_empty() || host.contains(['/', '?', '#', ' ']) {
-            return Err(bad("is not an origin (an origin has no path, not even a trailing `/`)"));
+            return Err(bad(
+                "is not an origin (an origin has no path, not even a trailing `/`)",
+            ));
         }
         match host.strip_prefix('*') {
-            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') => {
+            Some(suffix)
+                if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') =>
+            {
                 Ok(OriginRule::Subdomain {
                     scheme: scheme.map(str::to_string),
                     suffix: suffix.to_string(),
@@ -99,7 +107,10 @@ impl OriginRule {
                 let Some((s, host_port)) = origin.split_once("://") else {
                     return false;
                 };
-                if scheme.as_deref().is_some_and(|want| !want.eq_ignore_ascii_case(s)) {
+                if scheme
+                    .as_deref()
+                    .is_some_and(|want| !want.eq_ignore_ascii_case(s))
+                {
                     return false;
                 }
                 let host = match host_port.rsplit_once(':') {
@@ -158,13 +169,17 @@ pub fn factory(
     }
     for (i, m) in c.allow_methods.iter().enumerate() {
         if m != "*" && Method::from_bytes(m.as_bytes()).is_err() {
-            return Err(format!("allow_methods[{i}]: `{m}` is not an HTTP method; e.g. `GET`, `PUT`"));
+            return Err(format!(
+                "allow_methods[{i}]: `{m}` is not an HTTP method; e.g. `GET`, `PUT`"
+            ));
         }
     }
     let names = |list: &[String], what: &str| -> Result<(), String> {
         for (i, h) in list.iter().enumerate() {
             if h != "*" && HeaderName::from_bytes(h.as_bytes()).is_err() {
-                return Err(format!("{what}[{i}]: `{h}` is not a valid header name; e.g. `content-type`"));
+                return Err(format!(
+                    "{what}[{i}]: `{h}` is not a valid header name; e.g. `content-type`"
+                ));
             }
         }
         Ok(())
@@ -408,8 +423,12 @@ allow_credentials: true
     #[test]
     fn plain_options_and_other_requests_pass() {
         let f = build(factory, CONFIG).unwrap();
-        assert!(is_continue(&f.on_request_headers(&mut req("OPTIONS", &[("origin", "https://app.example")]).cx(0))));
-        assert!(is_continue(&f.on_request_headers(&mut req("GET", &[("origin", "https://app.example")]).cx(0))));
+        assert!(is_continue(&f.on_request_headers(
+            &mut req("OPTIONS", &[("origin", "https://app.example")]).cx(0)
+        )));
+        assert!(is_continue(&f.on_request_headers(
+            &mut req("GET", &[("origin", "https://app.example")]).cx(0)
+        )));
     }
 
     #[test]
@@ -428,9 +447,16 @@ allow_credentials: true
     #[test]
     fn other_origins_and_no_origin_only_get_vary() {
         let f = build(factory, CONFIG).unwrap();
-        for mut ex in [req("GET", &[("origin", "https://evil.example")]), req("GET", &[])] {
+        for mut ex in [
+            req("GET", &[("origin", "https://evil.example")]),
+            req("GET", &[]),
+        ] {
             respond(&mut ex, 200);
-            ex.response.as_mut().unwrap().headers.insert(VARY, HeaderValue::from_static("Accept-Encoding, Origin"));
+            ex.response
+                .as_mut()
+                .unwrap()
+                .headers
+                .insert(VARY, HeaderValue::from_static("Accept-Encoding, Origin"));
             f.on_response_headers(&mut ex.cx(0));
             let h = ex.response.unwrap().headers;
             assert!(h.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
@@ -473,7 +499,8 @@ allow_credentials: true
         let err = |y: &str| build(factory, y).err().unwrap();
         assert!(err("{}").contains("missing field `allow_origins`"));
         assert!(err("allow_origins: []").contains("allow_origins is empty"));
-        assert!(err("{allow_origins: ['*'], allow_credentials: true}").contains("cannot be used with allow_credentials"));
+        assert!(err("{allow_origins: ['*'], allow_credentials: true}")
+            .contains("cannot be used with allow_credentials"));
         assert!(err("allow_origins: ['https://a.example/']").contains("allow_origins[0]"));
         assert!(err("allow_origins: ['a.example']").contains("has no scheme"));
         assert!(err("allow_origins: ['https://a.*.example']").contains("leading `*.`"));

@@ -127,7 +127,10 @@ pub fn factory(
     let abort = match c.abort {
         Some(a) => Some(Abort {
             status: abort_status(a.status).ok_or_else(|| {
-                format!("abort.status must be between 400 and 599 (got {}); e.g. `status: 503`", a.status)
+                format!(
+                    "abort.status must be between 400 and 599 (got {}); e.g. `status: 503`",
+                    a.status
+                )
             })?,
             body: Bytes::from(a.body),
             share: Share::parse(a.percentage, "abort")?,
@@ -188,7 +191,10 @@ impl Fault {
         }
         let mut r = LocalResponse::new(a.status, "fault_abort").with_body(a.body.clone());
         if !a.body.is_empty() {
-            r = r.with_header(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r = r.with_header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
         }
         Some(r)
     }
@@ -287,7 +293,9 @@ mod tests {
         let half = build(factory, "abort: { percentage: 50 }").unwrap();
         let mut aborted = 0;
         for _ in 0..2000 {
-            assert!(is_continue(&never.on_request_headers(&mut get("192.0.2.1:1").cx(0))));
+            assert!(is_continue(
+                &never.on_request_headers(&mut get("192.0.2.1:1").cx(0))
+            ));
             local(always.on_request_headers(&mut get("192.0.2.1:1").cx(0)));
             if !is_continue(&half.on_request_headers(&mut get("192.0.2.1:1").cx(0))) {
                 aborted += 1;
@@ -304,9 +312,15 @@ mod tests {
         assert!(is_continue(&f.on_request_headers(&mut ex.cx(0))));
 
         let mut ex = with_headers(&[("x-sluice-fault-abort", "418")]);
-        assert_eq!(local(f.on_request_headers(&mut ex.cx(0))).status, StatusCode::IM_A_TEAPOT);
+        assert_eq!(
+            local(f.on_request_headers(&mut ex.cx(0))).status,
+            StatusCode::IM_A_TEAPOT
+        );
         // Invalid values are ignored.
-        let mut ex = with_headers(&[("x-sluice-fault-abort", "200"), ("x-sluice-fault-delay-ms", "soon")]);
+        let mut ex = with_headers(&[
+            ("x-sluice-fault-abort", "200"),
+            ("x-sluice-fault-delay-ms", "soon"),
+        ]);
         assert!(is_continue(&f.on_request_headers(&mut ex.cx(0))));
 
         // The asked delay is capped by max_header_delay, and the resume continues.
@@ -324,7 +338,8 @@ mod tests {
     fn bad_configs_say_how_to_fix() {
         let err = |y: &str| build(factory, y).err().unwrap();
         assert!(err("").contains("nothing to inject"));
-        assert!(err("abort: { percentage: 101 }").contains("abort.percentage must be between 0 and 100"));
+        assert!(err("abort: { percentage: 101 }")
+            .contains("abort.percentage must be between 0 and 100"));
         assert!(err("delay: { duration: 1s, percentage: -1 }").contains("delay.percentage"));
         assert!(err("delay: { percentage: 10 }").contains("missing field `duration`"));
         assert!(err("delay: { duration: 10 }").contains("no unit"));

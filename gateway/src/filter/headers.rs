@@ -189,7 +189,9 @@ impl Ops {
                 )
             })
         };
-        let pairs = |list: Vec<HeaderConfig>, what: &str| -> Result<Vec<(HeaderName, Value)>, String> {
+        let pairs = |list: Vec<HeaderConfig>,
+                     what: &str|
+         -> Result<Vec<(HeaderName, Value)>, String> {
             list.into_iter()
                 .map(|h| {
                     let n = name(&h.name, what)?;
@@ -312,7 +314,9 @@ mod tests {
                 Part::Text(";100%".into())
             ]
         );
-        assert!(parse_template("%NOPE%").unwrap_err().contains("unknown variable `%NOPE%`"));
+        assert!(parse_template("%NOPE%")
+            .unwrap_err()
+            .contains("unknown variable `%NOPE%`"));
         assert!(parse_template("50%").unwrap_err().contains("write `%%`"));
     }
 
@@ -339,7 +343,12 @@ request:
         let mut ex = exchange("10.0.0.1:5000", req);
         f.on_request_headers(&mut ex.cx(0));
         let h = &ex.request.headers;
-        let all = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>();
+        let all = |n: &str| {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(all("x-env"), ["prod"]);
         assert_eq!(all("x-multi"), ["one", "two"]);
         assert_eq!(all("x-drop"), ["re-added"]);
@@ -357,7 +366,10 @@ response:
 "#,
         )
         .unwrap();
-        assert_eq!(f.phases(), Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS);
+        assert_eq!(
+            f.phases(),
+            Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS
+        );
         let mut ex = get("[::ffff:192.0.2.7]:4000");
         ex.route = Some(Arc::from("api"));
         ex.request_id = Some(HeaderValue::from_static("rid-1"));
@@ -370,7 +382,11 @@ response:
 
     #[test]
     fn missing_variables_render_empty() {
-        let f = build(factory, "response: { add: [{ name: x-route, value: 'r=%ROUTE%' }] }").unwrap();
+        let f = build(
+            factory,
+            "response: { add: [{ name: x-route, value: 'r=%ROUTE%' }] }",
+        )
+        .unwrap();
         let mut ex = get("10.0.0.1:5000");
         respond(&mut ex, 204);
         f.on_response_headers(&mut ex.cx(0));
@@ -379,11 +395,23 @@ response:
 
     #[test]
     fn bad_configs_say_how_to_fix() {
-        let e = build(factory, "request: { set: [{ name: 'a b', value: x }] }").err().unwrap();
-        assert!(e.contains("request.set: `a b` is not a valid header name"), "{e}");
-        let e = build(factory, "response: { add: [{ name: x, value: \"a\\nb\" }] }").err().unwrap();
+        let e = build(factory, "request: { set: [{ name: 'a b', value: x }] }")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("request.set: `a b` is not a valid header name"),
+            "{e}"
+        );
+        let e = build(
+            factory,
+            "response: { add: [{ name: x, value: \"a\\nb\" }] }",
+        )
+        .err()
+        .unwrap();
         assert!(e.contains("response.add: value"), "{e}");
-        let e = build(factory, "request: { set: [{ name: x, value: '%HOST%' }] }").err().unwrap();
+        let e = build(factory, "request: { set: [{ name: x, value: '%HOST%' }] }")
+            .err()
+            .unwrap();
         assert!(e.contains("unknown variable `%HOST%`"), "{e}");
         let e = build(factory, "request: { put: [] }").err().unwrap();
         assert!(e.contains("unknown field `put`"), "{e}");

@@ -109,7 +109,7 @@ fn merge<T: Ord + Copy + num::Successor>(mut v: Vec<(T, T)>) -> Vec<(T, T)> {
     let mut out: Vec<(T, T)> = Vec::with_capacity(v.len());
     for (lo, hi) in v {
         match out.last_mut() {
-            Some(last) if last.1.succ().map_or(true, |next| lo <= next) => {
+            Some(last) if last.1.succ().is_none_or(|next| lo <= next) => {
                 last.1 = last.1.max(hi);
             }
             _ => out.push((lo, hi)),
@@ -160,14 +160,24 @@ pub fn factory(
     let deny = IpSet::parse(&c.deny, "deny")?;
     if allow.is_empty() && deny.is_empty() {
         return Err(
-            "ip-access needs `allow` or `deny` (or both), e.g. `deny: [\"192.0.2.0/24\"]`".to_string(),
+            "ip-access needs `allow` or `deny` (or both), e.g. `deny: [\"192.0.2.0/24\"]`"
+                .to_string(),
         );
     }
     let status = StatusCode::from_u16(c.status)
         .ok()
         .filter(|s| s.is_client_error() || s.is_server_error())
-        .ok_or_else(|| format!("status must be a 4xx or 5xx status (got {}); 403 is usual", c.status))?;
-    Ok(Arc::new(IpAccess { allow, deny, status }))
+        .ok_or_else(|| {
+            format!(
+                "status must be a 4xx or 5xx status (got {}); 403 is usual",
+                c.status
+            )
+        })?;
+    Ok(Arc::new(IpAccess {
+        allow,
+        deny,
+        status,
+    }))
 }
 
 impl IpAccess {
@@ -189,7 +199,10 @@ impl HttpFilter for IpAccess {
             Flow::Respond(
                 LocalResponse::new(self.status, "ip_denied")
                     .with_body("forbidden\n")
-                    .with_header(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain")),
+                    .with_header(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain"),
+                    ),
             )
         }
     }
@@ -207,11 +220,20 @@ mod tests {
     #[test]
     fn ranges_merge_and_match() {
         let s = IpSet::parse(
-            &["10.0.0.0/24", "10.0.1.0/24", "10.0.0.128/25", "192.0.2.7", "2001:db8::/32"],
+            &[
+                "10.0.0.0/24",
+                "10.0.1.0/24",
+                "10.0.0.128/25",
+                "192.0.2.7",
+                "2001:db8::/32",
+            ],
             "allow",
         )
         .unwrap();
-        assert_eq!(s.v4, vec![(0x0a00_0000, 0x0a00_01ff), (0xc000_0207, 0xc000_0207)]);
+        assert_eq!(
+            s.v4,
+            vec![(0x0a00_0000, 0x0a00_01ff), (0xc000_0207, 0xc000_0207)]
+        );
         assert!(s.contains(ip("10.0.1.255")));
         assert!(!s.contains(ip("10.0.2.0")));
         assert!(!s.contains(ip("9.255.255.255")));
@@ -242,9 +264,15 @@ mod tests {
             "{allow: [10.0.0.0/8, '2001:db8::/32'], deny: [10.1.0.0/16], status: 404}",
         )
         .unwrap();
-        assert!(is_continue(&f.on_request_headers(&mut get("10.2.3.4:1").cx(0))));
-        assert!(is_continue(&f.on_request_headers(&mut get("[::ffff:10.2.3.4]:1").cx(0))));
-        assert!(is_continue(&f.on_request_headers(&mut get("[2001:db8::5]:1").cx(0))));
+        assert!(is_continue(
+            &f.on_request_headers(&mut get("10.2.3.4:1").cx(0))
+        ));
+        assert!(is_continue(
+            &f.on_request_headers(&mut get("[::ffff:10.2.3.4]:1").cx(0))
+        ));
+        assert!(is_continue(
+            &f.on_request_headers(&mut get("[2001:db8::5]:1").cx(0))
+        ));
         let r = local(f.on_request_headers(&mut get("10.1.2.3:1").cx(0)));
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert_eq!(r.details, "ip_denied");
@@ -258,8 +286,12 @@ mod tests {
         let f = build(factory, "deny: [192.0.2.0/24]").unwrap();
         let r = local(f.on_request_headers(&mut get("192.0.2.1:1").cx(0)));
         assert_eq!(r.status, StatusCode::FORBIDDEN);
-        assert!(is_continue(&f.on_request_headers(&mut get("198.51.100.1:1").cx(0))));
-        assert!(is_continue(&f.on_request_headers(&mut get("[::1]:1").cx(0))));
+        assert!(is_continue(
+            &f.on_request_headers(&mut get("198.51.100.1:1").cx(0))
+        ));
+        assert!(is_continue(
+            &f.on_request_headers(&mut get("[::1]:1").cx(0))
+        ));
     }
 
     #[test]

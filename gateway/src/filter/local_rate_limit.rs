@@ -302,7 +302,10 @@ impl Buckets {
             // Keys seen while the table is full of active buckets share one bucket: memory stays
             // bounded under a flood of new keys while known clients keep their own budget.
             let decision = self.overflow.acquire(now, p.rate);
-            return Checked { decision, ban: false };
+            return Checked {
+                decision,
+                ban: false,
+            };
         }
         let b = map.entry(owned()).or_insert_with(|| {
             self.len.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +331,8 @@ impl Buckets {
             SWEEP_INTERVAL
         };
         let last = self.last_sweep.load(Ordering::Relaxed);
-        let due = now.saturating_sub(last) >= u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        let due =
+            now.saturating_sub(last) >= u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
         // One worker sweeps; the others go on.
         if due
             && self
@@ -382,17 +386,26 @@ pub fn factory(
     cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn HttpFilter>, String> {
     let c: Config = parse_config(config)?;
-    let burst = c
-        .burst
-        .unwrap_or_else(|| c.requests_per_second.ceil().clamp(1.0, f64::from(MAX_BURST)) as u32);
+    let burst = c.burst.unwrap_or_else(|| {
+        c.requests_per_second
+            .ceil()
+            .clamp(1.0, f64::from(MAX_BURST)) as u32
+    });
     let rate = Rate::new(c.requests_per_second, burst)?;
     let key = parse_key(&c.key)?;
     let status = StatusCode::from_u16(c.status)
         .ok()
         .filter(|s| s.is_client_error() || s.is_server_error())
-        .ok_or_else(|| format!("status must be a 4xx or 5xx status (got {}); 429 is usual", c.status))?;
+        .ok_or_else(|| {
+            format!(
+                "status must be a 4xx or 5xx status (got {}); 429 is usual",
+                c.status
+            )
+        })?;
     if c.max_keys == 0 {
-        return Err("max_keys must be at least 1; it bounds the memory used by buckets".to_string());
+        return Err(
+            "max_keys must be at least 1; it bounds the memory used by buckets".to_string(),
+        );
     }
     let ban = match c.ban {
         None => None,
@@ -404,7 +417,10 @@ pub fn factory(
                 return Err("ban.after must be at least 1 (rejections before the ban)".to_string());
             }
             if b.window.get().is_zero() || b.ttl.get().is_zero() {
-                return Err("ban.window and ban.ttl must be longer than 0, e.g. `window: 1m`, `ttl: 10m`".to_string());
+                return Err(
+                    "ban.window and ban.ttl must be longer than 0, e.g. `window: 1m`, `ttl: 10m`"
+                        .to_string(),
+                );
             }
             Some(BanPolicy {
                 after: b.after,
@@ -413,7 +429,9 @@ pub fn factory(
             })
         }
     };
-    let counts = (0..=burst.min(PREBUILT_COUNTS)).map(HeaderValue::from).collect();
+    let counts = (0..=burst.min(PREBUILT_COUNTS))
+        .map(HeaderValue::from)
+        .collect();
     Ok(Arc::new(LocalRateLimit {
         key,
         policy: Policy {
@@ -437,9 +455,13 @@ fn parse_key(raw: &str) -> Result<KeySpec, String> {
     if let Some(name) = raw.strip_prefix("header:") {
         return HeaderName::from_bytes(name.trim().as_bytes())
             .map(KeySpec::Header)
-            .map_err(|_| format!("key: `{name}` is not a valid header name; e.g. `header:x-api-key`"));
+            .map_err(|_| {
+                format!("key: `{name}` is not a valid header name; e.g. `header:x-api-key`")
+            });
     }
-    Err(format!("key: `{raw}` is not known; use `client_ip` or `header:NAME` (e.g. `header:x-api-key`)"))
+    Err(format!(
+        "key: `{raw}` is not known; use `client_ip` or `header:NAME` (e.g. `header:x-api-key`)"
+    ))
 }
 
 impl LocalRateLimit {
@@ -511,8 +533,10 @@ impl HttpFilter for LocalRateLimit {
             return Flow::Continue;
         };
         if let Some(resp) = cx.ex.response.as_mut() {
-            resp.headers.insert(X_RATELIMIT_LIMIT.clone(), self.limit_value.clone());
-            resp.headers.insert(X_RATELIMIT_REMAINING.clone(), self.count(n));
+            resp.headers
+                .insert(X_RATELIMIT_LIMIT.clone(), self.limit_value.clone());
+            resp.headers
+                .insert(X_RATELIMIT_REMAINING.clone(), self.count(n));
         }
         Flow::Continue
     }

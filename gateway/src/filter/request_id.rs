@@ -8,7 +8,7 @@ use rand::Rng;
 use serde::Deserialize;
 
 use super::registry::{parse_config, BuildContext};
-use super::{Flow, FilterCx, HttpFilter, Phases};
+use super::{FilterCx, Flow, HttpFilter, Phases};
 
 /// Registered name.
 pub const NAME: &str = "request-id";
@@ -91,14 +91,9 @@ impl HttpFilter for RequestId {
     }
 
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
-        let id = match self.incoming(cx) {
-            Some(id) => id,
-            None => {
-                let id = uuid_v4();
-                cx.ex.request.headers.insert(self.header.clone(), id.clone());
-                id
-            }
-        };
+        let id = self.incoming(cx).unwrap_or_else(uuid_v4);
+        // `insert` also collapses repeated incoming ids into the one kept.
+        cx.ex.request.headers.insert(self.header.clone(), id.clone());
         cx.ex.request_id = Some(id);
         Flow::Continue
     }
@@ -170,7 +165,10 @@ mod tests {
     #[test]
     fn keeps_incoming_id_when_trusted() {
         let f = build(factory, "").unwrap();
-        let req = http::Request::builder().header("x-request-id", "abc-123").body(()).unwrap();
+        let req = http::Request::builder()
+            .header("x-request-id", "abc-123")
+            .body(())
+            .unwrap();
         let mut ex = exchange("10.0.0.1:5000", req);
         f.on_request_headers(&mut ex.cx(0));
         assert_eq!(ex.request.headers.get_all("x-request-id").iter().count(), 1);
@@ -181,19 +179,30 @@ mod tests {
     #[test]
     fn replaces_incoming_id_when_untrusted_or_too_long() {
         let f = build(factory, "trust_incoming: false").unwrap();
-        let req = http::Request::builder().header("x-request-id", "abc-123").body(()).unwrap();
+        let req = http::Request::builder()
+            .header("x-request-id", "abc-123")
+            .body(())
+            .unwrap();
         let mut ex = exchange("10.0.0.1:5000", req);
         f.on_request_headers(&mut ex.cx(0));
-        let v = ex.request.headers["x-request-id"].to_str().unwrap().to_string();
+        let v = ex.request.headers["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(is_uuid_v4(&v));
         assert_eq!(ex.request.headers.get_all("x-request-id").iter().count(), 1);
 
         let f = build(factory, "").unwrap();
         let long = "a".repeat(MAX_INCOMING_LEN + 1);
-        let req = http::Request::builder().header("x-request-id", long).body(()).unwrap();
+        let req = http::Request::builder()
+            .header("x-request-id", long)
+            .body(())
+            .unwrap();
         let mut ex = exchange("10.0.0.1:5000", req);
         f.on_request_headers(&mut ex.cx(0));
-        assert!(is_uuid_v4(ex.request.headers["x-request-id"].to_str().unwrap()));
+        assert!(is_uuid_v4(
+            ex.request.headers["x-request-id"].to_str().unwrap()
+        ));
     }
 
     #[test]

@@ -26,12 +26,21 @@ pub fn exchange(client: &str, req: http::Request<()>) -> Exchange {
 
 /// A GET of `/` from `client`.
 pub fn get(client: &str) -> Exchange {
-    exchange(client, http::Request::builder().uri("/").body(()).expect("test request"))
+    exchange(
+        client,
+        http::Request::builder()
+            .uri("/")
+            .body(())
+            .expect("test request"),
+    )
 }
 
 /// Give the exchange a response head with `status`.
 pub fn respond(ex: &mut Exchange, status: u16) {
-    let resp = http::Response::builder().status(status).body(()).expect("test response");
+    let resp = http::Response::builder()
+        .status(status)
+        .body(())
+        .expect("test response");
     ex.response = Some(resp.into_parts().0);
 }
 
