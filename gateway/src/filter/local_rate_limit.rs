@@ -407,28 +407,7 @@ pub fn factory(
             "max_keys must be at least 1; it bounds the memory used by buckets".to_string(),
         );
     }
-    let ban = match c.ban {
-        None => None,
-        Some(b) => {
-            if !matches!(key, KeySpec::ClientIp) {
-                return Err("ban needs `key: client_ip`: only addresses can be banned".to_string());
-            }
-            if b.after == 0 {
-                return Err("ban.after must be at least 1 (rejections before the ban)".to_string());
-            }
-            if b.window.get().is_zero() || b.ttl.get().is_zero() {
-                return Err(
-                    "ban.window and ban.ttl must be longer than 0, e.g. `window: 1m`, `ttl: 10m`"
-                        .to_string(),
-                );
-            }
-            Some(BanPolicy {
-                after: b.after,
-                window: u64::try_from(b.window.get().as_nanos()).unwrap_or(u64::MAX),
-                ttl: b.ttl.get(),
-            })
-        }
-    };
+    let ban = ban_policy(c.ban, &key)?;
     let counts = (0..=burst.min(PREBUILT_COUNTS))
         .map(HeaderValue::from)
         .collect();
@@ -445,6 +424,29 @@ pub fn factory(
         counts,
         state: cx.services.shared_state(cx.key, Buckets::default),
         services: Arc::clone(cx.services),
+    }))
+}
+
+fn ban_policy(ban: Option<BanConfig>, key: &KeySpec) -> Result<Option<BanPolicy>, String> {
+    let Some(b) = ban else {
+        return Ok(None);
+    };
+    if !matches!(key, KeySpec::ClientIp) {
+        return Err("ban needs `key: client_ip`: only addresses can be banned".to_string());
+    }
+    if b.after == 0 {
+        return Err("ban.after must be at least 1 (rejections before the ban)".to_string());
+    }
+    if b.window.get().is_zero() || b.ttl.get().is_zero() {
+        return Err(
+            "ban.window and ban.ttl must be longer than 0, e.g. `window: 1m`, `ttl: 10m`"
+                .to_string(),
+        );
+    }
+    Ok(Some(BanPolicy {
+        after: b.after,
+        window: u64::try_from(b.window.get().as_nanos()).unwrap_or(u64::MAX),
+        ttl: b.ttl.get(),
     }))
 }
 

@@ -93,7 +93,10 @@ impl HttpFilter for RequestId {
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         let id = self.incoming(cx).unwrap_or_else(uuid_v4);
         // `insert` also collapses repeated incoming ids into the one kept.
-        cx.ex.request.headers.insert(self.header.clone(), id.clone());
+        cx.ex
+            .request
+            .headers
+            .insert(self.header.clone(), id.clone());
         cx.ex.request_id = Some(id);
         Flow::Continue
     }
@@ -167,6 +170,7 @@ mod tests {
         let f = build(factory, "").unwrap();
         let req = http::Request::builder()
             .header("x-request-id", "abc-123")
+            .header("x-request-id", "repeated")
             .body(())
             .unwrap();
         let mut ex = exchange("10.0.0.1:5000", req);
