@@ -143,7 +143,7 @@ pub struct Cors {
 
 static STAR: HeaderValue = HeaderValue::from_static("*");
 static TRUE: HeaderValue = HeaderValue::from_static("true");
-static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("origin");
+static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 
 /// Factory registered as `cors`.
 ///
@@ -397,7 +397,7 @@ allow_credentials: true
         assert_eq!(h[ACCESS_CONTROL_ALLOW_HEADERS], "content-type, x-a");
         assert_eq!(h[ACCESS_CONTROL_MAX_AGE], "600");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-        assert_eq!(h[VARY], "origin");
+        assert_eq!(h[VARY], "Origin");
         // The response phase leaves the preflight answer alone.
         ex.response = Some({
             let mut b = http::Response::builder().status(204);
@@ -441,7 +441,7 @@ allow_credentials: true
         assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
         assert_eq!(h[ACCESS_CONTROL_EXPOSE_HEADERS], "x-total");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-        assert_eq!(h[VARY], "origin");
+        assert_eq!(h[VARY], "Origin");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
@@ -183,11 +184,17 @@ struct Ops {
 impl Ops {
     fn build(c: OpsConfig, side: &str) -> Result<Ops, String> {
         let name = |n: &str, what: &str| {
-            HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+            let h = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
                 format!(
                     "{side}.{what}: `{n}` is not a valid header name; use letters, digits and `-` (pseudo-headers like `:path` cannot be changed here)"
                 )
-            })
+            })?;
+            if h == CONTENT_LENGTH || h == TRANSFER_ENCODING {
+                return Err(format!(
+                    "{side}.{what}: `{n}` frames the body and is managed by the gateway; remove it from the headers filter"
+                ));
+            }
+            Ok(h)
         };
         let pairs = |list: Vec<HeaderConfig>,
                      what: &str|
@@ -413,6 +420,13 @@ response:
             .err()
             .unwrap();
         assert!(e.contains("unknown variable `%HOST%`"), "{e}");
+        let e = build(factory, "response: { remove: [Content-Length] }")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("response.remove: `Content-Length` frames the body"),
+            "{e}"
+        );
         let e = build(factory, "request: { put: [] }").err().unwrap();
         assert!(e.contains("unknown field `put`"), "{e}");
         let e = build(factory, "").err().unwrap();

@@ -242,6 +242,7 @@ impl Default for Buckets {
 /// The result of a check, with what the caller needs to act on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checked {
+    /// Whether the request may go on.
     pub decision: Decision,
     /// The key just reached the ban threshold.
     pub ban: bool,
@@ -250,8 +251,11 @@ pub struct Checked {
 /// Limits applied by [`Buckets::check_ip`] and [`Buckets::check_bytes`].
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
+    /// Refill rate and capacity of every bucket.
     pub rate: Rate,
+    /// Most buckets held before new keys share the overflow bucket.
     pub max_keys: usize,
+    /// When rejections of an address turn into a ban (addresses only).
     pub ban: Option<BanPolicy>,
 }
 
