@@ -34,14 +34,20 @@ impl Load {
         let sent = Arc::new(AtomicU64::new(0));
         let (s2, sent2) = (stop.clone(), sent.clone());
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("rt");
             rt.block_on(async move {
                 let report = Arc::new(Mutex::new(LoadReport::default()));
                 let per_conn = Duration::from_secs_f64(conns as f64 / rate as f64);
                 let mut tasks = Vec::new();
                 for _ in 0..conns {
                     let (stop, sent, report) = (s2.clone(), sent2.clone(), report.clone());
-                    tasks.push(tokio::spawn(async move { run_conn(addr, path, per_conn, stop, sent, report).await }));
+                    tasks.push(tokio::spawn(async move {
+                        run_conn(addr, path, per_conn, stop, sent, report).await
+                    }));
                 }
                 for t in tasks {
                     let _ = t.await;
@@ -50,16 +56,31 @@ impl Load {
                 std::mem::take(&mut *r)
             })
         });
-        Load { stop, thread: Some(thread), sent }
+        Load {
+            stop,
+            thread: Some(thread),
+            sent,
+        }
     }
 
     pub fn stop(mut self) -> LoadReport {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().expect("running").join().expect("load thread")
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("load thread")
     }
 }
 
-async fn run_conn(addr: SocketAddr, path: &'static str, every: Duration, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, report: Arc<Mutex<LoadReport>>) {
+async fn run_conn(
+    addr: SocketAddr,
+    path: &'static str,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    report: Arc<Mutex<LoadReport>>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
@@ -88,7 +109,11 @@ async fn run_conn(addr: SocketAddr, path: &'static str, every: Duration, stop: A
             conn = None;
             continue;
         }
-        let req = hyper::Request::builder().uri(path).header("host", "localhost").body(Empty::new()).expect("req");
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header("host", "localhost")
+            .body(Empty::new())
+            .expect("req");
         sent.fetch_add(1, Ordering::Relaxed);
         match tx.send_request(req).await {
             Ok(resp) => {
@@ -105,7 +130,8 @@ async fn run_conn(addr: SocketAddr, path: &'static str, every: Duration, stop: A
                     }
                     Ok(b) => {
                         r.failed += 1;
-                        r.errors.push(format!("status {status}: {}", String::from_utf8_lossy(&b)));
+                        r.errors
+                            .push(format!("status {status}: {}", String::from_utf8_lossy(&b)));
                     }
                     Err(e) => {
                         r.failed += 1;

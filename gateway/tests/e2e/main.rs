@@ -4,7 +4,8 @@
 mod support;
 
 mod failures;
+mod filters;
 mod limits;
-mod proxy;
 mod load;
+mod proxy;
 mod reload;

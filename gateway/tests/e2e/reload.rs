@@ -62,7 +62,11 @@ fn routes_swap_under_load_with_zero_failures() {
     let report = load.stop();
     assert_eq!(report.failed, 0, "failures: {:?}", report.errors);
     assert!(report.ok > 2000, "too few requests: {}", report.ok);
-    assert!(report.bodies.len() >= 15, "responses did not follow the swaps: {:?}", report.bodies);
+    assert!(
+        report.bodies.len() >= 15,
+        "responses did not follow the swaps: {:?}",
+        report.bodies
+    );
 }
 
 #[test]
@@ -100,7 +104,10 @@ fn listeners_are_added_and_removed_by_reload() {
     write_config(&gw, &config(port_b, "a3", false));
     wait_for_body(&gw, "a3");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port_b)).is_err(), "listener b still open");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port_b)).is_err(),
+        "listener b still open"
+    );
 }
 
 #[test]
