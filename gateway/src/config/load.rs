@@ -96,31 +96,22 @@ pub fn load_str(
         return Err(d.into());
     }
     let source = SourceMap::new(text);
+    // Syntax first: serde stops at the first shape error, which may come before a syntax error
+    // further down, and a syntax error explains everything after it.
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        let duplicates = duplicate_problems(&source);
+        if e.to_string().contains("duplicate entry") && !duplicates.is_empty() {
+            return Err(Diagnostics(duplicates));
+        }
+        return Err(syntax_problem(&e).into());
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     let file: FileConfig = match serde_path_to_error::deserialize(de) {
         Ok(f) => f,
         Err(e) => return Err(shape_problem(&e, &source).into()),
     };
 
-    let mut problems: Vec<Diagnostic> = source
-        .duplicate_keys()
-        .iter()
-        .map(|d| {
-            Diagnostic::at(
-                d.path.clone(),
-                format!(
-                    "key `{}` is written twice in one mapping",
-                    last_key(&d.path)
-                ),
-            )
-            .with_position(d.line, d.column)
-            .fix(format!(
-                "remove one of them (the first is on line {})",
-                d.first_line
-            ))
-        })
-        .collect();
-    problems.extend(validate::check(&file, base_dir, native_filters));
+    let problems = validate::check(&file, base_dir, native_filters);
     if !problems.is_empty() {
         return Err(Diagnostics(problems).locate_all(&source));
     }
@@ -141,10 +132,6 @@ fn version_of(bytes: &[u8]) -> String {
     hex
 }
 
-fn last_key(path: &str) -> &str {
-    path.rsplit('.').next().unwrap_or(path)
-}
-
 /// Turn a YAML syntax error or a serde shape error into a problem with a place and a fix.
 fn shape_problem(
     err: &serde_path_to_error::Error<serde_yaml::Error>,
@@ -158,7 +145,7 @@ fn shape_problem(
     let loc = inner.location().map(|l| (l.line(), l.column()));
     let raw = bare_message(&inner.to_string(), loc);
 
-    let (path, message, fix, key_pos) = explain(&path, &raw, loc.is_some() && path.is_empty());
+    let (path, message, fix, key_pos) = explain(&path, &raw);
     let position = key_pos
         .and_then(|p| map.locate_key(p.as_str()))
         .or_else(|| map.locate_exact(&path))
@@ -170,6 +157,46 @@ fn shape_problem(
     }
     match fix {
         Some(f) => d.fix(f),
+        None => d,
+    }
+}
+
+/// Every key written twice in one mapping, each at its second occurrence.
+fn duplicate_problems(source: &SourceMap) -> Vec<Diagnostic> {
+    source
+        .duplicate_keys()
+        .iter()
+        .map(|d| {
+            let key = d.path.rsplit('.').next().unwrap_or(&d.path);
+            let fix = format!("remove one of them (the first is on line {})", d.first_line);
+            Diagnostic::at(
+                d.path.clone(),
+                format!("key `{key}` is written twice in one mapping"),
+            )
+            .with_position(d.line, d.column)
+            .fix(fix)
+        })
+        .collect()
+}
+
+/// A YAML syntax error (or several documents in one file), placed where serde_yaml found it.
+fn syntax_problem(err: &serde_yaml::Error) -> Diagnostic {
+    let loc = err.location().map(|l| (l.line(), l.column()));
+    let raw = bare_message(&err.to_string(), loc);
+    let (message, fix) = if raw.contains("more than one document") {
+        (
+            "the file holds more than one YAML document".to_string(),
+            "keep one document: remove the extra `---` lines",
+        )
+    } else {
+        (
+            format!("YAML syntax error: {raw}"),
+            "check the indentation, the `:` after each key and the quoting on this line",
+        )
+    };
+    let d = Diagnostic::at("", message).fix(fix);
+    match loc {
+        Some((line, col)) => d.with_position(line, col),
         None => d,
     }
 }
@@ -202,14 +229,10 @@ fn bare_message(display: &str, loc: Option<(usize, usize)>) -> String {
 }
 
 /// (key path, message, fix, path of an offending key) for a serde message.
-fn explain(
-    path: &str,
-    raw: &str,
-    syntax: bool,
-) -> (String, String, Option<String>, Option<String>) {
+fn explain(path: &str, raw: &str) -> (String, String, Option<String>, Option<String>) {
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let (key, expected) = split_backticked(rest);
-        let key_path = join(path, &key);
+        let key_path = path_with_key(path, &key);
         let valid = backticked_list(&expected);
         let mut fix = if valid.is_empty() {
             "remove it: this mapping takes no keys".to_string()
@@ -229,12 +252,8 @@ fn explain(
         if let Some(close) = closest(&value, &valid) {
             fix = format!("did you mean `{close}`? {fix}");
         }
-        return (
-            path.to_string(),
-            format!("unknown value `{value}`"),
-            Some(fix),
-            None,
-        );
+        let msg = format!("unknown value `{value}`");
+        return (path.to_string(), msg, Some(fix), None);
     }
     if let Some(rest) = raw.strip_prefix("missing field `") {
         let (key, _) = split_backticked(rest);
@@ -244,27 +263,58 @@ fn explain(
     }
     if let Some(rest) = raw.strip_prefix("duplicate field `") {
         let (key, _) = split_backticked(rest);
-        let key_path = join(path, &key);
         let msg = format!("key `{key}` is written twice in one mapping");
-        return (key_path, msg, Some("remove one of them".to_string()), None);
+        let fix = Some("remove one of them".to_string());
+        return (path_with_key(path, &key), msg, fix, None);
     }
-    if syntax {
-        let fix = "check the indentation, the `:` after each key and the quoting on this line";
-        return (
-            String::new(),
-            format!("YAML syntax error: {raw}"),
-            Some(fix.into()),
-            None,
-        );
-    }
-    if raw.starts_with("invalid type") || raw.starts_with("invalid value") {
-        return (path.to_string(), raw.to_string(), None, None);
+    if let Some(rest) = raw
+        .strip_prefix("invalid type: ")
+        .or_else(|| raw.strip_prefix("invalid value: "))
+    {
+        let msg = match rest.split_once(", expected ") {
+            Some((found, expected)) => format!(
+                "wrong type: expected {}, found {}",
+                plain_type(expected),
+                plain_type(found)
+            ),
+            None => format!("wrong value: {rest}"),
+        };
+        return (path.to_string(), msg, None, None);
     }
     // Custom messages (units, ...) carry their own fix after a `; `.
     match raw.split_once("; ") {
         Some((m, f)) => (path.to_string(), m.to_string(), Some(f.to_string()), None),
         None => (path.to_string(), raw.to_string(), None, None),
     }
+}
+
+/// serde_path_to_error usually ends the path with the offending key already; add it if not.
+fn path_with_key(path: &str, key: &str) -> String {
+    if path == key || path.ends_with(&format!(".{key}")) {
+        path.to_string()
+    } else {
+        join(path, key)
+    }
+}
+
+/// serde's and Rust's type words as a YAML user knows them.
+fn plain_type(t: &str) -> String {
+    let plain = match t {
+        "usize" | "u64" | "u32" | "u8" => "a whole number",
+        "u16" => "a whole number from 0 to 65535",
+        "f64" | "f32" => "a number",
+        "a sequence" | "sequence" => "a list",
+        "map" | "a map" => "a mapping",
+        "unit value" => "nothing (null)",
+        "a boolean" | "boolean" => "true or false",
+        _ => {
+            return match t.strip_prefix("struct ") {
+                Some(name) => format!("a mapping ({name})"),
+                None => t.to_string(),
+            }
+        }
+    };
+    plain.to_string()
 }
 
 fn join(parent: &str, key: &str) -> String {

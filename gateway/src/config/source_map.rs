@@ -186,6 +186,14 @@ impl Builder {
                     first_line,
                 });
             } else {
+                // A block mapping's start is marked after its first key; point at the key.
+                if seen.is_empty() {
+                    if let Some(e) = self.entries.get_mut(path.as_str()) {
+                        if e.value.is_some_and(|v| v > at) {
+                            e.value = Some(at);
+                        }
+                    }
+                }
                 seen.insert(name.clone(), at.0);
             }
             *key = Some((name, at));
@@ -282,7 +290,7 @@ clusters:
         assert_eq!(m.locate("listeners[0].routes[0].cluster"), Some((6, 18)));
         assert_eq!(
             m.locate("listeners[0].routes[0].match.path_prefix"),
-            Some((5, 32))
+            Some((5, 31))
         );
         assert_eq!(m.locate("clusters[0].endpoints[1]"), Some((9, 35)));
     }
