@@ -138,6 +138,9 @@ impl Checker<'_> {
     }
 }
 
+/// A header condition: lower-cased name, value, present, regex.
+type HeaderKey<'a> = (String, Option<&'a str>, Option<bool>, Option<&'a str>);
+
 /// The conditions of a route, normalized so that equal conditions compare equal.
 #[derive(PartialEq, Eq)]
 struct MatchKey<'a> {
@@ -146,7 +149,7 @@ struct MatchKey<'a> {
     prefix: Option<&'a str>,
     regex: Option<&'a str>,
     methods: Vec<String>,
-    headers: Vec<(String, Option<&'a str>, Option<bool>, Option<&'a str>)>,
+    headers: Vec<HeaderKey<'a>>,
 }
 
 impl<'a> MatchKey<'a> {
