@@ -149,9 +149,28 @@ impl<'a> IntoIterator for &'a Diagnostics {
     }
 }
 
+/// The candidate closest to `word`, if close enough to be a plausible typo.
+pub(crate) fn closest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c.as_ref()), c.as_ref()))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closest_finds_typos_only() {
+        let names = ["api", "web", "backend"];
+        assert_eq!(closest("apx", &names).as_deref(), Some("api"));
+        assert_eq!(closest("backedn", &names).as_deref(), Some("backend"));
+        assert_eq!(closest("zzzzzz", &names), None);
+    }
 
     #[test]
     fn renders_like_a_compiler() {

@@ -7,6 +7,7 @@
 pub mod diagnostics;
 mod load;
 pub mod model;
+mod serde_errors;
 pub mod source_map;
 pub mod units;
 mod validate;

@@ -2,8 +2,8 @@
 //! wasm plugin, never both.
 
 use super::{missing_ref_fix, Checker};
+use crate::config::diagnostics::closest;
 use crate::config::diagnostics::Diagnostic;
-use crate::config::load::closest;
 use crate::config::model::FilterRef;
 
 impl Checker<'_> {

@@ -17,8 +17,9 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::Path;
 
+use super::diagnostics::closest;
 use super::diagnostics::Diagnostic;
-use super::load::{closest, resolve};
+use super::load::resolve;
 use super::model::FileConfig;
 
 /// Runs the checks; holds what they share (the file, its directory, the names defined in it).
