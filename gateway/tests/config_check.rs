@@ -1304,6 +1304,17 @@ fn the_full_example_loads() {
         config.resolve("plugins/add_header.wasm"),
         data("full/plugins/add_header.wasm")
     );
+    assert_eq!(
+        config.referenced_files(),
+        [
+            "certs/ca.crt",
+            "certs/example.crt",
+            "certs/example.key",
+            "lists/deny.txt",
+            "plugins/add_header.wasm",
+        ]
+        .map(|f| data("full").join(f))
+    );
     // Later stages locate their own problems with the source map.
     assert_eq!(
         config.source.locate("listeners[0].filters[1].config"),
@@ -1354,4 +1365,128 @@ fn later_stages_locate_their_problems() {
             ("clusters[0].endpoints[0]", Some(8)),
         ]
     );
+}
+
+// ---------------------------------------------------------------- the smaller checks
+
+#[test]
+fn route_action_details() {
+    let text = route(&[
+        "      - match: { path: /a }",
+        "        redirect: { scheme: http, https_redirect: true, port: 0 }",
+        "      - match: { path: /b }",
+        "        direct_response:",
+        "          status: 200",
+        "          headers: [{ name: x-a, value: \"line\\nbreak\" }]",
+        "      - match: { path: /c }",
+        "        cluster: api",
+        "        rewrite: { host: \"a/b\" }",
+    ]);
+    let ds = problems(&text);
+    expect_in(
+        &ds,
+        "listeners[0].routes[0].redirect",
+        6,
+        "both `scheme` and `https_redirect`",
+    );
+    expect_in(&ds, "listeners[0].routes[0].redirect.port", 6, "port is 0");
+    expect_in(
+        &ds,
+        "listeners[0].routes[1].direct_response.headers[0].value",
+        10,
+        "not a valid header value",
+    );
+    expect_in(
+        &ds,
+        "listeners[0].routes[2].rewrite.host",
+        13,
+        "not a host name",
+    );
+    assert_eq!(ds.len(), 4, "{}", show(&ds));
+}
+
+#[test]
+fn cluster_details() {
+    let text = clusters(&[
+        "  - name: api",
+        "    endpoints: [\"h:1\"]",
+        "    load_balancing: ring_hash",
+        "    hash_key: { header: \"x user\" }",
+        "    tls: { server_name: \"\" }",
+        "    dns_refresh: 0s",
+        "    health_check: { path: /h, interval: 0s, timeout: 0s }",
+    ]);
+    let ds = problems(&text);
+    expect_in(
+        &ds,
+        "clusters[0].hash_key.header",
+        10,
+        "not a valid header name",
+    );
+    expect_in(
+        &ds,
+        "clusters[0].tls.server_name",
+        11,
+        "server_name is empty",
+    );
+    expect_in(&ds, "clusters[0].dns_refresh", 12, "dns_refresh is 0");
+    expect_in(
+        &ds,
+        "clusters[0].health_check.interval",
+        13,
+        "interval is 0",
+    );
+    expect_in(&ds, "clusters[0].health_check.timeout", 13, "timeout is 0");
+    assert_eq!(ds.len(), 5, "{}", show(&ds));
+}
+
+#[test]
+fn plugin_details() {
+    let text = plugins(&[
+        "  - name: p",
+        "    url: https://x/a.wasm",
+        &format!("    {SHA}"),
+        "    limits: { max_buffered_body: 0 }",
+        "    allowed_env: [HOME, \"A=B\"]",
+    ]);
+    let ds = problems(&text);
+    expect_in(
+        &ds,
+        "plugins[0].limits.max_buffered_body",
+        13,
+        "max_buffered_body is 0",
+    );
+    expect_in(
+        &ds,
+        "plugins[0].allowed_env[1]",
+        14,
+        "not an environment variable name",
+    );
+    assert_eq!(ds.len(), 2, "{}", show(&ds));
+}
+
+#[test]
+fn xdp_and_telemetry_details() {
+    let text = good_with(&[
+        "xdp:",
+        "  interface: eth0",
+        "  redirect:",
+        "    - { match: { protocol: udp, dst_port: 0 }, to_interface: \"\" }",
+        "  ban_default_ttl: 0s",
+        "telemetry:",
+        "  access_log: { path: \"\" }",
+        "  metrics: { otlp_endpoint: \"grpc://collector:4317\" }",
+    ]);
+    let ds = problems(&text);
+    expect_in(&ds, "xdp.redirect[0].match.dst_port", 12, "dst_port is 0");
+    expect_in(
+        &ds,
+        "xdp.redirect[0].to_interface",
+        12,
+        "not a network interface name",
+    );
+    expect_in(&ds, "xdp.ban_default_ttl", 13, "expire at once");
+    expect_in(&ds, "telemetry.access_log.path", 15, "path is empty");
+    expect_in(&ds, "telemetry.metrics.otlp_endpoint", 16, "scheme `grpc`");
+    assert_eq!(ds.len(), 5, "{}", show(&ds));
 }

@@ -35,6 +35,38 @@ impl Config {
     pub fn resolve(&self, path: &str) -> PathBuf {
         resolve(&self.base_dir, path)
     }
+
+    /// Every file the config refers to (certificates, keys, CAs, local wasm, deny lists),
+    /// resolved, sorted and without repeats: what a reload watcher must watch besides the config.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        let f = &self.file;
+        let listener_tls = f.listeners.iter().filter_map(|l| l.tls.as_ref());
+        let certs = listener_tls.clone().flat_map(|t| {
+            t.certificates
+                .iter()
+                .flat_map(|c| [c.cert.as_str(), c.key.as_str()])
+        });
+        let client_cas = listener_tls.filter_map(|t| t.client_ca.as_deref());
+        let upstream_cas = f
+            .clusters
+            .iter()
+            .filter_map(|c| c.tls.as_ref().and_then(|t| t.ca.as_deref()));
+        let wasm = f.plugins.iter().filter_map(|p| p.wasm.as_deref());
+        let deny = f
+            .xdp
+            .iter()
+            .flat_map(|x| x.deny_files.iter().map(String::as_str));
+        let mut files: Vec<PathBuf> = certs
+            .chain(client_cas)
+            .chain(upstream_cas)
+            .chain(wasm)
+            .chain(deny)
+            .map(|p| self.resolve(p))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
 }
 
 /// `path` as is when absolute, else joined to `base_dir`.
