@@ -1,6 +1,6 @@
 //! Configuration: the file model (serde), units, loading with locations, and validation.
 //!
-//! [`load`] reads a file, parses it, runs every check and returns a [`Config`] or every problem
+//! [`load()`] reads a file, parses it, runs every check and returns a [`Config`] or every problem
 //! found ([`Diagnostics`]), each with its key path, line and a fix. A config with any problem is
 //! rejected whole.
 
