@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Diagnostic, Diagnostics};
 use crate::filter::FilterRegistry;
 use crate::reload::{self, Reloader};
 use crate::server::{self, Gateway};
@@ -22,49 +22,18 @@ pub struct RunOptions {
 }
 
 /// Load and fully validate a config file: parse, check, and build a snapshot (without binding
-/// anything). Returns the rendered problems on failure.
+/// anything). Returns every problem, rendered with its line and a fix, on failure.
 ///
 /// # Errors
 /// Every problem found, rendered for a terminal.
-pub fn check(
-    path: &Path,
-    registry: &FilterRegistry,
-    services: &Arc<Services>,
-) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
-    let cfg = Arc::new(load(path)?);
+pub fn check(path: &Path, registry: &FilterRegistry, services: &Arc<Services>) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
+    let label = path.display().to_string();
+    let cfg = Arc::new(config::load(path, &registry.names()).map_err(|d| d.render(&label))?);
     let snap = snapshot::build(cfg.clone(), registry, services).map_err(|e| {
-        let mut out = String::new();
-        for err in &e.0 {
-            out.push_str(&format!(
-                "error: {}\n  --> {} ({})\n",
-                err.message,
-                path.display(),
-                err.path
-            ));
-        }
-        out.push_str(&format!(
-            "{} problem(s) found in {}\n",
-            e.0.len(),
-            path.display()
-        ));
-        out
+        let diags = Diagnostics(e.0.into_iter().map(|b| Diagnostic::at(b.path, b.message)).collect());
+        diags.locate_all(&cfg.source).render(&label)
     })?;
     Ok((cfg, snap))
-}
-
-fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("error: cannot read {}: {e}\n", path.display()))?;
-    let file: config::model::FileConfig =
-        serde_yaml::from_str(&text).map_err(|e| format!("error: {e}\n"))?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(Config {
-        file,
-        path: Some(path.to_path_buf()),
-        base_dir,
-        version: String::new(),
-        source: Arc::new(()),
-    })
 }
 
 /// Run the gateway until SIGTERM/SIGINT, then drain and return.

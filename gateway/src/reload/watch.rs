@@ -18,38 +18,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Every file the config references, resolved against its directory, plus the config itself.
 pub fn referenced_files(cfg: &Config) -> Vec<PathBuf> {
-    let f = &cfg.file;
-    let base = &cfg.base_dir;
-    let mut out: Vec<PathBuf> = Vec::new();
+    let mut out = cfg.referenced_files();
     if let Some(p) = &cfg.path {
         out.push(p.clone());
-    }
-    let mut add = |p: &str| out.push(crate::filter::resolve_path(base, p));
-    for p in &f.plugins {
-        if let Some(w) = &p.wasm {
-            add(w);
-        }
-    }
-    for l in &f.listeners {
-        if let Some(tls) = &l.tls {
-            for c in &tls.certificates {
-                add(&c.cert);
-                add(&c.key);
-            }
-            if let Some(ca) = &tls.client_ca {
-                add(ca);
-            }
-        }
-    }
-    for c in &f.clusters {
-        if let Some(ca) = c.tls.as_ref().and_then(|t| t.ca.as_deref()) {
-            add(ca);
-        }
-    }
-    if let Some(x) = &f.xdp {
-        for d in &x.deny_files {
-            add(d);
-        }
     }
     out
 }
