@@ -38,16 +38,13 @@ impl Checker<'_> {
             }
         }
         let ring = c.load_balancing == LoadBalancing::RingHash;
-        match (&c.hash_key, ring) {
-            (None, true) => self.push(
+        // `hash_key` without ring_hash is allowed (CONFIG.md's own example writes it with the
+        // default balancer): it is simply not used until the cluster switches to ring_hash.
+        if c.hash_key.is_none() && ring {
+            self.push(
                 Diagnostic::at(format!("{path}.load_balancing"), "ring_hash needs a `hash_key`")
                     .fix("add `hash_key: { header: x-user }` (the header whose value picks the endpoint)"),
-            ),
-            (Some(_), false) => self.push(
-                Diagnostic::at(format!("{path}.hash_key"), "`hash_key` is only used with `load_balancing: ring_hash`")
-                    .fix("set `load_balancing: ring_hash`, or remove `hash_key`"),
-            ),
-            _ => {}
+            );
         }
         if let Some(p) = c
             .hash_key
