@@ -26,11 +26,19 @@ pub struct RunOptions {
 ///
 /// # Errors
 /// Every problem found, rendered for a terminal.
-pub fn check(path: &Path, registry: &FilterRegistry, services: &Arc<Services>) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
+pub fn check(
+    path: &Path,
+    registry: &FilterRegistry,
+    services: &Arc<Services>,
+) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
     let label = path.display().to_string();
     let cfg = Arc::new(config::load(path, &registry.names()).map_err(|d| d.render(&label))?);
     let snap = snapshot::build(cfg.clone(), registry, services).map_err(|e| {
-        let diags = Diagnostics(e.0.into_iter().map(|b| Diagnostic::at(b.path, b.message)).collect());
+        let diags = Diagnostics(
+            e.0.into_iter()
+                .map(|b| Diagnostic::at(b.path, b.message))
+                .collect(),
+        );
         diags.locate_all(&cfg.source).render(&label)
     })?;
     Ok((cfg, snap))

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cli;
 mod failures;
 mod filters;
 mod limits;
