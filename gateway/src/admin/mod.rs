@@ -6,6 +6,8 @@
 //! Endpoints are registered in [`default_router`], one line each; other modules extend it with
 //! [`Router::route`] and start it with [`serve_with`] or [`AdminServer::start`].
 
+#![warn(missing_docs)]
+
 mod handlers;
 mod response;
 mod router;
@@ -42,6 +44,7 @@ type ReloadFn = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// What the admin endpoints read and drive.
 pub struct AdminState {
+    /// Metrics and other state shared with the workers.
     pub services: Arc<Services>,
     /// Set once the first snapshot serves traffic.
     pub ready: AtomicBool,
@@ -73,6 +76,7 @@ impl AdminState {
         }
     }
 
+    /// Sets what `GET /config` returns.
     pub fn with_config_json(
         mut self,
         f: impl Fn() -> serde_json::Value + Send + Sync + 'static,
@@ -81,6 +85,7 @@ impl AdminState {
         self
     }
 
+    /// Sets what `GET /plugins` returns.
     pub fn with_plugins_json(
         mut self,
         f: impl Fn() -> serde_json::Value + Send + Sync + 'static,
@@ -89,6 +94,7 @@ impl AdminState {
         self
     }
 
+    /// Sets the hook `POST /reload` calls (on a blocking thread).
     pub fn with_reload(
         mut self,
         f: impl Fn() -> Result<String, String> + Send + Sync + 'static,

@@ -5,6 +5,8 @@
 //! channel fills up and further lines are dropped and counted (`sluice_access_log_dropped_total`)
 //! rather than slowing traffic down. Field meanings are documented in docs/observability.md.
 
+#![warn(missing_docs)]
+
 mod json;
 mod writer;
 
@@ -35,6 +37,7 @@ pub struct AccessLogEntry<'a> {
     pub duration: Duration,
     /// Until the response's first byte was sent; `None` when no response was sent.
     pub ttfb: Option<Duration>,
+    /// Listener name.
     pub listener: &'a str,
     /// Route name; "" when no route matched.
     pub route: &'a str,
@@ -42,24 +45,35 @@ pub struct AccessLogEntry<'a> {
     pub cluster: &'a str,
     /// The upstream endpoint of the last attempt, if one was chosen.
     pub upstream_addr: Option<SocketAddr>,
+    /// The client's address (the TCP peer), if known.
     pub client_addr: Option<SocketAddr>,
+    /// Request method.
     pub method: &'a str,
+    /// `:authority` or `Host`.
     pub authority: &'a str,
     /// Path and query as received.
     pub path: &'a str,
+    /// HTTP version of the client's request.
     pub protocol: http::Version,
+    /// Response status sent to the client (0 when none was sent).
     pub status: u16,
     /// Request body bytes read from the client.
     pub bytes_received: u64,
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
+    /// `x-request-id`, as received or generated.
     pub request_id: &'a [u8],
+    /// `user-agent` request header.
     pub user_agent: &'a [u8],
+    /// `referer` request header.
     pub referer: &'a [u8],
+    /// `x-forwarded-for` request header as received.
     pub x_forwarded_for: &'a [u8],
     /// Why the gateway answered locally or how the upstream failed; "" for a proxied response.
     pub details: &'a str,
+    /// W3C trace id (hex) when tracing is on; else "".
     pub trace_id: &'a str,
+    /// W3C span id (hex) of the gateway's span when tracing is on; else "".
     pub span_id: &'a str,
 }
 

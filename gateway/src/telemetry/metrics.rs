@@ -7,6 +7,8 @@
 //! labels to series) are only touched when a snapshot is built and when `/metrics` renders.
 //! Series are never removed, so a (listener, route, cluster) keeps counting across reloads.
 
+#![warn(missing_docs)]
+
 mod exposition;
 mod histogram;
 mod plugin;
@@ -150,22 +152,27 @@ impl Metrics {
         }
     }
 
+    /// A client connection was accepted on `listener`.
     pub fn connection_opened(&self, listener: &str) {
         self.listener(listener).opened();
     }
 
+    /// A client connection of `listener` closed.
     pub fn connection_closed(&self, listener: &str) {
         self.listener(listener).closed();
     }
 
+    /// A new connection to an endpoint of `cluster` was established in `elapsed`.
     pub fn upstream_connect(&self, cluster: &str, elapsed: Duration) {
         self.cluster(cluster).connected(elapsed);
     }
 
+    /// A request to `cluster` is being retried.
     pub fn upstream_retry(&self, cluster: &str) {
         self.cluster(cluster).retried();
     }
 
+    /// The health check verdict for `endpoint` (address) of `cluster`.
     pub fn endpoint_health(&self, cluster: &str, endpoint: &str, healthy: bool) {
         lock(&self.endpoints).insert((cluster.to_string(), endpoint.to_string()), healthy);
     }
@@ -396,12 +403,14 @@ impl RouteMetrics {
 }
 
 impl ListenerMetrics {
+    /// A connection was accepted.
     #[inline]
     pub fn opened(&self) {
         self.series.active.fetch_add(1, Relaxed);
         self.series.total.fetch_add(1, Relaxed);
     }
 
+    /// A connection closed.
     #[inline]
     pub fn closed(&self) {
         self.series.active.fetch_sub(1, Relaxed);
@@ -409,11 +418,13 @@ impl ListenerMetrics {
 }
 
 impl ClusterMetrics {
+    /// A new upstream connection was established in `elapsed`.
     #[inline]
     pub fn connected(&self, elapsed: Duration) {
         self.series.connect.observe(nanos(elapsed));
     }
 
+    /// A request is being retried.
     #[inline]
     pub fn retried(&self) {
         self.series.retries.fetch_add(1, Relaxed);

@@ -14,8 +14,11 @@ pub const MAX_PLUGIN_SERIES: usize = 4096;
 /// The kind of a plugin metric, numbered as proxy-wasm's `MetricType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
+    /// Only goes up.
     Counter,
+    /// Goes up and down, or is set.
     Gauge,
+    /// A distribution of recorded values.
     Histogram,
 }
 
@@ -42,16 +45,23 @@ impl MetricKind {
 /// Why a plugin metric could not be defined or updated (proxy-wasm: `BAD_ARGUMENT`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MetricError {
+    /// The name was empty.
     #[error("metric name is empty")]
     EmptyName,
     #[error("metric `{name}` is already defined as a {existing:?}, not a {requested:?}")]
+    /// The (sanitized) name already names a family of another kind.
     KindConflict {
+        /// The sanitized name.
         name: String,
+        /// The kind it was first defined with.
         existing: MetricKind,
+        /// The kind asked for now.
         requested: MetricKind,
     },
+    /// [`MAX_PLUGIN_SERIES`] series exist already.
     #[error("too many plugin metrics (limit {MAX_PLUGIN_SERIES})")]
     TooMany,
+    /// The operation does not apply to this kind (e.g. `get` on a histogram).
     #[error("this operation does not apply to a {0:?} metric")]
     Unsupported(MetricKind),
 }
@@ -74,6 +84,7 @@ impl PluginMetric {
         }
     }
 
+    /// The kind the metric was defined with.
     pub fn kind(&self) -> MetricKind {
         self.kind
     }
