@@ -13,10 +13,10 @@ mod writer;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::model::AccessLogConfig;
 use crate::telemetry::metrics::Metrics;
@@ -114,6 +114,11 @@ fn unsupported_format(format: &str) -> io::Error {
     )
 }
 
+/// The guarded values are handles with no invariant a panic could break.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A running access log; share it as `Arc<AccessLog>`.
 pub struct AccessLog {
     tx: SyncSender<Msg>,
@@ -121,6 +126,8 @@ pub struct AccessLog {
     reopen: Arc<AtomicBool>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Disconnects when the writer thread exits, however it exits.
+    exited: Mutex<mpsc::Receiver<()>>,
 }
 
 impl AccessLog {
@@ -153,15 +160,21 @@ impl AccessLog {
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
         let reopen = Arc::new(AtomicBool::new(false));
         let writer = Writer::new(sink, rx, reopen.clone());
+        let (exit_guard, exited) = mpsc::sync_channel::<()>(0);
         let thread = std::thread::Builder::new()
             .name("sluice-access-log".into())
-            .spawn(move || writer.run())?;
+            .spawn(move || {
+                // Dropped on return or unwind: `exited` then reports the thread gone.
+                let _exit_guard = exit_guard;
+                writer.run();
+            })?;
         Ok(Arc::new(AccessLog {
             tx,
             dropped,
             reopen,
             closed: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
+            exited: Mutex::new(exited),
         }))
     }
 
@@ -221,18 +234,31 @@ impl AccessLog {
         }
     }
 
-    /// Writes out everything queued, stops the writer thread and drops later lines.
+    /// Writes out everything queued, stops the writer thread and drops later lines. Waits a few
+    /// seconds at most: a destination that hangs (a stuck network disk) must not hang shutdown.
     pub fn flush_and_close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        // A blocking send: this is the control path, and the writer is draining the queue.
-        let _ = self.tx.send(Msg::Close);
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let deadline = Instant::now() + FLUSH_WAIT;
+        let mut msg = Msg::Close;
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => break,
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let exited = lock(&self.exited).recv_timeout(left);
+        if matches!(exited, Err(RecvTimeoutError::Timeout)) {
+            tracing::warn!("the access log writer did not finish in time; lines may be lost");
+            return;
+        }
+        let thread = lock(&self.thread).take();
         if let Some(t) = thread {
             if t.join().is_err() {
                 tracing::error!("the access log writer thread panicked");
