@@ -180,3 +180,44 @@ fn flushes_on_its_own() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+#[test]
+fn full_queue_drops_and_counts_instead_of_blocking() -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::{BufRead, BufReader};
+    const LINES: u64 = 100_000;
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success(), "mkfifo failed");
+
+    // The reader opens the pipe (which lets the writer's open proceed) but reads nothing until
+    // every line was logged, so the pipe, then the writer's buffer, then the queue fill up.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let file = std::fs::File::open(&reader_path)?;
+        let _ = go_rx.recv();
+        let mut n = 0;
+        for line in BufReader::new(file).lines() {
+            let line = line?;
+            assert!(
+                serde_json::from_str::<Value>(&line).is_ok(),
+                "bad line {line}"
+            );
+            n += 1;
+        }
+        Ok(n)
+    });
+    let log = AccessLog::open(&config(&fifo))?;
+    for _ in 0..LINES {
+        log.log(&entry("/flood"));
+    }
+    let dropped = log.dropped();
+    assert!(dropped > 0, "a blocked writer must make lines drop");
+    go_tx.send(())?;
+    // Dropping closes the queue, so the reader sees end-of-file once the writer has drained it.
+    drop(log);
+    let written = reader.join().map_err(|_| "reader panicked")??;
+    assert_eq!(written + dropped, LINES);
+    Ok(())
+}
