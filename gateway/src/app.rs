@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::admin::{self, AdminServer, AdminState};
 use crate::config::{self, Config, Diagnostic, Diagnostics};
 use crate::filter::FilterRegistry;
 use crate::reload::{self, Reloader};
 use crate::server::{self, Gateway};
 use crate::services::Services;
 use crate::snapshot;
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::FinishSinkFactory;
+use std::sync::atomic::Ordering;
 
 /// Options of `sluice run`.
 #[derive(Clone, Debug, Default)]
@@ -74,9 +77,35 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(listener = %name, address = %addr, workers, "listening");
     }
     let drain = server::drain_timeout(&snap);
-    let gw = Gateway::new(snap, services, registry);
-    let sink: FinishSinkFactory =
-        Arc::new(|| Rc::new(|_f: &crate::proxy::finish::Finish, _e: &crate::filter::Exchange| {}));
+    let admin_addr: std::net::SocketAddr = cfg.file.admin.address.parse().with_context(|| {
+        format!(
+            "admin.address `{}` is not an address",
+            cfg.file.admin.address
+        )
+    })?;
+    let version = cfg.version.clone();
+    let gw = Gateway::new(snap, services.clone(), registry);
+    services.metrics.reload_succeeded(&version);
+    if let Some(al) = &cfg.file.telemetry.access_log {
+        let log = AccessLog::open_with_metrics(al, &services.metrics)
+            .with_context(|| format!("cannot open the access log `{}`", al.path))?;
+        let _guard = control.enter();
+        if let Err(e) = log.reopen_on_sigusr1() {
+            tracing::warn!(error = %e, "cannot install the SIGUSR1 handler for access-log reopening");
+        }
+        gw.access_log.store(Some(log));
+    }
+    let sink_gw = gw.clone();
+    let sink: FinishSinkFactory = Arc::new(move || {
+        let gw = sink_gw.clone();
+        Rc::new(
+            move |f: &crate::proxy::finish::Finish, e: &crate::filter::Exchange| {
+                if let Some(log) = gw.access_log.load().as_ref() {
+                    crate::telemetry::finish_log::write(log, f, e);
+                }
+            },
+        )
+    });
     let running = server::start_workers(&gw, sockets, sink)?;
     let reloader = Reloader::new(
         gw.clone(),
@@ -86,13 +115,43 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         control.handle().clone(),
         bound,
     );
+    let admin_state = Arc::new(admin_state(&services, &reloader));
+    let admin = AdminServer::start(admin_addr, admin_state.clone(), admin::default_router())
+        .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
+    tracing::info!(address = %admin.local_addr(), "admin API listening");
     if !opts.no_watch {
         reload::watch::spawn(reloader.clone()).context("cannot start the file watcher")?;
     }
+    admin_state.ready.store(true, Ordering::SeqCst);
     control.block_on(wait_for_shutdown_signal(reloader.clone()))?;
+    admin_state.draining.store(true, Ordering::SeqCst);
     tracing::info!(?drain, "shutting down: draining connections");
     running.drain(&gw, drain);
+    if let Some(log) = gw.access_log.load_full() {
+        log.flush_and_close();
+    }
+    let _ = admin.stop();
     Ok(())
+}
+
+fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState {
+    let (r1, r2) = (reloader.clone(), reloader.clone());
+    AdminState::new(services.clone())
+        .with_config_json(move || {
+            let snap = r1.current();
+            let status = r1.status();
+            serde_json::json!({
+                "version": snap.version(),
+                "path": snap.config.path,
+                "last_error": status.last_error,
+                "reloads": status.reloads,
+                "reload_failures": status.failures,
+                "listeners": r1.bound(),
+                "config": snap.config.file,
+            })
+        })
+        .with_plugins_json(|| serde_json::json!([]))
+        .with_reload(move || r2.reload().map_err(|e| e.to_string()))
 }
 
 /// Wait for SIGTERM or SIGINT; SIGHUP reloads the config in the meantime.

@@ -1,6 +1,7 @@
 //! Sluice: a programmable edge gateway. Native Rust filters and proxy-wasm plugins on a hyper/tokio
 //! thread-per-core proxy, configured from YAML or xDS, with an XDP fast path.
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;

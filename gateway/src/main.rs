@@ -35,7 +35,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    sluice::telemetry::init_logging();
+    sluice::telemetry::logging::init("info");
     match cli.command {
         Command::Run { config, no_watch } => {
             match sluice::app::run(&config, sluice::app::RunOptions { no_watch }) {

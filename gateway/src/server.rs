@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
 use tokio::sync::{mpsc, watch};
 
@@ -16,6 +16,7 @@ use crate::filter::FilterRegistry;
 use crate::listener::{self, bind};
 use crate::services::Services;
 use crate::snapshot::Snapshot;
+use crate::telemetry::access_log::AccessLog;
 use crate::upstream::WorkerPools;
 use crate::worker::{self, WorkerCtx};
 
@@ -24,6 +25,8 @@ pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
     pub services: Arc<Services>,
     pub registry: FilterRegistry,
+    /// The access log in force (None: off). Swapped by reloads that change it.
+    pub access_log: ArcSwapOption<AccessLog>,
     conn_counters: DashMap<String, Arc<AtomicUsize>>,
     open_connections: AtomicUsize,
 }
@@ -34,6 +37,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             services,
             registry,
+            access_log: ArcSwapOption::empty(),
             conn_counters: DashMap::new(),
             open_connections: AtomicUsize::new(0),
         })
@@ -157,6 +161,7 @@ async fn run_worker(
     mut cmds: mpsc::UnboundedReceiver<WorkerCmd>,
     sink: crate::telemetry::FinishSinkFactory,
 ) {
+    crate::telemetry::metrics::bind_worker(index);
     let w = Rc::new(WorkerCtx {
         index,
         services: gw.services.clone(),

@@ -15,6 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::listener::bind;
 use crate::server::{Gateway, WorkerCmd};
 use crate::snapshot::Snapshot;
+use crate::telemetry::access_log::AccessLog;
 
 /// Why a reload was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +148,25 @@ impl Reloader {
             .filter(|n| !snap.listeners.contains_key(*n))
             .cloned()
             .collect();
+        let new_log = &snap.config.file.telemetry.access_log;
+        let log_changed = serde_json::to_value(new_log).ok()
+            != serde_json::to_value(&old.config.file.telemetry.access_log).ok();
+        let access_log = match (log_changed, new_log) {
+            (false, _) => None,
+            (true, None) => Some(None),
+            (true, Some(cfg)) => Some(Some(
+                AccessLog::open_with_metrics(cfg, &self.gw.services.metrics).map_err(|e| {
+                    ReloadError::Config(format!("cannot open the access log `{}`: {e}", cfg.path))
+                })?,
+            )),
+        };
         snap.start(&self.rt);
         let version = snap.version().to_string();
+        if let Some(log) = access_log {
+            if let Some(old_log) = self.gw.access_log.swap(log) {
+                old_log.flush();
+            }
+        }
         self.gw.snapshot.store(Arc::new(snap));
         for (name, socks) in to_bind {
             if let Some(first) = socks.first() {
@@ -170,6 +188,14 @@ impl Reloader {
             }
         }
         Ok(version)
+    }
+
+    /// Where each listener is bound now.
+    pub fn bound(&self) -> HashMap<String, SocketAddr> {
+        self.state
+            .lock()
+            .map(|s| s.bound.clone())
+            .unwrap_or_default()
     }
 
     /// The snapshot in force.

@@ -31,7 +31,11 @@ listeners:
 }
 
 fn write_config(gw: &Gateway, yaml: &str) {
-    let yaml = yaml.replace("{PORT}", &gw.port.to_string());
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:{}\" }}\n{}",
+        gw.admin_port,
+        yaml.replace("{PORT}", &gw.port.to_string())
+    );
     // Atomic replace, as editors and deploy tools do.
     let tmp = gw.dir().join("sluice.yaml.tmp");
     std::fs::write(&tmp, yaml).expect("write");

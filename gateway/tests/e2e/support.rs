@@ -212,6 +212,7 @@ pub struct Gateway {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    pub admin_port: u16,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
 }
@@ -222,9 +223,15 @@ impl Gateway {
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("sluice.yaml");
-        let yaml = yaml
+        let admin_port = free_port();
+        let mut yaml = yaml
             .replace("{PORT}", &port.to_string())
             .replace("{DIR}", &dir.path().display().to_string());
+        // Each gateway gets its own admin port unless the test sets one.
+        if !yaml.contains("\nadmin:") {
+            yaml = format!("admin: {{ address: \"127.0.0.1:{admin_port}\" }}\n{yaml}");
+        }
+        let yaml = yaml.replace("{ADMIN}", &admin_port.to_string());
         std::fs::write(&config_path, yaml).expect("write config");
         let log_path = dir.path().join("sluice.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -241,6 +248,7 @@ impl Gateway {
             child: Some(child),
             dir,
             port,
+            admin_port,
             config_path,
             log_path,
         };
@@ -254,6 +262,10 @@ impl Gateway {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
     pub fn url(&self, path: &str) -> String {
