@@ -47,7 +47,7 @@ impl Tried {
     }
 
     fn contains(&self, addr: SocketAddr) -> bool {
-        self.addrs.iter().any(|a| *a == Some(addr))
+        self.addrs.contains(&Some(addr))
     }
 }
 
