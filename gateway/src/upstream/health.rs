@@ -108,18 +108,20 @@ async fn exchange(ep: &Endpoint, uri: &Uri) -> Result<(), String> {
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("building the request: {e}"))?;
-    // Drive the connection here instead of spawning it: it ends with this check.
-    tokio::pin!(conn);
+    // Drive the connection here instead of spawning it: it ends with this check. With
+    // `Connection: close` it may finish in the same poll that delivers the response, so a
+    // finished connection still yields the response it delivered.
+    let send = sender.send_request(req);
+    tokio::pin!(conn, send);
     let resp = tokio::select! {
         biased;
-        resp = sender.send_request(req) => resp.map_err(|e| e.to_string())?,
-        end = &mut conn => {
-            return Err(match end {
-                Ok(()) => "connection closed before a response".to_string(),
-                Err(e) => e.to_string(),
-            })
-        }
-    };
+        resp = &mut send => resp,
+        end = &mut conn => match end {
+            Ok(()) => send.await,
+            Err(e) => return Err(e.to_string()),
+        },
+    }
+    .map_err(|e| e.to_string())?;
     if resp.status().is_success() {
         Ok(())
     } else {

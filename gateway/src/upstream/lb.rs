@@ -64,7 +64,16 @@ pub(crate) fn pick<'s>(
         return set.healthy.first().map(|&i| &set.all[i as usize]);
     }
     let picked = match lb {
-        LoadBalancing::RoundRobin => probe(set, rr.fetch_add(1, Ordering::Relaxed) % n, tried),
+        LoadBalancing::RoundRobin => {
+            // A retry does not take a turn: it would shift the rotation so that a failing
+            // endpoint gets every first try.
+            let turn = if tried.is_empty() {
+                rr.fetch_add(1, Ordering::Relaxed)
+            } else {
+                rr.load(Ordering::Relaxed)
+            };
+            probe(set, turn % n, tried)
+        }
         LoadBalancing::Random => probe(set, below(n), tried),
         LoadBalancing::LeastRequest => {
             let a = below(n);

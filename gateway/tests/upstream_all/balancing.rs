@@ -17,7 +17,10 @@ fn endpoints(ups: &[&Upstream]) -> String {
 fn round_robin_spreads_evenly() {
     local(async {
         let (a, b, c) = (named("a").await, named("b").await, named("c").await);
-        let cl = cluster(&format!("{{name: rr, endpoints: [{}]}}", endpoints(&[&a, &b, &c])));
+        let cl = cluster(&format!(
+            "{{name: rr, endpoints: [{}]}}",
+            endpoints(&[&a, &b, &c])
+        ));
         let pools = WorkerPools::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for _ in 0..30 {
@@ -33,7 +36,10 @@ fn round_robin_spreads_evenly() {
 fn random_reaches_every_endpoint() {
     local(async {
         let (a, b) = (named("a").await, named("b").await);
-        let cl = cluster(&format!("{{name: r, endpoints: [{}], load_balancing: random}}", endpoints(&[&a, &b])));
+        let cl = cluster(&format!(
+            "{{name: r, endpoints: [{}], load_balancing: random}}",
+            endpoints(&[&a, &b])
+        ));
         let pools = WorkerPools::new();
         for _ in 0..100 {
             get_ok(&pools, &cl, "/").await;
@@ -62,13 +68,21 @@ fn least_request_prefers_the_less_busy_endpoint() {
         };
         let a = server_with(false, slow_handler("a", release.clone())).await;
         let b = server_with(false, slow_handler("b", release.clone())).await;
-        let cl = cluster(&format!("{{name: lr, endpoints: [{}], load_balancing: least_request}}", endpoints(&[&a, &b])));
+        let cl = cluster(&format!(
+            "{{name: lr, endpoints: [{}], load_balancing: least_request}}",
+            endpoints(&[&a, &b])
+        ));
         let pools = Rc::new(WorkerPools::new());
         let slow = {
             let (pools, cl) = (pools.clone(), cl.clone());
-            tokio::task::spawn_local(async move { send(&pools, &cl, get("/slow"), &opts(None, None)).await })
+            tokio::task::spawn_local(async move {
+                send(&pools, &cl, get("/slow"), &opts(None, None)).await
+            })
         };
-        eventually("the slow request reached an upstream", || a.requests() + b.requests() == 1).await;
+        eventually("the slow request reached an upstream", || {
+            a.requests() + b.requests() == 1
+        })
+        .await;
         let busy = if a.requests() == 1 { "a" } else { "b" };
         let status = cl.endpoints_status();
         assert_eq!(status.iter().map(|s| s.2).sum::<u64>(), 1, "{status:?}");
@@ -102,15 +116,24 @@ fn ring_hash_is_consistent() {
             let o = opts(None, Some(hash));
             let (_, first) = send(&pools, &three, get("/"), &o).await.expect("send");
             let (_, again) = send(&pools, &three, get("/"), &o).await.expect("send");
-            assert_eq!(first, again, "key {key} moved between two identical requests");
+            assert_eq!(
+                first, again,
+                "key {key} moved between two identical requests"
+            );
             let (_, without_c) = send(&pools, &two, get("/"), &o).await.expect("send");
             if first != "c" {
-                assert_eq!(first, without_c, "key {key} moved although its endpoint stayed");
+                assert_eq!(
+                    first, without_c,
+                    "key {key} moved although its endpoint stayed"
+                );
             }
             *per_endpoint.entry(first).or_default() += 1;
         }
         for name in ["a", "b", "c"] {
-            assert!(per_endpoint.get(name).copied().unwrap_or(0) >= 10, "uneven ring: {per_endpoint:?}");
+            assert!(
+                per_endpoint.get(name).copied().unwrap_or(0) >= 10,
+                "uneven ring: {per_endpoint:?}"
+            );
         }
     })
 }

@@ -30,7 +30,10 @@ async fn kind_of(yaml: &str, timeout: Duration) -> UpstreamErrorKind {
 fn connect_refused() {
     local(async {
         let yaml = format!("{{name: c, endpoints: ['{}']}}", refused_addr());
-        assert_eq!(kind_of(&yaml, Duration::from_secs(10)).await, UpstreamErrorKind::ConnectRefused);
+        assert_eq!(
+            kind_of(&yaml, Duration::from_secs(10)).await,
+            UpstreamErrorKind::ConnectRefused
+        );
     })
 }
 
@@ -39,10 +42,22 @@ fn connect_refused() {
 #[test]
 fn connect_timeout() {
     local(async {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .expect("addr")
+                    .into(),
+            )
+            .expect("bind");
         socket.listen(0).expect("listen");
-        let addr = socket.local_addr().expect("addr").as_socket().expect("inet");
+        let addr = socket
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
         let mut fillers = Vec::new();
         for _ in 0..16 {
             match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
@@ -51,7 +66,10 @@ fn connect_timeout() {
             }
         }
         let yaml = format!("{{name: c, endpoints: ['{addr}'], connect_timeout: 300ms}}");
-        assert_eq!(kind_of(&yaml, Duration::from_secs(10)).await, UpstreamErrorKind::ConnectTimeout);
+        assert_eq!(
+            kind_of(&yaml, Duration::from_secs(10)).await,
+            UpstreamErrorKind::ConnectTimeout
+        );
         drop(fillers);
     })
 }
@@ -65,7 +83,10 @@ fn no_response_headers_within_the_route_timeout() {
         })
         .await;
         let yaml = format!("{{name: c, endpoints: ['{}']}}", up.addr);
-        assert_eq!(kind_of(&yaml, Duration::from_millis(300)).await, UpstreamErrorKind::Timeout);
+        assert_eq!(
+            kind_of(&yaml, Duration::from_millis(300)).await,
+            UpstreamErrorKind::Timeout
+        );
     })
 }
 
@@ -80,7 +101,10 @@ fn reset_before_the_response() {
         })
         .await;
         let yaml = format!("{{name: c, endpoints: ['{}']}}", up.addr);
-        assert_eq!(kind_of(&yaml, Duration::from_secs(10)).await, UpstreamErrorKind::Reset);
+        assert_eq!(
+            kind_of(&yaml, Duration::from_secs(10)).await,
+            UpstreamErrorKind::Reset
+        );
     })
 }
 
@@ -93,7 +117,10 @@ fn closed_before_the_response() {
         })
         .await;
         let yaml = format!("{{name: c, endpoints: ['{}']}}", up.addr);
-        assert_eq!(kind_of(&yaml, Duration::from_secs(10)).await, UpstreamErrorKind::Reset);
+        assert_eq!(
+            kind_of(&yaml, Duration::from_secs(10)).await,
+            UpstreamErrorKind::Reset
+        );
     })
 }
 
@@ -107,7 +134,10 @@ fn invalid_response_bytes() {
         })
         .await;
         let yaml = format!("{{name: c, endpoints: ['{}']}}", up.addr);
-        assert_eq!(kind_of(&yaml, Duration::from_secs(10)).await, UpstreamErrorKind::BadResponse);
+        assert_eq!(
+            kind_of(&yaml, Duration::from_secs(10)).await,
+            UpstreamErrorKind::BadResponse
+        );
     })
 }
 
@@ -115,7 +145,10 @@ fn invalid_response_bytes() {
 fn unresolvable_name_has_no_endpoint() {
     local(async {
         let yaml = "{name: c, endpoints: ['no-such-host.invalid:80'], connect_timeout: 2s}";
-        assert_eq!(kind_of(yaml, Duration::from_secs(10)).await, UpstreamErrorKind::NoHealthyEndpoint);
+        assert_eq!(
+            kind_of(yaml, Duration::from_secs(10)).await,
+            UpstreamErrorKind::NoHealthyEndpoint
+        );
     })
 }
 
@@ -123,14 +156,25 @@ fn unresolvable_name_has_no_endpoint() {
 fn build_rejects_what_it_cannot_do() {
     let build = |yaml: &str| {
         let cfg: ClusterConfig = serde_yaml::from_str(yaml).expect("yaml");
-        Cluster::build(&cfg, &Services::new()).err().unwrap_or_default()
+        Cluster::build(&cfg, &Services::new())
+            .err()
+            .unwrap_or_default()
     };
     let tls = build("{name: c, endpoints: ['127.0.0.1:1'], tls: {server_name: x}}");
     assert!(tls.contains("upstream tls is not supported yet"), "{tls}");
     assert!(build("{name: c, endpoints: []}").contains("no endpoints"));
     assert!(build("{name: c, endpoints: ['backend']}").contains("has no port"));
     assert!(build("{name: c, endpoints: ['back end:80']}").contains("not a valid host"));
-    assert!(build("{name: c, endpoints: ['127.0.0.1:1'], load_balancing: ring_hash}").contains("hash_key"));
-    assert!(build("{name: c, endpoints: ['127.0.0.1:1'], health_check: {path: healthz}}").contains("health_check path"));
-    assert_eq!(build("{name: c, endpoints: ['127.0.0.1:1', 'localhost:80', '[::1]:80']}"), "");
+    assert!(
+        build("{name: c, endpoints: ['127.0.0.1:1'], load_balancing: ring_hash}")
+            .contains("hash_key")
+    );
+    assert!(
+        build("{name: c, endpoints: ['127.0.0.1:1'], health_check: {path: healthz}}")
+            .contains("health_check path")
+    );
+    assert_eq!(
+        build("{name: c, endpoints: ['127.0.0.1:1', 'localhost:80', '[::1]:80']}"),
+        ""
+    );
 }

@@ -51,7 +51,10 @@ fn concurrent_requests_then_reuse() {
 fn zero_max_idle_disables_pooling() {
     local(async {
         let up = named("a").await;
-        let cl = cluster(&format!("{{name: p, endpoints: ['{}'], pool: {{max_idle_per_endpoint: 0}}}}", up.addr));
+        let cl = cluster(&format!(
+            "{{name: p, endpoints: ['{}'], pool: {{max_idle_per_endpoint: 0}}}}",
+            up.addr
+        ));
         let pools = WorkerPools::new();
         for _ in 0..3 {
             get_ok(&pools, &cl, "/").await;
@@ -65,7 +68,10 @@ fn zero_max_idle_disables_pooling() {
 fn idle_connections_expire() {
     local(async {
         let up = named("a").await;
-        let cl = cluster(&format!("{{name: p, endpoints: ['{}'], pool: {{idle_timeout: 200ms}}}}", up.addr));
+        let cl = cluster(&format!(
+            "{{name: p, endpoints: ['{}'], pool: {{idle_timeout: 200ms}}}}",
+            up.addr
+        ));
         let pools = WorkerPools::new();
         get_ok(&pools, &cl, "/").await;
         assert_eq!(pools.pooled_connections(), 1);
@@ -107,7 +113,9 @@ fn racing_upstream() -> RacingUpstream {
             }
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
         };
-        let Ok((mut first, _)) = listener.accept() else { return };
+        let Ok((mut first, _)) = listener.accept() else {
+            return;
+        };
         count.fetch_add(1, Ordering::SeqCst);
         answer(&mut first);
         if close_rx.recv().is_err() {
@@ -120,12 +128,22 @@ fn racing_upstream() -> RacingUpstream {
             answer(&mut s);
         }
     });
-    RacingUpstream { addr, accepted, close_now, closed }
+    RacingUpstream {
+        addr,
+        accepted,
+        close_now,
+        closed,
+    }
 }
 
 /// Reuse the pooled connection right after the upstream closed it, before this (blocked)
 /// worker thread could see the close.
-async fn race(method: &str) -> (Result<(StatusCode, String), sluice::upstream::UpstreamError>, usize) {
+async fn race(
+    method: &str,
+) -> (
+    Result<(StatusCode, String), sluice::upstream::UpstreamError>,
+    usize,
+) {
     let up = racing_upstream();
     let cl = cluster(&format!("{{name: race, endpoints: ['{}']}}", up.addr));
     let pools = WorkerPools::new();
