@@ -130,7 +130,7 @@ impl Cluster {
             started: AtomicBool::new(false),
         };
         // Literals are usable now; names join them after the first DNS round.
-        cluster.install(literals, all_literal);
+        cluster.install(literals, all_literal, false);
         Ok(Arc::new(cluster))
     }
 
@@ -223,7 +223,7 @@ impl Cluster {
 
     /// Publish a DNS round's addresses (with the authority each came from).
     pub(crate) fn set_addresses(&self, addrs: Vec<(SocketAddr, Arc<str>)>) {
-        self.install(addrs, true);
+        self.install(addrs, true, true);
     }
 
     /// Rebuild the balancer's views after health transitions.
@@ -249,7 +249,7 @@ impl Cluster {
 
     /// Swap in the endpoints for `addrs`, keeping the existing `Endpoint` (and its health and
     /// counters) of every address already present. Unchanged lists are not swapped.
-    fn install(&self, mut addrs: Vec<(SocketAddr, Arc<str>)>, complete: bool) {
+    fn install(&self, mut addrs: Vec<(SocketAddr, Arc<str>)>, complete: bool, from_dns: bool) {
         let mut seen = std::collections::HashSet::with_capacity(addrs.len());
         addrs.retain(|(a, _)| seen.insert(*a));
         let with_ring = self.lb == LoadBalancing::RingHash;
@@ -270,20 +270,31 @@ impl Cluster {
                 .collect();
             Arc::new(EndpointSet::new(all, with_ring))
         });
-        if previous.all.len() != addrs.len()
+        let changed = previous.all.len() != addrs.len()
             || previous
                 .all
                 .iter()
                 .zip(&addrs)
-                .any(|(e, (a, _))| e.addr != *a)
-        {
+                .any(|(e, (a, _))| e.addr != *a);
+        if changed && from_dns {
             let list: Vec<String> = addrs.iter().map(|(a, _)| a.to_string()).collect();
-            tracing::info!(cluster = %self.name, endpoints = ?list, "cluster endpoints set");
+            tracing::info!(cluster = %self.name, endpoints = ?list, "DNS changed the cluster's endpoints");
         }
         if complete {
             self.resolved.store(true, Ordering::Release);
             self.resolved_notify.notify_waiters();
         }
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("load_balancing", &self.lb)
+            .field("endpoints", &self.endpoints_status())
+            .finish_non_exhaustive()
     }
 }
 

@@ -32,7 +32,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::model::RetryConfig;
+use crate::config::model::{ClusterConfig, RetryConfig};
+use crate::services::Services;
 
 pub use cluster::Cluster;
 pub use pool::WorkerPools;
@@ -85,6 +86,50 @@ pub struct UpstreamError {
 pub struct Upstreams {
     /// Clusters by name.
     pub clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl Upstreams {
+    /// Build every cluster of a config (no I/O). Every problem is reported, not just the first.
+    ///
+    /// # Errors
+    /// One message per bad cluster (and per duplicate name), for `sluice check`.
+    pub fn build(
+        configs: &[ClusterConfig],
+        services: &Arc<Services>,
+    ) -> Result<Upstreams, Vec<String>> {
+        let mut clusters = HashMap::with_capacity(configs.len());
+        let mut errors = Vec::new();
+        for cfg in configs {
+            match Cluster::build(cfg, services) {
+                Ok(cluster) => {
+                    if clusters.insert(cfg.name.clone(), cluster).is_some() {
+                        errors.push(format!(
+                            "cluster name `{}` is used twice; give each cluster a unique name",
+                            cfg.name
+                        ));
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Upstreams { clusters })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Start every cluster's DNS re-resolution and health checks on `rt` (see [`Cluster::start`]).
+    pub fn start(&self, rt: &tokio::runtime::Handle) {
+        for cluster in self.clusters.values() {
+            cluster.start(rt);
+        }
+    }
+
+    /// The cluster named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name)
+    }
 }
 
 /// How to send one request.

@@ -120,9 +120,8 @@ impl WorkerPools {
         ep: &Endpoint,
         mut req: Request<ProxyBody>,
     ) -> Outcome {
-        if req.version() == Version::HTTP_2 || req.version() == Version::HTTP_3 {
-            *req.version_mut() = Version::HTTP_11;
-        }
+        // Always HTTP/1.1 upstream, whatever the client spoke: keep-alive is what pooling needs.
+        *req.version_mut() = Version::HTTP_11;
         if let Some(mut taken) = self.inner.take_h1(ep.addr, Instant::now()) {
             let copy = (taken.idle_for >= STALE_RISK_IDLE && resendable(&req))
                 .then(|| request_head_copy(&req));

@@ -178,3 +178,22 @@ fn build_rejects_what_it_cannot_do() {
         ""
     );
 }
+
+#[test]
+fn upstreams_report_every_bad_cluster() {
+    let cfgs: Vec<ClusterConfig> = serde_yaml::from_str(
+        "[{name: a, endpoints: ['127.0.0.1:1']}, {name: a, endpoints: ['127.0.0.1:2']}, {name: b, endpoints: []}]",
+    )
+    .expect("yaml");
+    let errors = sluice::upstream::Upstreams::build(&cfgs, &Services::new())
+        .err()
+        .unwrap_or_default();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("used twice") && errors[1].contains("no endpoints"),
+        "{errors:?}"
+    );
+    let good =
+        sluice::upstream::Upstreams::build(&cfgs[..1], &Services::new()).expect("one good cluster");
+    assert!(good.get("a").is_some() && good.get("b").is_none());
+}
