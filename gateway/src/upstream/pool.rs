@@ -12,7 +12,8 @@
 //! `max_idle_per_endpoint` connections are kept per endpoint (those still finishing a response
 //! included); a connection that finds the FIFO full closes after its exchange.
 //!
-//! HTTP/2: one multiplexed connection per endpoint per worker, replaced when it closes.
+//! HTTP/2: one multiplexed connection per endpoint per worker, replaced when it closes. While it
+//! is being opened, other requests to that endpoint wait for it rather than open their own.
 //!
 //! Idle connections older than the cluster's `pool.idle_timeout` are dropped when met in `take`,
 //! and by a sweeper task that runs on the worker while the pools exist.
@@ -28,6 +29,7 @@ use std::time::Duration;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -61,6 +63,7 @@ impl WorkerPools {
             inner: Rc::new(Pools {
                 h1: RefCell::new(HashMap::default()),
                 h2: RefCell::new(HashMap::default()),
+                h2_connecting: RefCell::new(HashMap::default()),
                 sweeper_started: Cell::new(false),
             }),
         }
@@ -117,6 +120,8 @@ type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
 pub(crate) struct Pools {
     h1: RefCell<AddrMap<H1Pool>>,
     h2: RefCell<AddrMap<H2Conn>>,
+    /// Endpoints an HTTP/2 connection is being opened to; other requests wait for it.
+    h2_connecting: RefCell<AddrMap<Rc<Notify>>>,
     sweeper_started: Cell<bool>,
 }
 
@@ -134,6 +139,43 @@ struct H2Conn {
     sender: http2::SendRequest<ProxyBody>,
     last_used: Instant,
     idle_timeout: Duration,
+}
+
+/// What a request finds when it looks for the shared HTTP/2 connection of an endpoint.
+pub(crate) enum H2Slot {
+    Open(http2::SendRequest<ProxyBody>),
+    Connecting(Rc<Notify>),
+    Vacant(ConnectingGuard),
+}
+
+/// Held by the request that opens an endpoint's HTTP/2 connection, so that concurrent requests
+/// wait for it instead of each opening their own. Dropping it (connected, failed or cancelled)
+/// wakes them.
+pub(crate) struct ConnectingGuard {
+    pools: Rc<Pools>,
+    addr: SocketAddr,
+    notify: Rc<Notify>,
+}
+
+impl ConnectingGuard {
+    /// Share the new connection, then let the waiters use it.
+    pub fn publish(self, sender: &http2::SendRequest<ProxyBody>, settings: PoolSettings) {
+        self.pools.put_h2(self.addr, sender, settings);
+    }
+}
+
+impl Drop for ConnectingGuard {
+    fn drop(&mut self) {
+        let mut connecting = self.pools.h2_connecting.borrow_mut();
+        if connecting
+            .get(&self.addr)
+            .is_some_and(|n| Rc::ptr_eq(n, &self.notify))
+        {
+            connecting.remove(&self.addr);
+        }
+        drop(connecting);
+        self.notify.notify_waiters();
+    }
 }
 
 /// A pooled HTTP/1.1 connection taken for one exchange.
@@ -194,16 +236,30 @@ impl Pools {
         });
     }
 
-    /// The shared HTTP/2 connection to `addr`, if it is open.
-    pub fn h2(&self, addr: SocketAddr, now: Instant) -> Option<http2::SendRequest<ProxyBody>> {
-        let mut map = self.h2.borrow_mut();
-        let conn = map.get_mut(&addr)?;
-        if conn.sender.is_closed() {
-            map.remove(&addr);
-            return None;
+    /// The shared HTTP/2 connection to `addr`; or a connect in progress to wait for; or the
+    /// duty to connect (the guard lets waiters go when it drops, connected or not).
+    pub fn h2(self: &Rc<Self>, addr: SocketAddr, now: Instant) -> H2Slot {
+        {
+            let mut map = self.h2.borrow_mut();
+            if let Some(conn) = map.get_mut(&addr) {
+                if !conn.sender.is_closed() {
+                    conn.last_used = now;
+                    return H2Slot::Open(conn.sender.clone());
+                }
+                map.remove(&addr);
+            }
         }
-        conn.last_used = now;
-        Some(conn.sender.clone())
+        let mut connecting = self.h2_connecting.borrow_mut();
+        if let Some(notify) = connecting.get(&addr) {
+            return H2Slot::Connecting(Rc::clone(notify));
+        }
+        let notify = Rc::new(Notify::new());
+        connecting.insert(addr, Rc::clone(&notify));
+        H2Slot::Vacant(ConnectingGuard {
+            pools: Rc::clone(self),
+            addr,
+            notify,
+        })
     }
 
     /// Share a new HTTP/2 connection, unless another open one got there first.

@@ -27,7 +27,7 @@ use crate::config::model::{Protocol, RetryConfig};
 use super::cluster::Cluster;
 use super::endpoint::Endpoint;
 use super::lb::Tried;
-use super::pool::{connect_h1, connect_h2, WorkerPools};
+use super::pool::{connect_h1, connect_h2, H2Slot, WorkerPools};
 use super::{retry, SendOptions, UpstreamError, UpstreamErrorKind};
 
 /// A pooled connection idle at least this long may have been closed by its upstream meanwhile.
@@ -159,17 +159,33 @@ impl WorkerPools {
     ) -> Outcome {
         *req.version_mut() = Version::HTTP_2;
         absolute_uri(&mut req, ep);
-        if let Some(mut sender) = self.inner.h2(ep.addr, Instant::now()) {
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(classify(cluster, ep, e.error())),
+        let mut connecting = None;
+        // Look twice at most: once more after waiting for a connect in progress.
+        for _ in 0..2 {
+            match self.inner.h2(ep.addr, Instant::now()) {
+                H2Slot::Open(mut sender) => match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(mut e) => match e.take_message() {
+                        // The connection is going away and never saw the request.
+                        Some(unsent) => {
+                            req = unsent;
+                            break;
+                        }
+                        None => return Err(classify(cluster, ep, e.error())),
+                    },
                 },
+                H2Slot::Connecting(notify) => notify.notified().await,
+                H2Slot::Vacant(guard) => {
+                    connecting = Some(guard);
+                    break;
+                }
             }
         }
         let mut sender = connect_h2(cluster, ep).await?;
-        self.inner.put_h2(ep.addr, &sender, cluster.pool);
+        match connecting {
+            Some(guard) => guard.publish(&sender, cluster.pool),
+            None => self.inner.put_h2(ep.addr, &sender, cluster.pool),
+        }
         sender
             .try_send_request(req)
             .await

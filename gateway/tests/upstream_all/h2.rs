@@ -54,3 +54,40 @@ fn a_closed_h2_connection_is_replaced() {
         assert_eq!(up.accepted(), 2);
     })
 }
+
+/// Requests that arrive together before any connection exists share the one being opened.
+#[test]
+fn concurrent_first_requests_share_one_h2_connection() {
+    local(async {
+        let up = server_with(true, |_req| async { reply(200, "h2") }).await;
+        let cl = cluster(&format!(
+            "{{name: h2, endpoints: ['{}'], protocol: http2}}",
+            up.addr
+        ));
+        let pools = WorkerPools::new();
+        let burst = (0..8).map(|_| get_ok(&pools, &cl, "/"));
+        let answers = futures_util::future::join_all(burst).await;
+        assert!(answers.iter().all(|a| a == "h2"));
+        assert_eq!(up.accepted(), 1);
+    })
+}
+
+/// A failed connect lets the requests that waited for it try on their own.
+#[test]
+fn waiters_of_a_failed_h2_connect_fail_too() {
+    local(async {
+        let cl = cluster(&format!(
+            "{{name: h2, endpoints: ['{}'], protocol: http2}}",
+            refused_addr()
+        ));
+        let pools = WorkerPools::new();
+        let burst = (0..3).map(|_| send(&pools, &cl, get("/"), &opts(None, None)));
+        for result in futures_util::future::join_all(burst).await {
+            let err = result.expect_err("nothing listens");
+            assert_eq!(
+                err.kind,
+                sluice::upstream::UpstreamErrorKind::ConnectRefused
+            );
+        }
+    })
+}
