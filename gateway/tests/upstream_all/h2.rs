@@ -81,7 +81,8 @@ fn waiters_of_a_failed_h2_connect_fail_too() {
             refused_addr()
         ));
         let pools = WorkerPools::new();
-        let burst = (0..3).map(|_| send(&pools, &cl, get("/"), &opts(None, None)));
+        let o = opts(None, None);
+        let burst = (0..3).map(|_| send(&pools, &cl, get("/"), &o));
         for result in futures_util::future::join_all(burst).await {
             let err = result.expect_err("nothing listens");
             assert_eq!(
