@@ -135,3 +135,35 @@ impl EndpointSet {
         self.all.iter().map(|e| e.active()).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_flips_only_after_consecutive_results() {
+        let ep = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1)), "x:1".into());
+        assert_eq!(ep.record_check(false, 2, 3), None);
+        assert_eq!(ep.record_check(false, 2, 3), None);
+        assert_eq!(
+            ep.record_check(true, 2, 3),
+            None,
+            "a success breaks the streak"
+        );
+        assert_eq!(ep.record_check(false, 2, 3), None);
+        assert_eq!(ep.record_check(false, 2, 3), None);
+        assert_eq!(ep.record_check(false, 2, 3), Some(false));
+        assert_eq!(ep.record_check(true, 2, 3), None);
+        assert_eq!(ep.record_check(true, 2, 3), Some(true));
+        assert!(ep.is_healthy());
+    }
+
+    #[test]
+    fn active_counts_until_the_guard_drops() {
+        let ep = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1)), "x:1".into());
+        let guard = ep.begin();
+        assert_eq!(ep.active(), 1);
+        drop(guard);
+        assert_eq!(ep.active(), 0);
+    }
+}

@@ -183,3 +183,66 @@ pub(crate) fn next_u64() -> u64 {
 pub(crate) fn below(n: usize) -> usize {
     ((u128::from(next_u64()) * n as u128) >> 64) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: u16, ring: bool) -> EndpointSet {
+        let all = (0..n)
+            .map(|i| {
+                let addr = SocketAddr::from(([10, 0, 0, 1], 8000 + i));
+                Endpoint::new(addr, addr.to_string().into())
+            })
+            .collect();
+        EndpointSet::new(all, ring)
+    }
+
+    #[test]
+    fn retries_avoid_tried_endpoints_while_others_exist() {
+        let s = set(3, false);
+        let rr = AtomicUsize::new(0);
+        let mut tried = Tried::default();
+        for _ in 0..3 {
+            let ep = pick(&s, LoadBalancing::RoundRobin, &rr, None, &tried).expect("healthy");
+            assert!(!tried.contains(ep.addr));
+            tried.push(ep.addr);
+        }
+        // All tried: a fourth try may repeat one rather than fail.
+        assert!(pick(&s, LoadBalancing::Random, &rr, None, &tried).is_some());
+    }
+
+    #[test]
+    fn ring_spreads_keys_and_retries_walk_on() {
+        let s = set(4, true);
+        let rr = AtomicUsize::new(0);
+        let mut counts = std::collections::HashMap::new();
+        for key in 0..4000u64 {
+            let ep = pick(
+                &s,
+                LoadBalancing::RingHash,
+                &rr,
+                Some(key),
+                &Tried::default(),
+            )
+            .expect("healthy");
+            *counts.entry(ep.addr).or_insert(0) += 1;
+        }
+        // 100 points per endpoint keep each share within a factor of two of the mean (1000).
+        assert!(
+            counts.values().all(|&c| (500..2000).contains(&c)),
+            "{counts:?}"
+        );
+        let first =
+            pick(&s, LoadBalancing::RingHash, &rr, Some(7), &Tried::default()).expect("healthy");
+        let mut tried = Tried::default();
+        tried.push(first.addr);
+        let second = pick(&s, LoadBalancing::RingHash, &rr, Some(7), &tried).expect("healthy");
+        assert_ne!(first.addr, second.addr);
+    }
+
+    #[test]
+    fn below_stays_in_range() {
+        assert!((0..10_000).all(|_| below(3) < 3));
+    }
+}

@@ -100,3 +100,53 @@ pub(crate) fn backoff(retry: u32) -> Duration {
     let jitter_us = lb::below(half.as_micros() as usize + 1) as u64;
     half + Duration::from_micros(jitter_us)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(on: Vec<RetryOn>) -> RetryConfig {
+        RetryConfig {
+            attempts: 1,
+            on,
+            budget_percent: None,
+            min_retries_per_second: None,
+        }
+    }
+
+    #[test]
+    fn backoff_is_jittered_doubling_and_capped() {
+        for _ in 0..100 {
+            let first = backoff(1);
+            assert!(first >= Duration::from_micros(12_500) && first <= BACKOFF_BASE);
+            let third = backoff(3);
+            assert!(third >= Duration::from_millis(50) && third <= Duration::from_millis(100));
+            assert!(backoff(30) <= BACKOFF_CAP && backoff(30) >= BACKOFF_CAP / 2);
+        }
+    }
+
+    #[test]
+    fn what_each_condition_retries() {
+        let five = policy(vec![RetryOn::FiveXx]);
+        assert!(on_status(&five, StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(!on_status(&five, StatusCode::NOT_FOUND));
+        assert!(!on_error(&five, UpstreamErrorKind::Reset));
+        let gateway = policy(vec![RetryOn::GatewayError]);
+        assert!(on_status(&gateway, StatusCode::BAD_GATEWAY));
+        assert!(!on_status(&gateway, StatusCode::INTERNAL_SERVER_ERROR));
+        let conn = policy(vec![RetryOn::ConnectFailure]);
+        assert!(on_error(&conn, UpstreamErrorKind::ConnectTimeout));
+        assert!(!on_error(&conn, UpstreamErrorKind::Timeout));
+        assert!(!on_error(&conn, UpstreamErrorKind::BadResponse));
+    }
+
+    #[test]
+    fn only_idempotent_requests_without_body() {
+        let p = policy(vec![RetryOn::Reset]);
+        assert!(applicable(Some(&p), &Method::GET, true).is_some());
+        assert!(applicable(Some(&p), &Method::GET, false).is_none());
+        assert!(applicable(Some(&p), &Method::POST, true).is_none());
+        assert!(applicable(Some(&p), &Method::PATCH, true).is_none());
+        assert!(applicable(None, &Method::GET, true).is_none());
+    }
+}
