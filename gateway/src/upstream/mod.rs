@@ -134,7 +134,7 @@ impl Upstreams {
 
 /// How to send one request.
 pub struct SendOptions<'a> {
-    /// Route timeout: until the response headers arrive, across all tries.
+    /// Route timeout: until the response headers arrive, across all tries. Zero disables it.
     pub timeout: Duration,
     /// The route's retry policy, if any.
     pub retries: Option<&'a RetryConfig>,

@@ -40,7 +40,8 @@ impl WorkerPools {
     /// with connect/request timeouts and retries per `opts`.
     ///
     /// `opts.timeout` bounds everything until the response headers arrive: waiting for DNS,
-    /// connecting, every try and the backoff between tries. Must run inside a `LocalSet`.
+    /// connecting, every try and the backoff between tries (zero: no bound). Must run inside a
+    /// `LocalSet`.
     ///
     /// # Errors
     /// An [`UpstreamError`] whose kind decides the status code.
@@ -50,7 +51,11 @@ impl WorkerPools {
         req: Request<ProxyBody>,
         opts: &SendOptions<'_>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let deadline = Instant::now() + opts.timeout;
+        // Zero means no route timeout (Envoy's convention); so does one beyond the clock's range.
+        let deadline = match Instant::now().checked_add(opts.timeout) {
+            Some(deadline) if !opts.timeout.is_zero() => deadline,
+            _ => return self.send_with_retries(cluster, req, opts).await,
+        };
         match tokio::time::timeout_at(deadline, self.send_with_retries(cluster, req, opts)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(cluster.error(

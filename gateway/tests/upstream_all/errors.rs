@@ -197,3 +197,20 @@ fn upstreams_report_every_bad_cluster() {
         sluice::upstream::Upstreams::build(&cfgs[..1], &Services::new()).expect("one good cluster");
     assert!(good.get("a").is_some() && good.get("b").is_none());
 }
+
+#[test]
+fn a_zero_route_timeout_means_none() {
+    local(async {
+        let up = named("a").await;
+        let c = cluster(&format!("{{name: c, endpoints: ['{}']}}", up.addr));
+        let o = SendOptions {
+            timeout: Duration::ZERO,
+            retries: None,
+            hash: None,
+        };
+        let (status, body) = send(&WorkerPools::new(), &c, get("/"), &o)
+            .await
+            .expect("send");
+        assert_eq!((status.as_u16(), body.as_str()), (200, "a"));
+    })
+}
