@@ -386,8 +386,9 @@ pub(crate) async fn connect_h1(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| handshake_error(cluster, ep, e))?;
+    // `with_upgrades` so a 101 answer hands the connection over for a WebSocket splice.
     tokio::task::spawn_local(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
         }
     });
