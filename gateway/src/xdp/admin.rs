@@ -93,10 +93,16 @@ where
                     .map(str::to_string)
             });
             let Some(text) = from_path.map(str::to_string).or(from_query) else {
-                return error(StatusCode::BAD_REQUEST, "give the address: /xdp/bans?addr=IP");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "give the address: /xdp/bans?addr=IP",
+                );
             };
             let Ok(addr) = text.parse::<IpAddr>() else {
-                return error(StatusCode::BAD_REQUEST, format!("`{text}` is not an IP address"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{text}` is not an IP address"),
+                );
             };
             if xdp.remove_ban(addr) {
                 json(StatusCode::OK, serde_json::json!({ "removed": addr }))

@@ -81,8 +81,8 @@ pub fn cli_bans(args: BansArgs) -> anyhow::Result<()> {
 }
 
 fn request(admin: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream =
-        TcpStream::connect(admin).with_context(|| format!("cannot reach the admin API at {admin}"))?;
+    let mut stream = TcpStream::connect(admin)
+        .with_context(|| format!("cannot reach the admin API at {admin}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -100,10 +100,18 @@ fn request(admin: &str, method: &str, path: &str, body: &str) -> anyhow::Result<
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("malformed HTTP status line from the admin API")?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    Ok((status, if chunked { dechunk(body) } else { body.to_string() }))
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
 }
 
 /// Decode a chunked body (the admin server may stream its answer).

@@ -106,11 +106,17 @@ impl Maps {
     /// Empty a buffer whose contents are unknown; returns the (now empty) set it holds.
     fn clear_buffer(&mut self, idx: usize) -> Result<DenySet, XdpError> {
         let e = map_err("deny list");
-        let keys: Vec<_> = self.deny_lpm[idx].keys().collect::<Result<_, _>>().map_err(&e)?;
+        let keys: Vec<_> = self.deny_lpm[idx]
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
         for k in keys {
             let _ = self.deny_lpm[idx].remove(&k);
         }
-        let keys: Vec<_> = self.deny_exact[idx].keys().collect::<Result<_, _>>().map_err(&e)?;
+        let keys: Vec<_> = self.deny_exact[idx]
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
         for k in keys {
             let _ = self.deny_exact[idx].remove(&k);
         }
@@ -135,7 +141,9 @@ impl Maps {
             let _ = self.allow.remove(&Key::new(*len, *addr));
         }
         for (addr, len) in allow.difference(&self.allowed) {
-            self.allow.insert(&Key::new(*len, *addr), 1, 0).map_err(&e)?;
+            self.allow
+                .insert(&Key::new(*len, *addr), 1, 0)
+                .map_err(&e)?;
         }
         self.allowed = allow;
         Ok(())
@@ -183,7 +191,9 @@ impl Maps {
     /// # Errors
     /// The map write failed.
     pub fn ban(&mut self, addr: Addr, expiry_ns: u64) -> Result<(), XdpError> {
-        self.bans.insert(addr, expiry_ns, 0).map_err(map_err("bans"))
+        self.bans
+            .insert(addr, expiry_ns, 0)
+            .map_err(map_err("bans"))
     }
 
     /// Lift a ban; false when there was none.

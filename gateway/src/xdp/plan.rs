@@ -127,7 +127,10 @@ impl Plan {
             redirects,
             targets,
             deny_files,
-            ban_ttl: cfg.ban_default_ttl.map(|d| d.get()).unwrap_or(DEFAULT_BAN_TTL),
+            ban_ttl: cfg
+                .ban_default_ttl
+                .map(|d| d.get())
+                .unwrap_or(DEFAULT_BAN_TTL),
         })
     }
 }

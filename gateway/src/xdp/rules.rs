@@ -12,7 +12,9 @@ use sluice_xdp_common::{v4_mapped, Addr, V4_MAPPED_PREFIX};
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
     /// A CIDR or address that does not parse.
-    #[error("{place}: `{text}` is not an address or CIDR; write e.g. `192.0.2.0/24` or `2001:db8::1`")]
+    #[error(
+        "{place}: `{text}` is not an address or CIDR; write e.g. `192.0.2.0/24` or `2001:db8::1`"
+    )]
     BadCidr {
         /// Where it was written (config key or file:line).
         place: String,
@@ -153,7 +155,11 @@ mod tests {
     fn hosts_go_to_the_exact_set_and_files_report_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deny.txt");
-        std::fs::write(&path, "# comment\n198.18.0.1\n2001:db8::/32 # docs\n\n10.0.0.0/8\n").unwrap();
+        std::fs::write(
+            &path,
+            "# comment\n198.18.0.1\n2001:db8::/32 # docs\n\n10.0.0.0/8\n",
+        )
+        .unwrap();
         let mut set = DenySet::default();
         set.extend_from_file(&path).unwrap();
         assert_eq!(set.exact.len(), 1);

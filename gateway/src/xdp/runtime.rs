@@ -191,7 +191,9 @@ impl Xdp {
             if let Some(xdp) = weak.upgrade() {
                 match xdp.reload_deny() {
                     Ok(n) => tracing::info!(entries = n, "XDP deny list reloaded"),
-                    Err(e) => tracing::error!(error = %e, "XDP deny list not reloaded; keeping the previous set"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "XDP deny list not reloaded; keeping the previous set")
+                    }
                 }
             }
         });
@@ -259,8 +261,16 @@ impl Xdp {
         let counters = self.counters();
         let mut out = String::new();
         for (metric, help, bytes) in [
-            ("sluice_xdp_packets_total", "Packets handled by the XDP program.", false),
-            ("sluice_xdp_bytes_total", "Bytes handled by the XDP program.", true),
+            (
+                "sluice_xdp_packets_total",
+                "Packets handled by the XDP program.",
+                false,
+            ),
+            (
+                "sluice_xdp_bytes_total",
+                "Bytes handled by the XDP program.",
+                true,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}");
             let _ = writeln!(out, "# TYPE {metric} counter");
@@ -272,10 +282,16 @@ impl Xdp {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP sluice_xdp_bans Active bans in the XDP ban map.");
+        let _ = writeln!(
+            out,
+            "# HELP sluice_xdp_bans Active bans in the XDP ban map."
+        );
         let _ = writeln!(out, "# TYPE sluice_xdp_bans gauge");
         let _ = writeln!(out, "sluice_xdp_bans {}", self.bans().len());
-        let _ = writeln!(out, "# HELP sluice_xdp_deny_entries Entries in the XDP deny set in force.");
+        let _ = writeln!(
+            out,
+            "# HELP sluice_xdp_deny_entries Entries in the XDP deny set in force."
+        );
         let _ = writeln!(out, "# TYPE sluice_xdp_deny_entries gauge");
         let _ = writeln!(out, "sluice_xdp_deny_entries {}", self.deny_len());
         out

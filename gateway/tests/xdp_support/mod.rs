@@ -102,7 +102,13 @@ pub fn l4(proto: u8, dport: u16, flags: u8) -> Vec<u8> {
 }
 
 /// IPv4 header with `options` (multiple of 4 bytes) and fragment offset (8-byte units).
-pub fn ipv4_hdr(src: Ipv4Addr, proto: u8, options: &[u8], frag_offset: u16, payload: usize) -> Vec<u8> {
+pub fn ipv4_hdr(
+    src: Ipv4Addr,
+    proto: u8,
+    options: &[u8],
+    frag_offset: u16,
+    payload: usize,
+) -> Vec<u8> {
     let ihl = (20 + options.len()) / 4;
     let mut h = vec![0u8; 20];
     h[0] = 0x40 | ihl as u8;
@@ -132,7 +138,12 @@ pub fn ipv6_hdr(src: Ipv6Addr, next: u8, payload: usize) -> Vec<u8> {
     h[6] = next;
     h[7] = 64;
     h[8..24].copy_from_slice(&src.octets());
-    h[24..40].copy_from_slice(&"2001:db8:ffff::1".parse::<Ipv6Addr>().expect("literal").octets());
+    h[24..40].copy_from_slice(
+        &"2001:db8:ffff::1"
+            .parse::<Ipv6Addr>()
+            .expect("literal")
+            .octets(),
+    );
     h
 }
 
