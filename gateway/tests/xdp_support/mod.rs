@@ -1,6 +1,8 @@
 //! Shared by the XDP tests: loading the program (or skipping loudly), and packet builders.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
