@@ -76,6 +76,8 @@ pub struct Bucket {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
+    /// `FLAG_*` bits: which optional tables hold entries (lookups in empty tables are skipped).
+    pub flags: u64,
     /// Packets per second per source.
     pub rate_pps: u64,
     /// Bucket size for packets, in [`TOKEN`] units.
@@ -85,6 +87,21 @@ pub struct Settings {
     /// Bucket size for SYNs, in [`TOKEN`] units.
     pub syn_burst: u64,
 }
+
+/// [`Settings::flags`]: the allow list is not empty.
+pub const FLAG_ALLOW: u64 = 1;
+/// [`Settings::flags`]: bans have been added.
+pub const FLAG_BANS: u64 = 2;
+/// [`Settings::flags`]: redirect rules exist.
+pub const FLAG_REDIRECT: u64 = 4;
+
+/// The [`DENY_ACTIVE`] word: bit 0 is the buffer the program reads; the flag bits say which of
+/// that buffer's tables hold entries, so that index and flags switch in one store.
+pub const DENY_INDEX: u32 = 1;
+/// [`DENY_ACTIVE`] word: the active LPM buffer holds prefixes.
+pub const DENY_HAS_PREFIX: u32 = 2;
+/// [`DENY_ACTIVE`] word: the active exact buffer holds addresses.
+pub const DENY_HAS_EXACT: u32 = 4;
 
 /// Key of a redirect rule: IP protocol number and destination port (0: any port).
 #[repr(C)]

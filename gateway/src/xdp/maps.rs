@@ -8,7 +8,8 @@ use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, DevMap, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use sluice_xdp_common::{
-    self as common, Addr, Counter, Reason, RedirectAction, RedirectKey, Settings,
+    self as common, Addr, Counter, Reason, RedirectAction, RedirectKey, Settings, DENY_HAS_EXACT,
+    DENY_HAS_PREFIX, FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT,
 };
 
 use super::rules::{key_addr, DenySet};
@@ -31,6 +32,8 @@ pub struct Maps {
     contents: [Option<DenySet>; 2],
     /// The allow list as written.
     allowed: std::collections::BTreeSet<(Addr, u32)>,
+    /// The settings as last written (rates and `FLAG_*` bits).
+    current: Settings,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, XdpError> {
@@ -67,6 +70,7 @@ impl Maps {
             active: 0,
             contents: [Some(DenySet::default()), Some(DenySet::default())],
             allowed: Default::default(),
+            current: Settings::default(),
         })
     }
 
@@ -98,7 +102,15 @@ impl Maps {
             self.deny_exact[idx].insert(addr, 1, 0).map_err(&e)?;
         }
         self.contents[idx] = Some(set.clone());
-        self.deny_active.set(0, idx as u32, 0).map_err(&e)?;
+        let mut word = idx as u32;
+        if !set.prefixes.is_empty() {
+            word |= DENY_HAS_PREFIX;
+        }
+        if !set.exact.is_empty() {
+            word |= DENY_HAS_EXACT;
+        }
+        // One 4-byte store switches the buffer and its emptiness flags together.
+        self.deny_active.set(0, word, 0).map_err(&e)?;
         self.active = idx as u32;
         Ok(())
     }
@@ -137,6 +149,10 @@ impl Maps {
         allow: std::collections::BTreeSet<(Addr, u32)>,
     ) -> Result<(), XdpError> {
         let e = map_err("allow list");
+        if allow.is_empty() {
+            // Stop the lookups before the entries go, so no packet sees a half-emptied list.
+            self.set_flag(FLAG_ALLOW, false)?;
+        }
         for (addr, len) in self.allowed.difference(&allow) {
             let _ = self.allow.remove(&Key::new(*len, *addr));
         }
@@ -144,6 +160,9 @@ impl Maps {
             self.allow
                 .insert(&Key::new(*len, *addr), 1, 0)
                 .map_err(&e)?;
+        }
+        if !allow.is_empty() {
+            self.set_flag(FLAG_ALLOW, true)?;
         }
         self.allowed = allow;
         Ok(())
@@ -154,9 +173,30 @@ impl Maps {
     /// # Errors
     /// The map write failed.
     pub fn apply_settings(&mut self, settings: Settings) -> Result<(), XdpError> {
-        self.settings
-            .set(0, settings, 0)
-            .map_err(map_err("settings"))
+        let next = Settings {
+            flags: self.current.flags,
+            ..settings
+        };
+        self.write_settings(next)
+    }
+
+    fn set_flag(&mut self, flag: u64, on: bool) -> Result<(), XdpError> {
+        let mut next = self.current;
+        if on {
+            next.flags |= flag;
+        } else {
+            next.flags &= !flag;
+        }
+        if next == self.current {
+            return Ok(());
+        }
+        self.write_settings(next)
+    }
+
+    fn write_settings(&mut self, next: Settings) -> Result<(), XdpError> {
+        self.settings.set(0, next, 0).map_err(map_err("settings"))?;
+        self.current = next;
+        Ok(())
     }
 
     /// Replace the redirect rules; `targets[i]` is the ifindex stored at DEVMAP index `i`.
@@ -183,7 +223,7 @@ impl Maps {
         for (k, v) in rules {
             self.redirect.insert(k, v, 0).map_err(&e)?;
         }
-        Ok(())
+        self.set_flag(FLAG_REDIRECT, !rules.is_empty())
     }
 
     /// Ban `addr` until `expiry_ns` (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns).
@@ -193,7 +233,9 @@ impl Maps {
     pub fn ban(&mut self, addr: Addr, expiry_ns: u64) -> Result<(), XdpError> {
         self.bans
             .insert(addr, expiry_ns, 0)
-            .map_err(map_err("bans"))
+            .map_err(map_err("bans"))?;
+        // Never cleared: a stale flag costs one lookup, a missing one would lose a ban.
+        self.set_flag(FLAG_BANS, true)
     }
 
     /// Lift a ban; false when there was none.
