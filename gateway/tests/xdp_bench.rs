@@ -42,7 +42,15 @@ fn prefixes(n: u32) -> Vec<String> {
 
 fn hosts(n: u32) -> Vec<String> {
     (0..n)
-        .map(|i| format!("{}.{}.{}.{}", 20 + i / 16_777_216, (i >> 16) & 255, (i >> 8) & 255, i & 255))
+        .map(|i| {
+            format!(
+                "{}.{}.{}.{}",
+                20 + i / 16_777_216,
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
         .collect()
 }
 
@@ -73,13 +81,15 @@ fn test_run_ns_per_packet() {
     let miss = v4("198.18.0.5", UDP, 53, 0);
     println!("\n| case | entries | ns/packet (miss → pass) | ns/packet (hit → drop) |");
     println!("|---|---|---|---|");
-    let empty = Xdp::load_detached(&config("interface: lo\n"), std::path::Path::new(".")).expect("load");
+    let empty =
+        Xdp::load_detached(&config("interface: lo\n"), std::path::Path::new(".")).expect("load");
     println!("| no rules | 0 | {} | – |", ns_per_packet(&empty, &miss));
     drop(empty);
 
     let list = prefixes(100_000);
     let t = Instant::now();
-    let xdp = Xdp::load_detached(&config(&deny_yaml(&list)), std::path::Path::new(".")).expect("load");
+    let xdp =
+        Xdp::load_detached(&config(&deny_yaml(&list)), std::path::Path::new(".")).expect("load");
     let load = t.elapsed();
     let hit = v4("11.1.134.9", UDP, 53, 0);
     println!(
@@ -92,7 +102,8 @@ fn test_run_ns_per_packet() {
 
     let list = hosts(1_000_000);
     let t = Instant::now();
-    let xdp = Xdp::load_detached(&config(&deny_yaml(&list)), std::path::Path::new(".")).expect("load");
+    let xdp =
+        Xdp::load_detached(&config(&deny_yaml(&list)), std::path::Path::new(".")).expect("load");
     let load = t.elapsed();
     let hit = v4("20.9.8.7", UDP, 53, 0);
     println!(
@@ -103,7 +114,8 @@ fn test_run_ns_per_packet() {
     );
     drop(xdp);
 
-    let xdp = Xdp::load_detached(&config("interface: lo\n"), std::path::Path::new(".")).expect("load");
+    let xdp =
+        Xdp::load_detached(&config("interface: lo\n"), std::path::Path::new(".")).expect("load");
     let t = Instant::now();
     for i in 0..200_000u32 {
         let a = IpAddr::from([30, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
@@ -120,7 +132,10 @@ fn test_run_ns_per_packet() {
 }
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -148,6 +163,9 @@ fn flood(ns: &Netns, src: IpAddr) -> (u64, f64) {
     })
 }
 
+/// One flood round: (dropper, round, packets sent, dropped, sender CPU seconds).
+type Row = (&'static str, usize, u64, u64, f64);
+
 fn nft(ns: &str, script: &str) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])
@@ -155,13 +173,28 @@ fn nft(ns: &str, script: &str) {
         .spawn()
         .expect("nft");
     use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write nft");
     assert!(child.wait().expect("nft").success(), "nft failed");
 }
 
 fn nft_dropped(ns: &str) -> u64 {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "list", "chain", "netdev", "sluicebench", "in"])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "list",
+            "chain",
+            "netdev",
+            "sluicebench",
+            "in",
+        ])
         .output()
         .expect("nft list");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -184,10 +217,13 @@ fn veth_flood_xdp_versus_nftables() {
     let flooder = ns.addr(3);
     let mut set = prefixes(10_000);
     set.push(format!("{flooder}"));
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for round in 0..ROUNDS {
         // XDP
-        let yaml = format!("{}mode: driver\n", deny_yaml(&set).replace("interface: lo", "interface: xa"));
+        let yaml = format!(
+            "{}mode: driver\n",
+            deny_yaml(&set).replace("interface: lo", "interface: xa")
+        );
         let s = ns.s();
         let xdp: Arc<Xdp> = in_ns(&s, move || {
             sluice::xdp::start(&config(&yaml), std::path::Path::new("."))
@@ -225,13 +261,13 @@ fn veth_flood_xdp_versus_nftables() {
             cpu * 1e9 / (*sent).max(1) as f64
         );
     }
-    let med = |who: &str, f: &dyn Fn(&(&str, usize, u64, u64, f64)) -> f64| {
+    let med = |who: &str, f: &dyn Fn(&Row) -> f64| {
         let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == who).map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let rate = |r: &(&str, usize, u64, u64, f64)| r.3 as f64 / FLOOD_SECS as f64;
-    let cpp = |r: &(&str, usize, u64, u64, f64)| r.4 * 1e9 / r.2.max(1) as f64;
+    let rate = |r: &Row| r.3 as f64 / FLOOD_SECS as f64;
+    let cpp = |r: &Row| r.4 * 1e9 / r.2.max(1) as f64;
     println!(
         "\nmedian dropped/s: xdp {:.0}, nftables {:.0} (ratio {:.2}); CPU ns/packet: xdp {:.0}, nftables {:.0} (ratio {:.2})",
         med("xdp", &rate),

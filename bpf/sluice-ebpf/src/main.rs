@@ -21,8 +21,8 @@ use aya_ebpf::{
 use sluice_xdp_common::{
     Addr, Bucket, Counter, Reason, RedirectAction, RedirectKey, Settings, ALLOW_LPM_MAX, BANS_MAX,
     DENY_EXACT_MAX, DENY_HAS_EXACT, DENY_HAS_PREFIX, DENY_INDEX, DENY_LPM_MAX, DEVMAP_MAX,
-    FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX, REDIRECT_TX,
-    RATE_MAX, TOKEN,
+    FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT, RATE_MAX, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX,
+    REDIRECT_TX, TOKEN,
 };
 
 use parse::{parse, Packet, Parsed, IPPROTO_TCP};
@@ -41,9 +41,11 @@ static DENY_LPM_0: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(DENY_LPM_MAX, 0
 #[map]
 static DENY_LPM_1: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(DENY_LPM_MAX, 0);
 #[map]
-static DENY_EXACT_0: HashMap<Addr, u8> = HashMap::with_max_entries(DENY_EXACT_MAX, BPF_F_NO_PREALLOC);
+static DENY_EXACT_0: HashMap<Addr, u8> =
+    HashMap::with_max_entries(DENY_EXACT_MAX, BPF_F_NO_PREALLOC);
 #[map]
-static DENY_EXACT_1: HashMap<Addr, u8> = HashMap::with_max_entries(DENY_EXACT_MAX, BPF_F_NO_PREALLOC);
+static DENY_EXACT_1: HashMap<Addr, u8> =
+    HashMap::with_max_entries(DENY_EXACT_MAX, BPF_F_NO_PREALLOC);
 #[map]
 static ALLOW_LPM: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(ALLOW_LPM_MAX, 0);
 #[map]
@@ -150,7 +152,9 @@ fn address_rules(pkt: &Packet, settings: &Settings) -> Option<(u32, Reason)> {
             let _ = BANS.remove(pkt.src);
         }
     }
-    if settings.rate_pps != 0 && !take_token(&RATE, &pkt.src, settings.rate_pps, settings.rate_burst) {
+    if settings.rate_pps != 0
+        && !take_token(&RATE, &pkt.src, settings.rate_pps, settings.rate_burst)
+    {
         return Some((xdp_action::XDP_DROP, Reason::DropRateLimit));
     }
     None
@@ -185,7 +189,7 @@ fn take_token(map: &LruHashMap<Addr, Bucket>, src: &Addr, rate: u64, burst: u64)
                 tokens: burst.saturating_sub(TOKEN),
                 last_ns: now,
             };
-            let _ = map.insert(src, &fresh, 0);
+            let _ = map.insert(src, fresh, 0);
             true
         }
     }
@@ -207,10 +211,12 @@ fn redirect(pkt: &Packet) -> Option<(u32, Reason)> {
     let action = unsafe { *action };
     match action.kind {
         REDIRECT_TX => Some((xdp_action::XDP_TX, Reason::Tx)),
-        REDIRECT_DEVMAP => match DEVMAP.redirect(action.devmap_index, xdp_action::XDP_PASS as u64) {
-            Ok(act) => Some((act, Reason::Redirect)),
-            Err(_) => Some((xdp_action::XDP_PASS, Reason::PassRedirectFailed)),
-        },
+        REDIRECT_DEVMAP => {
+            match DEVMAP.redirect(action.devmap_index, xdp_action::XDP_PASS as u64) {
+                Ok(act) => Some((act, Reason::Redirect)),
+                Err(_) => Some((xdp_action::XDP_PASS, Reason::PassRedirectFailed)),
+            }
+        }
         _ => None,
     }
 }

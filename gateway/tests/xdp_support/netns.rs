@@ -149,4 +149,3 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
     .join()
     .expect("namespace thread")
 }
-
