@@ -255,3 +255,70 @@ fn a_redirect_rule_delivers_to_the_other_interface() {
     assert!(sink_got >= 19, "sink received {sink_got} of 20");
     assert_eq!(count(&xdp, "redirect", "redirect"), 20);
 }
+
+/// Not a test on its own: the child process of `a_crashed_gateway_leaves_no_program_behind`,
+/// which attaches XDP in the namespace named by SLUICE_XDP_CHILD_NS and waits to be killed.
+#[test]
+#[ignore = "helper process for a_crashed_gateway_leaves_no_program_behind"]
+fn child_attach_and_wait() {
+    let ns = std::env::var("SLUICE_XDP_CHILD_NS").expect("run by the crash test only");
+    let xdp = start_xdp(&ns, "interface: xa\n".to_string());
+    println!("ATTACHED {}", xdp.mode());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn xdp_shown(ns: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", "xa"])
+        .output()
+        .expect("ip link show");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_crashed_gateway_leaves_no_program_behind() {
+    if !xdp_available("a_crashed_gateway_leaves_no_program_behind") {
+        return;
+    }
+    let ns = Netns::new();
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_attach_and_wait",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SLUICE_XDP_CHILD_NS", ns.s())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("ATTACHED") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut lines, &mut line).expect("child output");
+        assert!(n > 0, "the child exited before attaching");
+    }
+    // The program is visible by name: this is how a stale netlink attachment is recognised.
+    let shown = xdp_shown(&ns.s());
+    assert!(shown.contains("name sluice_xdp "), "{shown}");
+    child.kill().expect("SIGKILL the child");
+    let _ = child.wait();
+    // A bpf_link attachment goes with its process; a new gateway attaches cleanly.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while xdp_shown(&ns.s()).contains("prog/xdp") {
+        assert!(
+            Instant::now() < deadline,
+            "the crashed process's program stayed attached"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let xdp = start_xdp(&ns.s(), "interface: xa\n".to_string());
+    assert!(xdp_shown(&ns.s()).contains("name sluice_xdp "));
+    xdp.shutdown();
+    assert!(
+        !xdp_shown(&ns.s()).contains("prog/xdp"),
+        "{}",
+        xdp_shown(&ns.s())
+    );
+}
