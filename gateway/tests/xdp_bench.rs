@@ -30,7 +30,11 @@ fn enabled() -> bool {
     if std::env::var("SLUICE_XDP_BENCH").is_ok_and(|v| v == "1") {
         return xdp_available("xdp_bench");
     }
-    eprintln!("SKIPPED xdp_bench: set SLUICE_XDP_BENCH=1 to run the XDP benchmarks");
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED xdp_bench: set SLUICE_XDP_BENCH=1 to run the XDP benchmarks"
+    );
     false
 }
 

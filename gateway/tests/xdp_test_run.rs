@@ -355,3 +355,19 @@ fn bad_config_is_rejected_with_its_place() {
     .unwrap_err();
     assert!(err.to_string().contains("xdp.rate_limit"), "{err}");
 }
+
+#[test]
+fn unavailable_fast_path_is_a_warning_unless_required() {
+    if !xdp_available("unavailable_fast_path_is_a_warning_unless_required") {
+        return;
+    }
+    let base = std::path::Path::new(".");
+    let missing = config("interface: sluice-nonexistent0\n");
+    assert!(sluice::xdp::start(&missing, base).unwrap().is_none());
+    let required = config("interface: sluice-nonexistent0\nrequired: true\n");
+    let err = sluice::xdp::start(&required, base)
+        .err()
+        .expect("required: an error");
+    assert!(err.is_unavailable());
+    assert!(err.to_string().contains("sluice-nonexistent0"), "{err}");
+}

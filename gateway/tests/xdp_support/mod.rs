@@ -3,6 +3,7 @@
 
 pub mod netns;
 
+use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +28,12 @@ pub fn xdp_available(test: &str) -> bool {
         !required,
         "{test}: SLUICE_REQUIRE_BPF=1 but the gateway was built without the eBPF object (run scripts/build-bpf.sh)"
     );
-    eprintln!("SKIPPED {test}: built without the eBPF object (run scripts/build-bpf.sh; SLUICE_REQUIRE_BPF=1 makes this a failure)");
+    // Written to the process's stderr directly: the test harness captures eprintln! output of
+    // passing tests, and a skip must be visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: built without the eBPF object (run scripts/build-bpf.sh; SLUICE_REQUIRE_BPF=1 makes this a failure)"
+    );
     false
 }
 
