@@ -322,3 +322,36 @@ fn a_crashed_gateway_leaves_no_program_behind() {
         xdp_shown(&ns.s())
     );
 }
+
+fn prog_id(shown: &str) -> Option<String> {
+    let mut words = shown.split_whitespace();
+    words.find(|w| *w == "prog/xdp")?;
+    words.find(|w| *w == "id")?;
+    words.next().map(str::to_string)
+}
+
+#[test]
+fn an_upgrade_swaps_the_program_and_keeps_rules_and_bans() {
+    if !xdp_available("an_upgrade_swaps_the_program") {
+        return;
+    }
+    let ns = Netns::new();
+    let denied = ns.addr(3);
+    let xdp = start_xdp(&ns.s(), format!("interface: xa\ndeny: [\"{denied}\"]\n"));
+    let echo = Echo::start(&ns.s(), ns.addr(1));
+    let banned: IpAddr = ns.addr(2);
+    assert!(echo_from(&ns.c(), banned, echo.addr));
+    xdp.add_ban(banned, Some(Duration::from_secs(600)))
+        .expect("ban");
+    let before = prog_id(&xdp_shown(&ns.s())).expect("program attached");
+    let object = sluice::xdp::object::embedded().expect("object embedded");
+    xdp.upgrade(object).expect("upgrade");
+    let after = prog_id(&xdp_shown(&ns.s())).expect("program still attached");
+    assert_ne!(before, after, "the program was not replaced");
+    assert!(!echo_from(&ns.c(), denied, echo.addr));
+    assert!(!echo_from(&ns.c(), banned, echo.addr));
+    assert!(xdp.remove_ban(banned));
+    assert!(echo_from(&ns.c(), banned, echo.addr));
+    xdp.shutdown();
+    assert!(prog_id(&xdp_shown(&ns.s())).is_none());
+}
