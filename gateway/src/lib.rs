@@ -17,3 +17,4 @@ pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
 pub mod worker;
+pub mod xdp;
