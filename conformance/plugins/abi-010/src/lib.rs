@@ -16,8 +16,20 @@ const TICK_MS: u32 = 10;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
-    fn proxy_add_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
-    fn proxy_get_header_map_value(map: u32, key: *const u8, key_size: usize, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_add_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        ret: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
     fn proxy_continue_request() -> u32;
     fn proxy_set_effective_context(context: u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
@@ -58,7 +70,15 @@ fn add_header(map: u32, key: &str, value: &str) -> u32 {
 fn request_header(key: &str) -> Option<Vec<u8>> {
     let (mut ptr, mut len) = (std::ptr::null_mut(), 0usize);
     // SAFETY: valid key and out-pointers.
-    let status = unsafe { proxy_get_header_map_value(MAP_REQUEST_HEADERS, key.as_ptr(), key.len(), &mut ptr, &mut len) };
+    let status = unsafe {
+        proxy_get_header_map_value(
+            MAP_REQUEST_HEADERS,
+            key.as_ptr(),
+            key.len(),
+            &mut ptr,
+            &mut len,
+        )
+    };
     // SAFETY: on success the buffer came from our allocator.
     (status == 0).then(|| unsafe { take(ptr, len) })
 }

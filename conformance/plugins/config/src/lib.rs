@@ -58,7 +58,8 @@ impl RootContext for Root {
             Some(Err(_)) => "invalid",
             None => "none",
         };
-        let fail = matches!(&parsed, Some(Ok(v)) if v.get("fail") == Some(&serde_json::Value::Bool(true)));
+        let fail =
+            matches!(&parsed, Some(Ok(v)) if v.get("fail") == Some(&serde_json::Value::Bool(true)));
         let seen = Rc::make_mut(&mut self.seen);
         seen.plugin = printable(raw);
         seen.json = json;

@@ -53,13 +53,15 @@ impl HttpContext for Foreign {
         if self.get_http_request_header("x-ban-me").is_none() {
             return Action::Continue;
         }
-        let argument = self.get_http_request_header("x-foreign-arg").unwrap_or_else(|| {
-            let address = self
-                .get_property(vec!["source", "address"])
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            strip_port(&address).to_owned()
-        });
+        let argument = self
+            .get_http_request_header("x-foreign-arg")
+            .unwrap_or_else(|| {
+                let address = self
+                    .get_property(vec!["source", "address"])
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                strip_port(&address).to_owned()
+            });
         let name = self
             .get_http_request_header("x-foreign-name")
             .unwrap_or_else(|| BAN_FUNCTION.to_owned());

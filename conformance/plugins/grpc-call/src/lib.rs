@@ -46,7 +46,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -169,7 +169,8 @@ impl Context for Grpc {
             Ok(()) => "Ok",
             Err(status) => conformance_common::status_name(status),
         };
-        self.report.push(("x-grpc-stream-cancel", cancel.to_owned()));
+        self.report
+            .push(("x-grpc-stream-cancel", cancel.to_owned()));
         self.finish();
     }
 

@@ -74,7 +74,10 @@ impl HttpContext for Headers {
 
     fn on_http_response_headers(&mut self, num_headers: usize, _end_of_stream: bool) -> Action {
         let count = self.get_http_response_headers().len();
-        if self.get_http_response_header("x-conf-upstream-replace").is_some() {
+        if self
+            .get_http_response_header("x-conf-upstream-replace")
+            .is_some()
+        {
             self.set_http_response_header("x-conf-upstream-replace", Some("replaced"));
         }
         self.set_http_response_header("x-conf-upstream-remove", None);

@@ -39,10 +39,28 @@ static RESULT: AtomicU32 = AtomicU32::new(u32::MAX);
 
 #[link(wasm_import_module = "env")]
 extern "C" {
-    fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        max: usize,
+        ret: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
     fn proxy_get_header_map_pairs(map: u32, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
-    fn proxy_get_header_map_value(map: u32, key: *const u8, key_size: usize, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
-    fn proxy_add_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        ret: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
 }
 
 #[no_mangle]
@@ -111,7 +129,8 @@ pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
 pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
     let (mut ptr, mut len) = (std::ptr::null_mut(), 0usize);
     // SAFETY: out-pointers are our locals; the allocator is unarmed during configure.
-    let status = unsafe { proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut ptr, &mut len) };
+    let status =
+        unsafe { proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut ptr, &mut len) };
     if status == 0 {
         // SAFETY: the host just returned this buffer through our (unarmed) allocator.
         let config = unsafe { take(ptr, len) };
@@ -125,7 +144,15 @@ pub extern "C" fn proxy_on_request_headers(_context: u32, _headers: usize, _eos:
     let key = b"x-alloc-mode";
     let (mut ptr, mut len) = (std::ptr::null_mut(), 0usize);
     // SAFETY: valid key and out-pointers; the allocator is unarmed.
-    let status = unsafe { proxy_get_header_map_value(MAP_REQUEST_HEADERS, key.as_ptr(), key.len(), &mut ptr, &mut len) };
+    let status = unsafe {
+        proxy_get_header_map_value(
+            MAP_REQUEST_HEADERS,
+            key.as_ptr(),
+            key.len(),
+            &mut ptr,
+            &mut len,
+        )
+    };
     let mode = if status == 0 {
         // SAFETY: returned by the host through our unarmed allocator.
         parse_mode(&unsafe { take(ptr, len) })
@@ -151,7 +178,9 @@ pub extern "C" fn proxy_on_request_body(_context: u32, _size: usize, _eos: u32) 
     if STREAM_MODE.load(Ordering::Relaxed) == MODE_HUGE_READ {
         let (mut ptr, mut len) = (std::ptr::null_mut(), 0usize);
         // SAFETY: valid out-pointers, unarmed allocator: only the requested size is hostile.
-        let status = unsafe { proxy_get_buffer_bytes(BUFFER_REQUEST_BODY, 0, 0xFFFF_FFFF, &mut ptr, &mut len) };
+        let status = unsafe {
+            proxy_get_buffer_bytes(BUFFER_REQUEST_BODY, 0, 0xFFFF_FFFF, &mut ptr, &mut len)
+        };
         RESULT.store(status, Ordering::Relaxed);
     }
     0
@@ -168,7 +197,15 @@ pub extern "C" fn proxy_on_response_headers(_context: u32, _headers: usize, _eos
     };
     let key = b"x-alloc-result";
     // SAFETY: both buffers are live locals.
-    unsafe { proxy_add_header_map_value(MAP_RESPONSE_HEADERS, key.as_ptr(), key.len(), value.as_ptr(), value.len()) };
+    unsafe {
+        proxy_add_header_map_value(
+            MAP_RESPONSE_HEADERS,
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
     0
 }
 

@@ -87,7 +87,13 @@ struct Flood {
 }
 
 impl Context for Flood {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
         self.responses += 1;
         if self.responses == self.dispatched {
             self.resume_http_request();

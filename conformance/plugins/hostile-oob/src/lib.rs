@@ -28,21 +28,51 @@ extern "C" {
     #[link_name = "proxy_log"]
     fn raw_log(level: u32, message: usize, size: usize) -> u32;
     #[link_name = "proxy_get_header_map_value"]
-    fn raw_get_header_map_value(map: u32, key: usize, key_size: usize, ret: usize, ret_size: usize) -> u32;
+    fn raw_get_header_map_value(
+        map: u32,
+        key: usize,
+        key_size: usize,
+        ret: usize,
+        ret_size: usize,
+    ) -> u32;
     #[link_name = "proxy_add_header_map_value"]
-    fn raw_add_header_map_value(map: u32, key: usize, key_size: usize, value: usize, value_size: usize) -> u32;
+    fn raw_add_header_map_value(
+        map: u32,
+        key: usize,
+        key_size: usize,
+        value: usize,
+        value_size: usize,
+    ) -> u32;
     #[link_name = "proxy_get_header_map_pairs"]
     fn raw_get_header_map_pairs(map: u32, ret: usize, ret_size: usize) -> u32;
     #[link_name = "proxy_set_header_map_pairs"]
     fn raw_set_header_map_pairs(map: u32, data: usize, size: usize) -> u32;
     #[link_name = "proxy_get_buffer_bytes"]
-    fn raw_get_buffer_bytes(buffer: u32, start: usize, max: usize, ret: usize, ret_size: usize) -> u32;
+    fn raw_get_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        max: usize,
+        ret: usize,
+        ret_size: usize,
+    ) -> u32;
     #[link_name = "proxy_set_buffer_bytes"]
-    fn raw_set_buffer_bytes(buffer: u32, start: usize, size: usize, data: usize, data_size: usize) -> u32;
+    fn raw_set_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        size: usize,
+        data: usize,
+        data_size: usize,
+    ) -> u32;
     #[link_name = "proxy_get_property"]
     fn raw_get_property(path: usize, path_size: usize, ret: usize, ret_size: usize) -> u32;
     #[link_name = "proxy_set_shared_data"]
-    fn raw_set_shared_data(key: usize, key_size: usize, value: usize, value_size: usize, cas: u32) -> u32;
+    fn raw_set_shared_data(
+        key: usize,
+        key_size: usize,
+        value: usize,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     #[link_name = "proxy_get_current_time_nanoseconds"]
     fn raw_get_current_time(ret: usize) -> u32;
     #[link_name = "proxy_send_local_response"]
@@ -62,40 +92,83 @@ fn addr<T>(value: &T) -> usize {
     value as *const T as usize
 }
 
-/// Each probe: a name and a raw call returning the host's status.
-fn probes() -> Vec<(&'static str, Box<dyn Fn() -> u32>)> {
+/// The address of a local the host is meant to write through.
+fn out<T>(value: &mut T) -> usize {
+    value as *mut T as usize
+}
+
+/// A probe: its name and the raw call, returning the host's status.
+type Probe = (&'static str, Box<dyn Fn() -> u32>);
+
+fn probes() -> Vec<Probe> {
     let path = b":path";
     let key = b"x-oob";
     // SAFETY (all closures): the host must validate every pointer it is given; these calls are
     // the test, and the only memory the plugin itself touches is its own locals.
     vec![
         ("log_message", Box::new(|| unsafe { raw_log(2, BAD, 100) })),
-        ("log_wrapping_size", Box::new(move || unsafe { raw_log(2, addr(key), usize::MAX) })),
-        ("get_header_key", Box::new(|| {
-            let (mut p, mut n) = (0usize, 0usize);
-            unsafe { raw_get_header_map_value(REQUEST_HEADERS, BAD, 10, addr(&mut p), addr(&mut n)) }
-        })),
-        ("get_header_return", Box::new(move || unsafe {
-            raw_get_header_map_value(REQUEST_HEADERS, addr(path), path.len(), BAD, BAD)
-        })),
-        ("add_header_value", Box::new(move || unsafe {
-            raw_add_header_map_value(REQUEST_HEADERS, addr(key), key.len(), BAD, 10)
-        })),
-        ("get_pairs_return", Box::new(|| unsafe { raw_get_header_map_pairs(REQUEST_HEADERS, BAD, BAD) })),
-        ("set_pairs_data", Box::new(|| unsafe { raw_set_header_map_pairs(REQUEST_HEADERS, BAD, 100) })),
-        ("get_buffer_return", Box::new(|| unsafe { raw_get_buffer_bytes(REQUEST_BODY, 0, 10, BAD, BAD) })),
-        ("set_buffer_huge", Box::new(move || unsafe {
-            raw_set_buffer_bytes(REQUEST_BODY, 0, 0, addr(key), 1 << 30)
-        })),
-        ("get_property_path", Box::new(|| {
-            let (mut p, mut n) = (0usize, 0usize);
-            unsafe { raw_get_property(BAD, 10, addr(&mut p), addr(&mut n)) }
-        })),
-        ("set_shared_value", Box::new(move || unsafe {
-            raw_set_shared_data(addr(key), key.len(), BAD, 1 << 20, 0)
-        })),
-        ("current_time_return", Box::new(|| unsafe { raw_get_current_time(BAD) })),
-        ("local_response_body", Box::new(|| unsafe { raw_send_local_response(200, 0, 0, BAD, 100, 0, 0, -1) })),
+        (
+            "log_wrapping_size",
+            Box::new(move || unsafe { raw_log(2, addr(key), usize::MAX) }),
+        ),
+        (
+            "get_header_key",
+            Box::new(|| {
+                let (mut p, mut n) = (0usize, 0usize);
+                unsafe {
+                    raw_get_header_map_value(REQUEST_HEADERS, BAD, 10, out(&mut p), out(&mut n))
+                }
+            }),
+        ),
+        (
+            "get_header_return",
+            Box::new(move || unsafe {
+                raw_get_header_map_value(REQUEST_HEADERS, addr(path), path.len(), BAD, BAD)
+            }),
+        ),
+        (
+            "add_header_value",
+            Box::new(move || unsafe {
+                raw_add_header_map_value(REQUEST_HEADERS, addr(key), key.len(), BAD, 10)
+            }),
+        ),
+        (
+            "get_pairs_return",
+            Box::new(|| unsafe { raw_get_header_map_pairs(REQUEST_HEADERS, BAD, BAD) }),
+        ),
+        (
+            "set_pairs_data",
+            Box::new(|| unsafe { raw_set_header_map_pairs(REQUEST_HEADERS, BAD, 100) }),
+        ),
+        (
+            "get_buffer_return",
+            Box::new(|| unsafe { raw_get_buffer_bytes(REQUEST_BODY, 0, 10, BAD, BAD) }),
+        ),
+        (
+            "set_buffer_huge",
+            Box::new(move || unsafe {
+                raw_set_buffer_bytes(REQUEST_BODY, 0, 0, addr(key), 1 << 30)
+            }),
+        ),
+        (
+            "get_property_path",
+            Box::new(|| {
+                let (mut p, mut n) = (0usize, 0usize);
+                unsafe { raw_get_property(BAD, 10, out(&mut p), out(&mut n)) }
+            }),
+        ),
+        (
+            "set_shared_value",
+            Box::new(move || unsafe { raw_set_shared_data(addr(key), key.len(), BAD, 1 << 20, 0) }),
+        ),
+        (
+            "current_time_return",
+            Box::new(|| unsafe { raw_get_current_time(BAD) }),
+        ),
+        (
+            "local_response_body",
+            Box::new(|| unsafe { raw_send_local_response(200, 0, 0, BAD, 100, 0, 0, -1) }),
+        ),
     ]
 }
 
@@ -105,7 +178,9 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Oob { results: String::new() }))
+        Some(Box::new(Oob {
+            results: String::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -100,7 +100,13 @@ struct Callout {
 }
 
 impl Context for Callout {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let headers = if num_headers == 0 {
             Vec::new()
         } else {
@@ -162,7 +168,13 @@ impl HttpContext for Callout {
             (":scheme", "http"),
             ("x-callout-from", "rs"),
         ];
-        match self.dispatch_http_call(&cluster, headers, None, vec![], Duration::from_millis(timeout_ms)) {
+        match self.dispatch_http_call(
+            &cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(timeout_ms),
+        ) {
             Ok(_) => Action::Pause,
             Err(status) => {
                 let name = conformance_common::status_name(status);

@@ -67,7 +67,8 @@ impl HttpContext for Log {
             .find(|(l, _)| *l == level)
             .map_or("unknown", |(_, n)| n);
         self.report.push(("x-log-level", name.to_owned()));
-        self.report.push(("x-log-level-num", (level as u32).to_string()));
+        self.report
+            .push(("x-log-level-num", (level as u32).to_string()));
         Action::Continue
     }
 

@@ -94,7 +94,8 @@ impl HttpContext for Metrics {
         let ids = match self.ids.as_ref() {
             Some(Ok(ids)) => *ids,
             Some(Err(status)) => {
-                self.report.push(("x-metric-define", status_name(*status).to_owned()));
+                self.report
+                    .push(("x-metric-define", status_name(*status).to_owned()));
                 return Action::Continue;
             }
             None => {
@@ -108,8 +109,10 @@ impl HttpContext for Metrics {
             Err(status) => status_name(status),
         };
         self.report.push(("x-metric-update", update.to_owned()));
-        self.report.push(("x-metric-counter", show(hostcalls::get_metric(ids.counter))));
-        self.report.push(("x-metric-gauge", show(hostcalls::get_metric(ids.gauge))));
+        self.report
+            .push(("x-metric-counter", show(hostcalls::get_metric(ids.counter))));
+        self.report
+            .push(("x-metric-gauge", show(hostcalls::get_metric(ids.gauge))));
         self.report.push((
             "x-metric-histogram-get",
             show(hostcalls::get_metric(ids.histogram)),

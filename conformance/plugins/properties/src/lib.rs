@@ -171,11 +171,13 @@ impl HttpContext for Properties {
         let value = self
             .get_http_request_header("x-prop-set")
             .unwrap_or_else(|| "rs".to_owned());
-        let roundtrip = match hostcalls::set_property(vec!["sluice_conformance"], Some(value.as_bytes())) {
-            Err(status) => format!("<set-error:{}>", conformance_common::status_name(status)),
-            Ok(()) => read("sluice_conformance", Kind::Str).0,
-        };
-        self.report.push(("x-prop-set-roundtrip".to_owned(), roundtrip));
+        let roundtrip =
+            match hostcalls::set_property(vec!["sluice_conformance"], Some(value.as_bytes())) {
+                Err(status) => format!("<set-error:{}>", conformance_common::status_name(status)),
+                Ok(()) => read("sluice_conformance", Kind::Str).0,
+            };
+        self.report
+            .push(("x-prop-set-roundtrip".to_owned(), roundtrip));
         Action::Continue
     }
 

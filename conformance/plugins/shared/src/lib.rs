@@ -102,13 +102,15 @@ impl HttpContext for Shared {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         match cas_add(COUNTER_KEY, 1) {
             Ok(added) => {
-                self.report.push(("x-shared-counter", added.value.to_string()));
+                self.report
+                    .push(("x-shared-counter", added.value.to_string()));
                 self.report
                     .push(("x-shared-cas-retries", added.retries.to_string()));
             }
-            Err(status) => self
-                .report
-                .push(("x-shared-counter", format!("<error:{}>", status_name(status)))),
+            Err(status) => self.report.push((
+                "x-shared-counter",
+                format!("<error:{}>", status_name(status)),
+            )),
         }
         let enqueued = self.enqueue();
         self.report.push(("x-shared-enqueue", enqueued));
@@ -137,7 +139,8 @@ impl HttpContext for Shared {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let dequeued = read_counter(DEQUEUED_KEY).unwrap_or(0);
-        self.report.push(("x-shared-dequeued", dequeued.to_string()));
+        self.report
+            .push(("x-shared-dequeued", dequeued.to_string()));
         for (name, value) in &self.report {
             self.set_http_response_header(name, Some(value));
         }

@@ -32,7 +32,11 @@ fn tick_ms(config: &[u8]) -> Option<u64> {
         return Some(ms);
     }
     let start = text.find("\"tick_ms\"")? + "\"tick_ms\"".len();
-    let rest = text.get(start..)?.trim_start().strip_prefix(':')?.trim_start();
+    let rest = text
+        .get(start..)?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
