@@ -32,7 +32,10 @@ fn run_with(args: &[&str]) -> Result<()> {
     let root = repo_root();
     let script = root.join(SCRIPT);
     if !script.is_file() {
-        bail!("{} not found; run xtask from a Sluice checkout", script.display());
+        bail!(
+            "{} not found; run xtask from a Sluice checkout",
+            script.display()
+        );
     }
     let status = Command::new("bash")
         .arg(&script)
