@@ -7,7 +7,7 @@ import {
   FilterDataStatusValues, stream_context,
 } from "@solo-io/proxy-runtime";
 import { BufferTypeValues } from "@solo-io/proxy-runtime/runtime";
-import { requestHeader, setResponseHeader } from "./common";
+import { requestHeader, setResponseHeader, ConfiguredRoot } from "./common";
 
 // proxy-runtime 0.1.8 imports the setter under the wrong host name (proxy_get_buffer_status).
 // @ts-ignore: decorator
@@ -38,7 +38,7 @@ function apply(typ: BufferTypeValues, op: i32, length: usize, text: string): voi
   proxy_set_buffer_bytes(typ, start, size, changetype<usize>(data), data.byteLength);
 }
 
-class BodyRoot extends RootContext {
+class BodyRoot extends ConfiguredRoot {
   createContext(context_id: u32): Context {
     return new BodyStream(context_id, this);
   }

@@ -6,9 +6,9 @@ import {
   FilterTrailersStatusValues, stream_context, Headers,
 } from "@solo-io/proxy-runtime";
 import { HeaderMapTypeValues } from "@solo-io/proxy-runtime/runtime";
-import { pair, requestHeader, setResponseHeader, headersText, setHeaderMapPairs } from "./common";
+import { pair, requestHeader, setResponseHeader, headersText, setHeaderMapPairs, ConfiguredRoot } from "./common";
 
-class HeadersRoot extends RootContext {
+class HeadersRoot extends ConfiguredRoot {
   createContext(context_id: u32): Context {
     return new HeadersStream(context_id, this);
   }

@@ -7,9 +7,9 @@ import {
 } from "@solo-io/proxy-runtime";
 import * as imports from "@solo-io/proxy-runtime/imports";
 import { StreamTypeValues } from "@solo-io/proxy-runtime/runtime";
-import { pair, requestHeader, parseNumber } from "./common";
+import { pair, requestHeader, parseNumber, ConfiguredRoot } from "./common";
 
-class LocalRoot extends RootContext {
+class LocalRoot extends ConfiguredRoot {
   createContext(context_id: u32): Context {
     return new LocalStream(context_id, this);
   }

@@ -21,6 +21,7 @@ proxy_wasm::main! {{
 /// 4 GiB - 16: past the end of any memory a host would give a plugin.
 const BAD: usize = 0xFFFF_FFF0;
 const REQUEST_HEADERS: u32 = 0;
+/// The request body buffer (empty during request headers; only written to here).
 const REQUEST_BODY: u32 = 0;
 
 #[link(wasm_import_module = "env")]
@@ -47,14 +48,6 @@ extern "C" {
     fn raw_get_header_map_pairs(map: u32, ret: usize, ret_size: usize) -> u32;
     #[link_name = "proxy_set_header_map_pairs"]
     fn raw_set_header_map_pairs(map: u32, data: usize, size: usize) -> u32;
-    #[link_name = "proxy_get_buffer_bytes"]
-    fn raw_get_buffer_bytes(
-        buffer: u32,
-        start: usize,
-        max: usize,
-        ret: usize,
-        ret_size: usize,
-    ) -> u32;
     #[link_name = "proxy_set_buffer_bytes"]
     fn raw_set_buffer_bytes(
         buffer: u32,
@@ -103,6 +96,9 @@ type Probe = (&'static str, Box<dyn Fn() -> u32>);
 fn probes() -> Vec<Probe> {
     let path = b":path";
     let key = b"x-oob";
+    // `request.path` in the serialized property-path form (segments joined by NUL): a
+    // non-empty value, so the host really has something to write through the bogus pointers.
+    let property = b"request\0path";
     // SAFETY (all closures): the host must validate every pointer it is given; these calls are
     // the test, and the only memory the plugin itself touches is its own locals.
     vec![
@@ -141,8 +137,8 @@ fn probes() -> Vec<Probe> {
             Box::new(|| unsafe { raw_set_header_map_pairs(REQUEST_HEADERS, BAD, 100) }),
         ),
         (
-            "get_buffer_return",
-            Box::new(|| unsafe { raw_get_buffer_bytes(REQUEST_BODY, 0, 10, BAD, BAD) }),
+            "get_property_return",
+            Box::new(move || unsafe { raw_get_property(addr(property), property.len(), BAD, BAD) }),
         ),
         (
             "set_buffer_huge",
