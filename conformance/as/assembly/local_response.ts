@@ -42,7 +42,8 @@ class LocalStream extends Context {
     if (grpc >= 0) {
       const headers: Headers = [pair("x-local", "as-grpc")];
       const message = requestHeader("x-local-grpc-message");
-      send_local_response(200, message, new ArrayBuffer(0), headers, <GrpcStatusValues>(<i32>grpc));
+      // As the Rust SDK does: with a gRPC status, the body argument is the grpc-message.
+      send_local_response(200, "", String.UTF8.encode(message), headers, <GrpcStatusValues>(<i32>grpc));
       return FilterHeadersStatusValues.StopIteration;
     }
     const close = requestHeader("x-local-close");

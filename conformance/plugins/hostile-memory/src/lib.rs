@@ -1,7 +1,7 @@
 //! Hostile plugin `rs_hostile_memory`: exhausts linear memory in the configured callback.
 //!
-//! Config: `{"where": "<callback>", "mode": "alloc|grow"}` (default where `request_headers`
-//! via the header `x-hostile-where`, mode `alloc`). `alloc` keeps 1 MiB allocations alive and
+//! Config: `{"where": "<callback>", "mode": "alloc|grow"}` (mode default `alloc`; request header
+//! `x-hostile-where` picks the callback per stream). `alloc` keeps 1 MiB allocations alive and
 //! touches every page until the allocator fails, which aborts (a trap). `grow` calls
 //! `memory.grow` one page at a time until the host refuses, then reports
 //! `x-hostile-report: grow-refused-at-pages=<pages>` and carries on, so a host that caps memory
