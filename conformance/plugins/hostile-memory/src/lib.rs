@@ -15,11 +15,16 @@ proxy_wasm::main! {{
 
 const CHUNK: usize = 1 << 20;
 const PAGE: usize = 64 * 1024;
+const RESERVE: usize = 256 * 1024;
 
 fn exhaust(settings: &Hostile, _place: &str) -> Option<String> {
     if settings.mode.as_deref() == Some("grow") {
+        // Pages taken with raw memory.grow never reach the allocator, so room for the report
+        // (and the SDK's own buffers afterwards) is reserved first and freed once growth stops.
+        let reserve: Vec<u8> = Vec::with_capacity(RESERVE);
         loop {
             if core::arch::wasm32::memory_grow(0, 1) == usize::MAX {
+                drop(std::hint::black_box(reserve));
                 let pages = core::arch::wasm32::memory_size(0);
                 return Some(format!("grow-refused-at-pages={pages}"));
             }
