@@ -270,6 +270,12 @@ class Host {
         if (q.items.length === 0) return 7; // Empty
         return h.give(q.items.shift(), retPtr, retSize);
       },
+      proxy_call_foreign_function(nPtr, nLen, aPtr, aLen, retPtr, retSize) {
+        const name = h.str(nPtr, nLen);
+        const f = h.foreign && h.foreign[name];
+        if (!f) return NOT_FOUND;
+        return h.give(Buffer.from(f(h.str(aPtr, aLen))), retPtr, retSize);
+      },
       proxy_done() { return OK; },
     };
   }

@@ -248,3 +248,86 @@ test("deny_path: denied paths get 403, others pass", () => {
     assert.equal(rejected.start().configOk, 0, bad);
   }
 });
+
+test("rs_timer: ticks are counted in shared data", () => {
+  const h = new Host(wasm("rs_timer"), { pluginConfig: '{"tick_ms": 20}' });
+  h.start();
+  assert.equal(h.tickMs, 20);
+  for (let i = 0; i < 3; i++) h.at(h.root, () => h.x.proxy_on_tick(h.root));
+  const id = h.stream();
+  h.requestHeaders(id, [[":path", "/"]]);
+  h.responseHeaders(id, [[":status", "200"]]);
+  assert.equal(get(h.maps.response_headers, "x-timer-ticks"), "3");
+  assert.equal(get(h.maps.response_headers, "x-timer-local-ticks"), "3");
+});
+
+test("rs_log: every level is logged and the host level reported", () => {
+  const h = new Host(wasm("rs_log"));
+  h.start();
+  const id = h.stream();
+  h.requestHeaders(id, [[":path", "/l"]]);
+  h.responseHeaders(id, [[":status", "200"]]);
+  assert.equal(get(h.maps.response_headers, "x-log-results"),
+    "trace=Ok,debug=Ok,info=Ok,warn=Ok,error=Ok,critical=Ok");
+  assert.equal(get(h.maps.response_headers, "x-log-level"), "debug");
+  assert.deepEqual(h.logs.filter(([, m]) => m.startsWith("sluice-conformance")).map(([l]) => l), [0, 1, 2, 3, 4, 5]);
+});
+
+test("rs_foreign: ban_source gets the client IP", () => {
+  const h = new Host(wasm("rs_foreign"), { properties: { "source.address": "192.0.2.7:5555" } });
+  let seen = null;
+  h.foreign = { "sluice.ban_source": (arg) => { seen = arg; return "banned"; } };
+  h.start();
+  let id = h.stream();
+  h.requestHeaders(id, [[":path", "/"], ["x-ban-me", "1"]]);
+  h.responseHeaders(id, [[":status", "200"]]);
+  assert.equal(seen, "192.0.2.7");
+  assert.equal(get(h.maps.response_headers, "x-foreign-result"), "ok:banned");
+  id = h.stream();
+  h.requestHeaders(id, [[":path", "/"], ["x-ban-me", "1"], ["x-foreign-name", "nope"]]);
+  h.responseHeaders(id, [[":status", "200"]]);
+  assert.equal(get(h.maps.response_headers, "x-foreign-result"), "error:NotFound");
+});
+
+test("rs_hostile_callouts: pauses until every callout answered", () => {
+  const h = new Host(wasm("rs_hostile_callouts"), { pluginConfig: '{"count": 3}' });
+  h.start();
+  const id = h.stream();
+  assert.equal(h.requestHeaders(id, [[":path", "/"]]), PAUSE);
+  assert.equal(h.httpCalls.length, 3);
+  for (const token of [1, 2, 3]) h.httpCallResponse(token, [[":status", "200"]], "");
+  assert.deepEqual(h.continued, [[id, 0]]);
+  h.responseHeaders(id, [[":status", "200"]]);
+  assert.equal(get(h.maps.response_headers, "x-callouts-responses"), "3");
+});
+
+test("rs_hostile_trap: traps only in the configured callback", () => {
+  for (const mode of ["panic", "unreachable", "memory"]) {
+    const h = new Host(wasm("rs_hostile_trap"), { pluginConfig: JSON.stringify({ where: "response_headers", mode }) });
+    h.start();
+    const id = h.stream();
+    assert.equal(h.requestHeaders(id, [[":path", "/"]]), CONTINUE);
+    assert.throws(() => h.responseHeaders(id, [[":status", "200"]]), WebAssembly.RuntimeError, mode);
+  }
+  const h = new Host(wasm("rs_hostile_trap"));
+  h.start();
+  assert.throws(() => h.requestHeaders(h.stream(), [[":path", "/"], ["x-hostile-where", "request_headers"]]), WebAssembly.RuntimeError);
+});
+
+test("rs_hostile_alloc: bogus allocations are refused, huge reads clamped", () => {
+  for (const mode of ["oob", "null", "edge"]) {
+    const h = new Host(wasm("rs_hostile_alloc"), { pluginConfig: mode });
+    h.start();
+    const id = h.stream();
+    h.requestHeaders(id, [[":path", "/"]]);
+    h.responseHeaders(id, [[":status", "200"]]);
+    assert.equal(get(h.maps.response_headers, "x-alloc-result"), mode + "=6");
+  }
+  const h = new Host(wasm("rs_hostile_alloc"));
+  h.start();
+  const id = h.stream();
+  h.requestHeaders(id, [[":path", "/"], ["x-alloc-mode", "huge-read"]]);
+  h.requestBody(id, "abc");
+  h.responseHeaders(id, [[":status", "200"]]);
+  assert.equal(get(h.maps.response_headers, "x-alloc-result"), "huge-read=0");
+});
