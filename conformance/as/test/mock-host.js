@@ -276,6 +276,36 @@ class Host {
         if (!f) return NOT_FOUND;
         return h.give(Buffer.from(f(h.str(aPtr, aLen))), retPtr, retSize);
       },
+      proxy_grpc_call(cPtr, cLen, sPtr, sLen, mPtr, mLen, hPtr, hLen, bPtr, bLen, timeout, tokenPtr) {
+        h.grpcCalls = h.grpcCalls || [];
+        h.grpcCalls.push({ cluster: h.str(cPtr, cLen), service: h.str(sPtr, sLen), method: h.str(mPtr, mLen),
+          message: h.read(bPtr, bLen), timeout, context: h.effective });
+        h.u32(tokenPtr, 100 + h.grpcCalls.length);
+        return OK;
+      },
+      proxy_grpc_stream(cPtr, cLen, sPtr, sLen, mPtr, mLen, hPtr, hLen, tokenPtr) {
+        h.grpcCalls = h.grpcCalls || [];
+        h.grpcCalls.push({ cluster: h.str(cPtr, cLen), service: h.str(sPtr, sLen), method: h.str(mPtr, mLen),
+          stream: true, sent: [], context: h.effective });
+        h.u32(tokenPtr, 100 + h.grpcCalls.length);
+        return OK;
+      },
+      proxy_grpc_send(token, ptr, len, end) {
+        const call = (h.grpcCalls || [])[token - 101];
+        if (!call) return NOT_FOUND;
+        call.sent.push([h.read(ptr, len), end]);
+        return OK;
+      },
+      proxy_grpc_cancel(token) {
+        const call = (h.grpcCalls || [])[token - 101];
+        if (!call) return NOT_FOUND;
+        call.cancelled = true;
+        return OK;
+      },
+      proxy_get_status(codePtr, msgPtr, msgSize) {
+        h.u32(codePtr, h.grpcStatus || 0);
+        return h.give(Buffer.from(h.grpcMessage || ""), msgPtr, msgSize);
+      },
       proxy_done() { return OK; },
     };
   }
@@ -315,6 +345,12 @@ class Host {
   responseBody(id, body, endOfStream = true) {
     this.buffers.response_body = Buffer.from(body);
     return this.at(id, () => this.x.proxy_on_response_body(id, this.buffers.response_body.length, endOfStream ? 1 : 0));
+  }
+
+  // A gRPC message (unary answer or stream message) delivered to the root, as Envoy does.
+  grpcReceive(token, message) {
+    this.buffers.grpc_body = Buffer.from(message);
+    return this.at(this.root, () => this.x.proxy_on_grpc_receive(this.root, token, this.buffers.grpc_body.length));
   }
 
   // Envoy delivers callout answers to the root context; the SDKs switch to the stream.

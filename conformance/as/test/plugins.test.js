@@ -331,3 +331,26 @@ test("rs_hostile_alloc: bogus allocations are refused, huge reads clamped", () =
   h.responseHeaders(id, [[":status", "200"]]);
   assert.equal(get(h.maps.response_headers, "x-alloc-result"), "huge-read=0");
 });
+
+test("rs_grpc_call: unary health check and first stream message", () => {
+  const h = new Host(wasm("rs_grpc_call"), { pluginConfig: '{"cluster": "grpc", "message_hex": "0a00"}' });
+  assert.equal(h.start().configOk, 1);
+  let id = h.stream();
+  assert.equal(h.requestHeaders(id, [[":path", "/"], ["x-grpc", "unary"]]), PAUSE);
+  assert.deepEqual(
+    [h.grpcCalls[0].cluster, h.grpcCalls[0].service, h.grpcCalls[0].method, h.grpcCalls[0].message.toString("hex")],
+    ["grpc", "grpc.health.v1.Health", "Check", "0a00"]);
+  h.grpcReceive(101, Buffer.from([0x08, 0x01]));
+  assert.equal(get(h.maps.request_headers, "x-grpc-status"), "0");
+  assert.equal(get(h.maps.request_headers, "x-grpc-response-hex"), "0801");
+  assert.deepEqual(h.continued, [[id, 0]]);
+  id = h.stream();
+  assert.equal(h.requestHeaders(id, [[":path", "/"], ["x-grpc", "stream"]]), PAUSE);
+  assert.equal(h.grpcCalls[1].method, "Watch");
+  assert.deepEqual(h.grpcCalls[1].sent.map(([m, end]) => [m.toString("hex"), end]), [["0a00", 1]]);
+  h.grpcReceive(102, Buffer.from([0x08, 0x01]));
+  assert.equal(h.grpcCalls[1].cancelled, true);
+  h.responseHeaders(id, [[":status", "200"]]);
+  assert.equal(get(h.maps.response_headers, "x-grpc-stream-first-hex"), "0801");
+  assert.equal(get(h.maps.response_headers, "x-grpc-stream-cancel"), "Ok");
+});
