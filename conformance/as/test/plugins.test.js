@@ -37,6 +37,23 @@ for (const lang of ["rs", "as"]) {
     assert.equal(get(down, "x-conf-response-header-count"), "2");
   });
 
+  test(`${lang}_headers: request and response trailers`, () => {
+    const h = new Host(wasm(`${lang}_headers`), { rootId: `${lang}_headers` });
+    h.start();
+    const id = h.stream();
+    h.requestHeaders(id, [[":path", "/t"]]);
+    h.maps.request_trailers = [["grpc-status", "0"]];
+    assert.equal(h.at(id, () => h.x.proxy_on_request_trailers(id, 1)), CONTINUE);
+    assert.equal(get(h.maps.request_trailers, "x-conf-trailer-added"), lang);
+    h.responseHeaders(id, [[":status", "200"]]);
+    assert.equal(get(h.maps.response_headers, "x-conf-request-trailers"), "grpc-status=0");
+    h.maps.response_trailers = [["x-conf-upstream-trailer-remove", "1"], ["x-t", "1"]];
+    assert.equal(h.at(id, () => h.x.proxy_on_response_trailers(id, 2)), CONTINUE);
+    assert.equal(get(h.maps.response_trailers, "x-conf-upstream-trailer-remove"), undefined);
+    assert.equal(get(h.maps.response_trailers, "x-conf-response-trailer-added"), lang);
+    assert.equal(get(h.maps.response_trailers, "x-conf-response-trailer-count"), "2");
+  });
+
   test(`${lang}_headers: x-conf-set-map replaces the whole map`, () => {
     const h = new Host(wasm(`${lang}_headers`), { rootId: `${lang}_headers` });
     h.start();
