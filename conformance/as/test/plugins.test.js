@@ -240,6 +240,10 @@ test("api_key_auth: 401 without a key, consumer header with one", () => {
   assert.equal(get(h.maps.request_headers, "x-api-consumer"), "alice");
   assert.equal(get(h.maps.request_headers, "authorization"), undefined);
   id = h.stream();
+  assert.equal(h.requestHeaders(id, [[":path", "/"], ["x-api-key", "k1"], ["authorization", "Bearer upstream"]]), CONTINUE);
+  assert.equal(get(h.maps.request_headers, "x-api-key"), undefined);
+  assert.equal(get(h.maps.request_headers, "authorization"), "Bearer upstream");
+  id = h.stream();
   assert.equal(h.requestHeaders(id, [[":path", "/"], ["x-api-key", "wrong"]]), PAUSE);
   assert.match(h.localResponse.body, /invalid_api_key/);
   h.localResponse = null;

@@ -61,6 +61,8 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
 /// RFC 9110 token characters (a header name), excluding uppercase which HTTP/2 forbids.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()

@@ -87,14 +87,17 @@ impl HttpContext for Stream {
         if config.skipped(&path) {
             return Action::Continue;
         }
-        let from_header = self.get_http_request_header_bytes(&config.header);
-        let authorization = self.get_http_request_header("authorization");
-        let from_bearer = config
-            .bearer
-            .then(|| authorization.as_deref().and_then(bearer_token))
-            .flatten()
-            .map(|t| t.as_bytes().to_vec());
-        let Some(presented) = from_header.or(from_bearer) else {
+        // The dedicated header wins; a Bearer token is only looked at without it.
+        let (presented, from_bearer) = match self.get_http_request_header_bytes(&config.header) {
+            Some(key) => (Some(key), false),
+            None if config.bearer => {
+                let authorization = self.get_http_request_header("authorization");
+                let token = authorization.as_deref().and_then(bearer_token);
+                (token.map(|t| t.as_bytes().to_vec()), true)
+            }
+            None => (None, false),
+        };
+        let Some(presented) = presented else {
             return self.deny(
                 Some(&config),
                 "missing_api_key",
@@ -105,10 +108,14 @@ impl HttpContext for Stream {
             return self.deny(Some(&config), "invalid_api_key", "the API key is not valid");
         };
         if config.strip {
-            self.set_http_request_header(&config.header, None);
-            if authorization.as_deref().and_then(bearer_token).is_some() {
-                self.set_http_request_header("authorization", None);
-            }
+            // Only the credential that was used: another Authorization value may be meant
+            // for the upstream.
+            let used = if from_bearer {
+                "authorization"
+            } else {
+                config.header.as_str()
+            };
+            self.set_http_request_header(used, None);
         }
         if let Some(consumer_header) = &config.consumer_header {
             self.set_http_request_header(consumer_header, Some(consumer));
