@@ -150,7 +150,7 @@ main() {
     "") ;;
     --rust) as=0 ;;
     --as) rust=0 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   mkdir -p "$OUT" "$STAMPS"
