@@ -85,6 +85,13 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     })?;
     let version = cfg.version.clone();
     let gw = Gateway::new(snap, services.clone(), registry);
+    if let Some(x) = &cfg.file.xdp {
+        // `start` warns once and returns None when XDP cannot run, unless `required: true`.
+        if let Some(fast) = crate::xdp::start(x, &cfg.base_dir).context("xdp")? {
+            install_xdp(&services, &fast);
+            gw.xdp.store(Some(fast));
+        }
+    }
     services.metrics.reload_succeeded(&version);
     if let Some(al) = &cfg.file.telemetry.access_log {
         let log = AccessLog::open_with_metrics(al, &services.metrics)
@@ -116,7 +123,7 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         bound,
     );
     let admin_state = Arc::new(admin_state(&services, &reloader));
-    let admin = AdminServer::start(admin_addr, admin_state.clone(), admin::default_router())
+    let admin = AdminServer::start(admin_addr, admin_state.clone(), admin_router(&gw))
         .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
     tracing::info!(address = %admin.local_addr(), "admin API listening");
     if !opts.no_watch {
@@ -131,7 +138,54 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         log.flush_and_close();
     }
     let _ = admin.stop();
+    if let Some(x) = gw.xdp.load_full() {
+        x.shutdown();
+    }
     Ok(())
+}
+
+/// Point L7 bans and /metrics at a running XDP fast path.
+pub fn install_xdp(services: &Arc<Services>, fast: &Arc<crate::xdp::Xdp>) {
+    services.ban_switch.set(Some(fast.clone()));
+    let weak = Arc::downgrade(fast);
+    services
+        .metrics
+        .add_collector(Arc::new(move |out: &mut String| {
+            if let Some(x) = weak.upgrade() {
+                out.push_str(&x.render_prometheus());
+            }
+        }));
+}
+
+/// The admin API's routes: the built-in ones plus `/xdp/bans`.
+fn admin_router(gw: &Arc<Gateway>) -> admin::Router {
+    let mut router = admin::default_router();
+    for method in [http::Method::GET, http::Method::POST, http::Method::DELETE] {
+        let gw = gw.clone();
+        router = router.route("/xdp/bans", method, move |_state, req| {
+            let gw = gw.clone();
+            async move {
+                let xdp = gw.xdp.load_full();
+                let resp = crate::xdp::admin::handle_admin(xdp.as_ref(), req).await;
+                to_admin_response(resp)
+            }
+        });
+    }
+    router
+}
+
+/// The XDP handlers answer with small, complete bodies: collect them without awaiting.
+fn to_admin_response(resp: http::Response<crate::body::ProxyBody>) -> admin::AdminResponse {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    let (parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    http::Response::from_parts(parts, http_body_util::Full::new(bytes))
 }
 
 fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState {

@@ -27,6 +27,8 @@ pub struct Gateway {
     pub registry: FilterRegistry,
     /// The access log in force (None: off). Swapped by reloads that change it.
     pub access_log: ArcSwapOption<AccessLog>,
+    /// The XDP fast path, when it runs.
+    pub xdp: ArcSwapOption<crate::xdp::Xdp>,
     conn_counters: DashMap<String, Arc<AtomicUsize>>,
     open_connections: AtomicUsize,
 }
@@ -38,6 +40,7 @@ impl Gateway {
             services,
             registry,
             access_log: ArcSwapOption::empty(),
+            xdp: ArcSwapOption::empty(),
             conn_counters: DashMap::new(),
             open_connections: AtomicUsize::new(0),
         })

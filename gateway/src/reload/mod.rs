@@ -162,6 +162,11 @@ impl Reloader {
         };
         snap.start(&self.rt);
         let version = snap.version().to_string();
+        let xdp_changed = serde_json::to_value(&self.gw.snapshot.load().config.file.xdp).ok()
+            != serde_json::to_value(&old.config.file.xdp).ok();
+        if xdp_changed {
+            self.apply_xdp();
+        }
         if let Some(log) = access_log {
             if let Some(old_log) = self.gw.access_log.swap(log) {
                 old_log.flush();
@@ -188,6 +193,37 @@ impl Reloader {
             }
         }
         Ok(version)
+    }
+
+    /// Bring the XDP fast path in line with the snapshot in force (start, reconfigure, stop).
+    fn apply_xdp(&self) {
+        let snap = self.gw.snapshot.load_full();
+        let cfg = &snap.config;
+        match (self.gw.xdp.load_full(), &cfg.file.xdp) {
+            (Some(fast), Some(x)) => {
+                if fast.interface().is_some_and(|i| i != x.interface) {
+                    tracing::warn!(old = ?fast.interface(), new = %x.interface, "xdp.interface changed: restart Sluice to move the program");
+                }
+                if let Err(e) = fast.apply_config(x, &cfg.base_dir) {
+                    tracing::error!(error = %e, "XDP rules could not be applied; the previous rules stay");
+                }
+            }
+            (Some(fast), None) => {
+                fast.shutdown();
+                self.gw.xdp.store(None);
+                self.gw.services.ban_switch.set(None);
+                tracing::info!("XDP fast path removed by reload");
+            }
+            (None, Some(x)) => match crate::xdp::start(x, &cfg.base_dir) {
+                Ok(Some(fast)) => {
+                    crate::app::install_xdp(&self.gw.services, &fast);
+                    self.gw.xdp.store(Some(fast));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "XDP fast path could not start"),
+            },
+            (None, None) => {}
+        }
     }
 
     /// Where each listener is bound now.

@@ -44,7 +44,11 @@ pub struct Metrics {
     config_version: Mutex<Option<String>>,
     access_log_dropped: Arc<AtomicU64>,
     plugins: Mutex<PluginMetrics>,
+    collectors: Mutex<Vec<Collector>>,
 }
+
+/// Renders extra families (XDP counters, wasm host figures) into the exposition text.
+pub type Collector = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 /// Pre-resolved per-route handle, created when a snapshot is built, so the request path records
 /// with atomics only (no map lookup, no lock). The default handle records nothing.
@@ -122,6 +126,7 @@ impl Metrics {
             config_version: Mutex::new(None),
             access_log_dropped: Arc::new(AtomicU64::new(0)),
             plugins: Mutex::new(PluginMetrics::default()),
+            collectors: Mutex::new(Vec::new()),
         }
     }
 
@@ -222,7 +227,16 @@ impl Metrics {
         self.render_endpoints(&mut out);
         self.render_control(&mut out);
         lock(&self.plugins).render(&mut out);
+        let collectors: Vec<Collector> = lock(&self.collectors).clone();
+        for c in collectors {
+            c(&mut out);
+        }
         out
+    }
+
+    /// Add a collector whose families are appended to every rendering of `/metrics`.
+    pub fn add_collector(&self, c: Collector) {
+        lock(&self.collectors).push(c);
     }
 
     fn render_routes(&self, out: &mut String) {

@@ -226,6 +226,7 @@ fn bans_after_repeated_rejections() {
     let services = Arc::new(Services {
         metrics: Arc::new(Metrics::new()),
         bans: bans.clone(),
+        ban_switch: Default::default(),
         filter_state: DashMap::new(),
     });
     let f = build_with(
