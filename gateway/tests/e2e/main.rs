@@ -11,3 +11,4 @@ mod limits;
 mod load;
 mod proxy;
 mod reload;
+mod upstreams;

@@ -58,8 +58,17 @@ impl Upstream {
         Self::start_with(name, true)
     }
 
+    /// Start on a given address (to bring a stopped upstream back).
+    pub fn start_at(name: &str, addr: SocketAddr) -> Upstream {
+        Self::start_on(name, false, addr)
+    }
+
     fn start_with(name: &str, h2: bool) -> Upstream {
-        let std = StdListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::start_on(name, h2, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    fn start_on(name: &str, h2: bool, addr: SocketAddr) -> Upstream {
+        let std = StdListener::bind(addr).expect("bind upstream");
         std.set_nonblocking(true).expect("nonblocking");
         let addr = std.local_addr().expect("addr");
         let connections = Arc::new(AtomicUsize::new(0));
