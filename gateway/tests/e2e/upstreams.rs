@@ -30,7 +30,11 @@ clusters:
         let n = u.requests.load(Ordering::SeqCst);
         assert_eq!(n, 30, "{} got {n} of 90", u.name);
         // Sequential requests over keep-alive: one or two upstream connections, not 30.
-        assert!(u.connections.load(Ordering::SeqCst) <= 2, "{} connections", u.connections.load(Ordering::SeqCst));
+        assert!(
+            u.connections.load(Ordering::SeqCst) <= 2,
+            "{} connections",
+            u.connections.load(Ordering::SeqCst)
+        );
     }
 }
 
@@ -56,12 +60,27 @@ clusters:
     ));
     for _ in 0..10 {
         let r = get(&gw, "/");
-        assert_eq!(r.status, 200, "a GET must be retried on the live endpoint: {}", r.text());
+        assert_eq!(
+            r.status,
+            200,
+            "a GET must be retried on the live endpoint: {}",
+            r.text()
+        );
     }
-    let statuses: Vec<u16> = (0..10).map(|_| request(&gw, "POST", "/", &[], "body").status).collect();
-    assert!(statuses.contains(&503), "a POST with a body is never retried: {statuses:?}");
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| request(&gw, "POST", "/", &[], "body").status)
+        .collect();
+    assert!(
+        statuses.contains(&503),
+        "a POST with a body is never retried: {statuses:?}"
+    );
     let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
-    assert!(metrics.lines().any(|l| l.starts_with("sluice_upstream_retries_total") && !l.ends_with(" 0")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_upstream_retries_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -84,7 +103,10 @@ clusters:
     ));
     std::thread::sleep(Duration::from_millis(400));
     let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
-    let healthy: Vec<&str> = metrics.lines().filter(|l| l.starts_with("sluice_endpoint_healthy")).collect();
+    let healthy: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_endpoint_healthy"))
+        .collect();
     assert_eq!(healthy.len(), 2, "{metrics}");
     assert!(healthy.iter().all(|l| l.ends_with(" 1")), "{healthy:?}");
     // Stop b: it fails its checks and leaves the rotation; every request goes to a.
@@ -97,7 +119,12 @@ clusters:
         assert_eq!(r.header("x-upstream"), Some("a"));
     }
     let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
-    assert!(metrics.lines().any(|l| l.starts_with("sluice_endpoint_healthy") && l.ends_with(" 0")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_endpoint_healthy") && l.ends_with(" 0")),
+        "{metrics}"
+    );
     // Bring b back: it passes its check and serves again.
     let _b = Upstream::start_at("b", b_addr);
     std::thread::sleep(Duration::from_millis(600));
