@@ -11,8 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
-use crate::filter::Exchange;
-use crate::proxy::finish::Finish;
+use crate::proxy::finish::FinishSink;
 use crate::server::Gateway;
 use crate::services::Services;
 use crate::snapshot::Snapshot;
@@ -25,7 +24,7 @@ pub struct WorkerCtx {
     pub services: Arc<Services>,
     pub pools: WorkerPools,
     /// Called once per finished exchange (access log).
-    pub finish_sink: Rc<dyn Fn(&Finish, &Exchange)>,
+    pub finish_sink: FinishSink,
 }
 
 impl WorkerCtx {

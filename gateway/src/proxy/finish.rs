@@ -14,6 +14,9 @@ use crate::body::{BoxError, ProxyBody};
 use crate::filter::chain::{Chain, SharedExchange};
 use crate::telemetry::metrics::RouteMetrics;
 
+/// Called once per finished exchange (the access log).
+pub type FinishSink = Rc<dyn Fn(&Finish, &crate::filter::Exchange)>;
+
 /// Everything needed to finish one exchange.
 pub struct Finish {
     pub ex: SharedExchange,
@@ -25,7 +28,7 @@ pub struct Finish {
     pub bytes_received: Rc<Cell<u64>>,
     pub bytes_sent: u64,
     pub conn: Rc<super::ConnState>,
-    pub sink: Rc<dyn Fn(&Finish, &crate::filter::Exchange)>,
+    pub sink: FinishSink,
 }
 
 impl Finish {

@@ -185,7 +185,7 @@ async fn forward(
         .await;
     };
     let max_body = listener.config.limits.max_request_body_size.bytes();
-    let (req, hash) = {
+    let prepared = {
         let mut e = ex.borrow_mut();
         e.cluster = Some(cluster.name.clone());
         let too_large = e
@@ -196,22 +196,14 @@ async fn forward(
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|n| n > max_body);
         if too_large {
-            drop(e);
-            return local(
-                worker,
-                conn,
-                ex,
-                Some(chain),
-                metrics,
-                ProxyError::RequestBodyTooLarge.response(grpc),
-            )
-            .await;
+            None
+        } else {
+            let hash = snap_hash(snap, &cluster.name, &e.request.headers);
+            Some((upstream_request(&e, route, conn, on_upgrade.is_some()), hash))
         }
-        let hash = snap_hash(snap, &cluster.name, &e.request.headers);
-        (
-            upstream_request(&e, route, conn, on_upgrade.is_some()),
-            hash,
-        )
+    };
+    let Some((req, hash)) = prepared else {
+        return local(worker, conn, ex, Some(chain), metrics, ProxyError::RequestBodyTooLarge.response(grpc)).await;
     };
     let tripped = Rc::new(Cell::new(false));
     let received = Rc::new(Cell::new(0u64));

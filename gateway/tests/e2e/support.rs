@@ -39,6 +39,7 @@ pub fn free_port() -> u16 {
 /// - `/upload` reads the whole body and answers with its length;
 /// - `/ws` accepts a WebSocket-style upgrade and echoes bytes;
 /// - anything else echoes the request as JSON: method, uri, headers, body length.
+///
 /// Every response carries `x-upstream: NAME`.
 pub struct Upstream {
     pub addr: SocketAddr,
