@@ -256,17 +256,6 @@ fn a_redirect_rule_delivers_to_the_other_interface() {
     assert_eq!(count(&xdp, "redirect", "redirect"), 20);
 }
 
-/// Not a test on its own: the child process of `a_crashed_gateway_leaves_no_program_behind`,
-/// which attaches XDP in the namespace named by SLUICE_XDP_CHILD_NS and waits to be killed.
-#[test]
-#[ignore = "helper process for a_crashed_gateway_leaves_no_program_behind"]
-fn child_attach_and_wait() {
-    let ns = std::env::var("SLUICE_XDP_CHILD_NS").expect("run by the crash test only");
-    let xdp = start_xdp(&ns, "interface: xa\n".to_string());
-    println!("ATTACHED {}", xdp.mode());
-    std::thread::sleep(Duration::from_secs(60));
-}
-
 fn xdp_shown(ns: &str) -> String {
     let out = std::process::Command::new("ip")
         .args(["-n", ns, "-d", "link", "show", "xa"])
@@ -281,28 +270,46 @@ fn a_crashed_gateway_leaves_no_program_behind() {
         return;
     }
     let ns = Netns::new();
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+    // A real gateway attaches the program, then dies without cleaning up (SIGKILL).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "workers: 1\nadmin: {{ address: \"127.0.0.1:9901\" }}\nlisteners:\n  - name: e\n    address: \"{}:8080\"\n    routes: [{{ match: {{ path_prefix: / }}, direct_response: {{ status: 200 }} }}]\nxdp: {{ interface: xa, required: true }}\n",
+            ns.addr(1)
+        ),
+    )
+    .expect("write config");
+    let mut child = std::process::Command::new("ip")
         .args([
-            "--exact",
-            "child_attach_and_wait",
-            "--ignored",
-            "--nocapture",
+            "netns",
+            "exec",
+            &ns.s(),
+            env!("CARGO_BIN_EXE_sluice"),
+            "run",
+            "--no-watch",
+            "-c",
         ])
-        .env("SLUICE_XDP_CHILD_NS", ns.s())
-        .stdout(std::process::Stdio::piped())
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("spawn child");
-    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    while !line.contains("ATTACHED") {
-        line.clear();
-        let n = std::io::BufRead::read_line(&mut lines, &mut line).expect("child output");
-        assert!(n > 0, "the child exited before attaching");
+        .expect("spawn sluice");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !xdp_shown(&ns.s()).contains("name sluice_xdp ") {
+        assert!(Instant::now() < deadline, "the gateway never attached");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the gateway exited before attaching"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     // The program is visible by name: this is how a stale netlink attachment is recognised.
     let shown = xdp_shown(&ns.s());
     assert!(shown.contains("name sluice_xdp "), "{shown}");
-    child.kill().expect("SIGKILL the child");
+    // `ip netns exec` execs the gateway, so the child pid is the gateway's.
+    child.kill().expect("SIGKILL the gateway");
     let _ = child.wait();
     // A bpf_link attachment goes with its process; a new gateway attaches cleanly.
     let deadline = Instant::now() + Duration::from_secs(20);

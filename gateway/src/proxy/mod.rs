@@ -199,11 +199,22 @@ async fn forward(
             None
         } else {
             let hash = snap_hash(snap, &cluster.name, &e.request.headers);
-            Some((upstream_request(&e, route, conn, on_upgrade.is_some()), hash))
+            Some((
+                upstream_request(&e, route, conn, on_upgrade.is_some()),
+                hash,
+            ))
         }
     };
     let Some((req, hash)) = prepared else {
-        return local(worker, conn, ex, Some(chain), metrics, ProxyError::RequestBodyTooLarge.response(grpc)).await;
+        return local(
+            worker,
+            conn,
+            ex,
+            Some(chain),
+            metrics,
+            ProxyError::RequestBodyTooLarge.response(grpc),
+        )
+        .await;
     };
     let tripped = Rc::new(Cell::new(false));
     let received = Rc::new(Cell::new(0u64));
