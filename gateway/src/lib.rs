@@ -8,3 +8,4 @@ pub mod services;
 pub mod telemetry;
 pub mod upstream;
 pub mod worker;
+pub mod wasm;
