@@ -92,7 +92,7 @@ pub(crate) fn give(
     let ptr = if data.is_empty() {
         0
     } else {
-        let alloc = caller.data().alloc.ok_or(Status::InternalFailure)?;
+        let alloc = caller.data().alloc.clone().ok_or(Status::InternalFailure)?;
         let len = i32::try_from(data.len()).map_err(|_| Status::InvalidMemoryAccess)?;
         let p = alloc.call(&mut *caller, len).map_err(MemError::Trap)?;
         if p == 0 {

@@ -5,19 +5,12 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Serialize `(key, value)` pairs.
-pub fn encode<'a, I>(pairs: I) -> Vec<u8>
-where
-    I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
-{
-    let mut count = 0u32;
-    let mut data_len = 0usize;
-    for (k, v) in pairs.clone() {
-        count += 1;
-        data_len += k.len() + v.len() + 2;
-    }
-    let mut out = Vec::with_capacity(4 + count as usize * 8 + data_len);
+pub fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let count = pairs.len() as u32;
+    let data_len: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let mut out = Vec::with_capacity(4 + pairs.len() * 8 + data_len);
     out.extend_from_slice(&count.to_le_bytes());
-    for (k, v) in pairs.clone() {
+    for (k, v) in pairs {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     }
@@ -32,20 +25,21 @@ where
 
 /// Serialize a header map (repeated names appear once per value, in order).
 pub fn encode_map(map: &HeaderMap) -> Vec<u8> {
-    encode(
-        map.iter()
-            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
-    )
+    let list: Vec<(&[u8], &[u8])> = map
+        .iter()
+        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    encode(&list)
 }
 
 /// Serialize a header map with the HTTP/2-style pseudo headers Envoy shows plugins first.
 pub fn encode_with_pseudo(pseudo: &[(&[u8], &[u8])], map: &HeaderMap) -> Vec<u8> {
-    encode(
-        pseudo.iter().copied().chain(
-            map.iter()
-                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
-        ),
-    )
+    let list: Vec<(&[u8], &[u8])> = pseudo
+        .iter()
+        .copied()
+        .chain(map.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())))
+        .collect();
+    encode(&list)
 }
 
 /// Why a serialized map could not be read.
@@ -116,7 +110,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let pairs: Vec<(&[u8], &[u8])> = vec![(b"a", b"1"), (b"bb", b""), (b"a", b"22")];
-        let enc = encode(pairs.iter().copied());
+        let enc = encode(&pairs);
         let dec = decode(&enc).unwrap_or_default();
         let want: Vec<(Vec<u8>, Vec<u8>)> =
             pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
@@ -125,7 +119,7 @@ mod tests {
 
     #[test]
     fn truncated_is_an_error() {
-        let enc = encode([(b"key".as_slice(), b"value".as_slice())]);
+        let enc = encode(&[(b"key".as_slice(), b"value".as_slice())]);
         assert_eq!(decode(&enc[..enc.len() - 3]), Err(PairsError::Truncated));
         assert_eq!(decode(&[5, 0, 0, 0]), Err(PairsError::Truncated));
     }

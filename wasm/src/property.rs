@@ -23,7 +23,11 @@ impl Prop {
             Prop::Bytes(b) => b.to_vec(),
             Prop::Int(i) => i.to_le_bytes().to_vec(),
             Prop::Bool(b) => vec![u8::from(*b)],
-            Prop::Map(m) => crate::pairs::encode(m.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
+            Prop::Map(m) => {
+                let list: Vec<(&[u8], &[u8])> =
+                    m.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+                crate::pairs::encode(&list)
+            }
         }
     }
 

@@ -124,10 +124,12 @@ impl Vm {
         for (_, name) in CALLBACKS {
             let export = instance.get_func(&mut store, name).map(|func| {
                 let ty = func.ty(&store);
+                let params = ty.params().len();
+                let results = ty.results().map(|t| zero_of(&t)).collect();
                 Export {
                     func,
-                    params: ty.params().len(),
-                    results: ty.results().map(|t| zero_of(&t)).collect(),
+                    params,
+                    results,
                 }
             });
             exports.push(export);
@@ -402,7 +404,7 @@ impl Vm {
                 let (nh, size) = (resp.headers.len() as i32, resp.body.len() as i32);
                 self.store.data_mut().callout_response = Some(resp);
                 let r = self
-                    .call(Cb::GrpcInitialMetadata, &[ctx as i32, token as i32, nh], ctx, host.as_deref_mut())
+                    .call(Cb::GrpcInitialMetadata, &[ctx as i32, token as i32, nh], ctx, reborrow(&mut host))
                     .and_then(|_| self.call(Cb::GrpcReceive, &[ctx as i32, token as i32, size], ctx, host));
                 r.map(drop)
             }
@@ -467,4 +469,12 @@ fn classify(store: &mut Store<HostState>, e: &wasmtime::Error) -> Option<Failure
 fn short(e: &wasmtime::Error) -> String {
     let full = format!("{e:#}");
     full.lines().take(6).collect::<Vec<_>>().join(" | ")
+}
+
+/// Lend the stream host for one call and keep it for the next.
+fn reborrow<'a>(host: &'a mut Option<&mut dyn StreamHost>) -> Option<&'a mut dyn StreamHost> {
+    match host {
+        Some(h) => Some(&mut **h),
+        None => None,
+    }
 }

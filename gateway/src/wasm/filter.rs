@@ -151,7 +151,7 @@ impl Inner {
                 });
                 Ok(Some((worker, ctx, generation)))
             }
-            Err(Unavailable::Failed(_)) => {
+            Err(Unavailable::Failed) => {
                 cx.set_state(StreamState {
                     worker,
                     ctx: 0,
@@ -208,7 +208,7 @@ impl Inner {
         };
         let (action, signals) = match result {
             Ok(r) => r,
-            Err(Unavailable::Failed(_)) => return self.policy_outcome(cx).unwrap_or_else(|o| o),
+            Err(Unavailable::Failed) => return self.policy_outcome(cx).unwrap_or_else(|o| o),
         };
         let calls = worker.take_callouts(Some(ctx));
         if let Some(reply) = signals.local_reply {
@@ -281,7 +281,7 @@ impl Inner {
                         break;
                     }
                 }
-                Err(Unavailable::Failed(_)) => return self.policy_outcome(cx).unwrap_or_else(|o| o).flow(),
+                Err(Unavailable::Failed) => return self.policy_outcome(cx).unwrap_or_else(|o| o).flow(),
             }
         }
         let calls = worker.take_callouts(Some(ctx));

@@ -29,7 +29,7 @@ thread_local! {
 /// Why a stream cannot use the plugin right now.
 pub(crate) enum Unavailable {
     /// The VM failed (now or before); apply the failure policy.
-    Failed(FailureKind),
+    Failed,
 }
 
 /// The VM of one plugin on this worker.
@@ -97,7 +97,7 @@ impl WorkerVm {
         self.ensure_vm()?;
         let mut guard = self.vm.borrow_mut();
         let Some(vm) = guard.as_mut() else {
-            return Err(Unavailable::Failed(FailureKind::Start));
+            return Err(Unavailable::Failed);
         };
         let root = match self.roots.borrow().get(&use_id) {
             Some(r) => Ok(*r),
@@ -132,7 +132,7 @@ impl WorkerVm {
         let mut guard = self.vm.borrow_mut();
         let vm = match guard.as_mut() {
             Some(vm) if self.generation.get() == generation => vm,
-            _ => return Err(Unavailable::Failed(self.dead.get().unwrap_or(FailureKind::Trap))),
+            _ => return Err(Unavailable::Failed),
         };
         let out = f(vm);
         let ticks = vm.take_tick_requests();
@@ -177,11 +177,11 @@ impl WorkerVm {
         if let Some(kind) = self.dead.get() {
             match (self.policy, self.retry_at.get()) {
                 (FailurePolicy::FailReload, Some(at)) if Instant::now() >= at => {}
-                _ => return Err(Unavailable::Failed(kind)),
+                _ => return Err(Unavailable::Failed),
             }
         }
         let Some(plugin) = self.plugin.upgrade() else {
-            return Err(Unavailable::Failed(FailureKind::Start));
+            return Err(Unavailable::Failed);
         };
         let env = VmEnv {
             queue_notifier: Some(self.queue_notifier()),
@@ -220,7 +220,7 @@ impl WorkerVm {
         } else {
             tracing::error!(plugin = %self.name, kind = f.kind.as_str(), error = %f.message, policy = ?self.policy, "plugin VM failed on this worker; it stays down until the plugin is reloaded");
         }
-        Unavailable::Failed(f.kind)
+        Unavailable::Failed
     }
 
     fn queue_notifier(self: &Rc<Self>) -> sluice_wasm::shared::QueueNotifier {

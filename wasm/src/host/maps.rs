@@ -59,7 +59,8 @@ fn serialized(st: &mut HostState, map: MapType) -> Option<Vec<u8>> {
         MapType::HttpCallResponseHeaders | MapType::GrpcInitialMetadata => &resp.headers,
         _ => &resp.trailers,
     };
-    Some(pairs::encode(list.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))))
+    let refs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    Some(pairs::encode(&refs))
 }
 
 fn get_pairs(mut c: C<'_>, map: i32, ret_ptr: i32, ret_size: i32) -> HostResult {

@@ -39,9 +39,13 @@ impl HostLinker {
         }
         let mut types = HashMap::new();
         let mut store = wasmtime::Store::new(engine, HostState::placeholder());
-        for (module, name, ext) in linker.iter(&mut store) {
+        let defs: Vec<_> = linker
+            .iter(&mut store)
+            .map(|(m, n, e)| (m.to_string(), n.to_string(), e))
+            .collect();
+        for (module, name, ext) in defs {
             if let ExternType::Func(ft) = ext.ty(&store) {
-                types.insert((module.to_string(), name.to_string()), ft);
+                types.insert((module, name), ft);
             }
         }
         Ok(HostLinker { linker, types })
