@@ -7,5 +7,5 @@ pub mod filter;
 pub mod services;
 pub mod telemetry;
 pub mod upstream;
-pub mod worker;
 pub mod wasm;
+pub mod worker;

@@ -55,7 +55,8 @@ fn respond(ex: &mut Exchange) {
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    h.get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// Run a header phase to its end, waiting through pauses.
@@ -146,14 +147,30 @@ async fn local_response_and_per_use_config() {
 #[tokio::test(flavor = "current_thread")]
 async fn bad_plugins_fail_the_config_load() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let err = plugin(dir.path(), "rejects", serde_json::json!({"config": {"reject_config": true}})).err();
-    assert!(err.as_ref().is_some_and(|e| e.contains("rejects") && e.contains("configuration")), "{err:?}");
+    let err = plugin(
+        dir.path(),
+        "rejects",
+        serde_json::json!({"config": {"reject_config": true}}),
+    )
+    .err();
+    assert!(
+        err.as_ref()
+            .is_some_and(|e| e.contains("rejects") && e.contains("configuration")),
+        "{err:?}"
+    );
     let err = plugin(dir.path(), "sha", serde_json::json!({"sha256": "00"})).err();
-    assert!(err.as_ref().is_some_and(|e| e.contains("sha256 mismatch")), "{err:?}");
-    let cfg: PluginConfig = serde_json::from_value(serde_json::json!({"name": "missing", "wasm": "nope.wasm"}))
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        err.as_ref().is_some_and(|e| e.contains("sha256 mismatch")),
+        "{err:?}"
+    );
+    let cfg: PluginConfig =
+        serde_json::from_value(serde_json::json!({"name": "missing", "wasm": "nope.wasm"}))
+            .unwrap_or_else(|e| panic!("{e}"));
     let err = build_plugin(&cfg, dir.path(), &Services::new()).err();
-    assert!(err.as_ref().is_some_and(|e| e.contains("nope.wasm")), "{err:?}");
+    assert!(
+        err.as_ref().is_some_and(|e| e.contains("nope.wasm")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -168,19 +185,32 @@ async fn fail_closed_answers_503_and_grpc_unavailable() {
         .unwrap_or_else(|e| panic!("{e}"));
         let f = filter(&p);
         let mut ok = exchange("/ok");
-        assert!(matches!(f.on_request_headers(&mut ok.cx(0)), Flow::Continue));
+        assert!(matches!(
+            f.on_request_headers(&mut ok.cx(0)),
+            Flow::Continue
+        ));
         let mut boom = exchange("/boom");
-        assert_eq!(status_of(&f.on_request_headers(&mut boom.cx(0))), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            status_of(&f.on_request_headers(&mut boom.cx(0))),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
         // The stream that started before the failure loses its plugin too: its next phase fails.
         respond(&mut ok);
-        assert_eq!(status_of(&f.on_response_headers(&mut ok.cx(0))), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            status_of(&f.on_response_headers(&mut ok.cx(0))),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
         // The VM stays down on this worker: later requests get the same answer.
         let mut later = exchange("/ok");
-        assert_eq!(status_of(&f.on_request_headers(&mut later.cx(0))), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            status_of(&f.on_request_headers(&mut later.cx(0))),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
         let mut grpc = exchange("/pkg.Svc/Method");
-        grpc.request
-            .headers
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        grpc.request.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         match f.on_request_headers(&mut grpc.cx(0)) {
             Flow::Respond(r) => {
                 assert_eq!(r.status, StatusCode::OK);
@@ -189,7 +219,12 @@ async fn fail_closed_answers_503_and_grpc_unavailable() {
             _ => panic!("expected a gRPC UNAVAILABLE answer"),
         }
         let counts = sluice_wasm::failure_counts();
-        assert!(counts.iter().any(|(p, k, n)| p == "closed" && *k == "trap" && *n == 1), "{counts:?}");
+        assert!(
+            counts
+                .iter()
+                .any(|(p, k, n)| p == "closed" && *k == "trap" && *n == 1),
+            "{counts:?}"
+        );
     })
     .await;
 }
@@ -282,17 +317,33 @@ async fn a_callout_pauses_the_request_until_its_answer() {
 async fn body_is_buffered_then_replaced() {
     local(async {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let p = plugin(dir.path(), "body", serde_json::json!({"config": {"replace_response_body": "new body"}}))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = plugin(
+            dir.path(),
+            "body",
+            serde_json::json!({"config": {"replace_response_body": "new body"}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let f = filter(&p);
         let mut ex = exchange("/");
-        assert!(matches!(f.on_request_headers(&mut ex.cx(0)), Flow::Continue));
+        assert!(matches!(
+            f.on_request_headers(&mut ex.cx(0)),
+            Flow::Continue
+        ));
         respond(&mut ex);
-        assert!(matches!(f.on_response_headers(&mut ex.cx(0)), Flow::Continue));
+        assert!(matches!(
+            f.on_response_headers(&mut ex.cx(0)),
+            Flow::Continue
+        ));
         let mut chunk = Bytes::from_static(b"old ");
-        assert!(matches!(f.on_response_body(&mut ex.cx(0), &mut chunk, false), BodyFlow::Buffer));
+        assert!(matches!(
+            f.on_response_body(&mut ex.cx(0), &mut chunk, false),
+            BodyFlow::Buffer
+        ));
         let mut all = Bytes::from_static(b"old body");
-        assert!(matches!(f.on_response_body(&mut ex.cx(0), &mut all, true), BodyFlow::Continue));
+        assert!(matches!(
+            f.on_response_body(&mut ex.cx(0), &mut all, true),
+            BodyFlow::Continue
+        ));
         assert_eq!(&all[..], b"new body");
     })
     .await;
@@ -302,16 +353,29 @@ async fn body_is_buffered_then_replaced() {
 async fn timers_tick_on_the_worker() {
     local(async {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let p = plugin(dir.path(), "ticker", serde_json::json!({"config": {"tick_ms": 5}}))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = plugin(
+            dir.path(),
+            "ticker",
+            serde_json::json!({"config": {"tick_ms": 5}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let f = filter(&p);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut ex = exchange("/");
-            assert!(matches!(f.on_request_headers(&mut ex.cx(0)), Flow::Continue));
+            assert!(matches!(
+                f.on_request_headers(&mut ex.cx(0)),
+                Flow::Continue
+            ));
             respond(&mut ex);
-            assert!(matches!(f.on_response_headers(&mut ex.cx(0)), Flow::Continue));
-            let ticks = ex.response.as_ref().and_then(|r| header(&r.headers, "x-ticks"));
+            assert!(matches!(
+                f.on_response_headers(&mut ex.cx(0)),
+                Flow::Continue
+            ));
+            let ticks = ex
+                .response
+                .as_ref()
+                .and_then(|r| header(&r.headers, "x-ticks"));
             if ticks.and_then(|t| t.parse::<u64>().ok()).unwrap_or(0) >= 2 {
                 break;
             }
@@ -326,11 +390,18 @@ async fn timers_tick_on_the_worker() {
 async fn ban_source_reaches_the_ban_sink() {
     local(async {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let p = plugin(dir.path(), "banner", serde_json::json!({"config": {"ban_source": true}}))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = plugin(
+            dir.path(),
+            "banner",
+            serde_json::json!({"config": {"ban_source": true}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let f = filter(&p);
         let mut ex = exchange("/");
-        assert!(matches!(f.on_request_headers(&mut ex.cx(0)), Flow::Continue));
+        assert!(matches!(
+            f.on_request_headers(&mut ex.cx(0)),
+            Flow::Continue
+        ));
         assert_eq!(header(&ex.request.headers, "x-ban").as_deref(), Some("ok"));
     })
     .await;

@@ -73,15 +73,18 @@ fn disk_path(engine: &Engine, sha: &str, fuel: bool) -> Option<PathBuf> {
 }
 
 fn store_on_disk(module: &Module, path: &PathBuf) {
-    let result = module.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        }
-        // Write then rename, so a concurrent reader never sees half a file.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, path).map_err(|e| e.to_string())
-    });
+    let result = module
+        .serialize()
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            // Write then rename, so a concurrent reader never sees half a file.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+        });
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the wasm module cache");
     }

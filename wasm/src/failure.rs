@@ -62,7 +62,13 @@ pub(crate) fn count(plugin: &str, kind: FailureKind) {
 pub fn failure_counts() -> Vec<(String, &'static str, u64)> {
     let mut v: Vec<_> = counters()
         .iter()
-        .map(|e| (e.key().0.clone(), e.key().1.as_str(), e.value().load(Ordering::Relaxed)))
+        .map(|e| {
+            (
+                e.key().0.clone(),
+                e.key().1.as_str(),
+                e.value().load(Ordering::Relaxed),
+            )
+        })
         .collect();
     v.sort();
     v

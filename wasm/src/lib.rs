@@ -25,7 +25,9 @@ pub use failure::{failure_counts, Failure, FailureKind};
 pub use limits::Limits;
 pub use plugin::{PluginInfo, PluginModule};
 pub use property::Prop;
-pub use state::{Callout, CalloutKind, CalloutResponse, ForeignFunctions, LocalReply, Signals, StreamHost};
+pub use state::{
+    Callout, CalloutKind, CalloutResponse, ForeignFunctions, LocalReply, Signals, StreamHost,
+};
 pub use vm::{Vm, VmEnv};
 
 /// Why a plugin could not be loaded.

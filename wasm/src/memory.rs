@@ -57,7 +57,11 @@ pub(crate) fn read_string(
 }
 
 /// Write `data` at `ptr`.
-pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, data: &[u8]) -> Result<(), Status> {
+pub(crate) fn write(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    data: &[u8],
+) -> Result<(), Status> {
     let mem = caller.data().memory.ok_or(Status::InvalidMemoryAccess)?;
     let r = range(ptr, data.len() as i32).ok_or(Status::InvalidMemoryAccess)?;
     if data.len() > i32::MAX as usize {
@@ -70,11 +74,19 @@ pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, data: &[u8]) -
     Ok(())
 }
 
-pub(crate) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, v: u32) -> Result<(), Status> {
+pub(crate) fn write_u32(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    v: u32,
+) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 
-pub(crate) fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> Result<(), Status> {
+pub(crate) fn write_u64(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    v: u64,
+) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 

@@ -37,10 +37,16 @@ pub fn encode_with_pseudo(pseudo: &[(&[u8], &[u8])], map: &HeaderMap) -> Vec<u8>
     let list: Vec<(&[u8], &[u8])> = pseudo
         .iter()
         .copied()
-        .chain(map.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())))
+        .chain(
+            map.iter()
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+        )
         .collect();
     encode(&list)
 }
+
+/// Owned header pairs as plugins send them (names and values are bytes, not yet validated).
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Why a serialized map could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -53,7 +59,7 @@ pub enum PairsError {
 ///
 /// # Errors
 /// [`PairsError::Truncated`] when a length points past the end of `data`.
-pub fn decode(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PairsError> {
+pub fn decode(data: &[u8]) -> Result<Pairs, PairsError> {
     if data.is_empty() {
         return Ok(Vec::new());
     }
@@ -71,9 +77,15 @@ pub fn decode(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PairsError> {
     let mut pos = 4 + count * 8;
     let mut out = Vec::with_capacity(count);
     for (k, v) in sizes {
-        let key = data.get(pos..pos + k).ok_or(PairsError::Truncated)?.to_vec();
+        let key = data
+            .get(pos..pos + k)
+            .ok_or(PairsError::Truncated)?
+            .to_vec();
         pos += k + 1;
-        let value = data.get(pos..pos + v).ok_or(PairsError::Truncated)?.to_vec();
+        let value = data
+            .get(pos..pos + v)
+            .ok_or(PairsError::Truncated)?
+            .to_vec();
         pos += v + 1;
         if pos > data.len() {
             return Err(PairsError::Truncated);
@@ -112,8 +124,10 @@ mod tests {
         let pairs: Vec<(&[u8], &[u8])> = vec![(b"a", b"1"), (b"bb", b""), (b"a", b"22")];
         let enc = encode(&pairs);
         let dec = decode(&enc).unwrap_or_default();
-        let want: Vec<(Vec<u8>, Vec<u8>)> =
-            pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
         assert_eq!(dec, want);
     }
 

@@ -24,8 +24,10 @@ impl Prop {
             Prop::Int(i) => i.to_le_bytes().to_vec(),
             Prop::Bool(b) => vec![u8::from(*b)],
             Prop::Map(m) => {
-                let list: Vec<(&[u8], &[u8])> =
-                    m.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+                let list: Vec<(&[u8], &[u8])> = m
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                    .collect();
                 crate::pairs::encode(&list)
             }
         }

@@ -13,7 +13,9 @@ use crate::failure::{count, Failure, FailureKind};
 use crate::host::zero_of;
 use crate::plugin::PluginModule;
 use crate::shared::QueueNotifier;
-use crate::state::{Callout, CalloutResponse, ForeignFunctions, HostState, Signals, StreamHost, StreamPtr};
+use crate::state::{
+    Callout, CalloutResponse, ForeignFunctions, HostState, Signals, StreamHost, StreamPtr,
+};
 
 /// What the embedder provides to a VM.
 #[derive(Clone, Default)]
@@ -60,9 +62,15 @@ const CALLBACKS: [(Cb, &str); 19] = [
     (Cb::ResponseBody, "proxy_on_response_body"),
     (Cb::ResponseTrailers, "proxy_on_response_trailers"),
     (Cb::HttpCallResponse, "proxy_on_http_call_response"),
-    (Cb::GrpcInitialMetadata, "proxy_on_grpc_receive_initial_metadata"),
+    (
+        Cb::GrpcInitialMetadata,
+        "proxy_on_grpc_receive_initial_metadata",
+    ),
     (Cb::GrpcReceive, "proxy_on_grpc_receive"),
-    (Cb::GrpcTrailingMetadata, "proxy_on_grpc_receive_trailing_metadata"),
+    (
+        Cb::GrpcTrailingMetadata,
+        "proxy_on_grpc_receive_trailing_metadata",
+    ),
     (Cb::GrpcClose, "proxy_on_grpc_close"),
     (Cb::Log, "proxy_on_log"),
     (Cb::Done, "proxy_on_done"),
@@ -107,16 +115,21 @@ impl Vm {
             f
         };
         prepare(&mut store, module);
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| fail(classify(&mut store, &e).unwrap_or(FailureKind::Start), short(&e)))?;
+        let instance = module.pre.instantiate(&mut store).map_err(|e| {
+            fail(
+                classify(&mut store, &e).unwrap_or(FailureKind::Start),
+                short(&e),
+            )
+        })?;
         let memory = instance.get_memory(&mut store, "memory");
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, module.allocator)
             .ok();
         if memory.is_none() || alloc.is_none() {
-            return Err(fail(FailureKind::Start, "memory or allocator export has the wrong type".into()));
+            return Err(fail(
+                FailureKind::Start,
+                "memory or allocator export has the wrong type".into(),
+            ));
         }
         store.data_mut().memory = memory;
         store.data_mut().alloc = alloc;
@@ -243,7 +256,9 @@ impl Vm {
         let ok = self.call(Cb::Configure, &[id as i32, len], id, None);
         self.store.data_mut().plugin_config = Bytes::new();
         if ok? == 0 {
-            return Err(self.fail_start("proxy_on_configure returned false (the plugin rejected its configuration)"));
+            return Err(self.fail_start(
+                "proxy_on_configure returned false (the plugin rejected its configuration)",
+            ));
         }
         Ok(id)
     }
@@ -267,7 +282,13 @@ impl Vm {
         self.new_context(root)
     }
 
-    fn action(&mut self, cb: Cb, args: &[i32], ctx: u32, host: &mut dyn StreamHost) -> Result<Action, Failure> {
+    fn action(
+        &mut self,
+        cb: Cb,
+        args: &[i32],
+        ctx: u32,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
         self.call(cb, args, ctx, Some(host)).map(Action::from_i32)
     }
 
@@ -275,48 +296,112 @@ impl Vm {
     ///
     /// # Errors
     /// The VM failed (now or before).
-    pub fn on_request_headers(&mut self, ctx: u32, headers: usize, end_of_stream: bool, host: &mut dyn StreamHost) -> Result<Action, Failure> {
-        self.action(Cb::RequestHeaders, &[ctx as i32, headers as i32, end_of_stream as i32], ctx, host)
+    pub fn on_request_headers(
+        &mut self,
+        ctx: u32,
+        headers: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::RequestHeaders,
+            &[ctx as i32, headers as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
     }
 
     /// `proxy_on_request_body`.
     ///
     /// # Errors
     /// The VM failed (now or before).
-    pub fn on_request_body(&mut self, ctx: u32, size: usize, end_of_stream: bool, host: &mut dyn StreamHost) -> Result<Action, Failure> {
-        self.action(Cb::RequestBody, &[ctx as i32, size as i32, end_of_stream as i32], ctx, host)
+    pub fn on_request_body(
+        &mut self,
+        ctx: u32,
+        size: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::RequestBody,
+            &[ctx as i32, size as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
     }
 
     /// `proxy_on_request_trailers`.
     ///
     /// # Errors
     /// The VM failed (now or before).
-    pub fn on_request_trailers(&mut self, ctx: u32, trailers: usize, host: &mut dyn StreamHost) -> Result<Action, Failure> {
-        self.action(Cb::RequestTrailers, &[ctx as i32, trailers as i32], ctx, host)
+    pub fn on_request_trailers(
+        &mut self,
+        ctx: u32,
+        trailers: usize,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::RequestTrailers,
+            &[ctx as i32, trailers as i32],
+            ctx,
+            host,
+        )
     }
 
     /// `proxy_on_response_headers`.
     ///
     /// # Errors
     /// The VM failed (now or before).
-    pub fn on_response_headers(&mut self, ctx: u32, headers: usize, end_of_stream: bool, host: &mut dyn StreamHost) -> Result<Action, Failure> {
-        self.action(Cb::ResponseHeaders, &[ctx as i32, headers as i32, end_of_stream as i32], ctx, host)
+    pub fn on_response_headers(
+        &mut self,
+        ctx: u32,
+        headers: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::ResponseHeaders,
+            &[ctx as i32, headers as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
     }
 
     /// `proxy_on_response_body`.
     ///
     /// # Errors
     /// The VM failed (now or before).
-    pub fn on_response_body(&mut self, ctx: u32, size: usize, end_of_stream: bool, host: &mut dyn StreamHost) -> Result<Action, Failure> {
-        self.action(Cb::ResponseBody, &[ctx as i32, size as i32, end_of_stream as i32], ctx, host)
+    pub fn on_response_body(
+        &mut self,
+        ctx: u32,
+        size: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::ResponseBody,
+            &[ctx as i32, size as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
     }
 
     /// `proxy_on_response_trailers`.
     ///
     /// # Errors
     /// The VM failed (now or before).
-    pub fn on_response_trailers(&mut self, ctx: u32, trailers: usize, host: &mut dyn StreamHost) -> Result<Action, Failure> {
-        self.action(Cb::ResponseTrailers, &[ctx as i32, trailers as i32], ctx, host)
+    pub fn on_response_trailers(
+        &mut self,
+        ctx: u32,
+        trailers: usize,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::ResponseTrailers,
+            &[ctx as i32, trailers as i32],
+            ctx,
+            host,
+        )
     }
 
     /// `proxy_on_log`.
@@ -352,7 +437,8 @@ impl Vm {
     /// # Errors
     /// The VM failed (now or before).
     pub fn on_queue_ready(&mut self, root: u32, queue: u32) -> Result<(), Failure> {
-        self.call(Cb::QueueReady, &[root as i32, queue as i32], root, None).map(drop)
+        self.call(Cb::QueueReady, &[root as i32, queue as i32], root, None)
+            .map(drop)
     }
 
     /// Deliver the answer of an http callout (`None`: it failed; the plugin sees no headers).
@@ -404,13 +490,30 @@ impl Vm {
                 let (nh, size) = (resp.headers.len() as i32, resp.body.len() as i32);
                 self.store.data_mut().callout_response = Some(resp);
                 let r = self
-                    .call(Cb::GrpcInitialMetadata, &[ctx as i32, token as i32, nh], ctx, reborrow(&mut host))
-                    .and_then(|_| self.call(Cb::GrpcReceive, &[ctx as i32, token as i32, size], ctx, host));
+                    .call(
+                        Cb::GrpcInitialMetadata,
+                        &[ctx as i32, token as i32, nh],
+                        ctx,
+                        reborrow(&mut host),
+                    )
+                    .and_then(|_| {
+                        self.call(
+                            Cb::GrpcReceive,
+                            &[ctx as i32, token as i32, size],
+                            ctx,
+                            host,
+                        )
+                    });
                 r.map(drop)
             }
             Err((code, message)) => {
                 self.store.data_mut().grpc_status = Some((code, Bytes::from(message)));
-                let r = self.call(Cb::GrpcClose, &[ctx as i32, token as i32, code as i32], ctx, host);
+                let r = self.call(
+                    Cb::GrpcClose,
+                    &[ctx as i32, token as i32, code as i32],
+                    ctx,
+                    host,
+                );
                 self.store.data_mut().grpc_status = None;
                 r.map(drop)
             }
@@ -431,7 +534,11 @@ impl Vm {
 
     /// What `ctx` asked of its stream (continue, local response, close) since the last take.
     pub fn take_signals(&mut self, ctx: u32) -> Signals {
-        self.store.data_mut().signals.remove(&ctx).unwrap_or_default()
+        self.store
+            .data_mut()
+            .signals
+            .remove(&ctx)
+            .unwrap_or_default()
     }
 
     /// Tick periods set since the last take: `(root context, period)`.

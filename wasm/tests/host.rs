@@ -108,12 +108,15 @@ fn vm_with(module: &Arc<PluginModule>, config: &str) -> (Vm, u32) {
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    h.get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// Run request headers then response headers for one stream.
 fn round_trip(vm: &mut Vm, root: u32, s: &mut TestStream) -> (Action, Action) {
-    let ctx = vm.create_stream(root).unwrap_or_else(|f| panic!("ctx: {f}"));
+    let ctx = vm
+        .create_stream(root)
+        .unwrap_or_else(|f| panic!("ctx: {f}"));
     let a = vm
         .on_request_headers(ctx, s.request.len() + 4, true, s)
         .unwrap_or_else(|f| panic!("request headers: {f}"));
@@ -121,7 +124,8 @@ fn round_trip(vm: &mut Vm, root: u32, s: &mut TestStream) -> (Action, Action) {
     let b = vm
         .on_response_headers(ctx, 1, false, s)
         .unwrap_or_else(|f| panic!("response headers: {f}"));
-    vm.finish_context(ctx).unwrap_or_else(|f| panic!("finish: {f}"));
+    vm.finish_context(ctx)
+        .unwrap_or_else(|f| panic!("finish: {f}"));
     (a, b)
 }
 
@@ -144,7 +148,8 @@ fn edits_request_and_response_headers() {
             "set_response_headers": [["x-served-by", "sluice"]], "remove_response_headers": ["server"]}"#,
     );
     let mut s = TestStream::get("/orig");
-    s.request.insert("x-secret", HeaderValue::from_static("s3cr3t"));
+    s.request
+        .insert("x-secret", HeaderValue::from_static("s3cr3t"));
     let mut resp = HeaderMap::new();
     resp.insert("server", HeaderValue::from_static("upstream"));
     s.response = Some(resp);
@@ -153,7 +158,10 @@ fn edits_request_and_response_headers() {
     assert_eq!(header(&s.request, "x-added").as_deref(), Some("1"));
     assert!(s.request.get("x-secret").is_none());
     assert_eq!(s.path, "/rewritten?q=1");
-    let resp = s.response.as_ref().map(|r| (header(r, "x-served-by"), r.contains_key("server")));
+    let resp = s
+        .response
+        .as_ref()
+        .map(|r| (header(r, "x-served-by"), r.contains_key("server")));
     assert_eq!(resp, Some((Some("sluice".into()), false)));
 }
 
@@ -166,12 +174,20 @@ fn local_response_is_recorded_for_the_stream() {
     );
     let ctx = vm.create_stream(root).unwrap_or_else(|f| panic!("{f}"));
     let mut s = TestStream::get("/");
-    let a = vm.on_request_headers(ctx, 4, true, &mut s).unwrap_or_else(|f| panic!("{f}"));
+    let a = vm
+        .on_request_headers(ctx, 4, true, &mut s)
+        .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(a, Action::Pause);
-    let reply = vm.take_signals(ctx).local_reply.unwrap_or_else(|| panic!("no local reply"));
+    let reply = vm
+        .take_signals(ctx)
+        .local_reply
+        .unwrap_or_else(|| panic!("no local reply"));
     assert_eq!(reply.status, 403);
     assert_eq!(&reply.body[..], b"denied\n");
-    assert!(reply.headers.iter().any(|(k, v)| k == b"x-why" && v == b"test"));
+    assert!(reply
+        .headers
+        .iter()
+        .any(|(k, v)| k == b"x-why" && v == b"test"));
 }
 
 #[test]
@@ -181,12 +197,26 @@ fn buffers_then_replaces_the_response_body() {
     let ctx = vm.create_stream(root).unwrap_or_else(|f| panic!("{f}"));
     let mut s = TestStream::get("/");
     s.body = Some((BufferType::HttpResponseBody, Bytes::from_static(b"first ")));
-    let a = vm.on_response_body(ctx, 6, false, &mut s).unwrap_or_else(|f| panic!("{f}"));
-    assert_eq!(a, Action::Pause, "the plugin buffers until the end of the body");
-    s.body = Some((BufferType::HttpResponseBody, Bytes::from_static(b"first second")));
-    let a = vm.on_response_body(ctx, 12, true, &mut s).unwrap_or_else(|f| panic!("{f}"));
+    let a = vm
+        .on_response_body(ctx, 6, false, &mut s)
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(
+        a,
+        Action::Pause,
+        "the plugin buffers until the end of the body"
+    );
+    s.body = Some((
+        BufferType::HttpResponseBody,
+        Bytes::from_static(b"first second"),
+    ));
+    let a = vm
+        .on_response_body(ctx, 12, true, &mut s)
+        .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(a, Action::Continue);
-    assert_eq!(s.body.map(|(_, b)| b), Some(Bytes::from_static(b"replaced")));
+    assert_eq!(
+        s.body.map(|(_, b)| b),
+        Some(Bytes::from_static(b"replaced"))
+    );
 }
 
 #[test]
@@ -196,9 +226,14 @@ fn appends_to_the_request_body() {
     let ctx = vm.create_stream(root).unwrap_or_else(|f| panic!("{f}"));
     let mut s = TestStream::get("/");
     s.body = Some((BufferType::HttpRequestBody, Bytes::from_static(b"head")));
-    let a = vm.on_request_body(ctx, 4, true, &mut s).unwrap_or_else(|f| panic!("{f}"));
+    let a = vm
+        .on_request_body(ctx, 4, true, &mut s)
+        .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(a, Action::Continue);
-    assert_eq!(s.body.map(|(_, b)| b), Some(Bytes::from_static(b"head+tail")));
+    assert_eq!(
+        s.body.map(|(_, b)| b),
+        Some(Bytes::from_static(b"head+tail"))
+    );
 }
 
 #[test]
@@ -229,10 +264,19 @@ fn properties_are_encoded_like_envoy() {
     round_trip(&mut vm, root, &mut s);
     let r = s.response.unwrap_or_default();
     assert_eq!(header(&r, "x-prop-plugin_name").as_deref(), Some("props"));
-    assert_eq!(header(&r, "x-prop-plugin_root_id").as_deref(), Some("test_root"));
+    assert_eq!(
+        header(&r, "x-prop-plugin_root_id").as_deref(),
+        Some("test_root")
+    );
     assert_eq!(header(&r, "x-prop-source.port").as_deref(), Some("40000"));
-    assert_eq!(header(&r, "x-prop-source.address").as_deref(), Some("192.0.2.10:40000"));
-    assert_eq!(header(&r, "x-prop-listener_direction").as_deref(), Some("1"));
+    assert_eq!(
+        header(&r, "x-prop-source.address").as_deref(),
+        Some("192.0.2.10:40000")
+    );
+    assert_eq!(
+        header(&r, "x-prop-listener_direction").as_deref(),
+        Some("1")
+    );
     assert_eq!(header(&r, "x-prop-request.path").as_deref(), Some("/p?x=1"));
     assert_eq!(header(&r, "x-prop-no.such").as_deref(), Some("<none>"));
 }
@@ -272,7 +316,10 @@ fn shared_data_is_shared_by_vms_on_different_threads() {
 fn tick_period_is_reported_and_ticks_reach_the_root() {
     let module = testkit("tick", Limits::default());
     let (mut vm, root) = vm_with(&module, r#"{"tick_ms": 10}"#);
-    assert_eq!(vm.take_tick_requests(), vec![(root, Duration::from_millis(10))]);
+    assert_eq!(
+        vm.take_tick_requests(),
+        vec![(root, Duration::from_millis(10))]
+    );
     let before = sluice_wasm::shared::get_data("", b"ticks")
         .and_then(|(v, _)| String::from_utf8_lossy(&v).parse::<u64>().ok())
         .unwrap_or(0);
@@ -336,7 +383,11 @@ fn a_memory_bomb_hits_the_cap() {
 
 #[test]
 fn proc_exit_ends_the_vm() {
-    fails_with(r#"{"fail": "exit"}"#, Limits::default(), FailureKind::ProcExit);
+    fails_with(
+        r#"{"fail": "exit"}"#,
+        Limits::default(),
+        FailureKind::ProcExit,
+    );
 }
 
 #[test]
@@ -352,10 +403,15 @@ fn an_out_of_bounds_pointer_is_refused_not_followed() {
 #[test]
 fn http_call_is_recorded_and_its_answer_delivered() {
     let module = testkit("callout", Limits::default());
-    let (mut vm, root) = vm_with(&module, r#"{"http_call": {"cluster": "auth", "path": "/check"}}"#);
+    let (mut vm, root) = vm_with(
+        &module,
+        r#"{"http_call": {"cluster": "auth", "path": "/check"}}"#,
+    );
     let ctx = vm.create_stream(root).unwrap_or_else(|f| panic!("{f}"));
     let mut s = TestStream::get("/");
-    let a = vm.on_request_headers(ctx, 4, true, &mut s).unwrap_or_else(|f| panic!("{f}"));
+    let a = vm
+        .on_request_headers(ctx, 4, true, &mut s)
+        .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(a, Action::Pause);
     let calls = vm.take_callouts();
     assert_eq!(calls.len(), 1);
@@ -364,7 +420,10 @@ fn http_call_is_recorded_and_its_answer_delivered() {
     match &call.kind {
         CalloutKind::Http { request, .. } => {
             assert_eq!(request.uri().path(), "/check");
-            assert_eq!(request.headers().get("host").map(|v| v.as_bytes()), Some(&b"callout"[..]));
+            assert_eq!(
+                request.headers().get("host").map(|v| v.as_bytes()),
+                Some(&b"callout"[..])
+            );
         }
         other => panic!("not an http call: {other:?}"),
     }
@@ -376,7 +435,10 @@ fn http_call_is_recorded_and_its_answer_delivered() {
     vm.on_http_call_response(ctx, call.token, Some(answer), Some(&mut s))
         .unwrap_or_else(|f| panic!("{f}"));
     assert!(vm.take_signals(ctx).continue_request);
-    assert_eq!(header(&s.request, "x-call-body").as_deref(), Some("allowed"));
+    assert_eq!(
+        header(&s.request, "x-call-body").as_deref(),
+        Some("allowed")
+    );
 }
 
 /// Modules written by hand: imports no SDK here uses must still link.
@@ -414,7 +476,10 @@ fn unknown_imports_link_and_answer_unimplemented() {
         .unwrap_or_else(|e| panic!("load: {e}"));
     assert_eq!(module.abi.as_str(), "0.2.0");
     let mut vm = Vm::new(&module, VmEnv::default()).unwrap_or_else(|f| panic!("{f}"));
-    assert!(vm.create_root(Bytes::new()).is_ok(), "a host call answered unexpectedly");
+    assert!(
+        vm.create_root(Bytes::new()).is_ok(),
+        "a host call answered unexpectedly"
+    );
 }
 
 #[test]

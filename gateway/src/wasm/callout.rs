@@ -28,7 +28,11 @@ enum AnswerKind {
 
 impl Answer {
     /// Call the plugin's response callback.
-    pub(crate) fn deliver(self, vm: &mut Vm, host: Option<&mut dyn StreamHost>) -> Result<(), Failure> {
+    pub(crate) fn deliver(
+        self,
+        vm: &mut Vm,
+        host: Option<&mut dyn StreamHost>,
+    ) -> Result<(), Failure> {
         match self.result {
             AnswerKind::Http(r) => vm.on_http_call_response(self.ctx, self.token, r, host),
             AnswerKind::Grpc(r) => vm.on_grpc_response(self.ctx, self.token, r, host),
@@ -56,7 +60,17 @@ pub(crate) async fn send(call: Callout) -> Answer {
             method,
             metadata,
             message,
-        } => AnswerKind::Grpc(grpc(&call.cluster, &service, &method, metadata, message, call.timeout).await),
+        } => AnswerKind::Grpc(
+            grpc(
+                &call.cluster,
+                &service,
+                &method,
+                metadata,
+                message,
+                call.timeout,
+            )
+            .await,
+        ),
     };
     Answer { ctx, token, result }
 }
@@ -76,7 +90,10 @@ async fn exchange(
             .await
             .map_err(|e| format!("reading callout response: {e}"))?;
         let trailers = collected.trailers().map(pairs).unwrap_or_default();
-        let mut headers = vec![(b":status".to_vec(), parts.status.as_str().as_bytes().to_vec())];
+        let mut headers = vec![(
+            b":status".to_vec(),
+            parts.status.as_str().as_bytes().to_vec(),
+        )];
         headers.extend(pairs(&parts.headers));
         Ok(CalloutResponse {
             headers,
@@ -91,7 +108,11 @@ async fn exchange(
     }
 }
 
-async fn http(cluster: &str, req: Request<body::ProxyBody>, timeout: std::time::Duration) -> Option<CalloutResponse> {
+async fn http(
+    cluster: &str,
+    req: Request<body::ProxyBody>,
+    timeout: std::time::Duration,
+) -> Option<CalloutResponse> {
     match exchange(cluster, req, timeout).await {
         Ok(r) => Some(r),
         Err(e) => {
@@ -122,7 +143,10 @@ async fn grpc(
         .map_err(|_| (GRPC_INTERNAL, "invalid service or method name".to_string()))?;
     *req.headers_mut() = metadata;
     let h = req.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     h.insert(http::header::TE, HeaderValue::from_static("trailers"));
     let resp = exchange(cluster, req, timeout)
         .await
@@ -133,8 +157,11 @@ async fn grpc(
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     };
     // Trailers-only answers carry the status in the headers.
-    let status = find(&resp.trailers, b"grpc-status").or_else(|| find(&resp.headers, b"grpc-status"));
-    let code = status.and_then(|s| s.parse::<u32>().ok()).unwrap_or(GRPC_INTERNAL);
+    let status =
+        find(&resp.trailers, b"grpc-status").or_else(|| find(&resp.headers, b"grpc-status"));
+    let code = status
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(GRPC_INTERNAL);
     if code != 0 {
         let msg = find(&resp.trailers, b"grpc-message")
             .or_else(|| find(&resp.headers, b"grpc-message"))

@@ -14,7 +14,9 @@ use super::stream::GatewayStream;
 use super::worker_vm::{Unavailable, WorkerVm};
 use super::Plugin;
 use crate::config::model::FailurePolicy;
-use crate::filter::{BodyFlow, Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases, Resume};
+use crate::filter::{
+    BodyFlow, Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases, Resume,
+};
 
 /// One use of a plugin in a chain (its own root context and configuration).
 pub struct WasmFilter {
@@ -58,6 +60,16 @@ impl WasmFilter {
     }
 }
 
+/// Where a stream stands with the plugin when a phase starts.
+enum Entered {
+    /// The stream's context in the worker's VM (worker, context id, VM generation).
+    Stream(Rc<WorkerVm>, u32, u64),
+    /// The plugin sits this stream out.
+    Skip,
+    /// The VM is down: the failure policy's outcome.
+    Failed(Outcome),
+}
+
 /// What a phase decided, before it is shaped into the phase's return type.
 enum Outcome {
     Continue,
@@ -95,11 +107,21 @@ fn is_grpc(ex: &Exchange) -> bool {
 fn failure_response(ex: &Exchange) -> LocalResponse {
     if is_grpc(ex) {
         return LocalResponse::new(StatusCode::OK, "wasm_plugin_failed")
-            .with_header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
-            .with_header(HeaderName::from_static("grpc-status"), HeaderValue::from_static("14"))
-            .with_header(HeaderName::from_static("grpc-message"), HeaderValue::from_static("plugin unavailable"));
+            .with_header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            )
+            .with_header(
+                HeaderName::from_static("grpc-status"),
+                HeaderValue::from_static("14"),
+            )
+            .with_header(
+                HeaderName::from_static("grpc-message"),
+                HeaderValue::from_static("plugin unavailable"),
+            );
     }
-    LocalResponse::new(StatusCode::SERVICE_UNAVAILABLE, "wasm_plugin_failed").with_body("plugin unavailable\n")
+    LocalResponse::new(StatusCode::SERVICE_UNAVAILABLE, "wasm_plugin_failed")
+        .with_body("plugin unavailable\n")
 }
 
 fn local_response(reply: LocalReply) -> LocalResponse {
@@ -126,17 +148,17 @@ fn request_ends_with_headers(ex: &Exchange) -> bool {
             .is_none_or(|v| v.as_bytes() == b"0")
 }
 
-type Callback<'a> = dyn FnOnce(&mut Vm, u32, &mut GatewayStream<'_>) -> Result<Action, Failure> + 'a;
+type Callback<'a> =
+    dyn FnOnce(&mut Vm, u32, &mut GatewayStream<'_>) -> Result<Action, Failure> + 'a;
 
 impl Inner {
-    /// The stream's context, creating it on first use; `None` when the plugin sits this stream
-    /// out; `Err` with the failure answer to send.
-    fn enter(&self, cx: &mut FilterCx<'_>) -> Result<Option<(Rc<WorkerVm>, u32, u64)>, Outcome> {
+    /// The stream's context, creating it on first use.
+    fn enter(&self, cx: &mut FilterCx<'_>) -> Entered {
         if let Some(st) = cx.state::<StreamState>() {
             if st.bypass || st.finished {
-                return Ok(None);
+                return Entered::Skip;
             }
-            return Ok(Some((st.worker.clone(), st.ctx, st.generation)));
+            return Entered::Stream(st.worker.clone(), st.ctx, st.generation);
         }
         let worker = WorkerVm::get(&self.plugin);
         match worker.with_vm(self.use_id, &self.config, |vm, root| vm.create_stream(root)) {
@@ -149,7 +171,7 @@ impl Inner {
                     finished: false,
                     bypass: false,
                 });
-                Ok(Some((worker, ctx, generation)))
+                Entered::Stream(worker, ctx, generation)
             }
             Err(Unavailable::Failed) => {
                 cx.set_state(StreamState {
@@ -159,19 +181,21 @@ impl Inner {
                     finished: true,
                     bypass: true,
                 });
-                self.policy_outcome(cx)
+                Entered::Failed(self.policy_outcome(cx))
             }
         }
     }
 
     /// Apply the failure policy to this stream: the plugin leaves the stream in any case.
-    fn policy_outcome<T>(&self, cx: &mut FilterCx<'_>) -> Result<T, Outcome> {
+    fn policy_outcome(&self, cx: &mut FilterCx<'_>) -> Outcome {
         if let Some(st) = cx.state::<StreamState>() {
             st.bypass = true;
         }
         match self.plugin.policy {
-            FailurePolicy::FailOpen => Err(Outcome::Continue),
-            FailurePolicy::FailClosed | FailurePolicy::FailReload => Err(Outcome::Respond(failure_response(cx.ex))),
+            FailurePolicy::FailOpen => Outcome::Continue,
+            FailurePolicy::FailClosed | FailurePolicy::FailReload => {
+                Outcome::Respond(failure_response(cx.ex))
+            }
         }
     }
 
@@ -184,9 +208,9 @@ impl Inner {
         callback: Box<Callback<'_>>,
     ) -> Outcome {
         let (worker, ctx, generation) = match self.enter(cx) {
-            Ok(Some(s)) => s,
-            Ok(None) => return Outcome::Continue,
-            Err(o) => return o,
+            Entered::Stream(w, c, g) => (w, c, g),
+            Entered::Skip => return Outcome::Continue,
+            Entered::Failed(o) => return o,
         };
         let (body_kind, end_of_stream) = match &body {
             Some((k, _, eos)) => (Some(*k), *eos),
@@ -208,14 +232,17 @@ impl Inner {
         };
         let (action, signals) = match result {
             Ok(r) => r,
-            Err(Unavailable::Failed) => return self.policy_outcome(cx).unwrap_or_else(|o| o),
+            Err(Unavailable::Failed) => return self.policy_outcome(cx),
         };
         let calls = worker.take_callouts(Some(ctx));
         if let Some(reply) = signals.local_reply {
             return Outcome::Respond(local_response(reply));
         }
         if signals.close {
-            return Outcome::Respond(LocalResponse::new(StatusCode::BAD_GATEWAY, "wasm_plugin_closed_stream"));
+            return Outcome::Respond(LocalResponse::new(
+                StatusCode::BAD_GATEWAY,
+                "wasm_plugin_closed_stream",
+            ));
         }
         if action == Action::Pause && !calls.is_empty() {
             return Outcome::Pause(self.pause(worker, ctx, generation, calls));
@@ -227,9 +254,15 @@ impl Inner {
             (Action::Pause, Some(kind)) if !end_of_stream => {
                 if body_len > self.plugin.module.info.limits.max_buffered_body {
                     let (status, details) = if kind == BufferType::HttpRequestBody {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "wasm_plugin_request_body_too_large")
+                        (
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "wasm_plugin_request_body_too_large",
+                        )
                     } else {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "wasm_plugin_response_body_too_large")
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "wasm_plugin_response_body_too_large",
+                        )
                     };
                     return Outcome::Respond(LocalResponse::new(status, details));
                 }
@@ -250,8 +283,11 @@ impl Inner {
     ) -> crate::filter::Pending {
         let this = self.clone();
         Box::pin(async move {
-            let answers = futures_util::future::join_all(calls.into_iter().map(callout::send)).await;
-            let resume: Resume = Box::new(move |cx: &mut FilterCx<'_>| this.resume(cx, worker, ctx, generation, answers));
+            let answers =
+                futures_util::future::join_all(calls.into_iter().map(callout::send)).await;
+            let resume: Resume = Box::new(move |cx: &mut FilterCx<'_>| {
+                this.resume(cx, worker, ctx, generation, answers)
+            });
             resume
         })
     }
@@ -281,7 +317,7 @@ impl Inner {
                         break;
                     }
                 }
-                Err(Unavailable::Failed) => return self.policy_outcome(cx).unwrap_or_else(|o| o).flow(),
+                Err(Unavailable::Failed) => return self.policy_outcome(cx).flow(),
             }
         }
         let calls = worker.take_callouts(Some(ctx));
@@ -289,7 +325,10 @@ impl Inner {
             return Flow::Respond(local_response(reply));
         }
         if signals.close {
-            return Flow::Respond(LocalResponse::new(StatusCode::BAD_GATEWAY, "wasm_plugin_closed_stream"));
+            return Flow::Respond(LocalResponse::new(
+                StatusCode::BAD_GATEWAY,
+                "wasm_plugin_closed_stream",
+            ));
         }
         if !signals.continue_request && !signals.continue_response && !calls.is_empty() {
             return Flow::Pause(self.pause(worker, ctx, generation, calls));
@@ -319,11 +358,21 @@ impl HttpFilter for WasmFilter {
         let n = header_count(cx.ex);
         let eos = request_ends_with_headers(cx.ex);
         self.inner
-            .run(cx, None, None, Box::new(move |vm, ctx, host| vm.on_request_headers(ctx, n, eos, host)))
+            .run(
+                cx,
+                None,
+                None,
+                Box::new(move |vm, ctx, host| vm.on_request_headers(ctx, n, eos, host)),
+            )
             .flow()
     }
 
-    fn on_request_body(&self, cx: &mut FilterCx<'_>, data: &mut Bytes, end_of_stream: bool) -> BodyFlow {
+    fn on_request_body(
+        &self,
+        cx: &mut FilterCx<'_>,
+        data: &mut Bytes,
+        end_of_stream: bool,
+    ) -> BodyFlow {
         let len = data.len();
         self.inner
             .run(
@@ -350,11 +399,21 @@ impl HttpFilter for WasmFilter {
     fn on_response_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         let n = cx.ex.response.as_ref().map_or(0, |r| r.headers.len() + 1);
         self.inner
-            .run(cx, None, None, Box::new(move |vm, ctx, host| vm.on_response_headers(ctx, n, false, host)))
+            .run(
+                cx,
+                None,
+                None,
+                Box::new(move |vm, ctx, host| vm.on_response_headers(ctx, n, false, host)),
+            )
             .flow()
     }
 
-    fn on_response_body(&self, cx: &mut FilterCx<'_>, data: &mut Bytes, end_of_stream: bool) -> BodyFlow {
+    fn on_response_body(
+        &self,
+        cx: &mut FilterCx<'_>,
+        data: &mut Bytes,
+        end_of_stream: bool,
+    ) -> BodyFlow {
         let len = data.len();
         self.inner
             .run(

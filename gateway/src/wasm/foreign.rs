@@ -24,7 +24,9 @@ struct BanArgs {
 
 /// Parse `sluice.ban_source` arguments: an IP string, or `{"ip": "...", "ttl_seconds": N}`.
 pub(crate) fn parse_ban(args: &[u8]) -> Result<(IpAddr, Option<Duration>), Status> {
-    let text = std::str::from_utf8(args).map_err(|_| Status::BadArgument)?.trim();
+    let text = std::str::from_utf8(args)
+        .map_err(|_| Status::BadArgument)?
+        .trim();
     let (ip, ttl) = if text.starts_with('{') {
         let a: BanArgs = serde_json::from_str(text).map_err(|_| Status::ParseFailure)?;
         (a.ip, a.ttl_seconds.map(Duration::from_secs))
@@ -42,7 +44,11 @@ impl ForeignFunctions for GatewayForeign {
                 let (ip, ttl) = parse_ban(args)?;
                 let enforced = self.services.bans.ban(ip, ttl, &format!("plugin {plugin}"));
                 // "1" when the kernel fast path enforces the ban, "0" when it is only logged.
-                Ok(if enforced { b"1".to_vec() } else { b"0".to_vec() })
+                Ok(if enforced {
+                    b"1".to_vec()
+                } else {
+                    b"0".to_vec()
+                })
             }
             _ => Err(Status::NotFound),
         }
@@ -67,8 +73,12 @@ mod tests {
 
     #[test]
     fn ban_arguments() {
-        assert_eq!(parse_ban(b"192.0.2.7"), Ok(("192.0.2.7".parse().unwrap_or(IpAddr::from([0; 4])), None)));
-        let (ip, ttl) = parse_ban(br#"{"ip": "2001:db8::1", "ttl_seconds": 30}"#).unwrap_or((IpAddr::from([0; 4]), None));
+        assert_eq!(
+            parse_ban(b"192.0.2.7"),
+            Ok(("192.0.2.7".parse().unwrap_or(IpAddr::from([0; 4])), None))
+        );
+        let (ip, ttl) = parse_ban(br#"{"ip": "2001:db8::1", "ttl_seconds": 30}"#)
+            .unwrap_or((IpAddr::from([0; 4]), None));
         assert_eq!(ip.to_string(), "2001:db8::1");
         assert_eq!(ttl, Some(Duration::from_secs(30)));
         assert_eq!(parse_ban(b"not-an-ip"), Err(Status::BadArgument));

@@ -49,7 +49,11 @@ fn config_bytes(v: Option<&serde_json::Value>) -> Bytes {
 ///
 /// # Errors
 /// A message naming the plugin and saying what is wrong (file, module, ABI, start, config).
-pub fn build_plugin(cfg: &PluginConfig, base_dir: &Path, services: &Arc<Services>) -> Result<Arc<Plugin>, String> {
+pub fn build_plugin(
+    cfg: &PluginConfig,
+    base_dir: &Path,
+    services: &Arc<Services>,
+) -> Result<Arc<Plugin>, String> {
     let Some(wasm) = &cfg.wasm else {
         return Err(format!(
             "plugin {}: `url:` plugins are fetched by the loader; give `wasm:` (a file) or pass the bytes to build_plugin_bytes",
@@ -57,7 +61,8 @@ pub fn build_plugin(cfg: &PluginConfig, base_dir: &Path, services: &Arc<Services
         ));
     };
     let path = resolve_path(base_dir, wasm);
-    let bytes = std::fs::read(&path).map_err(|e| format!("plugin {}: cannot read {}: {e}", cfg.name, path.display()))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| format!("plugin {}: cannot read {}: {e}", cfg.name, path.display()))?;
     build_plugin_bytes(cfg, &bytes, services)
 }
 
@@ -65,12 +70,18 @@ pub fn build_plugin(cfg: &PluginConfig, base_dir: &Path, services: &Arc<Services
 ///
 /// # Errors
 /// As [`build_plugin`]; also a sha256 mismatch when `cfg.sha256` is set.
-pub fn build_plugin_bytes(cfg: &PluginConfig, wasm: &[u8], services: &Arc<Services>) -> Result<Arc<Plugin>, String> {
+pub fn build_plugin_bytes(
+    cfg: &PluginConfig,
+    wasm: &[u8],
+    services: &Arc<Services>,
+) -> Result<Arc<Plugin>, String> {
     let name = &cfg.name;
     if let Some(want) = &cfg.sha256 {
         let got = sluice_wasm::cache::sha256_hex(wasm);
         if !got.eq_ignore_ascii_case(want.trim()) {
-            return Err(format!("plugin {name}: sha256 mismatch: the code has {got}, the config says {want}"));
+            return Err(format!(
+                "plugin {name}: sha256 mismatch: the code has {got}, the config says {want}"
+            ));
         }
     }
     let env = cfg
@@ -85,7 +96,9 @@ pub fn build_plugin_bytes(cfg: &PluginConfig, wasm: &[u8], services: &Arc<Servic
         max_buffered_body: cfg
             .limits
             .max_buffered_body
-            .map_or(sluice_wasm::limits::DEFAULT_MAX_BUFFERED_BODY, |s| s.bytes() as usize),
+            .map_or(sluice_wasm::limits::DEFAULT_MAX_BUFFERED_BODY, |s| {
+                s.bytes() as usize
+            }),
     };
     let info = PluginInfo {
         name: name.as_str().into(),
@@ -129,7 +142,10 @@ impl Plugin {
     ///
     /// # Errors
     /// The plugin rejected the configuration (or trapped on it).
-    pub fn filter(self: &Arc<Self>, per_use_config: Option<&serde_json::Value>) -> Result<Arc<dyn HttpFilter>, String> {
+    pub fn filter(
+        self: &Arc<Self>,
+        per_use_config: Option<&serde_json::Value>,
+    ) -> Result<Arc<dyn HttpFilter>, String> {
         let config = match per_use_config {
             Some(v) => {
                 let c = config_bytes(Some(v));

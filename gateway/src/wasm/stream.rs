@@ -32,13 +32,20 @@ impl<'a> GatewayStream<'a> {
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn headers_prop(h: &HeaderMap) -> Prop {
     Prop::Map(
         h.iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
     )
 }
@@ -129,8 +136,13 @@ impl StreamHost for GatewayStream<'_> {
                 Err(_) => Status::BadArgument,
             },
             (MapType::ResponseHeaders, ":status") => {
-                let code = std::str::from_utf8(value).ok().and_then(|s| s.parse::<u16>().ok());
-                match (code.and_then(|c| StatusCode::from_u16(c).ok()), self.ex.response.as_mut()) {
+                let code = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok());
+                match (
+                    code.and_then(|c| StatusCode::from_u16(c).ok()),
+                    self.ex.response.as_mut(),
+                ) {
                     (Some(c), Some(r)) => {
                         r.status = c;
                         Status::Ok
@@ -176,15 +188,26 @@ impl StreamHost for GatewayStream<'_> {
             ["request", "duration"] => Prop::Int(elapsed.as_nanos() as i64),
             ["request", "size"] => Prop::Int(content_length(&ex.request.headers)),
             ["request", "total_size"] => {
-                let headers: usize = ex.request.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+                let headers: usize = ex
+                    .request
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                    .sum();
                 Prop::Int(content_length(&ex.request.headers) + headers as i64)
             }
             ["request", "useragent"] => Prop::Str(header_str(&ex.request.headers, "user-agent")?),
             ["request", "referer"] => Prop::Str(header_str(&ex.request.headers, "referer")?),
             ["response", "code"] => Prop::Int(i64::from(ex.response.as_ref()?.status.as_u16())),
-            ["response", "code_details"] => {
-                Prop::Str(ex.local_details.unwrap_or(if ex.response.is_some() { "via_upstream" } else { "" }).to_string())
-            }
+            ["response", "code_details"] => Prop::Str(
+                ex.local_details
+                    .unwrap_or(if ex.response.is_some() {
+                        "via_upstream"
+                    } else {
+                        ""
+                    })
+                    .to_string(),
+            ),
             ["response", "headers"] => headers_prop(&ex.response.as_ref()?.headers),
             ["response", "size"] => Prop::Int(content_length(&ex.response.as_ref()?.headers)),
             ["source", "address"] => Prop::Str(info.client_addr.to_string()),

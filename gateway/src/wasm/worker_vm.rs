@@ -142,12 +142,17 @@ impl WorkerVm {
     }
 
     /// Take the VM's recorded callouts (those of `keep_ctx` are returned; others are sent now).
-    pub(crate) fn take_callouts(self: &Rc<Self>, keep_ctx: Option<u32>) -> Vec<sluice_wasm::Callout> {
+    pub(crate) fn take_callouts(
+        self: &Rc<Self>,
+        keep_ctx: Option<u32>,
+    ) -> Vec<sluice_wasm::Callout> {
         let all = match self.vm.borrow_mut().as_mut() {
             Some(vm) => vm.take_callouts(),
             None => return Vec::new(),
         };
-        let (mine, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| Some(c.context_id) == keep_ctx);
+        let (mine, others): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|c| Some(c.context_id) == keep_ctx);
         for c in others {
             self.spawn_detached_callout(c);
         }
@@ -174,7 +179,7 @@ impl WorkerVm {
         if self.vm.borrow().is_some() {
             return Ok(());
         }
-        if let Some(kind) = self.dead.get() {
+        if self.dead.get().is_some() {
             match (self.policy, self.retry_at.get()) {
                 (FailurePolicy::FailReload, Some(at)) if Instant::now() >= at => {}
                 _ => return Err(Unavailable::Failed),

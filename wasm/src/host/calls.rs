@@ -23,48 +23,78 @@ fn status(s: Status) -> HostResult {
 }
 
 pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap("env", "proxy_continue_stream", |mut c: C<'_>, t: i32| -> HostResult {
-        continue_stream(c.data_mut(), StreamType::from_i32(t))
-    })?;
-    l.func_wrap("env", "proxy_close_stream", |mut c: C<'_>, t: i32| -> HostResult {
-        if StreamType::from_i32(t).is_none() {
-            return status(Status::BadArgument);
-        }
-        c.data_mut().signal().close = true;
-        status(Status::Ok)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |mut c: C<'_>, t: i32| -> HostResult {
+            continue_stream(c.data_mut(), StreamType::from_i32(t))
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_close_stream",
+        |mut c: C<'_>, t: i32| -> HostResult {
+            if StreamType::from_i32(t).is_none() {
+                return status(Status::BadArgument);
+            }
+            c.data_mut().signal().close = true;
+            status(Status::Ok)
+        },
+    )?;
     // ABI 0.1.0 names.
-    l.func_wrap("env", "proxy_continue_request", |mut c: C<'_>| -> HostResult {
-        continue_stream(c.data_mut(), Some(StreamType::Request))
-    })?;
-    l.func_wrap("env", "proxy_continue_response", |mut c: C<'_>| -> HostResult {
-        continue_stream(c.data_mut(), Some(StreamType::Response))
-    })?;
-    l.func_wrap("env", "proxy_clear_route_cache", |mut c: C<'_>| -> HostResult {
-        if let Some(s) = c.data_mut().stream() {
-            s.clear_route_cache();
-        }
-        status(Status::Ok)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_continue_request",
+        |mut c: C<'_>| -> HostResult { continue_stream(c.data_mut(), Some(StreamType::Request)) },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_continue_response",
+        |mut c: C<'_>| -> HostResult { continue_stream(c.data_mut(), Some(StreamType::Response)) },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_clear_route_cache",
+        |mut c: C<'_>| -> HostResult {
+            if let Some(s) = c.data_mut().stream() {
+                s.clear_route_cache();
+            }
+            status(Status::Ok)
+        },
+    )?;
     l.func_wrap("env", "proxy_send_local_response", send_local_response)?;
     l.func_wrap("env", "proxy_http_call", http_call)?;
     l.func_wrap("env", "proxy_grpc_call", grpc_call)?;
     l.func_wrap(
         "env",
         "proxy_grpc_stream",
-        |_c: C<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> HostResult {
-            status(Status::Unimplemented)
-        },
+        |_c: C<'_>,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32|
+         -> HostResult { status(Status::Unimplemented) },
     )?;
-    l.func_wrap("env", "proxy_grpc_send", |_c: C<'_>, _: i32, _: i32, _: i32, _: i32| -> HostResult {
-        status(Status::Unimplemented)
-    })?;
-    l.func_wrap("env", "proxy_grpc_cancel", |mut c: C<'_>, token: i32| -> HostResult {
-        cancel(c.data_mut(), token as u32)
-    })?;
-    l.func_wrap("env", "proxy_grpc_close", |mut c: C<'_>, token: i32| -> HostResult {
-        cancel(c.data_mut(), token as u32)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_send",
+        |_c: C<'_>, _: i32, _: i32, _: i32, _: i32| -> HostResult { status(Status::Unimplemented) },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_cancel",
+        |mut c: C<'_>, token: i32| -> HostResult { cancel(c.data_mut(), token as u32) },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_close",
+        |mut c: C<'_>, token: i32| -> HostResult { cancel(c.data_mut(), token as u32) },
+    )?;
     Ok(())
 }
 
@@ -153,7 +183,12 @@ fn http_call(
     timeout_ms: i32,
     ret_token: i32,
 ) -> HostResult {
-    let parts = (read_string(&c, up, ul), read(&c, hp, hl), read(&c, bp, bl), read(&c, tp, tl));
+    let parts = (
+        read_string(&c, up, ul),
+        read(&c, hp, hl),
+        read(&c, bp, bl),
+        read(&c, tp, tl),
+    );
     let (cluster, headers, body, trailers) = match parts {
         (Ok(u), Ok(h), Ok(b), Ok(t)) => (u, h, b, t),
         (Err(s), ..) | (_, Err(s), ..) | (_, _, Err(s), _) | (.., Err(s)) => return status(s),

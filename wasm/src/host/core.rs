@@ -15,17 +15,21 @@ type C<'a> = Caller<'a, HostState>;
 
 pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_log", log)?;
-    l.func_wrap("env", "proxy_get_log_level", |mut c: C<'_>, ret: i32| -> HostResult {
-        let level = match LevelFilter::current() {
-            LevelFilter::TRACE => 0,
-            LevelFilter::DEBUG => 1,
-            LevelFilter::INFO => 2,
-            LevelFilter::WARN => 3,
-            LevelFilter::ERROR => 4,
-            _ => 5,
-        };
-        finish(write_u32(&mut c, ret, level).map_err(MemError::from))
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_get_log_level",
+        |mut c: C<'_>, ret: i32| -> HostResult {
+            let level = match LevelFilter::current() {
+                LevelFilter::TRACE => 0,
+                LevelFilter::DEBUG => 1,
+                LevelFilter::INFO => 2,
+                LevelFilter::WARN => 3,
+                LevelFilter::ERROR => 4,
+                _ => 5,
+            };
+            finish(write_u32(&mut c, ret, level).map_err(MemError::from))
+        },
+    )?;
     l.func_wrap(
         "env",
         "proxy_get_current_time_nanoseconds",
@@ -127,7 +131,13 @@ fn lookup(st: &mut HostState, path: &[String]) -> Option<Prop> {
     None
 }
 
-fn get_property(mut c: C<'_>, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
+fn get_property(
+    mut c: C<'_>,
+    path_ptr: i32,
+    path_len: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult {
     let raw = match read(&c, path_ptr, path_len) {
         Ok(r) => r,
         Err(s) => return Ok(s.code()),
@@ -139,15 +149,33 @@ fn get_property(mut c: C<'_>, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_si
     finish(give(&mut c, &value.encode(), ret_ptr, ret_size))
 }
 
-fn set_property(mut c: C<'_>, path_ptr: i32, path_len: i32, val_ptr: i32, val_len: i32) -> HostResult {
+fn set_property(
+    mut c: C<'_>,
+    path_ptr: i32,
+    path_len: i32,
+    val_ptr: i32,
+    val_len: i32,
+) -> HostResult {
     let (raw, value) = match (read(&c, path_ptr, path_len), read(&c, val_ptr, val_len)) {
         (Ok(r), Ok(v)) => (r, v),
         (Err(s), _) | (_, Err(s)) => return Ok(s.code()),
     };
     let path = split_path(&raw).join(".");
     // Host attributes are read-only; plugins may keep their own names (filter state in Envoy).
-    let builtin = ["request", "response", "source", "destination", "connection", "upstream", "node"];
-    if builtin.iter().any(|b| path == *b || path.starts_with(&format!("{b}."))) || path.starts_with("plugin_") {
+    let builtin = [
+        "request",
+        "response",
+        "source",
+        "destination",
+        "connection",
+        "upstream",
+        "node",
+    ];
+    if builtin
+        .iter()
+        .any(|b| path == *b || path.starts_with(&format!("{b}.")))
+        || path.starts_with("plugin_")
+    {
         return Ok(Status::BadArgument.code());
     }
     c.data_mut().own_properties.insert(path, Bytes::from(value));
@@ -164,7 +192,10 @@ fn foreign(
     ret_ptr: i32,
     ret_size: i32,
 ) -> HostResult {
-    let (name, args) = match (read_string(&c, name_ptr, name_len), read(&c, args_ptr, args_len)) {
+    let (name, args) = match (
+        read_string(&c, name_ptr, name_len),
+        read(&c, args_ptr, args_len),
+    ) {
         (Ok(n), Ok(a)) => (n, a),
         (Err(s), _) | (_, Err(s)) => return Ok(s.code()),
     };

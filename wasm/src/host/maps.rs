@@ -33,7 +33,9 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_remove_header_map_value",
-        |c: C<'_>, m: i32, kp: i32, kl: i32| -> HostResult { modify(c, m, kp, kl, None, Edit::Remove) },
+        |c: C<'_>, m: i32, kp: i32, kl: i32| -> HostResult {
+            modify(c, m, kp, kl, None, Edit::Remove)
+        },
     )?;
     l.func_wrap("env", "proxy_get_buffer_bytes", get_buffer)?;
     l.func_wrap("env", "proxy_set_buffer_bytes", set_buffer)?;
@@ -45,13 +47,19 @@ fn serialized(st: &mut HostState, map: MapType) -> Option<Vec<u8>> {
     if map.is_stream_map() {
         let stream = st.stream()?;
         let pseudo = stream.pseudo_headers(map);
-        let pseudo: Vec<(&[u8], &[u8])> =
-            pseudo.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
-        let pseudo_owned: Vec<(Vec<u8>, Vec<u8>)> =
-            pseudo.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        let pseudo: Vec<(&[u8], &[u8])> = pseudo
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        let pseudo_owned: Vec<(Vec<u8>, Vec<u8>)> = pseudo
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
         let headers = stream.headers(map)?;
-        let refs: Vec<(&[u8], &[u8])> =
-            pseudo_owned.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        let refs: Vec<(&[u8], &[u8])> = pseudo_owned
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
         return Some(pairs::encode_with_pseudo(&refs, headers));
     }
     let resp = st.callout_response.as_ref()?;
@@ -59,7 +67,10 @@ fn serialized(st: &mut HostState, map: MapType) -> Option<Vec<u8>> {
         MapType::HttpCallResponseHeaders | MapType::GrpcInitialMetadata => &resp.headers,
         _ => &resp.trailers,
     };
-    let refs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    let refs: Vec<(&[u8], &[u8])> = list
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
     Some(pairs::encode(&refs))
 }
 
@@ -131,7 +142,14 @@ enum Edit {
     Remove,
 }
 
-fn modify(mut c: C<'_>, map: i32, kp: i32, kl: i32, value: Option<(i32, i32)>, edit: Edit) -> HostResult {
+fn modify(
+    mut c: C<'_>,
+    map: i32,
+    kp: i32,
+    kl: i32,
+    value: Option<(i32, i32)>,
+    edit: Edit,
+) -> HostResult {
     let Some(map) = MapType::from_i32(map) else {
         return Ok(Status::BadArgument.code());
     };
@@ -223,7 +241,14 @@ fn buffer(st: &mut HostState, kind: BufferType) -> Option<Bytes> {
     }
 }
 
-fn get_buffer(mut c: C<'_>, kind: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
+fn get_buffer(
+    mut c: C<'_>,
+    kind: i32,
+    start: i32,
+    max: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult {
     let Some(kind) = BufferType::from_i32(kind) else {
         return Ok(Status::BadArgument.code());
     };
@@ -232,7 +257,11 @@ fn get_buffer(mut c: C<'_>, kind: i32, start: i32, max: i32, ret_ptr: i32, ret_s
     };
     let start = start as u32 as usize;
     let end = start.saturating_add(max as u32 as usize).min(data.len());
-    let slice = if start >= data.len() { &[][..] } else { &data[start..end] };
+    let slice = if start >= data.len() {
+        &[][..]
+    } else {
+        &data[start..end]
+    };
     finish(give(&mut c, slice, ret_ptr, ret_size))
 }
 
@@ -246,7 +275,10 @@ fn set_buffer(mut c: C<'_>, kind: i32, start: i32, size: i32, ptr: i32, len: i32
         Ok(d) => d,
         Err(s) => return Ok(s.code()),
     };
-    if !matches!(kind, BufferType::HttpRequestBody | BufferType::HttpResponseBody) {
+    if !matches!(
+        kind,
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody
+    ) {
         return Ok(Status::BadArgument.code());
     }
     let Some(body) = c.data_mut().stream().and_then(|s| s.body(kind)) else {

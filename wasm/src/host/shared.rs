@@ -40,7 +40,12 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 (Ok(k), Ok(v)) => (k, v),
                 (Err(s), _) | (_, Err(s)) => return status(s),
             };
-            status(shared::set_data(&c.data().info.vm_id, &key, Bytes::from(value), cas as u32))
+            status(shared::set_data(
+                &c.data().info.vm_id,
+                &key,
+                Bytes::from(value),
+                cas as u32,
+            ))
         },
     )?;
     l.func_wrap(
@@ -66,7 +71,11 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 (Err(s), _) | (_, Err(s)) => return status(s),
             };
             // An empty vm_id means "my own VM", as in Envoy.
-            let vm_id = if vm_id.is_empty() { c.data().info.vm_id.clone() } else { vm_id };
+            let vm_id = if vm_id.is_empty() {
+                c.data().info.vm_id.clone()
+            } else {
+                vm_id
+            };
             match shared::resolve_queue(&vm_id, &name) {
                 Some(id) => finish(write_u32(&mut c, ret, id).map_err(MemError::from)),
                 None => status(Status::NotFound),
@@ -111,12 +120,16 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_increment_metric",
-        |_c: C<'_>, id: i32, offset: i64| -> HostResult { status(metrics::increment(id as u32, offset)) },
+        |_c: C<'_>, id: i32, offset: i64| -> HostResult {
+            status(metrics::increment(id as u32, offset))
+        },
     )?;
     l.func_wrap(
         "env",
         "proxy_record_metric",
-        |_c: C<'_>, id: i32, value: i64| -> HostResult { status(metrics::record(id as u32, value as u64)) },
+        |_c: C<'_>, id: i32, value: i64| -> HostResult {
+            status(metrics::record(id as u32, value as u64))
+        },
     )?;
     l.func_wrap(
         "env",

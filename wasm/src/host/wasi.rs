@@ -41,19 +41,35 @@ pub(crate) struct ProcExit(pub i32);
 
 pub(super) fn define(l: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
     l.func_wrap(m, "fd_write", fd_write)?;
-    l.func_wrap(m, "fd_read", |mut c: C<'_>, fd: i32, _iovs: i32, _n: i32, nread: i32| -> R {
-        if fd != 0 {
-            return Ok(ERRNO_BADF);
-        }
-        // stdin is always at its end.
-        errno(fault(write_u32(&mut c, nread, 0)))
-    })?;
+    l.func_wrap(
+        m,
+        "fd_read",
+        |mut c: C<'_>, fd: i32, _iovs: i32, _n: i32, nread: i32| -> R {
+            if fd != 0 {
+                return Ok(ERRNO_BADF);
+            }
+            // stdin is always at its end.
+            errno(fault(write_u32(&mut c, nread, 0)))
+        },
+    )?;
     l.func_wrap(m, "fd_close", |_c: C<'_>, fd: i32| -> R {
-        Ok(if (0..=2).contains(&fd) { ERRNO_SUCCESS } else { ERRNO_BADF })
+        Ok(if (0..=2).contains(&fd) {
+            ERRNO_SUCCESS
+        } else {
+            ERRNO_BADF
+        })
     })?;
-    l.func_wrap(m, "fd_seek", |_c: C<'_>, fd: i32, _off: i64, _whence: i32, _ret: i32| -> R {
-        Ok(if (0..=2).contains(&fd) { ERRNO_SPIPE } else { ERRNO_BADF })
-    })?;
+    l.func_wrap(
+        m,
+        "fd_seek",
+        |_c: C<'_>, fd: i32, _off: i64, _whence: i32, _ret: i32| -> R {
+            Ok(if (0..=2).contains(&fd) {
+                ERRNO_SPIPE
+            } else {
+                ERRNO_BADF
+            })
+        },
+    )?;
     l.func_wrap(m, "fd_fdstat_get", |mut c: C<'_>, fd: i32, ret: i32| -> R {
         if !(0..=2).contains(&fd) {
             return Ok(ERRNO_BADF);
@@ -68,16 +84,23 @@ pub(super) fn define(l: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()>
         // No preopened directories: the first probe ends the enumeration.
         Ok(ERRNO_BADF)
     })?;
-    l.func_wrap(m, "fd_prestat_dir_name", |_c: C<'_>, _fd: i32, _p: i32, _l: i32| -> R {
-        Ok(ERRNO_BADF)
-    })?;
-    l.func_wrap(m, "environ_sizes_get", |mut c: C<'_>, count: i32, size: i32| -> R {
-        let env = c.data().info.env.clone();
-        let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-        errno(fault(write_u32(&mut c, count, env.len() as u32)).and_then(|()| {
-            fault(write_u32(&mut c, size, bytes as u32))
-        }))
-    })?;
+    l.func_wrap(
+        m,
+        "fd_prestat_dir_name",
+        |_c: C<'_>, _fd: i32, _p: i32, _l: i32| -> R { Ok(ERRNO_BADF) },
+    )?;
+    l.func_wrap(
+        m,
+        "environ_sizes_get",
+        |mut c: C<'_>, count: i32, size: i32| -> R {
+            let env = c.data().info.env.clone();
+            let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+            errno(
+                fault(write_u32(&mut c, count, env.len() as u32))
+                    .and_then(|()| fault(write_u32(&mut c, size, bytes as u32))),
+            )
+        },
+    )?;
     l.func_wrap(m, "environ_get", |mut c: C<'_>, ptrs: i32, buf: i32| -> R {
         let env = c.data().info.env.clone();
         let mut at = buf as u32;
@@ -92,23 +115,37 @@ pub(super) fn define(l: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()>
         }
         Ok(ERRNO_SUCCESS)
     })?;
-    l.func_wrap(m, "args_sizes_get", |mut c: C<'_>, count: i32, size: i32| -> R {
-        errno(fault(write_u32(&mut c, count, 0)).and_then(|()| fault(write_u32(&mut c, size, 0))))
+    l.func_wrap(
+        m,
+        "args_sizes_get",
+        |mut c: C<'_>, count: i32, size: i32| -> R {
+            errno(
+                fault(write_u32(&mut c, count, 0)).and_then(|()| fault(write_u32(&mut c, size, 0))),
+            )
+        },
+    )?;
+    l.func_wrap(m, "args_get", |_c: C<'_>, _p: i32, _b: i32| -> R {
+        Ok(ERRNO_SUCCESS)
     })?;
-    l.func_wrap(m, "args_get", |_c: C<'_>, _p: i32, _b: i32| -> R { Ok(ERRNO_SUCCESS) })?;
-    l.func_wrap(m, "clock_time_get", |mut c: C<'_>, id: i32, _prec: i64, ret: i32| -> R {
-        let nanos = match id {
-            0 => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
-            1..=3 => monotonic_nanos(),
-            _ => return Ok(ERRNO_INVAL),
-        };
-        errno(fault(write_u64(&mut c, ret, nanos)))
-    })?;
-    l.func_wrap(m, "clock_res_get", |mut c: C<'_>, _id: i32, ret: i32| -> R {
-        errno(fault(write_u64(&mut c, ret, 1)))
-    })?;
+    l.func_wrap(
+        m,
+        "clock_time_get",
+        |mut c: C<'_>, id: i32, _prec: i64, ret: i32| -> R {
+            let nanos = match id {
+                0 => SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+                1..=3 => monotonic_nanos(),
+                _ => return Ok(ERRNO_INVAL),
+            };
+            errno(fault(write_u64(&mut c, ret, nanos)))
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "clock_res_get",
+        |mut c: C<'_>, _id: i32, ret: i32| -> R { errno(fault(write_u64(&mut c, ret, 1))) },
+    )?;
     l.func_wrap(m, "random_get", |mut c: C<'_>, buf: i32, len: i32| -> R {
         let len = len as u32 as usize;
         if len > 1 << 20 {
@@ -118,18 +155,26 @@ pub(super) fn define(l: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()>
         rand::thread_rng().fill_bytes(&mut bytes);
         errno(fault(write(&mut c, buf, &bytes)))
     })?;
-    l.func_wrap(m, "proc_exit", |mut c: C<'_>, code: i32| -> wasmtime::Result<()> {
-        c.data_mut().exit_code = Some(code);
-        Err(wasmtime::Error::new(ProcExit(code)))
-    })?;
+    l.func_wrap(
+        m,
+        "proc_exit",
+        |mut c: C<'_>, code: i32| -> wasmtime::Result<()> {
+            c.data_mut().exit_code = Some(code);
+            Err(wasmtime::Error::new(ProcExit(code)))
+        },
+    )?;
     l.func_wrap(m, "sched_yield", |_c: C<'_>| -> R { Ok(ERRNO_SUCCESS) })?;
-    l.func_wrap(m, "poll_oneoff", |mut c: C<'_>, _in: i32, _out: i32, _n: i32, nevents: i32| -> R {
-        // Sleeping inside a callback would stall the worker: report no events.
-        match fault(write_u32(&mut c, nevents, 0)) {
-            Ok(()) => Ok(ERRNO_NOTSUP),
-            Err(e) => Ok(e),
-        }
-    })?;
+    l.func_wrap(
+        m,
+        "poll_oneoff",
+        |mut c: C<'_>, _in: i32, _out: i32, _n: i32, nevents: i32| -> R {
+            // Sleeping inside a callback would stall the worker: report no events.
+            match fault(write_u32(&mut c, nevents, 0)) {
+                Ok(()) => Ok(ERRNO_NOTSUP),
+                Err(e) => Ok(e),
+            }
+        },
+    )?;
     Ok(())
 }
 

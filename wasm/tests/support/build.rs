@@ -29,7 +29,9 @@ fn newest_mtime(dir: &Path) -> SystemTime {
         let t = if p.is_dir() {
             newest_mtime(&p)
         } else {
-            e.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+            e.metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
         };
         newest = newest.max(t);
     }
@@ -47,8 +49,10 @@ pub fn plugin(name: &str) -> Vec<u8> {
     let crate_name = std::fs::read_to_string(&manifest)
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("name = ").map(|v| v.trim_matches('"').replace('-', "_")))
+            s.lines().find_map(|l| {
+                l.strip_prefix("name = ")
+                    .map(|v| v.trim_matches('"').replace('-', "_"))
+            })
         })
         .unwrap_or_else(|| panic!("no package name in {}", manifest.display()));
     let out = dir
@@ -58,7 +62,13 @@ pub fn plugin(name: &str) -> Vec<u8> {
     if built.is_none_or(|t| t < newest_mtime(&dir)) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_TARGET_DIR")
