@@ -4,20 +4,30 @@
 #[path = "../../wasm/tests/support/build.rs"]
 mod build;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use sluice::config::model::PluginConfig;
 use sluice::filter::{BodyFlow, Exchange, Flow, HttpFilter, RequestInfo};
-use sluice::services::Services;
+use sluice::services::{BanSink, Services};
+use sluice::telemetry::metrics::Metrics;
 use sluice::wasm::{build_plugin, Plugin};
 
 /// Write the testkit plugin next to a config and build plugin `name` with the fields `extra`.
 fn plugin(dir: &Path, name: &str, extra: serde_json::Value) -> Result<Arc<Plugin>, String> {
+    plugin_with(dir, name, extra, &Services::new())
+}
+
+fn plugin_with(
+    dir: &Path,
+    name: &str,
+    extra: serde_json::Value,
+    services: &Arc<Services>,
+) -> Result<Arc<Plugin>, String> {
     let wasm = dir.join("testkit.wasm");
     if !wasm.exists() {
         std::fs::write(&wasm, build::plugin("testkit")).map_err(|e| e.to_string())?;
@@ -27,7 +37,7 @@ fn plugin(dir: &Path, name: &str, extra: serde_json::Value) -> Result<Arc<Plugin
         c.extend(e.clone());
     }
     let cfg: PluginConfig = serde_json::from_value(cfg).map_err(|e| e.to_string())?;
-    build_plugin(&cfg, dir, &Services::new())
+    build_plugin(&cfg, dir, services)
 }
 
 fn filter(p: &Arc<Plugin>) -> Arc<dyn HttpFilter> {
@@ -386,16 +396,39 @@ async fn timers_tick_on_the_worker() {
     .await;
 }
 
+/// Records bans instead of enforcing them.
+#[derive(Default)]
+struct RecordingBans(Mutex<Vec<(IpAddr, Option<Duration>, String)>>);
+
+impl BanSink for RecordingBans {
+    fn ban(&self, addr: IpAddr, ttl: Option<Duration>, reason: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((addr, ttl, reason.to_string()));
+        false
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn ban_source_reaches_the_ban_sink() {
     local(async {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let p = plugin(
+        let bans = Arc::new(RecordingBans::default());
+        let services = Arc::new(Services {
+            metrics: Arc::new(Metrics::new()),
+            bans: bans.clone(),
+            filter_state: Default::default(),
+        });
+        let p = plugin_with(
             dir.path(),
             "banner",
             serde_json::json!({"config": {"ban_source": true}}),
+            &services,
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        // Checking the plugin at load time runs no request, and bans nothing.
+        assert!(bans.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
         let f = filter(&p);
         let mut ex = exchange("/");
         assert!(matches!(
@@ -403,6 +436,49 @@ async fn ban_source_reaches_the_ban_sink() {
             Flow::Continue
         ));
         assert_eq!(header(&ex.request.headers, "x-ban").as_deref(), Some("ok"));
+        let seen = bans.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, IpAddr::from([127, 0, 0, 1]));
+        assert!(seen[0].2.contains("banner"));
+    })
+    .await;
+}
+
+fn shared_count(key: &str) -> u64 {
+    sluice_wasm::shared::get_data("", key.as_bytes())
+        .and_then(|(v, _)| String::from_utf8_lossy(&v).parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_aborted_stream_still_gets_on_done() {
+    local(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = plugin(
+            dir.path(),
+            "done",
+            serde_json::json!({"config": {"count_done": true}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let f = filter(&p);
+        let before = shared_count("done");
+        // Completed: on_log, then on_done and on_delete.
+        let mut ex = exchange("/");
+        assert!(matches!(
+            f.on_request_headers(&mut ex.cx(0)),
+            Flow::Continue
+        ));
+        f.on_log(&mut ex.cx(0));
+        drop(ex);
+        assert_eq!(shared_count("done"), before + 1);
+        // Aborted after the request headers: dropping the exchange finishes the context.
+        let mut ex = exchange("/");
+        assert!(matches!(
+            f.on_request_headers(&mut ex.cx(0)),
+            Flow::Continue
+        ));
+        drop(ex);
+        assert_eq!(shared_count("done"), before + 2);
     })
     .await;
 }

@@ -90,6 +90,14 @@ fn store_on_disk(module: &Module, path: &PathBuf) {
     }
 }
 
+/// Drop the in-memory entries of `sha256` (the disk cache, if any, is kept): the next compile
+/// of the same bytes loads from disk or recompiles.
+pub fn evict(sha256: &str) {
+    if let Some(mem) = MEMORY.get() {
+        mem.retain(|(sha, _), _| sha != sha256);
+    }
+}
+
 /// Number of modules in the in-memory cache (for `/plugins` and tests).
 pub fn cached_modules() -> usize {
     MEMORY.get().map_or(0, DashMap::len)

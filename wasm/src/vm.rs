@@ -93,6 +93,7 @@ pub struct Vm {
     failure: Option<Failure>,
     next_ctx: u32,
     args: Vec<Val>,
+    results: Vec<Val>,
 }
 
 impl Vm {
@@ -167,6 +168,7 @@ impl Vm {
             failure: None,
             next_ctx: 1,
             args: Vec::with_capacity(5),
+            results: Vec::with_capacity(1),
         })
     }
 
@@ -200,9 +202,11 @@ impl Vm {
         if let Some(f) = &self.failure {
             return Err(f.clone());
         }
-        let Some(export) = self.exports[cb as usize].clone() else {
+        // Borrow the export's fields (no clone: this runs for every phase of every request).
+        let Some(export) = &self.exports[cb as usize] else {
             return Ok(0);
         };
+        let func = export.func;
         prepare(&mut self.store, &self.module);
         let st = self.store.data_mut();
         st.current_ctx = ctx;
@@ -212,11 +216,12 @@ impl Vm {
         self.args.clear();
         self.args
             .extend((0..export.params).map(|i| Val::I32(args.get(i).copied().unwrap_or(0))));
-        let mut results = export.results.clone();
-        let outcome = export.func.call(&mut self.store, &self.args, &mut results);
+        self.results.clear();
+        self.results.extend(export.results.iter().cloned());
+        let outcome = func.call(&mut self.store, &self.args, &mut self.results);
         self.store.data_mut().stream = None;
         match outcome {
-            Ok(()) => Ok(results.first().and_then(Val::i32).unwrap_or(0)),
+            Ok(()) => Ok(self.results.first().and_then(Val::i32).unwrap_or(0)),
             Err(e) => {
                 let kind = classify(&mut self.store, &e).unwrap_or(FailureKind::Trap);
                 let failure = Failure {
@@ -225,7 +230,8 @@ impl Vm {
                     message: short(&e),
                 };
                 count(&failure.plugin, kind);
-                tracing::error!(plugin = %failure.plugin, kind = kind.as_str(), error = %failure.message, "plugin VM failed; it will not be used again");
+                // The embedder decides what happens next and logs the event once with its policy.
+                tracing::debug!(plugin = %failure.plugin, kind = kind.as_str(), error = %failure.message, "plugin VM failed");
                 self.failure = Some(failure.clone());
                 Err(failure)
             }

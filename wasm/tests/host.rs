@@ -490,3 +490,38 @@ fn a_module_without_the_abi_is_rejected_with_a_reason() {
     let err = PluginModule::new(info("garbage", Limits::default()), b"\0asm garbage").err();
     assert!(err.is_some());
 }
+
+#[test]
+fn compiled_modules_are_cached_on_disk() {
+    let dir = std::env::temp_dir().join(format!("sluice-wasm-cache-{}", std::process::id()));
+    // Only this test sets the variable; modules compiled meanwhile by other tests may land there.
+    std::env::set_var(sluice_wasm::cache::CACHE_DIR_ENV, &dir);
+    let wat = r#"(module (memory (export "memory") 1)
+        (func (export "proxy_abi_version_0_2_1"))
+        (func (export "malloc") (param i32) (result i32) (i32.const 64))
+        (func (export "disk_cache_marker") (result i32) (i32.const 7)))"#;
+    let bytes = wat::parse_str(wat).unwrap_or_else(|e| panic!("wat: {e}"));
+    let first = PluginModule::new(info("disk", Limits::default()), &bytes)
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let files = || {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&first.sha256))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(files(), 1, "the compiled module was not written");
+    sluice_wasm::cache::evict(&first.sha256);
+    let again = PluginModule::new(info("disk", Limits::default()), &bytes)
+        .unwrap_or_else(|e| panic!("reload from disk: {e}"));
+    assert_eq!(again.sha256, first.sha256);
+    let vm = Vm::new(&again, VmEnv::default());
+    assert!(
+        vm.is_ok(),
+        "a module loaded from the disk cache must instantiate"
+    );
+    std::env::remove_var(sluice_wasm::cache::CACHE_DIR_ENV);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,6 +47,8 @@ struct Config {
     ban_source: bool,
     /// Report `x-config` = the raw plugin configuration.
     echo_config: bool,
+    /// Count finished stream contexts in shared key `done` (on_done).
+    count_done: bool,
 }
 
 #[derive(Clone, Deserialize)]
@@ -206,6 +208,13 @@ fn is_int_property(name: &str) -> bool {
 }
 
 impl Context for Stream {
+    fn on_done(&mut self) -> bool {
+        if self.config.count_done {
+            bump(self, "done");
+        }
+        true
+    }
+
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let status = self.get_http_call_response_header(":status");
         let body = self
