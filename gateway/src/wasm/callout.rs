@@ -131,11 +131,7 @@ async fn grpc(
     message: Bytes,
     timeout: std::time::Duration,
 ) -> Result<CalloutResponse, (u32, String)> {
-    let mut framed = BytesMut::with_capacity(message.len() + 5);
-    framed.put_u8(0);
-    framed.put_u32(message.len() as u32);
-    framed.put_slice(&message);
-    let mut req = Request::new(body::full(framed.freeze()));
+    let mut req = Request::new(body::full(frame_grpc(&message)));
     *req.method_mut() = http::Method::POST;
     *req.version_mut() = http::Version::HTTP_2;
     *req.uri_mut() = format!("/{service}/{method}")
@@ -151,6 +147,20 @@ async fn grpc(
     let resp = exchange(cluster, req, timeout)
         .await
         .map_err(|e| (GRPC_UNAVAILABLE, e))?;
+    decode_grpc(resp)
+}
+
+/// Frame one gRPC message: compressed flag 0, 4-byte big-endian length, the message.
+fn frame_grpc(message: &[u8]) -> Bytes {
+    let mut framed = BytesMut::with_capacity(message.len() + 5);
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(message);
+    framed.freeze()
+}
+
+/// The status and single message of a unary gRPC answer.
+fn decode_grpc(resp: CalloutResponse) -> Result<CalloutResponse, (u32, String)> {
     let find = |list: &[(Vec<u8>, Vec<u8>)], name: &[u8]| {
         list.iter()
             .find(|(k, _)| k.as_slice() == name)
@@ -181,4 +191,44 @@ async fn grpc(
         body: Bytes::copy_from_slice(msg),
         trailers: resp.trailers.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: Bytes, trailers: &[(&str, &str)]) -> CalloutResponse {
+        CalloutResponse {
+            headers: vec![(b":status".to_vec(), b"200".to_vec())],
+            body,
+            trailers: trailers
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn unary_grpc_round_trip() {
+        let framed = frame_grpc(b"hello");
+        assert_eq!(&framed[..5], &[0, 0, 0, 0, 5]);
+        let ok = decode_grpc(answer(framed, &[("grpc-status", "0")]));
+        assert_eq!(ok.map(|r| r.body), Ok(Bytes::from_static(b"hello")));
+    }
+
+    #[test]
+    fn grpc_errors_carry_status_and_message() {
+        let err = decode_grpc(answer(
+            Bytes::new(),
+            &[("grpc-status", "7"), ("grpc-message", "no")],
+        ));
+        assert_eq!(err.err(), Some((7, "no".to_string())));
+        let truncated = decode_grpc(answer(
+            Bytes::from_static(&[0, 0, 0, 0, 9, 1]),
+            &[("grpc-status", "0")],
+        ));
+        assert_eq!(truncated.err().map(|e| e.0), Some(GRPC_INTERNAL));
+        let no_status = decode_grpc(answer(frame_grpc(b"x"), &[]));
+        assert_eq!(no_status.err().map(|e| e.0), Some(GRPC_INTERNAL));
+    }
 }
