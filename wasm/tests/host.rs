@@ -525,3 +525,63 @@ fn compiled_modules_are_cached_on_disk() {
     std::env::remove_var(sluice_wasm::cache::CACHE_DIR_ENV);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn queue_items_reach_the_registering_vm() {
+    let module = testkit("queues", Limits::default());
+    let notified = Arc::new(Mutex::new(Vec::new()));
+    let sink = notified.clone();
+    let env = VmEnv {
+        queue_notifier: Some(Arc::new(move |queue, ctx| {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((queue, ctx));
+        })),
+        foreign: None,
+    };
+    let mut consumer = Vm::new(&module, env).unwrap_or_else(|f| panic!("{f}"));
+    let consumer_root = consumer
+        .create_root(Bytes::from_static(br#"{"register_queue": "q-test"}"#))
+        .unwrap_or_else(|f| panic!("{f}"));
+    // The producer is another VM (as on another worker) that finds the queue by name.
+    let (mut producer, root) = vm_with(&module, r#"{"enqueue": "q-test"}"#);
+    let mut s = TestStream::get("/item-1");
+    round_trip(&mut producer, root, &mut s);
+    assert_eq!(header(&s.request, "x-enqueued").as_deref(), Some("1"));
+    let events = notified.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(events.len(), 1);
+    let (queue, ctx) = events[0];
+    assert_eq!(
+        ctx, consumer_root,
+        "the notification names the registering root context"
+    );
+    let before = sluice_wasm::shared::get_data("", b"queued")
+        .and_then(|(v, _)| String::from_utf8_lossy(&v).parse::<u64>().ok())
+        .unwrap_or(0);
+    consumer
+        .on_queue_ready(ctx, queue)
+        .unwrap_or_else(|f| panic!("{f}"));
+    let after = sluice_wasm::shared::get_data("", b"queued")
+        .and_then(|(v, _)| String::from_utf8_lossy(&v).parse::<u64>().ok())
+        .unwrap_or(0);
+    assert_eq!(after, before + 1);
+    assert_eq!(
+        sluice_wasm::shared::dequeue(queue).err(),
+        Some(Status::Empty)
+    );
+}
+
+#[test]
+fn plugin_metrics_are_rendered_with_the_plugin_label() {
+    let module = testkit("metrics-plugin", Limits::default());
+    let (mut vm, root) = vm_with(&module, r#"{"counter": "requests_seen"}"#);
+    for _ in 0..3 {
+        let mut s = TestStream::get("/");
+        round_trip(&mut vm, root, &mut s);
+    }
+    let text = sluice_wasm::metrics::render_prometheus();
+    assert!(
+        text.contains("sluice_plugin_requests_seen{plugin=\"metrics-plugin\"} 3"),
+        "{text}"
+    );
+}

@@ -49,6 +49,12 @@ struct Config {
     echo_config: bool,
     /// Count finished stream contexts in shared key `done` (on_done).
     count_done: bool,
+    /// Register this queue at configure time; on_queue_ready drains it into shared key `queued`.
+    register_queue: Option<String>,
+    /// Enqueue the request path on this queue (resolved by name) from the request headers.
+    enqueue: Option<String>,
+    /// Define this counter at configure time and increment it once per request.
+    counter: Option<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -76,6 +82,7 @@ proxy_wasm::main! {{
 struct Root {
     config: Config,
     raw: String,
+    counter: Option<u32>,
 }
 
 impl Context for Root {}
@@ -100,6 +107,17 @@ impl RootContext for Root {
         if config.reject_config {
             return false;
         }
+        if let Some(q) = &config.register_queue {
+            if proxy_wasm::hostcalls::register_shared_queue(q).is_err() {
+                return false;
+            }
+        }
+        if let Some(name) = &config.counter {
+            match proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, name) {
+                Ok(id) => self.counter = Some(id),
+                Err(_) => return false,
+            }
+        }
         if config.tick_ms > 0 {
             self.set_tick_period(Duration::from_millis(config.tick_ms));
         }
@@ -112,10 +130,17 @@ impl RootContext for Root {
         bump(self, "ticks");
     }
 
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        while let Ok(Some(_item)) = proxy_wasm::hostcalls::dequeue_shared_queue(queue_id) {
+            bump(self, "queued");
+        }
+    }
+
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             config: self.config.clone(),
             raw: self.raw.clone(),
+            counter: self.counter,
         }))
     }
 
@@ -146,6 +171,7 @@ fn bump(cx: &dyn Context, key: &str) -> u64 {
 struct Stream {
     config: Config,
     raw: String,
+    counter: Option<u32>,
 }
 
 extern "C" {
@@ -241,6 +267,17 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         if let Some(status) = self.inject_failure() {
             self.set_http_request_header("x-oob-status", Some(&status.to_string()));
+        }
+        if let Some(id) = self.counter {
+            let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+        }
+        if let Some(q) = &self.config.enqueue {
+            let path = self.get_http_request_header(":path").unwrap_or_default();
+            let sent = match proxy_wasm::hostcalls::resolve_shared_queue("", q) {
+                Ok(Some(id)) => proxy_wasm::hostcalls::enqueue_shared_queue(id, Some(path.as_bytes())).is_ok(),
+                _ => false,
+            };
+            self.set_http_request_header("x-enqueued", Some(if sent { "1" } else { "0" }));
         }
         if let Some(r) = &self.config.local_response {
             let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
