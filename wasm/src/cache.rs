@@ -31,6 +31,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 ///
 /// # Errors
 /// [`Error::Compile`] when the bytes are not a valid module.
+#[allow(unsafe_code)]
 pub fn compile(engine: &Engine, fuel: bool, bytes: &[u8]) -> Result<(Module, String), Error> {
     let sha = sha256_hex(bytes);
     let mem = MEMORY.get_or_init(DashMap::new);

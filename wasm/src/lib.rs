@@ -4,6 +4,11 @@
 //! Usable without the gateway: compile a [`PluginModule`], create a [`Vm`] per thread, create a
 //! root context, then a context per stream, and call the phases with a [`StreamHost`] that gives
 //! host calls the stream's headers, bodies and properties.
+//!
+//! Unsafe code is denied except in two audited places: the stream pointer that host calls use
+//! during a callback (`state.rs`) and loading precompiled modules from the disk cache (`cache.rs`).
+
+#![deny(unsafe_code)]
 
 pub mod abi;
 pub mod cache;

@@ -165,6 +165,7 @@ impl HostState {
 
     /// The stream host of the running callback, when host calls act on the callback's own
     /// stream context.
+    #[allow(unsafe_code)]
     pub(crate) fn stream(&mut self) -> Option<&mut dyn StreamHost> {
         if self.effective_ctx != self.current_ctx {
             return None;
@@ -184,6 +185,7 @@ impl HostState {
 
 impl StreamPtr {
     /// Erase the borrow's lifetime; see the SAFETY note in [`HostState::stream`].
+    #[allow(unsafe_code)]
     pub(crate) fn new(host: &mut dyn StreamHost) -> Self {
         let ptr: NonNull<dyn StreamHost + '_> = NonNull::from(host);
         // SAFETY: only the lifetime bound of the trait object changes (same layout); the pointer
