@@ -482,3 +482,40 @@ async fn an_aborted_stream_still_gets_on_done() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_grpc_stream_that_cannot_connect_is_closed_unavailable() {
+    local(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = plugin(
+            dir.path(),
+            "grpc-stream",
+            serde_json::json!({"config": {"grpc_stream": "nowhere"}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let f = filter(&p);
+        let mut ex = exchange("/");
+        // The request does not wait for its gRPC stream.
+        assert!(matches!(
+            f.on_request_headers(&mut ex.cx(0)),
+            Flow::Continue
+        ));
+        assert_eq!(
+            header(&ex.request.headers, "x-grpc-stream").as_deref(),
+            Some("ok")
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = sluice_wasm::shared::get_data("", b"grpc_close_status").map(|(v, _)| v);
+            if status.as_deref() == Some(&b"14"[..]) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "on_grpc_stream_close never ran: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

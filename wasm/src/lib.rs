@@ -31,7 +31,8 @@ pub use limits::Limits;
 pub use plugin::{PluginInfo, PluginModule};
 pub use property::Prop;
 pub use state::{
-    Callout, CalloutKind, CalloutResponse, ForeignFunctions, LocalReply, Signals, StreamHost,
+    Callout, CalloutKind, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, LocalReply,
+    Signals, StreamHost,
 };
 pub use vm::{Vm, VmEnv};
 

@@ -81,6 +81,34 @@ pub enum CalloutKind {
         metadata: HeaderMap,
         message: Bytes,
     },
+    /// `proxy_grpc_stream`: messages follow through [`GrpcSend`]s with the same token.
+    GrpcStream {
+        service: String,
+        method: String,
+        metadata: HeaderMap,
+    },
+}
+
+/// A message (or the end, or a cancel) for an open gRPC stream, from `proxy_grpc_send`,
+/// `proxy_grpc_close` or `proxy_grpc_cancel`.
+#[derive(Debug)]
+pub struct GrpcSend {
+    pub token: u32,
+    /// Unframed message; `None` for a bare half-close or a cancel.
+    pub message: Option<Bytes>,
+    pub end_stream: bool,
+    /// Reset the stream instead of ending it.
+    pub cancel: bool,
+}
+
+/// An event on an open gRPC stream, delivered to the plugin.
+#[derive(Debug)]
+pub enum GrpcEvent {
+    InitialMetadata(Vec<(Vec<u8>, Vec<u8>)>),
+    Message(Bytes),
+    TrailingMetadata(Vec<(Vec<u8>, Vec<u8>)>),
+    /// The stream ended: gRPC status and message.
+    Close(u32, String),
 }
 
 /// The answer of a callout, kept in the VM while its callback runs so host calls can read it.
@@ -111,6 +139,10 @@ pub struct HostState {
     pub(crate) signals: HashMap<u32, Signals>,
     pub(crate) callouts: Vec<Callout>,
     pub(crate) next_token: u32,
+    /// Tokens of open gRPC streams (to tell `proxy_grpc_close` of a stream from a unary call).
+    pub(crate) grpc_streams: std::collections::HashSet<u32>,
+    /// Messages for open gRPC streams, taken by the embedder after each callback.
+    pub(crate) grpc_outbox: Vec<GrpcSend>,
     /// Tokens of calls cancelled while in flight: their answers are dropped.
     pub(crate) cancelled: std::collections::HashSet<u32>,
     pub(crate) tick_requests: Vec<(u32, Duration)>,
@@ -154,6 +186,8 @@ impl HostState {
             callouts: Vec::new(),
             next_token: 1,
             cancelled: Default::default(),
+            grpc_streams: Default::default(),
+            grpc_outbox: Vec::new(),
             tick_requests: Vec::new(),
             queue_notifier,
             foreign,

@@ -14,7 +14,8 @@ use crate::host::zero_of;
 use crate::plugin::PluginModule;
 use crate::shared::QueueNotifier;
 use crate::state::{
-    Callout, CalloutResponse, ForeignFunctions, HostState, Signals, StreamHost, StreamPtr,
+    Callout, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, HostState, Signals,
+    StreamHost, StreamPtr,
 };
 
 /// What the embedder provides to a VM.
@@ -526,6 +527,67 @@ impl Vm {
         };
         self.store.data_mut().callout_response = None;
         r
+    }
+
+    /// Deliver an event of an open gRPC stream (`proxy_grpc_stream`).
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_grpc_stream_event(
+        &mut self,
+        ctx: u32,
+        token: u32,
+        event: GrpcEvent,
+    ) -> Result<(), Failure> {
+        if self.store.data().cancelled.contains(&token) {
+            if matches!(event, GrpcEvent::Close(..)) {
+                self.store.data_mut().cancelled.remove(&token);
+            }
+            return Ok(());
+        }
+        let t = token as i32;
+        let c = ctx as i32;
+        let r = match event {
+            GrpcEvent::InitialMetadata(headers) => {
+                let n = headers.len() as i32;
+                self.store.data_mut().callout_response = Some(CalloutResponse {
+                    headers,
+                    ..Default::default()
+                });
+                self.call(Cb::GrpcInitialMetadata, &[c, t, n], ctx, None)
+            }
+            GrpcEvent::Message(body) => {
+                let n = body.len() as i32;
+                self.store.data_mut().callout_response = Some(CalloutResponse {
+                    body,
+                    ..Default::default()
+                });
+                self.call(Cb::GrpcReceive, &[c, t, n], ctx, None)
+            }
+            GrpcEvent::TrailingMetadata(trailers) => {
+                let n = trailers.len() as i32;
+                self.store.data_mut().callout_response = Some(CalloutResponse {
+                    trailers,
+                    ..Default::default()
+                });
+                self.call(Cb::GrpcTrailingMetadata, &[c, t, n], ctx, None)
+            }
+            GrpcEvent::Close(code, message) => {
+                let st = self.store.data_mut();
+                st.grpc_streams.remove(&token);
+                st.grpc_status = Some((code, Bytes::from(message)));
+                let r = self.call(Cb::GrpcClose, &[c, t, code as i32], ctx, None);
+                self.store.data_mut().grpc_status = None;
+                r
+            }
+        };
+        self.store.data_mut().callout_response = None;
+        r.map(drop)
+    }
+
+    /// Messages, half-closes and cancels for open gRPC streams since the last take.
+    pub fn take_grpc_outbox(&mut self) -> Vec<GrpcSend> {
+        std::mem::take(&mut self.store.data_mut().grpc_outbox)
     }
 
     /// Calls started by the last callbacks, to be sent by the embedder.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use sluice_wasm::{
-    Action, BufferType, CalloutKind, CalloutResponse, FailureKind, Limits, MapType, PluginInfo,
-    PluginModule, Prop, Status, StreamHost, Vm, VmEnv,
+    Action, BufferType, CalloutKind, CalloutResponse, FailureKind, GrpcEvent, Limits, MapType,
+    PluginInfo, PluginModule, Prop, Status, StreamHost, Vm, VmEnv,
 };
 
 /// A stream as a test sees it: plain maps and a body.
@@ -584,4 +584,47 @@ fn plugin_metrics_are_rendered_with_the_plugin_label() {
         text.contains("sluice_plugin_requests_seen{plugin=\"metrics-plugin\"} 3"),
         "{text}"
     );
+}
+
+#[test]
+fn grpc_streams_send_and_receive_messages() {
+    let module = testkit("grpc-stream", Limits::default());
+    let (mut vm, root) = vm_with(&module, r#"{"grpc_stream": "echo"}"#);
+    let ctx = vm.create_stream(root).unwrap_or_else(|f| panic!("{f}"));
+    let mut s = TestStream::get("/");
+    vm.on_request_headers(ctx, 4, true, &mut s)
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(header(&s.request, "x-grpc-stream").as_deref(), Some("ok"));
+    let calls = vm.take_callouts();
+    assert_eq!(calls.len(), 1);
+    let token = calls[0].token;
+    match &calls[0].kind {
+        CalloutKind::GrpcStream {
+            service,
+            method,
+            metadata,
+        } => {
+            assert_eq!((service.as_str(), method.as_str()), ("test.Echo", "Chat"));
+            assert_eq!(metadata.get("x-md").map(|v| v.as_bytes()), Some(&b"1"[..]));
+        }
+        other => panic!("not a gRPC stream: {other:?}"),
+    }
+    let sent = vm.take_grpc_outbox();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.as_deref(), Some(&b"ping"[..]));
+    assert!(sent[0].end_stream && !sent[0].cancel);
+    let events = [
+        GrpcEvent::InitialMetadata(vec![(b":status".to_vec(), b"200".to_vec())]),
+        GrpcEvent::Message(Bytes::from_static(b"pong")),
+        GrpcEvent::TrailingMetadata(vec![(b"grpc-status".to_vec(), b"0".to_vec())]),
+        GrpcEvent::Close(0, String::new()),
+    ];
+    for e in events {
+        vm.on_grpc_stream_event(ctx, token, e)
+            .unwrap_or_else(|f| panic!("{f}"));
+    }
+    let last = sluice_wasm::shared::get_data("", b"grpc_last").map(|(v, _)| v);
+    assert_eq!(last.as_deref(), Some(&b"pong"[..]));
+    let status = sluice_wasm::shared::get_data("", b"grpc_close_status").map(|(v, _)| v);
+    assert_eq!(status.as_deref(), Some(&b"0"[..]));
 }

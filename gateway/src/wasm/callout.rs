@@ -3,8 +3,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request};
+use http_body::Frame;
+use http_body_util::StreamBody;
 use http_body_util::{BodyExt, Limited};
-use sluice_wasm::{Callout, CalloutKind, CalloutResponse, Failure, StreamHost, Vm};
+use sluice_wasm::{
+    Callout, CalloutKind, CalloutResponse, Failure, GrpcEvent, GrpcSend, StreamHost, Vm,
+};
 
 use crate::body;
 
@@ -13,6 +17,7 @@ const MAX_CALLOUT_BODY: usize = 4 * 1024 * 1024;
 /// gRPC status codes used when the transport fails.
 const GRPC_UNAVAILABLE: u32 = 14;
 const GRPC_INTERNAL: u32 = 13;
+const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
 
 /// The answer to one callout, ready to be delivered.
 pub(crate) struct Answer {
@@ -50,6 +55,10 @@ fn pairs(h: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub(crate) async fn send(call: Callout) -> Answer {
     let (ctx, token) = (call.context_id, call.token);
     let result = match call.kind {
+        // Streams are run by `grpc_stream`; one arriving here is answered as unavailable.
+        CalloutKind::GrpcStream { .. } => {
+            AnswerKind::Grpc(Err((GRPC_UNAVAILABLE, "gRPC stream sent as a call".into())))
+        }
         CalloutKind::Http { request, .. } => {
             let (parts, body) = request.into_parts();
             let req = Request::from_parts(parts, body::full(body));
@@ -131,12 +140,27 @@ async fn grpc(
     message: Bytes,
     timeout: std::time::Duration,
 ) -> Result<CalloutResponse, (u32, String)> {
-    let mut req = Request::new(body::full(frame_grpc(&message)));
+    let req = grpc_request(service, method, metadata, body::full(frame_grpc(&message)))
+        .map_err(|e| (GRPC_INTERNAL, e))?;
+    let resp = exchange(cluster, req, timeout)
+        .await
+        .map_err(|e| (GRPC_UNAVAILABLE, e))?;
+    decode_grpc(resp)
+}
+
+/// A gRPC request over HTTP/2 to `/service/method` with the plugin's metadata.
+fn grpc_request(
+    service: &str,
+    method: &str,
+    metadata: HeaderMap,
+    body: body::ProxyBody,
+) -> Result<Request<body::ProxyBody>, String> {
+    let mut req = Request::new(body);
     *req.method_mut() = http::Method::POST;
     *req.version_mut() = http::Version::HTTP_2;
     *req.uri_mut() = format!("/{service}/{method}")
         .parse()
-        .map_err(|_| (GRPC_INTERNAL, "invalid service or method name".to_string()))?;
+        .map_err(|_| "invalid service or method name".to_string())?;
     *req.headers_mut() = metadata;
     let h = req.headers_mut();
     h.insert(
@@ -144,10 +168,133 @@ async fn grpc(
         HeaderValue::from_static("application/grpc"),
     );
     h.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    let resp = exchange(cluster, req, timeout)
-        .await
-        .map_err(|e| (GRPC_UNAVAILABLE, e))?;
-    decode_grpc(resp)
+    Ok(req)
+}
+
+/// Run an open gRPC stream: messages from `outbox` go up framed; every answer event goes to
+/// `deliver`, which returns false when the plugin is gone (the stream is then dropped).
+pub(crate) async fn grpc_stream(
+    call: Callout,
+    outbox: tokio::sync::mpsc::UnboundedReceiver<GrpcSend>,
+    mut deliver: impl FnMut(GrpcEvent) -> bool,
+) {
+    let CalloutKind::GrpcStream {
+        service,
+        method,
+        metadata,
+    } = call.kind
+    else {
+        return;
+    };
+    let up = futures_util::stream::unfold((outbox, false), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        // The VM dropping its sender (it failed or went away) ends the request stream.
+        let send = rx.recv().await?;
+        if send.cancel {
+            let reset: body::BoxError = "gRPC stream cancelled by the plugin".into();
+            return Some((Err(reset), (rx, true)));
+        }
+        let data = send.message.map_or_else(Bytes::new, |m| frame_grpc(&m));
+        Some((Ok(Frame::data(data)), (rx, send.end_stream)))
+    });
+    let req = match grpc_request(
+        &service,
+        &method,
+        metadata,
+        body::boxed(StreamBody::new(up)),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            deliver(GrpcEvent::Close(GRPC_INTERNAL, e));
+            return;
+        }
+    };
+    let resp = match crate::worker::dispatch(&call.cluster, req, call.timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            deliver(GrpcEvent::Close(GRPC_UNAVAILABLE, e.to_string()));
+            return;
+        }
+    };
+    let (parts, mut incoming) = resp.into_parts();
+    let mut headers = vec![(
+        b":status".to_vec(),
+        parts.status.as_str().as_bytes().to_vec(),
+    )];
+    headers.extend(pairs(&parts.headers));
+    if !deliver(GrpcEvent::InitialMetadata(headers.clone())) {
+        return;
+    }
+    let mut buf = BytesMut::new();
+    let mut trailers = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                deliver(GrpcEvent::Close(GRPC_UNAVAILABLE, e.to_string()));
+                return;
+            }
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                buf.extend_from_slice(&data);
+                if buf.len() > MAX_CALLOUT_BODY {
+                    deliver(GrpcEvent::Close(
+                        GRPC_RESOURCE_EXHAUSTED,
+                        "gRPC message too large".into(),
+                    ));
+                    return;
+                }
+                while let Some(msg) = next_message(&mut buf) {
+                    if !deliver(GrpcEvent::Message(msg)) {
+                        return;
+                    }
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = pairs(&t);
+                }
+            }
+        }
+    }
+    let (code, message) = grpc_status(&headers, &trailers);
+    if !trailers.is_empty() && !deliver(GrpcEvent::TrailingMetadata(trailers)) {
+        return;
+    }
+    deliver(GrpcEvent::Close(code, message));
+}
+
+/// Split one complete message off the front of `buf`.
+fn next_message(buf: &mut BytesMut) -> Option<Bytes> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < 5 + len {
+        return None;
+    }
+    let mut msg = buf.split_to(5 + len);
+    Some(msg.split_off(5).freeze())
+}
+
+/// The gRPC status of an answer: trailers first, then (trailers-only answers) headers.
+fn grpc_status(headers: &[(Vec<u8>, Vec<u8>)], trailers: &[(Vec<u8>, Vec<u8>)]) -> (u32, String) {
+    let find = |list: &[(Vec<u8>, Vec<u8>)], name: &[u8]| {
+        list.iter()
+            .find(|(k, _)| k.as_slice() == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let code = find(trailers, b"grpc-status")
+        .or_else(|| find(headers, b"grpc-status"))
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(GRPC_INTERNAL);
+    let message = find(trailers, b"grpc-message")
+        .or_else(|| find(headers, b"grpc-message"))
+        .unwrap_or_default();
+    (code, message)
 }
 
 /// Frame one gRPC message: compressed flag 0, 4-byte big-endian length, the message.
@@ -161,22 +308,9 @@ fn frame_grpc(message: &[u8]) -> Bytes {
 
 /// The status and single message of a unary gRPC answer.
 fn decode_grpc(resp: CalloutResponse) -> Result<CalloutResponse, (u32, String)> {
-    let find = |list: &[(Vec<u8>, Vec<u8>)], name: &[u8]| {
-        list.iter()
-            .find(|(k, _)| k.as_slice() == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
-    // Trailers-only answers carry the status in the headers.
-    let status =
-        find(&resp.trailers, b"grpc-status").or_else(|| find(&resp.headers, b"grpc-status"));
-    let code = status
-        .and_then(|s| s.parse::<u32>().ok())
-        .unwrap_or(GRPC_INTERNAL);
+    let (code, message) = grpc_status(&resp.headers, &resp.trailers);
     if code != 0 {
-        let msg = find(&resp.trailers, b"grpc-message")
-            .or_else(|| find(&resp.headers, b"grpc-message"))
-            .unwrap_or_default();
-        return Err((code, msg));
+        return Err((code, message));
     }
     let body = &resp.body;
     if body.len() < 5 || body[0] != 0 {
@@ -214,6 +348,22 @@ mod tests {
         assert_eq!(&framed[..5], &[0, 0, 0, 0, 5]);
         let ok = decode_grpc(answer(framed, &[("grpc-status", "0")]));
         assert_eq!(ok.map(|r| r.body), Ok(Bytes::from_static(b"hello")));
+    }
+
+    #[test]
+    fn stream_messages_are_split_at_frame_boundaries() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame_grpc(b"one"));
+        buf.extend_from_slice(&frame_grpc(b"two")[..4]);
+        assert_eq!(next_message(&mut buf), Some(Bytes::from_static(b"one")));
+        assert_eq!(
+            next_message(&mut buf),
+            None,
+            "a partial frame waits for more data"
+        );
+        buf.extend_from_slice(&frame_grpc(b"two")[4..]);
+        assert_eq!(next_message(&mut buf), Some(Bytes::from_static(b"two")));
+        assert!(buf.is_empty());
     }
 
     #[test]

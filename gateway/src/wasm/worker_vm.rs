@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_wasm::{Failure, FailureKind, Vm, VmEnv};
+use sluice_wasm::{CalloutKind, Failure, FailureKind, GrpcSend, Vm, VmEnv};
 
 use super::callout;
 use super::Plugin;
@@ -50,6 +50,10 @@ pub(crate) struct WorkerVm {
     created: Cell<Instant>,
     tickers: RefCell<HashMap<u32, Duration>>,
     queue_tx: RefCell<Option<tokio::sync::mpsc::UnboundedSender<(u32, u32)>>>,
+    /// Open gRPC streams of this VM: where their outgoing messages go.
+    grpc_streams: RefCell<HashMap<u32, tokio::sync::mpsc::UnboundedSender<GrpcSend>>>,
+    /// Messages sent before their stream's task started.
+    grpc_pending: RefCell<HashMap<u32, Vec<GrpcSend>>>,
 }
 
 impl WorkerVm {
@@ -76,6 +80,8 @@ impl WorkerVm {
                 created: Cell::new(Instant::now()),
                 tickers: RefCell::new(HashMap::new()),
                 queue_tx: RefCell::new(None),
+                grpc_streams: RefCell::new(HashMap::new()),
+                grpc_pending: RefCell::new(HashMap::new()),
             });
             m.insert(plugin.id, w.clone());
             w
@@ -118,8 +124,10 @@ impl WorkerVm {
         };
         let out = f(vm, root);
         let ticks = vm.take_tick_requests();
+        let outbox = vm.take_grpc_outbox();
         drop(guard);
         self.start_tickers(ticks);
+        self.route_grpc(outbox);
         out.map_err(|f| self.fail(f))
     }
 
@@ -136,8 +144,10 @@ impl WorkerVm {
         };
         let out = f(vm);
         let ticks = vm.take_tick_requests();
+        let outbox = vm.take_grpc_outbox();
         drop(guard);
         self.start_tickers(ticks);
+        self.route_grpc(outbox);
         out.map_err(|f| self.fail(f))
     }
 
@@ -150,11 +160,16 @@ impl WorkerVm {
             Some(vm) => vm.take_callouts(),
             None => return Vec::new(),
         };
-        let (mine, others): (Vec<_>, Vec<_>) = all
-            .into_iter()
-            .partition(|c| Some(c.context_id) == keep_ctx);
+        // A stream never waits on a gRPC stream it opens: those always run in the background.
+        let (mine, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| {
+            Some(c.context_id) == keep_ctx && !matches!(c.kind, CalloutKind::GrpcStream { .. })
+        });
         for c in others {
-            self.spawn_detached_callout(c);
+            if matches!(c.kind, CalloutKind::GrpcStream { .. }) {
+                self.spawn_grpc_stream(c);
+            } else {
+                self.spawn_detached_callout(c);
+            }
         }
         mine
     }
@@ -197,6 +212,8 @@ impl WorkerVm {
                 *self.vm.borrow_mut() = Some(vm);
                 self.roots.borrow_mut().clear();
                 self.tickers.borrow_mut().clear();
+                self.grpc_streams.borrow_mut().clear();
+                self.grpc_pending.borrow_mut().clear();
                 self.generation.set(self.generation.get() + 1);
                 self.created.set(Instant::now());
                 self.dead.set(None);
@@ -268,6 +285,60 @@ impl WorkerVm {
             let generation = self.generation();
             tokio::task::spawn_local(ticker(weak, root, generation));
         }
+    }
+
+    /// Hand messages to their open gRPC streams (held until the stream task starts).
+    fn route_grpc(&self, outbox: Vec<GrpcSend>) {
+        if outbox.is_empty() {
+            return;
+        }
+        let streams = self.grpc_streams.borrow();
+        let mut pending = self.grpc_pending.borrow_mut();
+        for send in outbox {
+            match streams.get(&send.token) {
+                Some(tx) => {
+                    let _ = tx.send(send);
+                }
+                None => pending.entry(send.token).or_default().push(send),
+            }
+        }
+    }
+
+    fn spawn_grpc_stream(self: &Rc<Self>, call: sluice_wasm::Callout) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let token = call.token;
+        let ctx = call.context_id;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<GrpcSend>();
+        for send in self
+            .grpc_pending
+            .borrow_mut()
+            .remove(&token)
+            .unwrap_or_default()
+        {
+            let _ = tx.send(send);
+        }
+        self.grpc_streams.borrow_mut().insert(token, tx);
+        let weak = Rc::downgrade(self);
+        let generation = self.generation();
+        tokio::task::spawn_local(async move {
+            let deliver_to = weak.clone();
+            callout::grpc_stream(call, rx, move |event| {
+                let Some(w) = deliver_to.upgrade() else {
+                    return false;
+                };
+                let ok = w
+                    .with_live_vm(generation, |vm| vm.on_grpc_stream_event(ctx, token, event))
+                    .is_ok();
+                w.take_callouts(None);
+                ok
+            })
+            .await;
+            if let Some(w) = weak.upgrade() {
+                w.grpc_streams.borrow_mut().remove(&token);
+            }
+        });
     }
 
     fn spawn_detached_callout(self: &Rc<Self>, call: sluice_wasm::Callout) {

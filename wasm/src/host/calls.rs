@@ -11,7 +11,7 @@ use wasmtime::{Caller, Linker};
 use crate::abi::{Status, StreamType};
 use crate::memory::{read, read_string, write_u32, HostResult};
 use crate::pairs;
-use crate::state::{Callout, CalloutKind, HostState, LocalReply};
+use crate::state::{Callout, CalloutKind, GrpcSend, HostState, LocalReply};
 
 type C<'a> = Caller<'a, HostState>;
 
@@ -65,35 +65,37 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_send_local_response", send_local_response)?;
     l.func_wrap("env", "proxy_http_call", http_call)?;
     l.func_wrap("env", "proxy_grpc_call", grpc_call)?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |_c: C<'_>,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32|
-         -> HostResult { status(Status::Unimplemented) },
-    )?;
+    l.func_wrap("env", "proxy_grpc_stream", grpc_stream)?;
     l.func_wrap(
         "env",
         "proxy_grpc_send",
-        |_c: C<'_>, _: i32, _: i32, _: i32, _: i32| -> HostResult { status(Status::Unimplemented) },
+        |mut c: C<'_>, token: i32, mp: i32, ml: i32, end: i32| -> HostResult {
+            let message = match read(&c, mp, ml) {
+                Ok(m) => m,
+                Err(s) => return status(s),
+            };
+            let st = c.data_mut();
+            if !st.grpc_streams.contains(&(token as u32)) {
+                return status(Status::NotFound);
+            }
+            st.grpc_outbox.push(GrpcSend {
+                token: token as u32,
+                message: Some(Bytes::from(message)),
+                end_stream: end != 0,
+                cancel: false,
+            });
+            status(Status::Ok)
+        },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_cancel",
-        |mut c: C<'_>, token: i32| -> HostResult { cancel(c.data_mut(), token as u32) },
+        |mut c: C<'_>, token: i32| -> HostResult { end_grpc(c.data_mut(), token as u32, true) },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_close",
-        |mut c: C<'_>, token: i32| -> HostResult { cancel(c.data_mut(), token as u32) },
+        |mut c: C<'_>, token: i32| -> HostResult { end_grpc(c.data_mut(), token as u32, false) },
     )?;
     Ok(())
 }
@@ -106,6 +108,24 @@ fn continue_stream(st: &mut HostState, t: Option<StreamType>) -> HostResult {
         None => return status(Status::BadArgument),
     }
     status(Status::Ok)
+}
+
+/// Close (half-close) or cancel a gRPC stream; for a unary call both cancel it.
+fn end_grpc(st: &mut HostState, token: u32, cancel_stream: bool) -> HostResult {
+    if st.grpc_streams.contains(&token) {
+        if cancel_stream {
+            st.grpc_streams.remove(&token);
+            st.cancelled.insert(token);
+        }
+        st.grpc_outbox.push(GrpcSend {
+            token,
+            message: None,
+            end_stream: true,
+            cancel: cancel_stream,
+        });
+        return status(Status::Ok);
+    }
+    cancel(st, token)
 }
 
 /// A call not yet sent is dropped; one in flight is answered by nobody (its answer is ignored).
@@ -291,6 +311,57 @@ fn grpc_call(
             message: Bytes::from(message),
         },
         timeout: timeout(timeout_ms),
+    });
+    match write_u32(&mut c, ret_token, token) {
+        Ok(()) => status(Status::Ok),
+        Err(s) => status(s),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn grpc_stream(
+    mut c: C<'_>,
+    up: i32,
+    ul: i32,
+    sp: i32,
+    sl: i32,
+    mp: i32,
+    ml: i32,
+    hp: i32,
+    hl: i32,
+    ret_token: i32,
+) -> HostResult {
+    let parts = (
+        read_string(&c, up, ul),
+        read_string(&c, sp, sl),
+        read_string(&c, mp, ml),
+        read(&c, hp, hl),
+    );
+    let (cluster, service, method, metadata) = match parts {
+        (Ok(a), Ok(b), Ok(m), Ok(h)) => (a, b, m, h),
+        (Err(s), ..) | (_, Err(s), ..) | (_, _, Err(s), _) | (.., Err(s)) => return status(s),
+    };
+    let Ok(metadata) = pairs::decode(&metadata) else {
+        return status(Status::ParseFailure);
+    };
+    if let Err(s) = crate::memory::check(&c, ret_token, 4) {
+        return status(s);
+    }
+    let st = c.data_mut();
+    let token = next_token(st);
+    let context_id = st.effective_ctx;
+    st.grpc_streams.insert(token);
+    st.callouts.push(Callout {
+        token,
+        context_id,
+        cluster,
+        kind: CalloutKind::GrpcStream {
+            service,
+            method,
+            metadata: pairs::to_header_map(&metadata),
+        },
+        // Streams live until either side ends them; this bounds only the response head.
+        timeout: DEFAULT_CALLOUT_TIMEOUT,
     });
     match write_u32(&mut c, ret_token, token) {
         Ok(()) => status(Status::Ok),

@@ -55,6 +55,9 @@ struct Config {
     enqueue: Option<String>,
     /// Define this counter at configure time and increment it once per request.
     counter: Option<String>,
+    /// Open a gRPC stream to this cluster from the request headers and send one message;
+    /// received messages go to shared key `grpc_last`, the close status to `grpc_close_status`.
+    grpc_stream: Option<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -234,6 +237,15 @@ fn is_int_property(name: &str) -> bool {
 }
 
 impl Context for Stream {
+    fn on_grpc_stream_message(&mut self, _token: u32, size: usize) {
+        let msg = self.get_grpc_stream_message(0, size).unwrap_or_default();
+        let _ = self.set_shared_data("grpc_last", Some(&msg), None);
+    }
+
+    fn on_grpc_stream_close(&mut self, _token: u32, status: u32) {
+        let _ = self.set_shared_data("grpc_close_status", Some(status.to_string().as_bytes()), None);
+    }
+
     fn on_done(&mut self) -> bool {
         if self.config.count_done {
             bump(self, "done");
@@ -306,6 +318,17 @@ impl HttpContext for Stream {
             let ip = ip.rsplit_once(':').map_or(ip.as_str(), |(h, _)| h).to_string();
             let r = proxy_wasm::hostcalls::call_foreign_function("sluice.ban_source", Some(ip.as_bytes()));
             self.set_http_request_header("x-ban", Some(if r.is_ok() { "ok" } else { "err" }));
+        }
+        if let Some(cluster) = self.config.grpc_stream.clone() {
+            let opened = self.open_grpc_stream(&cluster, "test.Echo", "Chat", vec![("x-md", b"1".as_slice())]);
+            let ok = match opened {
+                Ok(token) => {
+                    self.send_grpc_stream_message(token, Some(b"ping"), true);
+                    "ok"
+                }
+                Err(_) => "err",
+            };
+            self.set_http_request_header("x-grpc-stream", Some(ok));
         }
         if let Some(call) = self.config.http_call.clone() {
             let r = self.dispatch_http_call(
