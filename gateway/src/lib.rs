@@ -16,5 +16,6 @@ pub mod services;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod wasm;
 pub mod worker;
 pub mod xdp;

@@ -1,0 +1,145 @@
+//! Plugin-defined metrics (`proxy_define_metric` and friends): one process-global registry, so the
+//! same metric defined by the VM of every worker is one series. Rendered as Prometheus text with a
+//! `plugin` label.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use dashmap::DashMap;
+
+use crate::abi::{MetricType, Status};
+
+/// One metric's value.
+pub struct Metric {
+    pub plugin: String,
+    pub name: String,
+    pub kind: MetricType,
+    /// Counter or gauge value; histograms keep the sum here.
+    value: AtomicI64,
+    /// Histogram sample count.
+    count: AtomicU64,
+}
+
+struct Registry {
+    by_name: DashMap<(String, String, u8), u32>,
+    metrics: RwLock<Vec<Arc<Metric>>>,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Registry {
+        by_name: DashMap::new(),
+        metrics: RwLock::new(Vec::new()),
+    })
+}
+
+fn kind_tag(k: MetricType) -> u8 {
+    match k {
+        MetricType::Counter => 0,
+        MetricType::Gauge => 1,
+        MetricType::Histogram => 2,
+    }
+}
+
+/// `proxy_define_metric`: the id of the metric (existing one when already defined).
+pub fn define(plugin: &str, kind: MetricType, name: &str) -> u32 {
+    let r = registry();
+    *r.by_name
+        .entry((plugin.to_string(), name.to_string(), kind_tag(kind)))
+        .or_insert_with(|| {
+            let Ok(mut all) = r.metrics.write() else {
+                return u32::MAX;
+            };
+            all.push(Arc::new(Metric {
+                plugin: plugin.to_string(),
+                name: name.to_string(),
+                kind,
+                value: AtomicI64::new(0),
+                count: AtomicU64::new(0),
+            }));
+            (all.len() - 1) as u32
+        })
+}
+
+fn get(id: u32) -> Option<Arc<Metric>> {
+    registry().metrics.read().ok()?.get(id as usize).cloned()
+}
+
+/// `proxy_increment_metric` (counters may not go down).
+pub fn increment(id: u32, offset: i64) -> Status {
+    let Some(m) = get(id) else {
+        return Status::NotFound;
+    };
+    match m.kind {
+        MetricType::Counter if offset < 0 => Status::BadArgument,
+        MetricType::Counter | MetricType::Gauge => {
+            m.value.fetch_add(offset, Ordering::Relaxed);
+            Status::Ok
+        }
+        MetricType::Histogram => Status::BadArgument,
+    }
+}
+
+/// `proxy_record_metric`: sets a counter or gauge, adds a histogram sample.
+pub fn record(id: u32, value: u64) -> Status {
+    let Some(m) = get(id) else {
+        return Status::NotFound;
+    };
+    let v = i64::try_from(value).unwrap_or(i64::MAX);
+    match m.kind {
+        MetricType::Counter | MetricType::Gauge => m.value.store(v, Ordering::Relaxed),
+        MetricType::Histogram => {
+            m.value.fetch_add(v, Ordering::Relaxed);
+            m.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Status::Ok
+}
+
+/// `proxy_get_metric`.
+pub fn value(id: u32) -> Option<u64> {
+    get(id).map(|m| m.value.load(Ordering::Relaxed).max(0) as u64)
+}
+
+/// Prometheus text for every plugin metric: `sluice_plugin_<name>{plugin="..."}`.
+pub fn render_prometheus() -> String {
+    let mut out = String::new();
+    let Ok(all) = registry().metrics.read() else {
+        return out;
+    };
+    for m in all.iter() {
+        let name = sanitize(&m.name);
+        let plugin = m.plugin.replace('\\', "\\\\").replace('"', "\\\"");
+        let v = m.value.load(Ordering::Relaxed);
+        match m.kind {
+            MetricType::Counter => {
+                let _ = writeln!(out, "# TYPE sluice_plugin_{name} counter");
+                let _ = writeln!(out, "sluice_plugin_{name}{{plugin=\"{plugin}\"}} {v}");
+            }
+            MetricType::Gauge => {
+                let _ = writeln!(out, "# TYPE sluice_plugin_{name} gauge");
+                let _ = writeln!(out, "sluice_plugin_{name}{{plugin=\"{plugin}\"}} {v}");
+            }
+            MetricType::Histogram => {
+                let c = m.count.load(Ordering::Relaxed);
+                let _ = writeln!(out, "# TYPE sluice_plugin_{name} summary");
+                let _ = writeln!(out, "sluice_plugin_{name}_sum{{plugin=\"{plugin}\"}} {v}");
+                let _ = writeln!(out, "sluice_plugin_{name}_count{{plugin=\"{plugin}\"}} {c}");
+            }
+        }
+    }
+    out
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,240 @@
+//! The per-VM host state kept in the wasmtime `Store`, and the [`StreamHost`] through which host
+//! calls reach the stream (request/response heads and bodies) during a callback.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use wasmtime::{Memory, TypedFunc};
+
+use crate::abi::{BufferType, MapType, Status};
+use crate::limits::MemoryLimiter;
+use crate::plugin::PluginInfo;
+use crate::property::Prop;
+use crate::shared::QueueNotifier;
+
+/// What the embedder (the gateway adapter or a test kit) gives host calls during a stream
+/// callback: access to the stream's heads, bodies and per-request properties.
+pub trait StreamHost {
+    /// A stream header map (request/response headers and trailers), `None` when it does not exist
+    /// (yet) in this phase.
+    fn headers(&mut self, map: MapType) -> Option<&mut HeaderMap>;
+    /// Pseudo headers shown before the regular ones (`:method`, `:path`, `:authority`, `:scheme`
+    /// for requests, `:status` for responses).
+    fn pseudo_headers(&self, map: MapType) -> Vec<(&'static str, String)>;
+    /// Change a pseudo header (`:path`, `:method`, `:authority`, `:status`).
+    fn set_pseudo_header(&mut self, map: MapType, name: &str, value: &[u8]) -> Status;
+    /// The body chunk of the current body callback.
+    fn body(&mut self, buffer: BufferType) -> Option<&mut Bytes>;
+    /// A per-request property (`request.path`, `source.address`, ...) by path segments.
+    fn property(&self, path: &[&str]) -> Option<Prop>;
+    /// The route cache was cleared: re-match the route before forwarding.
+    fn clear_route_cache(&mut self) {}
+}
+
+/// A local response asked for with `proxy_send_local_response`.
+#[derive(Clone, Debug)]
+pub struct LocalReply {
+    pub status: u16,
+    pub details: String,
+    pub body: Bytes,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// gRPC status to put in `grpc-status`, when the plugin gave one (>= 0).
+    pub grpc_status: Option<u32>,
+}
+
+/// What a context asked of its stream from inside callbacks.
+#[derive(Default, Debug)]
+pub struct Signals {
+    pub continue_request: bool,
+    pub continue_response: bool,
+    pub close: bool,
+    pub local_reply: Option<LocalReply>,
+}
+
+/// An outgoing call a callback started; the embedder sends it and delivers the answer.
+#[derive(Debug)]
+pub struct Callout {
+    pub token: u32,
+    /// The context that made it (the effective context at the time).
+    pub context_id: u32,
+    pub cluster: String,
+    pub kind: CalloutKind,
+    pub timeout: Duration,
+}
+
+/// The request of a [`Callout`].
+#[derive(Debug)]
+pub enum CalloutKind {
+    /// `proxy_http_call`: method/path/authority come from the pseudo headers.
+    Http {
+        request: http::Request<Bytes>,
+        trailers: HeaderMap,
+    },
+    /// `proxy_grpc_call`: unary; `message` is the serialized protobuf (unframed).
+    Grpc {
+        service: String,
+        method: String,
+        metadata: HeaderMap,
+        message: Bytes,
+    },
+    /// `proxy_grpc_stream`: messages follow through [`GrpcSend`]s with the same token.
+    GrpcStream {
+        service: String,
+        method: String,
+        metadata: HeaderMap,
+    },
+}
+
+/// A message (or the end, or a cancel) for an open gRPC stream, from `proxy_grpc_send`,
+/// `proxy_grpc_close` or `proxy_grpc_cancel`.
+#[derive(Debug)]
+pub struct GrpcSend {
+    pub token: u32,
+    /// Unframed message; `None` for a bare half-close or a cancel.
+    pub message: Option<Bytes>,
+    pub end_stream: bool,
+    /// Reset the stream instead of ending it.
+    pub cancel: bool,
+}
+
+/// An event on an open gRPC stream, delivered to the plugin.
+#[derive(Debug)]
+pub enum GrpcEvent {
+    InitialMetadata(Vec<(Vec<u8>, Vec<u8>)>),
+    Message(Bytes),
+    TrailingMetadata(Vec<(Vec<u8>, Vec<u8>)>),
+    /// The stream ended: gRPC status and message.
+    Close(u32, String),
+}
+
+/// The answer of a callout, kept in the VM while its callback runs so host calls can read it.
+#[derive(Default, Debug, Clone)]
+pub struct CalloutResponse {
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Bytes,
+    pub trailers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Pointer to the stream host of the running callback, valid only while that callback runs.
+pub(crate) struct StreamPtr(NonNull<dyn StreamHost + 'static>);
+
+/// The store data of one VM.
+pub struct HostState {
+    pub(crate) info: Arc<PluginInfo>,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) memory: Option<Memory>,
+    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    pub(crate) stream: Option<StreamPtr>,
+    /// Context of the running callback and the one host calls act on (`proxy_set_effective_context`).
+    pub(crate) current_ctx: u32,
+    pub(crate) effective_ctx: u32,
+    /// Plugin configuration of the root context being configured.
+    pub(crate) plugin_config: Bytes,
+    pub(crate) callout_response: Option<CalloutResponse>,
+    pub(crate) grpc_status: Option<(u32, Bytes)>,
+    pub(crate) signals: HashMap<u32, Signals>,
+    pub(crate) callouts: Vec<Callout>,
+    pub(crate) next_token: u32,
+    /// Tokens of open gRPC streams (to tell `proxy_grpc_close` of a stream from a unary call).
+    pub(crate) grpc_streams: std::collections::HashSet<u32>,
+    /// Messages for open gRPC streams, taken by the embedder after each callback.
+    pub(crate) grpc_outbox: Vec<GrpcSend>,
+    /// Tokens of calls cancelled while in flight: their answers are dropped.
+    pub(crate) cancelled: std::collections::HashSet<u32>,
+    pub(crate) tick_requests: Vec<(u32, Duration)>,
+    pub(crate) queue_notifier: Option<QueueNotifier>,
+    pub(crate) foreign: Option<Arc<dyn ForeignFunctions>>,
+    pub(crate) exit_code: Option<i32>,
+    /// Properties the plugin set on itself (`proxy_set_property` of non-standard names).
+    pub(crate) own_properties: HashMap<String, Bytes>,
+    /// Contexts created in this VM that have not been deleted.
+    pub(crate) live_contexts: usize,
+}
+
+/// Functions a plugin may call by name with `proxy_call_foreign_function`.
+pub trait ForeignFunctions: Send + Sync {
+    /// Run `name` for `plugin` with `args`; the result bytes are returned to the plugin.
+    ///
+    /// # Errors
+    /// `Status::NotFound` for an unknown name, `Status::BadArgument` for bad arguments.
+    fn call(&self, plugin: &str, name: &str, args: &[u8]) -> Result<Vec<u8>, Status>;
+}
+
+impl HostState {
+    pub(crate) fn new(
+        info: Arc<PluginInfo>,
+        queue_notifier: Option<QueueNotifier>,
+        foreign: Option<Arc<dyn ForeignFunctions>>,
+    ) -> Self {
+        let limiter = MemoryLimiter::new(info.limits.memory);
+        HostState {
+            info,
+            limiter,
+            memory: None,
+            alloc: None,
+            stream: None,
+            current_ctx: 0,
+            effective_ctx: 0,
+            plugin_config: Bytes::new(),
+            callout_response: None,
+            grpc_status: None,
+            signals: HashMap::new(),
+            callouts: Vec::new(),
+            next_token: 1,
+            cancelled: Default::default(),
+            grpc_streams: Default::default(),
+            grpc_outbox: Vec::new(),
+            tick_requests: Vec::new(),
+            queue_notifier,
+            foreign,
+            exit_code: None,
+            own_properties: HashMap::new(),
+            live_contexts: 0,
+        }
+    }
+
+    /// The stream host of the running callback, when host calls act on the callback's own
+    /// stream context.
+    #[allow(unsafe_code)]
+    pub(crate) fn stream(&mut self) -> Option<&mut dyn StreamHost> {
+        if self.effective_ctx != self.current_ctx {
+            return None;
+        }
+        // SAFETY: `stream` is set only by `Vm::with_stream` from a `&mut dyn StreamHost` that
+        // outlives the wasm call it wraps, and is cleared (by a drop guard, also on unwind)
+        // before that borrow ends. Host calls run synchronously inside that wasm call, on the
+        // same thread, and `&mut self` guarantees no second reference is handed out at once.
+        self.stream.as_mut().map(|p| unsafe { p.0.as_mut() })
+    }
+
+    /// Record a signal for the effective context.
+    pub(crate) fn signal(&mut self) -> &mut Signals {
+        self.signals.entry(self.effective_ctx).or_default()
+    }
+}
+
+impl StreamPtr {
+    /// Erase the borrow's lifetime; see the SAFETY note in [`HostState::stream`].
+    #[allow(unsafe_code)]
+    pub(crate) fn new(host: &mut dyn StreamHost) -> Self {
+        let ptr: NonNull<dyn StreamHost + '_> = NonNull::from(host);
+        // SAFETY: only the lifetime bound of the trait object changes (same layout); the pointer
+        // is dropped before the borrow it came from ends (see `Vm::with_stream`).
+        StreamPtr(unsafe {
+            std::mem::transmute::<NonNull<dyn StreamHost + '_>, NonNull<dyn StreamHost + 'static>>(
+                ptr,
+            )
+        })
+    }
+}
+
+impl HostState {
+    /// A state for type introspection only (the linker's signature table).
+    pub(crate) fn placeholder() -> Self {
+        HostState::new(Arc::new(PluginInfo::default()), None, None)
+    }
+}

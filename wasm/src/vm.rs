@@ -1,0 +1,655 @@
+//! One plugin VM: a wasmtime store and instance, and the proxy-wasm callbacks into it. Every
+//! callback runs under the plugin's deadline (and fuel); a trap of any kind marks the VM failed,
+//! and a failed VM refuses every later callback.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wasmtime::{Func, Store, Trap, Val};
+
+use crate::abi::{AbiVersion, Action};
+use crate::engine::deadline_ticks;
+use crate::failure::{count, Failure, FailureKind};
+use crate::host::zero_of;
+use crate::plugin::PluginModule;
+use crate::shared::QueueNotifier;
+use crate::state::{
+    Callout, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, HostState, Signals,
+    StreamHost, StreamPtr,
+};
+
+/// What the embedder provides to a VM.
+#[derive(Clone, Default)]
+pub struct VmEnv {
+    /// Where enqueues on queues this VM registers are announced.
+    pub queue_notifier: Option<QueueNotifier>,
+    /// `proxy_call_foreign_function` targets.
+    pub foreign: Option<Arc<dyn ForeignFunctions>>,
+}
+
+#[derive(Clone, Copy)]
+enum Cb {
+    ContextCreate,
+    VmStart,
+    Configure,
+    Tick,
+    QueueReady,
+    RequestHeaders,
+    RequestBody,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+    HttpCallResponse,
+    GrpcInitialMetadata,
+    GrpcReceive,
+    GrpcTrailingMetadata,
+    GrpcClose,
+    Log,
+    Done,
+    Delete,
+}
+
+const CALLBACKS: [(Cb, &str); 19] = [
+    (Cb::ContextCreate, "proxy_on_context_create"),
+    (Cb::VmStart, "proxy_on_vm_start"),
+    (Cb::Configure, "proxy_on_configure"),
+    (Cb::Tick, "proxy_on_tick"),
+    (Cb::QueueReady, "proxy_on_queue_ready"),
+    (Cb::RequestHeaders, "proxy_on_request_headers"),
+    (Cb::RequestBody, "proxy_on_request_body"),
+    (Cb::RequestTrailers, "proxy_on_request_trailers"),
+    (Cb::ResponseHeaders, "proxy_on_response_headers"),
+    (Cb::ResponseBody, "proxy_on_response_body"),
+    (Cb::ResponseTrailers, "proxy_on_response_trailers"),
+    (Cb::HttpCallResponse, "proxy_on_http_call_response"),
+    (
+        Cb::GrpcInitialMetadata,
+        "proxy_on_grpc_receive_initial_metadata",
+    ),
+    (Cb::GrpcReceive, "proxy_on_grpc_receive"),
+    (
+        Cb::GrpcTrailingMetadata,
+        "proxy_on_grpc_receive_trailing_metadata",
+    ),
+    (Cb::GrpcClose, "proxy_on_grpc_close"),
+    (Cb::Log, "proxy_on_log"),
+    (Cb::Done, "proxy_on_done"),
+    (Cb::Delete, "proxy_on_delete"),
+];
+
+/// An exported callback with its arity (ABI 0.1.0 callbacks take fewer arguments).
+#[derive(Clone)]
+struct Export {
+    func: Func,
+    params: usize,
+    results: Vec<Val>,
+}
+
+/// A running plugin VM.
+pub struct Vm {
+    store: Store<HostState>,
+    exports: Vec<Option<Export>>,
+    module: Arc<PluginModule>,
+    failure: Option<Failure>,
+    next_ctx: u32,
+    args: Vec<Val>,
+    results: Vec<Val>,
+}
+
+impl Vm {
+    /// Instantiate `module` and run its WASI initializer (`_initialize`, or `_start`).
+    ///
+    /// # Errors
+    /// A [`Failure`] of kind `Start` (or the trap's kind) when instantiation or start traps.
+    pub fn new(module: &Arc<PluginModule>, env: VmEnv) -> Result<Vm, Failure> {
+        let state = HostState::new(module.info.clone(), env.queue_notifier, env.foreign);
+        let mut store = Store::new(&module.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        let fail = |kind: FailureKind, message: String| {
+            let f = Failure {
+                plugin: module.info.name.to_string(),
+                kind,
+                message,
+            };
+            count(&f.plugin, f.kind);
+            f
+        };
+        prepare(&mut store, module);
+        let instance = module.pre.instantiate(&mut store).map_err(|e| {
+            fail(
+                classify(&mut store, &e).unwrap_or(FailureKind::Start),
+                short(&e),
+            )
+        })?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, module.allocator)
+            .ok();
+        if memory.is_none() || alloc.is_none() {
+            return Err(fail(
+                FailureKind::Start,
+                "memory or allocator export has the wrong type".into(),
+            ));
+        }
+        store.data_mut().memory = memory;
+        store.data_mut().alloc = alloc;
+        let mut exports = Vec::with_capacity(CALLBACKS.len());
+        for (_, name) in CALLBACKS {
+            let export = instance.get_func(&mut store, name).map(|func| {
+                let ty = func.ty(&store);
+                let params = ty.params().len();
+                let results = ty.results().map(|t| zero_of(&t)).collect();
+                Export {
+                    func,
+                    params,
+                    results,
+                }
+            });
+            exports.push(export);
+        }
+        for init in ["_initialize", "_start"] {
+            if let Some(f) = instance.get_func(&mut store, init) {
+                prepare(&mut store, module);
+                if let Err(e) = f.call(&mut store, &[], &mut []) {
+                    // A command module's _start may end with proc_exit(0): that is success.
+                    if store.data_mut().exit_code.take() != Some(0) {
+                        let kind = classify(&mut store, &e).unwrap_or(FailureKind::Start);
+                        return Err(fail(kind, format!("{init}: {}", short(&e))));
+                    }
+                }
+                break;
+            }
+        }
+        Ok(Vm {
+            store,
+            exports,
+            module: module.clone(),
+            failure: None,
+            next_ctx: 1,
+            args: Vec::with_capacity(5),
+            results: Vec::with_capacity(1),
+        })
+    }
+
+    /// The module this VM runs.
+    pub fn module(&self) -> &Arc<PluginModule> {
+        &self.module
+    }
+
+    /// The ABI the plugin declares.
+    pub fn abi(&self) -> AbiVersion {
+        self.module.abi
+    }
+
+    /// The failure that ended this VM, if any.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// Contexts created and not yet deleted (streams in flight plus root contexts).
+    pub fn live_contexts(&self) -> usize {
+        self.store.data().live_contexts
+    }
+
+    fn call(
+        &mut self,
+        cb: Cb,
+        args: &[i32],
+        ctx: u32,
+        stream: Option<&mut dyn StreamHost>,
+    ) -> Result<i32, Failure> {
+        if let Some(f) = &self.failure {
+            return Err(f.clone());
+        }
+        // Borrow the export's fields (no clone: this runs for every phase of every request).
+        let Some(export) = &self.exports[cb as usize] else {
+            return Ok(0);
+        };
+        let func = export.func;
+        prepare(&mut self.store, &self.module);
+        let st = self.store.data_mut();
+        st.current_ctx = ctx;
+        st.effective_ctx = ctx;
+        // Always overwrite: a stale pointer from an earlier call must never be seen.
+        st.stream = stream.map(StreamPtr::new);
+        self.args.clear();
+        self.args
+            .extend((0..export.params).map(|i| Val::I32(args.get(i).copied().unwrap_or(0))));
+        self.results.clear();
+        self.results.extend(export.results.iter().cloned());
+        let outcome = func.call(&mut self.store, &self.args, &mut self.results);
+        self.store.data_mut().stream = None;
+        match outcome {
+            Ok(()) => Ok(self.results.first().and_then(Val::i32).unwrap_or(0)),
+            Err(e) => {
+                let kind = classify(&mut self.store, &e).unwrap_or(FailureKind::Trap);
+                let failure = Failure {
+                    plugin: self.module.info.name.to_string(),
+                    kind,
+                    message: short(&e),
+                };
+                count(&failure.plugin, kind);
+                // The embedder decides what happens next and logs the event once with its policy.
+                tracing::debug!(plugin = %failure.plugin, kind = kind.as_str(), error = %failure.message, "plugin VM failed");
+                self.failure = Some(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+
+    fn new_context(&mut self, parent: u32) -> Result<u32, Failure> {
+        let id = self.next_ctx;
+        self.next_ctx = self.next_ctx.wrapping_add(1).max(1);
+        self.call(Cb::ContextCreate, &[id as i32, parent as i32], id, None)?;
+        self.store.data_mut().live_contexts += 1;
+        Ok(id)
+    }
+
+    /// Create a root context: `on_context_create(id, 0)`, `on_vm_start`, `on_configure` with
+    /// `plugin_config`.
+    ///
+    /// # Errors
+    /// A trap, or `Start` when `on_vm_start` or `on_configure` returns false.
+    pub fn create_root(&mut self, plugin_config: Bytes) -> Result<u32, Failure> {
+        let id = self.new_context(0)?;
+        let vm_config_len = self.module.info.vm_config.len() as i32;
+        if self.call(Cb::VmStart, &[id as i32, vm_config_len], id, None)? == 0 {
+            return Err(self.fail_start("proxy_on_vm_start returned false"));
+        }
+        let len = plugin_config.len() as i32;
+        self.store.data_mut().plugin_config = plugin_config;
+        let ok = self.call(Cb::Configure, &[id as i32, len], id, None);
+        self.store.data_mut().plugin_config = Bytes::new();
+        if ok? == 0 {
+            return Err(self.fail_start(
+                "proxy_on_configure returned false (the plugin rejected its configuration)",
+            ));
+        }
+        Ok(id)
+    }
+
+    fn fail_start(&mut self, message: &str) -> Failure {
+        let f = Failure {
+            plugin: self.module.info.name.to_string(),
+            kind: FailureKind::Start,
+            message: message.into(),
+        };
+        count(&f.plugin, f.kind);
+        self.failure = Some(f.clone());
+        f
+    }
+
+    /// Create a stream context under `root`.
+    ///
+    /// # Errors
+    /// A trap in `on_context_create`.
+    pub fn create_stream(&mut self, root: u32) -> Result<u32, Failure> {
+        self.new_context(root)
+    }
+
+    fn action(
+        &mut self,
+        cb: Cb,
+        args: &[i32],
+        ctx: u32,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.call(cb, args, ctx, Some(host)).map(Action::from_i32)
+    }
+
+    /// `proxy_on_request_headers`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_request_headers(
+        &mut self,
+        ctx: u32,
+        headers: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::RequestHeaders,
+            &[ctx as i32, headers as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
+    }
+
+    /// `proxy_on_request_body`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_request_body(
+        &mut self,
+        ctx: u32,
+        size: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::RequestBody,
+            &[ctx as i32, size as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
+    }
+
+    /// `proxy_on_request_trailers`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_request_trailers(
+        &mut self,
+        ctx: u32,
+        trailers: usize,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::RequestTrailers,
+            &[ctx as i32, trailers as i32],
+            ctx,
+            host,
+        )
+    }
+
+    /// `proxy_on_response_headers`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_response_headers(
+        &mut self,
+        ctx: u32,
+        headers: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::ResponseHeaders,
+            &[ctx as i32, headers as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
+    }
+
+    /// `proxy_on_response_body`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_response_body(
+        &mut self,
+        ctx: u32,
+        size: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::ResponseBody,
+            &[ctx as i32, size as i32, end_of_stream as i32],
+            ctx,
+            host,
+        )
+    }
+
+    /// `proxy_on_response_trailers`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_response_trailers(
+        &mut self,
+        ctx: u32,
+        trailers: usize,
+        host: &mut dyn StreamHost,
+    ) -> Result<Action, Failure> {
+        self.action(
+            Cb::ResponseTrailers,
+            &[ctx as i32, trailers as i32],
+            ctx,
+            host,
+        )
+    }
+
+    /// `proxy_on_log`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_log(&mut self, ctx: u32, host: &mut dyn StreamHost) -> Result<(), Failure> {
+        self.call(Cb::Log, &[ctx as i32], ctx, Some(host)).map(drop)
+    }
+
+    /// `proxy_on_done` then `proxy_on_delete`: the context is gone afterwards.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn finish_context(&mut self, ctx: u32) -> Result<(), Failure> {
+        let st = self.store.data_mut();
+        st.live_contexts = st.live_contexts.saturating_sub(1);
+        st.signals.remove(&ctx);
+        self.call(Cb::Done, &[ctx as i32], ctx, None)?;
+        self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop)
+    }
+
+    /// `proxy_on_tick` for a root context.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_tick(&mut self, root: u32) -> Result<(), Failure> {
+        self.call(Cb::Tick, &[root as i32], root, None).map(drop)
+    }
+
+    /// `proxy_on_queue_ready` for the root context that registered the queue.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_queue_ready(&mut self, root: u32, queue: u32) -> Result<(), Failure> {
+        self.call(Cb::QueueReady, &[root as i32, queue as i32], root, None)
+            .map(drop)
+    }
+
+    /// Deliver the answer of an http callout (`None`: it failed; the plugin sees no headers).
+    /// `host` is the stream of the calling context, when it is paused on this call.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_http_call_response(
+        &mut self,
+        ctx: u32,
+        token: u32,
+        response: Option<CalloutResponse>,
+        host: Option<&mut dyn StreamHost>,
+    ) -> Result<(), Failure> {
+        if self.store.data_mut().cancelled.remove(&token) {
+            return Ok(());
+        }
+        let resp = response.unwrap_or_default();
+        let args = [
+            ctx as i32,
+            token as i32,
+            resp.headers.len() as i32,
+            resp.body.len() as i32,
+            resp.trailers.len() as i32,
+        ];
+        self.store.data_mut().callout_response = Some(resp);
+        let r = self.call(Cb::HttpCallResponse, &args, ctx, host);
+        self.store.data_mut().callout_response = None;
+        r.map(drop)
+    }
+
+    /// Deliver the answer of a unary gRPC callout: `Ok(message)` calls `on_grpc_receive`,
+    /// `Err((status, message))` calls `on_grpc_close`.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_grpc_response(
+        &mut self,
+        ctx: u32,
+        token: u32,
+        result: Result<CalloutResponse, (u32, String)>,
+        mut host: Option<&mut dyn StreamHost>,
+    ) -> Result<(), Failure> {
+        if self.store.data_mut().cancelled.remove(&token) {
+            return Ok(());
+        }
+        let r = match result {
+            Ok(resp) => {
+                let (nh, size) = (resp.headers.len() as i32, resp.body.len() as i32);
+                self.store.data_mut().callout_response = Some(resp);
+                let r = self
+                    .call(
+                        Cb::GrpcInitialMetadata,
+                        &[ctx as i32, token as i32, nh],
+                        ctx,
+                        reborrow(&mut host),
+                    )
+                    .and_then(|_| {
+                        self.call(
+                            Cb::GrpcReceive,
+                            &[ctx as i32, token as i32, size],
+                            ctx,
+                            host,
+                        )
+                    });
+                r.map(drop)
+            }
+            Err((code, message)) => {
+                self.store.data_mut().grpc_status = Some((code, Bytes::from(message)));
+                let r = self.call(
+                    Cb::GrpcClose,
+                    &[ctx as i32, token as i32, code as i32],
+                    ctx,
+                    host,
+                );
+                self.store.data_mut().grpc_status = None;
+                r.map(drop)
+            }
+        };
+        self.store.data_mut().callout_response = None;
+        r
+    }
+
+    /// Deliver an event of an open gRPC stream (`proxy_grpc_stream`).
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn on_grpc_stream_event(
+        &mut self,
+        ctx: u32,
+        token: u32,
+        event: GrpcEvent,
+    ) -> Result<(), Failure> {
+        if self.store.data().cancelled.contains(&token) {
+            if matches!(event, GrpcEvent::Close(..)) {
+                self.store.data_mut().cancelled.remove(&token);
+            }
+            return Ok(());
+        }
+        let t = token as i32;
+        let c = ctx as i32;
+        let r = match event {
+            GrpcEvent::InitialMetadata(headers) => {
+                let n = headers.len() as i32;
+                self.store.data_mut().callout_response = Some(CalloutResponse {
+                    headers,
+                    ..Default::default()
+                });
+                self.call(Cb::GrpcInitialMetadata, &[c, t, n], ctx, None)
+            }
+            GrpcEvent::Message(body) => {
+                let n = body.len() as i32;
+                self.store.data_mut().callout_response = Some(CalloutResponse {
+                    body,
+                    ..Default::default()
+                });
+                self.call(Cb::GrpcReceive, &[c, t, n], ctx, None)
+            }
+            GrpcEvent::TrailingMetadata(trailers) => {
+                let n = trailers.len() as i32;
+                self.store.data_mut().callout_response = Some(CalloutResponse {
+                    trailers,
+                    ..Default::default()
+                });
+                self.call(Cb::GrpcTrailingMetadata, &[c, t, n], ctx, None)
+            }
+            GrpcEvent::Close(code, message) => {
+                let st = self.store.data_mut();
+                st.grpc_streams.remove(&token);
+                st.grpc_status = Some((code, Bytes::from(message)));
+                let r = self.call(Cb::GrpcClose, &[c, t, code as i32], ctx, None);
+                self.store.data_mut().grpc_status = None;
+                r
+            }
+        };
+        self.store.data_mut().callout_response = None;
+        r.map(drop)
+    }
+
+    /// Messages, half-closes and cancels for open gRPC streams since the last take.
+    pub fn take_grpc_outbox(&mut self) -> Vec<GrpcSend> {
+        std::mem::take(&mut self.store.data_mut().grpc_outbox)
+    }
+
+    /// Calls started by the last callbacks, to be sent by the embedder.
+    pub fn take_callouts(&mut self) -> Vec<Callout> {
+        std::mem::take(&mut self.store.data_mut().callouts)
+    }
+
+    /// Whether `ctx` has calls recorded but not yet taken.
+    pub fn has_callouts(&self) -> bool {
+        !self.store.data().callouts.is_empty()
+    }
+
+    /// What `ctx` asked of its stream (continue, local response, close) since the last take.
+    pub fn take_signals(&mut self, ctx: u32) -> Signals {
+        self.store
+            .data_mut()
+            .signals
+            .remove(&ctx)
+            .unwrap_or_default()
+    }
+
+    /// Tick periods set since the last take: `(root context, period)`.
+    pub fn take_tick_requests(&mut self) -> Vec<(u32, std::time::Duration)> {
+        std::mem::take(&mut self.store.data_mut().tick_requests)
+    }
+}
+
+/// Arm the deadline and fuel of the next call.
+fn prepare(store: &mut Store<HostState>, module: &PluginModule) {
+    store.set_epoch_deadline(deadline_ticks(module.info.limits.callback_timeout));
+    if let Some(fuel) = module.info.limits.fuel {
+        // set_fuel only fails on an engine without fuel, and fuel limits use the fuel engine.
+        let _ = store.set_fuel(fuel);
+    }
+}
+
+fn classify(store: &mut Store<HostState>, e: &wasmtime::Error) -> Option<FailureKind> {
+    let st = store.data_mut();
+    if st.exit_code.take().is_some() {
+        return Some(FailureKind::ProcExit);
+    }
+    if st.limiter.hit {
+        return Some(FailureKind::MemoryLimit);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Some(FailureKind::Deadline),
+        Some(Trap::OutOfFuel) => Some(FailureKind::Fuel),
+        Some(_) => Some(FailureKind::Trap),
+        None => None,
+    }
+}
+
+/// The first lines of an error (wasm backtraces can be long).
+fn short(e: &wasmtime::Error) -> String {
+    let full = format!("{e:#}");
+    full.lines().take(6).collect::<Vec<_>>().join(" | ")
+}
+
+/// Lend the stream host for one call and keep it for the next.
+fn reborrow<'a>(host: &'a mut Option<&mut dyn StreamHost>) -> Option<&'a mut dyn StreamHost> {
+    match host {
+        Some(h) => Some(&mut **h),
+        None => None,
+    }
+}
