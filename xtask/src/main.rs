@@ -1,1 +1,27 @@
-fn main() {}
+//! `cargo xtask`: project tasks that are programs rather than shell one-liners.
+//!
+//! Each subcommand lives in its own module; add one by adding a variant to [`Command`] and a
+//! module with an `Args` struct and a `run` function.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Sluice build and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmark Sluice side by side with nginx and HAProxy (method: docs/performance.md).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Bench(args) => bench::run(args),
+    }
+}
