@@ -53,26 +53,17 @@ pub fn sluice(
     admin: SocketAddr,
     upstream: SocketAddr,
 ) -> String {
-    // A JSON value is a valid YAML flow node, so typed values can be spliced in verbatim.
-    let flow = |items: &[Value]| -> String {
+    let list = |items: &[Value], indent: &str| -> String {
+        if items.is_empty() {
+            return " []".into();
+        }
         items
             .iter()
-            .map(|v| format!("\n      - {v}"))
-            .collect::<String>()
+            .map(|v| format!("\n{indent}- {}", flow(v)))
+            .collect()
     };
-    let filters = if spec.filters.is_empty() {
-        " []".to_string()
-    } else {
-        flow(&spec.filters)
-    };
-    let plugins = if spec.plugins.is_empty() {
-        " []".to_string()
-    } else {
-        spec.plugins
-            .iter()
-            .map(|v| format!("\n  - {v}"))
-            .collect::<String>()
-    };
+    let filters = list(&spec.filters, "      ");
+    let plugins = list(&spec.plugins, "  ");
     format!(
         "# Sluice under test: one worker, one listener, one route to one cluster, no access log.
 admin:
@@ -94,6 +85,27 @@ clusters:
 plugins:{plugins}
 "
     )
+}
+
+/// A value as a one-line YAML flow node, `name`/`plugin` first so a chain entry reads as in
+/// CONFIG.md. Strings are JSON-quoted, which YAML reads as double-quoted scalars.
+fn flow(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| (!matches!(k.as_str(), "name" | "plugin"), k.as_str()));
+            let items: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}: {}", flow(&map[k.as_str()])))
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(flow).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -121,18 +133,25 @@ mod tests {
     fn sluice_yaml_splices_filters_and_plugins() {
         let spec = SluiceSpec {
             filters: vec![serde_json::json!({"plugin": "p"})],
-            plugins: vec![serde_json::json!({"name": "p", "wasm": "/a.wasm"})],
+            plugins: vec![serde_json::json!({"wasm": "/a.wasm", "name": "p"})],
         };
         let yaml = sluice(&spec, addr(1), addr(2), addr(3));
-        assert!(yaml.contains("\n      - {\"plugin\":\"p\"}\n"), "{yaml}");
+        assert!(yaml.contains("\n      - { plugin: \"p\" }\n"), "{yaml}");
         assert!(
-            yaml.contains("\n  - {\"name\":\"p\",\"wasm\":\"/a.wasm\"}\n"),
+            yaml.contains("\n  - { name: \"p\", wasm: \"/a.wasm\" }\n"),
             "{yaml}"
         );
         let plain = sluice(&SluiceSpec::default(), addr(1), addr(2), addr(3));
         assert!(
             plain.contains("filters: []") && plain.contains("plugins: []"),
             "{plain}"
+        );
+        let nested = flow(
+            &serde_json::json!({"config": {"add": [{"value": "1", "name": "x"}]}, "name": "headers"}),
+        );
+        assert_eq!(
+            nested,
+            r#"{ name: "headers", config: { add: [{ name: "x", value: "1" }] } }"#
         );
     }
 }
