@@ -110,11 +110,12 @@ impl Proc {
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         match self.exited() {
             None => Ok(()),
-            Some(status) => anyhow::bail!(
-                "{} exited ({status}); its output:\n{}",
-                self.name,
-                self.log_tail()
-            ),
+            Some(status) => {
+                // The last line is usually the reason; it goes first, for one-line reports.
+                let tail = self.log_tail();
+                let last = tail.lines().last().unwrap_or("no output");
+                anyhow::bail!("{} exited ({status}): {last}\n{tail}", self.name)
+            }
         }
     }
 
@@ -259,6 +260,11 @@ mod tests {
             let mut reader = std::io::BufReader::new(s.try_clone()?);
             let mut first = String::new();
             reader.read_line(&mut first)?;
+            // Read the whole head: closing with unread input would reset the connection.
+            let mut line = String::new();
+            while reader.read_line(&mut line)? > 2 {
+                line.clear();
+            }
             (&s).write_all(b"HTTP/1.1 503 Service Unavailable\r\nX-A: b\r\n\r\n")?;
             Ok(first)
         });

@@ -66,9 +66,22 @@ pub fn version(program: &Path, args: &[&str]) -> String {
         .and_then(|o| {
             let text = String::from_utf8_lossy(&o.stdout).into_owned()
                 + &String::from_utf8_lossy(&o.stderr);
-            text.lines().next().map(|l| l.trim().to_string())
+            text.lines().next().map(|l| short_version(l.trim()))
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// `nginx version: nginx/1.22.1` → `nginx/1.22.1`; `wrk debian/4.1.0-3 [epoll] Copyright …` →
+/// `wrk debian/4.1.0-3`; `HAProxy version 2.6.12 2026/10/17 - https://…` → `HAProxy 2.6.12`.
+fn short_version(line: &str) -> String {
+    let line = line.strip_prefix("nginx version: ").unwrap_or(line);
+    let line = line.split(" [").next().unwrap_or(line);
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| *w != "version")
+        .take(2)
+        .collect();
+    words.join(" ")
 }
 
 /// `cargo build --release -p sluice` in the workspace, output shown.
@@ -130,6 +143,19 @@ pub fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_shortened() {
+        assert_eq!(short_version("nginx version: nginx/1.22.1"), "nginx/1.22.1");
+        assert_eq!(
+            short_version("wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer"),
+            "wrk debian/4.1.0-3+b2"
+        );
+        assert_eq!(
+            short_version("HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"),
+            "HAProxy 2.6.12-1+deb12u4"
+        );
+    }
 
     #[test]
     fn finds_sh_and_not_nonsense() {
