@@ -482,6 +482,56 @@ fn run_case(
 mod tests {
     use super::*;
 
+    /// The nginx and HAProxy templates really proxy, started exactly as a run starts them.
+    #[test]
+    fn reference_peers_proxy_through_a_real_upstream() -> anyhow::Result<()> {
+        let Ok(tools) = tools::check() else {
+            eprintln!(
+                "skipped: nginx or wrk not installed ({})",
+                tools::INSTALL_HINT
+            );
+            return Ok(());
+        };
+        let work = WorkDir::create(false)?;
+        let mut ports = Ports::default();
+        let upstream_addr = ports.next()?;
+        let ctx = CaseCtx {
+            upstream: upstream_addr,
+            work: work.path.clone(),
+            haproxy: tools.haproxy.is_some(),
+            plugin: None,
+            plugin_root_id: None,
+        };
+        let case = cases::select("proxy")?[0];
+        let case = (case.build)(&ctx, &mut ports)?;
+        ports.release();
+        let _upstream = start_upstream(&tools, &work.path, upstream_addr)?;
+        let bins = Bins {
+            nginx: tools.nginx.clone(),
+            haproxy: tools.haproxy.clone(),
+            sluice: PathBuf::from("unused"),
+        };
+        let mut started = 0;
+        for peer in case
+            .peers
+            .iter()
+            .filter(|p| !matches!(p.kind, PeerKind::Sluice { .. }))
+        {
+            // start_peer waits until GET / through the peer answers 200.
+            let mut p = start_peer(peer, &bins)?;
+            if matches!(peer.kind, PeerKind::Nginx) {
+                // The worker must be counted, not just the idle master.
+                let tree = procfs::tree(p.pid());
+                assert_eq!(tree.len(), 2, "nginx master + 1 worker, got {tree:?}");
+            }
+            assert!(procfs::peak_rss_kib(p.pid()) > 0, "{}", peer.name);
+            p.check_running()?;
+            started += 1;
+        }
+        assert_eq!(started, 1 + usize::from(tools.haproxy.is_some()));
+        Ok(())
+    }
+
     #[test]
     fn durations_in_whole_seconds() {
         assert_eq!(parse_seconds("5s"), Ok(5));
