@@ -67,6 +67,20 @@ pub struct Case {
     pub notes: Vec<String>,
 }
 
+impl Case {
+    /// Keeps only the peers named in `only`, noting the others.
+    pub fn retain_peers(&mut self, only: &[String]) {
+        let (kept, dropped): (Vec<Peer>, Vec<Peer>) =
+            self.peers.drain(..).partition(|p| only.contains(&p.name));
+        self.peers = kept;
+        self.notes.extend(
+            dropped
+                .into_iter()
+                .map(|p| format!("{}: not selected (--peers)", p.name)),
+        );
+    }
+}
+
 /// What the cases are built from.
 #[derive(Debug)]
 pub struct CaseCtx {
@@ -312,6 +326,16 @@ mod tests {
         let filters = filters(&ctx(false, None), &mut ports)?;
         assert_eq!(filters.peers.len(), 2);
         assert!(filters.notes[0].contains("--plugin"));
+        Ok(())
+    }
+
+    #[test]
+    fn retain_peers_keeps_the_named_and_notes_the_rest() -> anyhow::Result<()> {
+        let mut case = proxy(&ctx(true, None), &mut Ports::default())?;
+        case.retain_peers(&["nginx".to_string(), "haproxy".to_string()]);
+        let names: Vec<&str> = case.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["nginx", "haproxy"]);
+        assert_eq!(case.notes, ["sluice: not selected (--peers)"]);
         Ok(())
     }
 

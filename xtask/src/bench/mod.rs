@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// Where the markdown table and the raw JSON go (relative: to the workspace root).
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Run only these peers (comma-separated names, e.g. `nginx,haproxy`); the others are noted.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    peers: Option<Vec<String>>,
     /// Use the existing target/release/sluice instead of building it.
     #[arg(long)]
     no_build: bool,
@@ -109,16 +112,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let tools = tools::check()?;
-    let sluice = match &args.sluice_bin {
-        Some(bin) => bin.clone(),
-        None if args.no_build => root.join("target/release/sluice"),
-        None => tools::build_sluice(&root)?,
-    };
-    anyhow::ensure!(
-        sluice.exists() || args.sluice_bin.is_some(),
-        "{} does not exist: drop --no-build to build it",
-        sluice.display()
-    );
     if std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
         eprintln!(
             "bench: warning: fewer than 2 cores available; pinning to cores 0 and 1 may fail"
@@ -135,10 +128,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         plugin: args.plugin.clone(),
         plugin_root_id: args.plugin_root_id.clone(),
     };
-    let cases = defs
+    let mut cases = defs
         .iter()
         .map(|d| (d.build)(&ctx, &mut ports))
         .collect::<anyhow::Result<Vec<Case>>>()?;
+    if let Some(only) = &args.peers {
+        for case in &mut cases {
+            case.retain_peers(only);
+        }
+    }
+    let needs_sluice = cases
+        .iter()
+        .flat_map(|c| &c.peers)
+        .any(|p| matches!(p.kind, PeerKind::Sluice { .. }));
+    let sluice = match &args.sluice_bin {
+        Some(bin) => bin.clone(),
+        None if args.no_build || !needs_sluice => root.join("target/release/sluice"),
+        None => tools::build_sluice(&root)?,
+    };
+    anyhow::ensure!(
+        !needs_sluice || sluice.exists() || args.sluice_bin.is_some(),
+        "{} does not exist: drop --no-build to build it",
+        sluice.display()
+    );
     ports.release();
 
     let upstream = start_upstream(&tools, &work.path, upstream_addr)?;
@@ -234,7 +246,10 @@ fn print_configs(args: &BenchArgs, defs: &[&cases::CaseDef]) -> anyhow::Result<(
     );
     println!("{}", configs::upstream_nginx(&up_dir, upstream));
     for def in defs {
-        let case = (def.build)(&ctx, &mut ports)?;
+        let mut case = (def.build)(&ctx, &mut ports)?;
+        if let Some(only) = &args.peers {
+            case.retain_peers(only);
+        }
         for p in &case.peers {
             println!(
                 "# ==== {}/{}: {}/{} (core {PEER_CORE})\n",
