@@ -112,6 +112,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let tools = tools::check()?;
+    let load_before = tools::load_average();
     if std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
         eprintln!(
             "bench: warning: fewer than 2 cores available; pinning to cores 0 and 1 may fail"
@@ -187,6 +188,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         date,
         revision: tools::git_revision(&root),
         machine: tools::machine(),
+        load_before,
+        load_after: tools::load_average(),
         versions,
         rounds: args.rounds,
         duration_s: args.duration,

@@ -94,6 +94,9 @@ pub struct RunInfo {
     pub date: String,
     pub revision: String,
     pub machine: String,
+    /// 1-minute load average before and after the run: a busy machine shows here.
+    pub load_before: String,
+    pub load_after: String,
     pub versions: Vec<String>,
     pub rounds: u32,
     pub duration_s: u64,
@@ -137,7 +140,7 @@ impl RunInfo {
             "Command: `{}` — {} — revision {}\n\n\
              {} rounds × {} s (after a {} s warm-up each), {} connections, wrk -t1; medians of the rounds. \
              Proxy alone on core 1; wrk and the upstream nginx on core 0.\n\n\
-             Machine: {}; {}.\n",
+             Machine: {}; load average {} at the start, {} at the end; {}.\n",
             self.command,
             self.date,
             self.revision,
@@ -146,6 +149,8 @@ impl RunInfo {
             self.warmup_s,
             self.connections,
             self.machine,
+            self.load_before,
+            self.load_after,
             self.versions.join(", ")
         )
     }
@@ -286,6 +291,7 @@ pub fn run_json(info: &RunInfo, cases: &[CaseResult]) -> Value {
         "date": info.date,
         "revision": info.revision,
         "machine": info.machine,
+        "load_average": [info.load_before, info.load_after],
         "versions": info.versions,
         "rounds": info.rounds,
         "duration_s": info.duration_s,
@@ -378,6 +384,8 @@ mod tests {
             date: "2026-01-01 00:00 UTC".into(),
             revision: "abc".into(),
             machine: "test".into(),
+            load_before: "0.10".into(),
+            load_after: "0.20".into(),
             versions: vec!["nginx/1".into()],
             rounds: 3,
             duration_s: 5,

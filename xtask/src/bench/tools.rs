@@ -124,6 +124,14 @@ pub fn git_revision(root: &Path) -> String {
     }
 }
 
+/// The 1-minute load average (first field of /proc/loadavg).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The CPU model and kernel, for the report.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
