@@ -138,7 +138,7 @@ impl RunInfo {
     fn header(&self) -> String {
         format!(
             "Command: `{}` — {} — revision {}\n\n\
-             {} rounds × {} s (after a {} s warm-up each), {} connections, wrk -t1; medians of the rounds. \
+             {} rounds × {} s ({}), {} connections, wrk -t1; medians of the rounds. \
              Proxy alone on core 1; wrk and the upstream nginx on core 0.\n\n\
              Machine: {}; load average {} at the start, {} at the end; {}.\n",
             self.command,
@@ -146,7 +146,11 @@ impl RunInfo {
             self.revision,
             self.rounds,
             self.duration_s,
-            self.warmup_s,
+            if self.warmup_s == 0 {
+                "no warm-up".to_string()
+            } else {
+                format!("after a {} s warm-up each", self.warmup_s)
+            },
             self.connections,
             self.machine,
             self.load_before,
@@ -160,7 +164,7 @@ impl CaseResult {
     /// The case's markdown: title, run header, figures table, ratio table, notes.
     pub fn markdown(&self, info: &RunInfo) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "### `{}`: {}\n", self.name, self.title);
+        let _ = writeln!(s, "#### `{}`: {}\n", self.name, self.title);
         s.push_str(&info.header());
         s.push_str("\n| peer | req/s | p50 | p99 | CPU/request | peak RSS | errors |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");

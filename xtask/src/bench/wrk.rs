@@ -74,7 +74,8 @@ fn parse_latency_us(v: &str) -> Option<f64> {
         "m" => 60e6,
         _ => return None,
     };
-    Some(n * scale)
+    // Rounded to 0.01 µs so that `1.23ms` reads 1230, not 1229.9999999999998.
+    Some((n * scale * 100.0).round() / 100.0)
 }
 
 /// Reads the figures out of wrk's text report.
