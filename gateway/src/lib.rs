@@ -1,9 +1,17 @@
 //! Sluice: a programmable edge gateway. Native Rust filters and proxy-wasm plugins on a hyper/tokio
 //! thread-per-core proxy, configured from YAML or xDS, with an XDP fast path.
 
+pub mod app;
 pub mod body;
 pub mod config;
+pub mod error;
 pub mod filter;
+pub mod listener;
+pub mod proxy;
+pub mod router;
+pub mod server;
 pub mod services;
+pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;

@@ -1,1 +1,64 @@
-fn main() {}
+//! The `sluice` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a programmable edge gateway (native Rust filters, proxy-wasm plugins, XDP fast path).
+#[derive(Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file; reloads when the file (or a file it references) changes.
+    Run {
+        /// The YAML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Do not watch the config and the files it references for changes.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Validate a config file (including every filter and plugin) and exit: 0 if valid, 1 with
+    /// every problem, its place in the file and a fix otherwise.
+    Check {
+        /// The YAML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    sluice::telemetry::init_logging();
+    match cli.command {
+        Command::Run { config, no_watch } => {
+            match sluice::app::run(&config, sluice::app::RunOptions { no_watch }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config } => {
+            let services = sluice::services::Services::new();
+            let registry = sluice::filter::FilterRegistry::builtin();
+            match sluice::app::check(&config, &registry, &services) {
+                Ok(_) => {
+                    println!("{}: configuration is valid", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(rendered) => {
+                    eprint!("{rendered}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

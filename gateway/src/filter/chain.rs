@@ -1,17 +1,180 @@
-//! Runs a chain of filters over an exchange.
+//! Runs a chain of filters over an exchange: the listener chain, then the route chain.
+//!
+//! Request phases run forward, response phases backward (the route chain's last filter sees the
+//! response first), as Envoy runs decoder and encoder filters. A filter is only called for the
+//! phases it lists in [`HttpFilter::phases`].
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
-use super::HttpFilter;
+use http::HeaderMap;
 
-/// One filter in a chain.
+use super::{Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases};
+
+/// One filter in a chain, with its phases read once when the chain is built.
 #[derive(Clone)]
 pub struct ChainEntry {
     pub filter: Arc<dyn HttpFilter>,
+    pub phases: Phases,
 }
 
-/// The listener chain followed by the route chain.
+impl ChainEntry {
+    pub fn new(filter: Arc<dyn HttpFilter>) -> Self {
+        let phases = filter.phases();
+        ChainEntry { filter, phases }
+    }
+}
+
+/// An ordered list of filters and the union of their phases.
 #[derive(Clone, Default)]
-pub struct Chain {
+pub struct FilterList {
     pub entries: Vec<ChainEntry>,
+    pub phases: Phases,
+}
+
+impl FilterList {
+    pub fn new(entries: Vec<ChainEntry>) -> Self {
+        let phases = entries.iter().fold(Phases::NONE, |acc, e| acc | e.phases);
+        FilterList { entries, phases }
+    }
+}
+
+/// The exchange shared by the request path and the body streams of one request.
+pub type SharedExchange = Rc<RefCell<Exchange>>;
+
+/// The chain that applies to one request: its listener's filters, then its route's.
+#[derive(Clone)]
+pub struct Chain {
+    pub listener: Arc<FilterList>,
+    pub route: Option<Arc<FilterList>>,
+}
+
+impl Chain {
+    pub fn phases(&self) -> Phases {
+        match &self.route {
+            Some(r) => self.listener.phases | r.phases,
+            None => self.listener.phases,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.listener.entries.len() + self.route.as_ref().map_or(0, |r| r.entries.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The filter at `slot` (listener filters first).
+    pub fn get(&self, slot: usize) -> Option<&ChainEntry> {
+        let n = self.listener.entries.len();
+        if slot < n {
+            self.listener.entries.get(slot)
+        } else {
+            self.route.as_ref().and_then(|r| r.entries.get(slot - n))
+        }
+    }
+
+    /// Slots in request order, or response order when `reverse`.
+    pub fn slots(&self, reverse: bool) -> impl Iterator<Item = usize> {
+        let n = self.len();
+        (0..n).map(move |i| if reverse { n - 1 - i } else { i })
+    }
+
+    /// Run one header/trailer phase over the chain. Returns the local response a filter chose, if
+    /// any (which stops the chain).
+    pub async fn run<F>(
+        &self,
+        ex: &SharedExchange,
+        phase: Phases,
+        mut call: F,
+    ) -> Option<LocalResponse>
+    where
+        F: FnMut(&dyn HttpFilter, &mut FilterCx<'_>) -> Flow,
+    {
+        if !self.phases().intersects(phase) {
+            return None;
+        }
+        let reverse = phase.intersects(Phases::RESPONSE_HEADERS | Phases::RESPONSE_TRAILERS);
+        for slot in self.slots(reverse) {
+            let Some(entry) = self.get(slot) else {
+                continue;
+            };
+            if !entry.phases.contains(phase) {
+                continue;
+            }
+            let mut flow = {
+                let mut e = ex.borrow_mut();
+                call(entry.filter.as_ref(), &mut e.cx(slot))
+            };
+            loop {
+                match flow {
+                    Flow::Continue => break,
+                    Flow::Respond(r) => return Some(r),
+                    Flow::Pause(pending) => {
+                        let resume = pending.await;
+                        let mut e = ex.borrow_mut();
+                        flow = resume(&mut e.cx(slot));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    pub async fn request_headers(&self, ex: &SharedExchange) -> Option<LocalResponse> {
+        self.run(ex, Phases::REQUEST_HEADERS, |f, cx| {
+            f.on_request_headers(cx)
+        })
+        .await
+    }
+
+    pub async fn response_headers(&self, ex: &SharedExchange) -> Option<LocalResponse> {
+        self.run(ex, Phases::RESPONSE_HEADERS, |f, cx| {
+            f.on_response_headers(cx)
+        })
+        .await
+    }
+
+    /// Trailer phases run synchronously inside a body stream; a pause there is not supported and
+    /// is treated as continue (documented in docs/filters.md).
+    pub fn trailers_sync(&self, ex: &mut Exchange, response: bool, trailers: &mut HeaderMap) {
+        let phase = if response {
+            Phases::RESPONSE_TRAILERS
+        } else {
+            Phases::REQUEST_TRAILERS
+        };
+        if !self.phases().intersects(phase) {
+            return;
+        }
+        for slot in self.slots(response) {
+            let Some(entry) = self.get(slot) else {
+                continue;
+            };
+            if !entry.phases.contains(phase) {
+                continue;
+            }
+            let mut cx = ex.cx(slot);
+            let _ = if response {
+                entry.filter.on_response_trailers(&mut cx, trailers)
+            } else {
+                entry.filter.on_request_trailers(&mut cx, trailers)
+            };
+        }
+    }
+
+    /// The log phase, in request order.
+    pub fn log(&self, ex: &mut Exchange) {
+        if !self.phases().intersects(Phases::LOG) {
+            return;
+        }
+        for slot in self.slots(false) {
+            if let Some(entry) = self.get(slot) {
+                if entry.phases.contains(Phases::LOG) {
+                    entry.filter.on_log(&mut ex.cx(slot));
+                }
+            }
+        }
+    }
 }

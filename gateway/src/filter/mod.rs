@@ -148,6 +148,9 @@ pub struct Exchange {
     pub request_id: Option<HeaderValue>,
     /// Set when the gateway answered itself; access log `details`.
     pub local_details: Option<&'static str>,
+    /// A local response chosen by a body filter while the body streamed: the request path answers
+    /// with it instead of the upstream's result.
+    pub pending_local: Option<LocalResponse>,
     states: Vec<(usize, Box<dyn Any>)>,
 }
 
@@ -161,6 +164,7 @@ impl Exchange {
             cluster: None,
             request_id: None,
             local_details: None,
+            pending_local: None,
             states: Vec::new(),
         }
     }

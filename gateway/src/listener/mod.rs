@@ -1,0 +1,156 @@
+//! Listening sockets (one SO_REUSEPORT socket per worker per listener), the accept loop, and
+//! serving a connection with hyper (HTTP/1.1 and h2c by prior knowledge).
+
+pub mod bind;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::proxy::{self, ConnState};
+use crate::worker::WorkerCtx;
+
+/// Spawns hyper's background tasks (h2 streams) on the worker's LocalSet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Accept connections on `listener` until shutdown.
+pub async fn accept_loop(
+    w: Rc<WorkerCtx>,
+    name: Arc<str>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    tokio::task::spawn_local(serve(w.clone(), name.clone(), stream, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve(
+    w: Rc<WorkerCtx>,
+    name: Arc<str>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let snap = w.snapshot();
+    let Some(l) = snap.listener(&name).cloned() else {
+        return;
+    };
+    drop(snap);
+    let limits = &l.config.limits;
+    let counter = w.gateway.connection_counter(&name);
+    if counter.fetch_add(1, Ordering::Relaxed) >= limits.max_connections as usize {
+        counter.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(listener = %name, %peer, "max_connections reached; closing new connection");
+        return;
+    }
+    let _guard = ConnGuard {
+        counter,
+        w: w.clone(),
+        name: name.clone(),
+    };
+    w.services.metrics.connection_opened(&name);
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(l.address);
+    let conn = Rc::new(ConnState::new(name.clone(), peer, local, "http"));
+
+    let svc = {
+        let (w, conn) = (w.clone(), conn.clone());
+        service_fn(move |req| proxy::handle(w.clone(), conn.clone(), req))
+    };
+    let mut builder = auto::Builder::new(LocalExec);
+    let header_limit = limits
+        .max_request_headers_size
+        .bytes()
+        .clamp(8192, u32::MAX as u64);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.get())
+        .max_buf_size(header_limit as usize)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(header_limit as u32)
+        .max_concurrent_streams(DEFAULT_H2_MAX_STREAMS);
+    if !l.http2 {
+        builder = builder.http1_only();
+    } else if !l.http1 {
+        builder = builder.http2_only();
+    }
+    let idle = limits.idle_timeout.get();
+    drop(l);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(served);
+    let mut draining = false;
+    loop {
+        let idle_deadline = tokio::time::Instant::from_std(conn.idle_since.get() + idle);
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(listener = %name, %peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                served.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(idle_deadline), if !draining => {
+                if conn.in_flight.get() == 0 && conn.idle_since.get().elapsed() >= idle {
+                    draining = true;
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// HTTP/2 streams per connection unless configured otherwise.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 256;
+
+struct ConnGuard {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    w: Rc<WorkerCtx>,
+    name: Arc<str>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+        self.w.services.metrics.connection_closed(&self.name);
+        self.w.gateway.connection_closed();
+    }
+}

@@ -1,0 +1,119 @@
+//! The end of an exchange: when the response body completes (or the client goes away), record
+//! metrics, run the log phase and write the access log — exactly once.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::body::{BoxError, ProxyBody};
+use crate::filter::chain::{Chain, SharedExchange};
+use crate::telemetry::metrics::RouteMetrics;
+
+/// Everything needed to finish one exchange.
+pub struct Finish {
+    pub ex: SharedExchange,
+    pub chain: Option<Chain>,
+    pub metrics: RouteMetrics,
+    pub status: u16,
+    pub ttfb: Instant,
+    pub upstream_addr: Option<std::net::SocketAddr>,
+    pub bytes_received: Rc<Cell<u64>>,
+    pub bytes_sent: u64,
+    pub conn: Rc<super::ConnState>,
+    pub sink: Rc<dyn Fn(&Finish, &crate::filter::Exchange)>,
+}
+
+impl Finish {
+    fn complete(&mut self) {
+        let now = Instant::now();
+        let mut ex = self.ex.borrow_mut();
+        let start = ex.info.start;
+        self.metrics.record(
+            self.status,
+            now - start,
+            self.ttfb.saturating_duration_since(start),
+        );
+        if let Some(chain) = &self.chain {
+            chain.log(&mut ex);
+        }
+        (self.sink)(self, &ex);
+        self.conn.request_done();
+    }
+}
+
+/// The response body as sent to the client: counts bytes and finishes the exchange when it ends
+/// or is dropped.
+pub struct FinishBody {
+    inner: ProxyBody,
+    finish: Option<Finish>,
+}
+
+impl FinishBody {
+    pub fn wrap(inner: ProxyBody, finish: Finish) -> ProxyBody {
+        Box::pin(FinishBody {
+            inner,
+            finish: Some(finish),
+        })
+    }
+}
+
+impl Body for FinishBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let r = this.inner.as_mut().poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
+                    f.bytes_sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(mut f) = this.finish.take() {
+                    f.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut f) = this.finish.take() {
+                    f.ex.borrow_mut()
+                        .local_details
+                        .get_or_insert("response_body_error");
+                    f.complete();
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for FinishBody {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.finish.take() {
+            if !self.inner.is_end_stream() {
+                f.ex.borrow_mut()
+                    .local_details
+                    .get_or_insert("downstream_disconnected");
+            }
+            f.complete();
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Proxy header semantics: hop-by-hop headers, X-Forwarded-*, x-request-id.
+
+use std::cell::Cell;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including any named by `Connection`.
+/// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
+pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            let named: Vec<HeaderName> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        h.remove(name);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+        h.remove(header::PROXY_AUTHENTICATE);
+        h.remove(header::PROXY_AUTHORIZATION);
+    }
+}
+
+/// gRPC and other h2 clients send `te: trailers`; it is the one TE value allowed over h2 and the
+/// upstream needs it.
+pub fn keep_te_trailers(original: Option<&HeaderValue>, h: &mut HeaderMap) {
+    if let Some(v) = original {
+        if v.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Append the client address to X-Forwarded-For and set X-Forwarded-Proto.
+pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
+    let mut buf = itoa_ip(client);
+    if let Some(prev) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        let mut joined = String::with_capacity(prev.len() + 2 + buf.len());
+        joined.push_str(prev);
+        joined.push_str(", ");
+        joined.push_str(&buf);
+        buf = joined;
+    }
+    if let Ok(v) = HeaderValue::from_str(&buf) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    }
+}
+
+fn itoa_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+thread_local! {
+    static RNG: Cell<(u64, u64)> = Cell::new(seed());
+}
+
+fn seed() -> (u64, u64) {
+    let a: u64 = rand::random();
+    let b: u64 = rand::random();
+    (a | 1, b | 1)
+}
+
+/// A fresh request id in UUID v4 form, from a per-thread xorshift128+ seeded from the OS
+/// (unique enough for correlation, not for secrets; no lock, no syscall).
+pub fn new_request_id() -> HeaderValue {
+    let (hi, lo) = RNG.with(|c| {
+        let (mut s1, s0) = c.get();
+        let out1 = s0.wrapping_add(s1);
+        s1 ^= s1 << 23;
+        let next = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+        let (mut t1, t0) = (s0, next);
+        let out2 = t0.wrapping_add(t1);
+        t1 ^= t1 << 23;
+        c.set((t0, t1 ^ t0 ^ (t1 >> 17) ^ (t0 >> 26)));
+        (out1, out2)
+    });
+    let v = ((hi as u128) << 64) | lo as u128;
+    // Version 4 and RFC 4122 variant bits.
+    let v = (v & !(0xF000u128 << 64)) | (0x4000u128 << 64);
+    let v = (v & !(0xC000_0000_0000_0000u128)) | 0x8000_0000_0000_0000u128;
+    let mut buf = [0u8; 36];
+    let hex = b"0123456789abcdef";
+    let mut j = 0;
+    for i in 0..16 {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            buf[j] = b'-';
+            j += 1;
+        }
+        let byte = (v >> (120 - i * 8)) as u8;
+        buf[j] = hex[(byte >> 4) as usize];
+        buf[j + 1] = hex[(byte & 0xF) as usize];
+        j += 2;
+    }
+    // The buffer holds only ASCII hex digits and dashes, always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_removed_including_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.1.1.1"));
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, "::ffff:10.0.0.2".parse().unwrap(), "https");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2");
+    }
+
+    #[test]
+    fn request_ids_look_like_uuid_v4_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
+    }
+}

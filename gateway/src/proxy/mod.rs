@@ -1,0 +1,423 @@
+//! The request path: route, run the filter chain, proxy to the cluster (or answer locally), and
+//! stream the response back through the chain.
+
+pub mod body_filter;
+pub mod finish;
+pub mod headers;
+pub mod limits;
+pub mod upgrade;
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::{self, ProxyBody};
+use crate::error::{self, ProxyError};
+use crate::filter::chain::{Chain, SharedExchange};
+use crate::filter::{Exchange, LocalResponse, RequestInfo};
+use crate::router::{Action, Route};
+use crate::snapshot::{ListenerRuntime, Snapshot};
+use crate::upstream::SendOptions;
+use crate::worker::WorkerCtx;
+
+use self::body_filter::FilteredBody;
+use self::finish::{Finish, FinishBody};
+use self::limits::LimitedBody;
+
+/// Per-connection state shared by its requests.
+pub struct ConnState {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: &'static str,
+    /// Requests in flight on this connection (for the idle timeout).
+    pub in_flight: Cell<usize>,
+    /// When the connection last became idle.
+    pub idle_since: Cell<Instant>,
+}
+
+impl ConnState {
+    pub fn new(
+        listener: Arc<str>,
+        client: SocketAddr,
+        local: SocketAddr,
+        scheme: &'static str,
+    ) -> Self {
+        ConnState {
+            listener,
+            client,
+            local,
+            scheme,
+            in_flight: Cell::new(0),
+            idle_since: Cell::new(Instant::now()),
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    pub fn request_done(&self) {
+        let n = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(n);
+        if n == 0 {
+            self.idle_since.set(Instant::now());
+        }
+    }
+}
+
+/// Serve one request. Never fails: every problem becomes a response.
+pub async fn handle(
+    worker: Rc<WorkerCtx>,
+    conn: Rc<ConnState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    conn.request_started();
+    let start = Instant::now();
+    let snap = worker.snapshot();
+    let info = RequestInfo {
+        client_addr: conn.client,
+        local_addr: conn.local,
+        listener: conn.listener.clone(),
+        scheme: conn.scheme,
+        start,
+        worker: worker.index,
+    };
+    let on_upgrade = if upgrade::is_upgrade(&req) {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let (parts, incoming) = req.into_parts();
+    let grpc = error::is_grpc(&parts.headers);
+    let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, parts)));
+
+    let Some(listener) = snap.listener(&conn.listener).cloned() else {
+        // The listener was removed by a reload while this connection was open.
+        let metrics = worker.services.metrics.route(&conn.listener, "", "");
+        let r = LocalResponse::new(StatusCode::SERVICE_UNAVAILABLE, "listener_removed")
+            .with_body("listener removed\n");
+        return Ok(local(&worker, &conn, ex, None, metrics, r).await);
+    };
+    let route = listener.router.find(&ex.borrow().request).cloned();
+    ensure_request_id(&ex);
+    let chain = Chain {
+        listener: listener.chain.clone(),
+        route: route.as_ref().map(|r| r.chain.clone()),
+    };
+    let metrics = match &route {
+        Some(r) => {
+            ex.borrow_mut().route = Some(r.name.clone());
+            r.metrics.clone()
+        }
+        None => listener.no_route.clone(),
+    };
+
+    if let Some(r) = chain.request_headers(&ex).await {
+        return Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await);
+    }
+    let Some(route) = route else {
+        let r = ProxyError::NoRoute.response(grpc);
+        return Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await);
+    };
+    match &route.action {
+        Action::Direct(resp) => {
+            let r = resp.clone();
+            Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await)
+        }
+        Action::Redirect(rd) => {
+            let r = rd.respond(&ex.borrow().request, conn.scheme);
+            Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await)
+        }
+        Action::Cluster(_) | Action::Weighted { .. } => Ok(forward(
+            &worker, &conn, &snap, &listener, &route, ex, chain, metrics, incoming, on_upgrade,
+            grpc,
+        )
+        .await),
+    }
+}
+
+fn ensure_request_id(ex: &SharedExchange) {
+    let mut e = ex.borrow_mut();
+    let id = match e.request.headers.get(&headers::X_REQUEST_ID) {
+        Some(v) if !v.is_empty() => v.clone(),
+        _ => {
+            let v = headers::new_request_id();
+            e.request
+                .headers
+                .insert(headers::X_REQUEST_ID.clone(), v.clone());
+            v
+        }
+    };
+    e.request_id = Some(id);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    snap: &Arc<Snapshot>,
+    listener: &Arc<ListenerRuntime>,
+    route: &Arc<Route>,
+    ex: SharedExchange,
+    chain: Chain,
+    metrics: crate::telemetry::metrics::RouteMetrics,
+    incoming: Incoming,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    grpc: bool,
+) -> Response<ProxyBody> {
+    let Some(cluster) = route.action.pick_cluster().cloned() else {
+        return local(
+            worker,
+            conn,
+            ex,
+            Some(chain),
+            metrics,
+            ProxyError::UnknownCluster.response(grpc),
+        )
+        .await;
+    };
+    let max_body = listener.config.limits.max_request_body_size.bytes();
+    let (req, hash) = {
+        let mut e = ex.borrow_mut();
+        e.cluster = Some(cluster.name.clone());
+        let too_large = e
+            .request
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > max_body);
+        if too_large {
+            drop(e);
+            return local(
+                worker,
+                conn,
+                ex,
+                Some(chain),
+                metrics,
+                ProxyError::RequestBodyTooLarge.response(grpc),
+            )
+            .await;
+        }
+        let hash = snap_hash(snap, &cluster.name, &e.request.headers);
+        (
+            upstream_request(&e, route, conn, on_upgrade.is_some()),
+            hash,
+        )
+    };
+    let tripped = Rc::new(Cell::new(false));
+    let received = Rc::new(Cell::new(0u64));
+    let body = FilteredBody::wrap(body::boxed(incoming), &chain, &ex, false, max_body as usize);
+    let body = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
+    let req = req.map(|()| body);
+    let opts = SendOptions {
+        timeout: route.timeout,
+        retries: route.retries.as_ref(),
+        hash,
+    };
+    let result = worker.pools.send(&cluster, req, &opts).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let pending = ex.borrow_mut().pending_local.take();
+            let r = if tripped.get() {
+                ProxyError::RequestBodyTooLarge.response(grpc)
+            } else if let Some(r) = pending {
+                r
+            } else {
+                tracing::debug!(error = %e, "upstream request failed");
+                ProxyError::from(&e).response(grpc)
+            };
+            return local(worker, conn, ex, Some(chain), metrics, r).await;
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = on_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            upgrade::splice(down, up);
+        }
+    }
+    let (mut parts, incoming) = resp.into_parts();
+    let upgrading = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::remove_hop_by_hop(&mut parts.headers, upgrading);
+    parts.version = Version::HTTP_11;
+    ex.borrow_mut().response = Some(parts);
+    if let Some(r) = chain.response_headers(&ex).await {
+        return local_response_only(worker, conn, ex, chain, metrics, r, received);
+    }
+    let body = FilteredBody::wrap(body::boxed(incoming), &chain, &ex, true, max_body as usize);
+    respond(worker, conn, ex, Some(chain), metrics, body, received)
+}
+
+/// The upstream request head: origin-form URI (with prefix rewrite), Host, proxy headers.
+fn upstream_request(e: &Exchange, route: &Route, conn: &ConnState, upgrade: bool) -> Request<()> {
+    let src = &e.request;
+    let mut headers = src.headers.clone();
+    let te = src.headers.get(header::TE).cloned();
+    headers::remove_hop_by_hop(&mut headers, upgrade);
+    headers::keep_te_trailers(te.as_ref(), &mut headers);
+    headers.remove(header::EXPECT);
+    headers::set_forwarded(&mut headers, conn.client.ip(), conn.scheme);
+    if let Some(h) = &route.rewrite_host {
+        headers.insert(header::HOST, h.clone());
+    } else if !headers.contains_key(header::HOST) {
+        if let Some(a) = src.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let pq = src.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = match &route.rewrite_prefix {
+        Some((from, to)) => match pq.strip_prefix(from.as_str()) {
+            Some(rest) => {
+                let mut s = String::with_capacity(to.len() + rest.len());
+                s.push_str(to);
+                s.push_str(rest);
+                s.parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/"))
+            }
+            None => pq.parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/")),
+        },
+        None => match src.uri.path_and_query() {
+            Some(p) => Uri::from(p.clone()),
+            None => Uri::from_static("/"),
+        },
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = src.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req
+}
+
+fn snap_hash(snap: &Snapshot, cluster: &str, h: &http::HeaderMap) -> Option<u64> {
+    let cfg = snap
+        .config
+        .file
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)?;
+    let key = cfg.hash_key.as_ref()?;
+    let v = h.get(key.header.as_str())?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    v.as_bytes().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Answer with a local response, after running the response phases over it.
+async fn local(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    ex: SharedExchange,
+    chain: Option<Chain>,
+    metrics: crate::telemetry::metrics::RouteMetrics,
+    r: LocalResponse,
+) -> Response<ProxyBody> {
+    let body = set_local(&ex, r);
+    if let Some(c) = &chain {
+        if let Some(r2) = c.response_headers(&ex).await {
+            let body = set_local(&ex, r2);
+            return respond(
+                worker,
+                conn,
+                ex,
+                chain,
+                metrics,
+                body,
+                Rc::new(Cell::new(0)),
+            );
+        }
+    }
+    respond(
+        worker,
+        conn,
+        ex,
+        chain,
+        metrics,
+        body,
+        Rc::new(Cell::new(0)),
+    )
+}
+
+/// A response filter replaced the upstream response: no second pass through the chain.
+fn local_response_only(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    ex: SharedExchange,
+    chain: Chain,
+    metrics: crate::telemetry::metrics::RouteMetrics,
+    r: LocalResponse,
+    received: Rc<Cell<u64>>,
+) -> Response<ProxyBody> {
+    let body = set_local(&ex, r);
+    respond(worker, conn, ex, Some(chain), metrics, body, received)
+}
+
+fn set_local(ex: &SharedExchange, r: LocalResponse) -> ProxyBody {
+    let mut e = ex.borrow_mut();
+    e.local_details = Some(r.details);
+    let mut resp = Response::new(());
+    *resp.status_mut() = r.status;
+    *resp.headers_mut() = r.headers;
+    if !r.body.is_empty() && !resp.headers().contains_key(header::CONTENT_TYPE) {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    e.response = Some(resp.into_parts().0);
+    body::full(r.body)
+}
+
+/// Build the downstream response from the exchange's response head and `body`.
+fn respond(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    ex: SharedExchange,
+    chain: Option<Chain>,
+    metrics: crate::telemetry::metrics::RouteMetrics,
+    body: ProxyBody,
+    received: Rc<Cell<u64>>,
+) -> Response<ProxyBody> {
+    let (parts, status) = {
+        let mut e = ex.borrow_mut();
+        let parts = e
+            .response
+            .take()
+            .unwrap_or_else(|| Response::new(()).into_parts().0);
+        let status = parts.status.as_u16();
+        // Filters may read the response head in the log phase; keep a copy only if there are any.
+        if chain.as_ref().is_some_and(|c| !c.is_empty()) {
+            e.response = Some(clone_head(&parts));
+        }
+        (parts, status)
+    };
+    let finish = Finish {
+        ex,
+        chain,
+        metrics,
+        status,
+        ttfb: Instant::now(),
+        upstream_addr: None,
+        bytes_received: received,
+        bytes_sent: 0,
+        conn: conn.clone(),
+        sink: worker.finish_sink.clone(),
+    };
+    Response::from_parts(parts, FinishBody::wrap(body, finish))
+}
+
+fn clone_head(p: &http::response::Parts) -> http::response::Parts {
+    let mut r = Response::new(());
+    *r.status_mut() = p.status;
+    *r.version_mut() = p.version;
+    *r.headers_mut() = p.headers.clone();
+    r.into_parts().0
+}

@@ -1,0 +1,204 @@
+//! The running gateway: the current snapshot, the workers, signals and draining.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use crate::config::model::DEFAULT_DRAIN_TIMEOUT;
+use crate::filter::FilterRegistry;
+use crate::listener::{self, bind};
+use crate::services::Services;
+use crate::snapshot::Snapshot;
+use crate::upstream::WorkerPools;
+use crate::worker::{self, WorkerCtx};
+
+/// State shared by every worker and the control thread.
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub services: Arc<Services>,
+    pub registry: FilterRegistry,
+    conn_counters: DashMap<String, Arc<AtomicUsize>>,
+    open_connections: AtomicUsize,
+}
+
+impl Gateway {
+    pub fn new(snapshot: Snapshot, services: Arc<Services>, registry: FilterRegistry) -> Arc<Self> {
+        Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            services,
+            registry,
+            conn_counters: DashMap::new(),
+            open_connections: AtomicUsize::new(0),
+        })
+    }
+
+    /// Connections open on `listener` across all workers (for max_connections).
+    pub fn connection_counter(&self, listener: &str) -> Arc<AtomicUsize> {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.conn_counters.get(listener) {
+            return c.clone();
+        }
+        self.conn_counters
+            .entry(listener.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now, all listeners.
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Sockets bound for one worker: (listener name, socket).
+pub type WorkerSockets = Vec<(Arc<str>, std::net::TcpListener)>;
+
+/// Bind every listener of `snap` for `workers` workers. Fails on the first bind error.
+///
+/// # Errors
+/// The listener name, address and OS error.
+pub fn bind_all(
+    snap: &Snapshot,
+    workers: usize,
+) -> anyhow::Result<(Vec<WorkerSockets>, HashMap<String, SocketAddr>)> {
+    let mut per_worker: Vec<WorkerSockets> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = HashMap::new();
+    let mut names: Vec<&String> = snap.listeners.keys().collect();
+    names.sort();
+    for name in names {
+        let l = &snap.listeners[name];
+        let socks = bind::bind_reuseport(l.address, workers).map_err(|e| {
+            anyhow::anyhow!("listener `{name}`: cannot listen on {}: {e}", l.address)
+        })?;
+        if let Some(first) = socks.first() {
+            bound.insert(name.clone(), first.local_addr()?);
+        }
+        for (i, s) in socks.into_iter().enumerate() {
+            per_worker[i].push((l.name.clone(), s));
+        }
+    }
+    Ok((per_worker, bound))
+}
+
+/// Handle to the running workers.
+pub struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Start `sockets.len()` worker threads.
+///
+/// # Errors
+/// A thread or runtime could not be created.
+pub fn start_workers(
+    gw: &Arc<Gateway>,
+    sockets: Vec<WorkerSockets>,
+    finish_sink: crate::telemetry::FinishSinkFactory,
+) -> anyhow::Result<Workers> {
+    let (tx, rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (index, socks) in sockets.into_iter().enumerate() {
+        let gw = gw.clone();
+        let rx = rx.clone();
+        let sink = finish_sink.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("sluice-worker-{index}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "cannot start worker runtime");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, run_worker(index, gw, socks, rx, sink));
+            })?;
+        threads.push(t);
+    }
+    Ok(Workers {
+        threads,
+        shutdown: tx,
+    })
+}
+
+async fn run_worker(
+    index: usize,
+    gw: Arc<Gateway>,
+    socks: WorkerSockets,
+    mut shutdown: watch::Receiver<bool>,
+    sink: crate::telemetry::FinishSinkFactory,
+) {
+    let w = Rc::new(WorkerCtx {
+        index,
+        services: gw.services.clone(),
+        gateway: gw.clone(),
+        pools: WorkerPools::new(),
+        finish_sink: sink(),
+    });
+    worker::set_current(w.clone());
+    for (name, std_sock) in socks {
+        match tokio::net::TcpListener::from_std(std_sock) {
+            Ok(l) => {
+                tokio::task::spawn_local(listener::accept_loop(
+                    w.clone(),
+                    name,
+                    l,
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(worker = index, listener = %name, error = %e, "cannot register listener")
+            }
+        }
+    }
+    let _ = shutdown.changed().await;
+    // Accept loops stop on the same signal; connections drain in their own tasks. The control
+    // thread decides when the drain is over.
+    std::future::pending::<()>().await;
+}
+
+impl Workers {
+    /// Stop accepting, ask every connection to finish, and wait up to `drain` for them.
+    pub fn drain(self, gw: &Gateway, drain: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + drain;
+        while gw.open_connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = gw.open_connections();
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "drain timeout reached; closing the remaining connections"
+            );
+        } else {
+            tracing::info!("drained");
+        }
+        // Worker threads park forever once drained; the process exits with them.
+        drop(self.threads);
+    }
+}
+
+/// The configured drain timeout.
+pub fn drain_timeout(snap: &Snapshot) -> Duration {
+    snap.config
+        .file
+        .drain_timeout
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT)
+        .get()
+}

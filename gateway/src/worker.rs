@@ -1,0 +1,81 @@
+//! Worker threads: each runs a single-threaded tokio runtime with a LocalSet, its own
+//! SO_REUSEPORT listeners and its own upstream connection pools. A connection lives on one
+//! worker for its whole life, so nothing on the request path takes a lock.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::filter::Exchange;
+use crate::proxy::finish::Finish;
+use crate::server::Gateway;
+use crate::services::Services;
+use crate::snapshot::Snapshot;
+use crate::upstream::{SendOptions, UpstreamError, UpstreamErrorKind, WorkerPools};
+
+/// What a worker owns.
+pub struct WorkerCtx {
+    pub index: usize,
+    pub gateway: Arc<Gateway>,
+    pub services: Arc<Services>,
+    pub pools: WorkerPools,
+    /// Called once per finished exchange (access log).
+    pub finish_sink: Rc<dyn Fn(&Finish, &Exchange)>,
+}
+
+impl WorkerCtx {
+    /// The snapshot in force now (one atomic load).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.gateway.snapshot.load_full()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<WorkerCtx>>> = const { RefCell::new(None) };
+}
+
+/// Make `w` the worker of this thread (for [`dispatch`]).
+pub fn set_current(w: Rc<WorkerCtx>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(w));
+}
+
+/// The worker of this thread, if any.
+pub fn current() -> Option<Rc<WorkerCtx>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Send a request to `cluster` of the current snapshot from the current worker (pooled
+/// connections, the cluster's load balancer), waiting at most `timeout` for response headers.
+/// Must be called on a worker thread (inside its LocalSet).
+///
+/// # Errors
+/// Unknown cluster (kind `NoHealthyEndpoint`) or any upstream failure.
+pub async fn dispatch(
+    cluster: &str,
+    req: Request<ProxyBody>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let unknown = |detail: &str| UpstreamError {
+        kind: UpstreamErrorKind::NoHealthyEndpoint,
+        cluster: cluster.into(),
+        detail: detail.to_string(),
+    };
+    let Some(w) = current() else {
+        return Err(unknown("dispatch called outside a worker"));
+    };
+    let snap = w.snapshot();
+    let Some(c) = snap.upstreams.clusters.get(cluster).cloned() else {
+        return Err(unknown("no such cluster"));
+    };
+    let opts = SendOptions {
+        timeout,
+        retries: None,
+        hash: None,
+    };
+    w.pools.send(&c, req, &opts).await
+}
