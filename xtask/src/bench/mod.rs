@@ -7,22 +7,24 @@
 
 mod cases;
 mod configs;
+mod peers;
 mod process;
 mod procfs;
 mod report;
+mod rounds;
 mod signal;
 mod tools;
 mod wrk;
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use cases::{Case, CaseCtx, Peer, PeerKind, Ports};
-use process::Proc;
-use report::{CaseResult, PeerResult, Round, RunInfo};
+use cases::{Case, CaseCtx, PeerKind, Ports};
+use peers::Bins;
+use report::{CaseResult, RunInfo};
+use rounds::Schedule;
 
 /// The proxy under test runs here, alone.
 const PEER_CORE: u32 = 1;
@@ -154,12 +156,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     ports.release();
 
-    let upstream = start_upstream(&tools, &work.path, upstream_addr)?;
+    let upstream = peers::start_upstream(&tools, &work.path, upstream_addr)?;
     let load = wrk::Load {
         wrk: tools.wrk.clone(),
         connections: args.connections,
         threads: 1,
         core: LOAD_CORE,
+    };
+    let schedule = Schedule {
+        rounds: args.rounds,
+        warmup_s: args.warmup,
+        duration_s: args.duration,
     };
     let bins = Bins {
         nginx: tools.nginx.clone(),
@@ -168,7 +175,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for case in &cases {
-        results.push(run_case(case, &bins, &load, &args)?);
+        results.push(rounds::run_case(case, &bins, &load, schedule)?);
     }
     drop(upstream);
 
@@ -298,257 +305,9 @@ impl Drop for WorkDir {
     }
 }
 
-/// Programs that run the peers.
-struct Bins {
-    nginx: PathBuf,
-    haproxy: Option<PathBuf>,
-    sluice: PathBuf,
-}
-
-fn start_upstream(tools: &tools::Tools, work: &Path, addr: SocketAddr) -> anyhow::Result<Proc> {
-    let dir = work.join("upstream");
-    fs::create_dir_all(&dir)?;
-    let conf = dir.join("nginx.conf");
-    fs::write(&conf, configs::upstream_nginx(&dir, addr))?;
-    let args = nginx_args(&dir, &conf);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut p = Proc::spawn_pinned(
-        "upstream nginx",
-        LOAD_CORE,
-        &tools.nginx,
-        &args,
-        &dir.join("output.log"),
-    )?;
-    p.wait_ready(|| expect_ok(addr, None))?;
-    eprintln!("bench: upstream nginx on {addr} (core {LOAD_CORE})");
-    Ok(p)
-}
-
-fn nginx_args(dir: &Path, conf: &Path) -> Vec<String> {
-    vec![
-        "-p".into(),
-        format!("{}/", dir.display()),
-        "-c".into(),
-        conf.display().to_string(),
-        "-g".into(),
-        "daemon off;".into(),
-    ]
-}
-
-/// `GET /` must answer 200 (with `header`, if given).
-fn expect_ok(addr: SocketAddr, header: Option<&str>) -> anyhow::Result<()> {
-    let head = process::http_get(addr, "/")?;
-    anyhow::ensure!(
-        head.status == 200,
-        "GET http://{addr}/ answered {}",
-        head.status
-    );
-    if let Some(h) = header {
-        anyhow::ensure!(
-            head.has(h),
-            "GET http://{addr}/ answered without the {h} header"
-        );
-    }
-    Ok(())
-}
-
-/// Writes the peer's config, starts it pinned, and waits until it proxies correctly.
-fn start_peer(peer: &Peer, bins: &Bins) -> anyhow::Result<Proc> {
-    fs::create_dir_all(&peer.dir).with_context(|| format!("creating {}", peer.dir.display()))?;
-    let conf = peer.dir.join(peer.config_file_name());
-    fs::write(&conf, &peer.config).with_context(|| format!("writing {}", conf.display()))?;
-    let conf_s = conf.display().to_string();
-    let (program, args): (&Path, Vec<String>) = match peer.kind {
-        PeerKind::Nginx => (&bins.nginx, nginx_args(&peer.dir, &conf)),
-        PeerKind::Haproxy => {
-            let h = bins
-                .haproxy
-                .as_deref()
-                .context("haproxy is not installed")?;
-            (h, vec!["-db".into(), "-f".into(), conf_s])
-        }
-        PeerKind::Sluice { .. } => (&bins.sluice, vec!["run".into(), "-c".into(), conf_s]),
-    };
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut p = Proc::spawn_pinned(
-        &peer.name,
-        PEER_CORE,
-        program,
-        &args,
-        &peer.dir.join("output.log"),
-    )?;
-    let admin = match peer.kind {
-        PeerKind::Sluice { admin } => Some(admin),
-        _ => None,
-    };
-    p.wait_ready(|| {
-        if let Some(admin) = admin {
-            let head = process::http_get(admin, "/ready")?;
-            anyhow::ensure!(
-                head.status == 200,
-                "GET http://{admin}/ready answered {}",
-                head.status
-            );
-        }
-        expect_ok(peer.listen, peer.expect_header)
-    })?;
-    Ok(p)
-}
-
-/// One measured round: warm-up, then CPU time and wrk figures around the measured run.
-fn measure(
-    peer: &Peer,
-    proc: &mut Proc,
-    load: &wrk::Load,
-    args: &BenchArgs,
-    round: u32,
-) -> anyhow::Result<Round> {
-    let log = peer.dir.join(format!("wrk-{round}.log"));
-    if args.warmup > 0 {
-        load.run(peer.listen, args.warmup, &log)?;
-    }
-    proc.check_running()?;
-    let before = procfs::cpu_seconds(proc.pid());
-    let report = load.run(peer.listen, args.duration, &log)?;
-    let after = procfs::cpu_seconds(proc.pid());
-    proc.check_running()?;
-    anyhow::ensure!(
-        report.requests > 0,
-        "no request completed (see {})",
-        log.display()
-    );
-    Ok(Round {
-        wrk: report,
-        cpu_seconds: after - before,
-        peak_rss_kib: procfs::peak_rss_kib(proc.pid()),
-    })
-}
-
-/// Starts the case's peers, runs the interleaved rounds, stops the peers.
-fn run_case(
-    case: &Case,
-    bins: &Bins,
-    load: &wrk::Load,
-    args: &BenchArgs,
-) -> anyhow::Result<CaseResult> {
-    let mut results: Vec<PeerResult> = case
-        .peers
-        .iter()
-        .map(|p| PeerResult {
-            name: p.name.clone(),
-            rounds: Vec::new(),
-            failure: None,
-        })
-        .collect();
-    let mut procs: Vec<Option<Proc>> = Vec::new();
-    for (peer, result) in case.peers.iter().zip(&mut results) {
-        signal::check()?;
-        match start_peer(peer, bins) {
-            Ok(p) => {
-                eprintln!(
-                    "bench: {}/{} ready on {} (core {PEER_CORE})",
-                    case.name, peer.name, peer.listen
-                );
-                procs.push(Some(p));
-            }
-            Err(e) => {
-                signal::check()?;
-                eprintln!("bench: {}/{} did not start: {e:#}", case.name, peer.name);
-                result.failure = Some(format!("did not start: {e:#}"));
-                procs.push(None);
-            }
-        }
-    }
-    for round in 1..=args.rounds {
-        for ((peer, result), slot) in case.peers.iter().zip(&mut results).zip(&mut procs) {
-            let Some(proc) = slot else { continue };
-            eprintln!(
-                "bench: {} round {round}/{}: {}",
-                case.name, args.rounds, peer.name
-            );
-            match measure(peer, proc, load, args, round) {
-                Ok(r) => {
-                    eprintln!(
-                        "bench:   {:.0} req/s, p99 {:.0} µs, {:.2} µs CPU/request, {} errors",
-                        r.wrk.requests_per_second,
-                        r.wrk.p99_us,
-                        r.cpu_us_per_request(),
-                        r.wrk.errors
-                    );
-                    result.rounds.push(r);
-                }
-                Err(e) => {
-                    signal::check()?;
-                    eprintln!("bench: {}/{} dropped out: {e:#}", case.name, peer.name);
-                    result.failure = Some(format!("round {round}: {e:#}"));
-                    *slot = None;
-                }
-            }
-        }
-    }
-    drop(procs);
-    Ok(CaseResult {
-        name: case.name,
-        title: case.title,
-        peers: results,
-        ratios: case.ratios.clone(),
-        notes: case.notes.clone(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The nginx and HAProxy templates really proxy, started exactly as a run starts them.
-    #[test]
-    fn reference_peers_proxy_through_a_real_upstream() -> anyhow::Result<()> {
-        let Ok(tools) = tools::check() else {
-            eprintln!(
-                "skipped: nginx or wrk not installed ({})",
-                tools::INSTALL_HINT
-            );
-            return Ok(());
-        };
-        let work = WorkDir::create(false)?;
-        let mut ports = Ports::default();
-        let upstream_addr = ports.next()?;
-        let ctx = CaseCtx {
-            upstream: upstream_addr,
-            work: work.path.clone(),
-            haproxy: tools.haproxy.is_some(),
-            plugin: None,
-            plugin_root_id: None,
-        };
-        let case = cases::select("proxy")?[0];
-        let case = (case.build)(&ctx, &mut ports)?;
-        ports.release();
-        let _upstream = start_upstream(&tools, &work.path, upstream_addr)?;
-        let bins = Bins {
-            nginx: tools.nginx.clone(),
-            haproxy: tools.haproxy.clone(),
-            sluice: PathBuf::from("unused"),
-        };
-        let mut started = 0;
-        for peer in case
-            .peers
-            .iter()
-            .filter(|p| !matches!(p.kind, PeerKind::Sluice { .. }))
-        {
-            // start_peer waits until GET / through the peer answers 200.
-            let mut p = start_peer(peer, &bins)?;
-            if matches!(peer.kind, PeerKind::Nginx) {
-                // The worker must be counted, not just the idle master.
-                let tree = procfs::tree(p.pid());
-                assert_eq!(tree.len(), 2, "nginx master + 1 worker, got {tree:?}");
-            }
-            assert!(procfs::peak_rss_kib(p.pid()) > 0, "{}", peer.name);
-            p.check_running()?;
-            started += 1;
-        }
-        assert_eq!(started, 1 + usize::from(tools.haproxy.is_some()));
-        Ok(())
-    }
 
     #[test]
     fn durations_in_whole_seconds() {
