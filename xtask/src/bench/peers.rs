@@ -54,8 +54,9 @@ fn expect_ok(addr: SocketAddr, header: Option<&str>) -> anyhow::Result<()> {
     let head = process::http_get(addr, "/")?;
     anyhow::ensure!(
         head.status == 200,
-        "GET http://{addr}/ answered {}",
-        head.status
+        "GET http://{addr}/ answered {} {:?}",
+        head.status,
+        head.body_start
     );
     if let Some(h) = header {
         anyhow::ensure!(

@@ -51,6 +51,8 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            // Logs go to a file, read by people: no colour escapes.
+            .env("NO_COLOR", "1")
             // Own group: a terminal Ctrl-C reaches only the harness, which then stops the group.
             .process_group(0);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
@@ -132,11 +134,12 @@ impl Proc {
                 Err(e) => e,
             };
             if Instant::now() >= end {
-                return Err(last.context(format!(
-                    "{} not ready after {READY_TIMEOUT:?}; its output:\n{}",
+                // The probe's complaint first: it is the one-line reason in reports.
+                anyhow::bail!(
+                    "{} not ready after {READY_TIMEOUT:?}: {last:#}; its output:\n{}",
                     self.name,
                     self.log_tail()
-                )));
+                );
             }
             signal::sleep(Duration::from_millis(100))?;
         }
@@ -183,6 +186,8 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 pub struct Head {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The first line of the body, if it arrived with the head (at most 80 characters).
+    pub body_start: String,
 }
 
 impl Head {
@@ -232,7 +237,17 @@ fn parse_head(text: &str) -> anyhow::Result<Head> {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Head { status, headers })
+    // Whatever of the body came with the head: an error page's first line says why.
+    let body_start = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| body.lines().next())
+        .map(|l| l.chars().take(80).collect())
+        .unwrap_or_default();
+    Ok(Head {
+        status,
+        headers,
+        body_start,
+    })
 }
 
 #[cfg(test)]
@@ -247,6 +262,7 @@ mod tests {
         assert_eq!(head.status, 200);
         assert!(head.has("x-bench"));
         assert!(!head.has("x-other"));
+        assert_eq!(head.body_start, "hello");
         assert!(parse_head("garbage").is_err());
         Ok(())
     }
