@@ -282,7 +282,7 @@ mod tests {
 
     fn ctx(haproxy: bool, plugin: Option<PathBuf>) -> CaseCtx {
         CaseCtx {
-            upstream: "127.0.0.1:9".parse().unwrap_or_else(|_| unreachable!()),
+            upstream: SocketAddr::from(([127, 0, 0, 1], 9)),
             work: PathBuf::from("/tmp/w"),
             haproxy,
             plugin,
