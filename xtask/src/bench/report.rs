@@ -16,6 +16,8 @@ pub struct Round {
     pub cpu_seconds: f64,
     /// Its peak RSS so far (sum of VmHWM over the process tree).
     pub peak_rss_kib: u64,
+    /// Wall-clock length of the measured run.
+    pub wall_seconds: f64,
 }
 
 impl Round {
@@ -25,6 +27,16 @@ impl Round {
             return f64::NAN;
         }
         self.cpu_seconds * 1e6 / self.wrk.requests as f64
+    }
+
+    /// The share of its core the peer used (1.0 = saturated): below 1, the limit was elsewhere
+    /// (core 0: wrk and the upstream).
+    pub fn core_use(&self) -> f64 {
+        if self.wall_seconds > 0.0 {
+            self.cpu_seconds / self.wall_seconds
+        } else {
+            f64::NAN
+        }
     }
 }
 
@@ -45,6 +57,8 @@ pub struct Summary {
     pub p99_us: f64,
     pub cpu_us_per_request: f64,
     pub peak_rss_kib: f64,
+    /// Median share of its core the peer used.
+    pub core_use: f64,
     /// Total over all rounds, not a median: any error makes the row suspect.
     pub errors: u64,
 }
@@ -62,6 +76,7 @@ impl PeerResult {
             p99_us: m(|r| r.wrk.p99_us),
             cpu_us_per_request: m(Round::cpu_us_per_request),
             peak_rss_kib: m(|r| r.peak_rss_kib as f64),
+            core_use: m(Round::core_use),
             errors: self.rounds.iter().map(|r| r.wrk.errors).sum(),
         })
     }
@@ -166,14 +181,14 @@ impl CaseResult {
         let mut s = String::new();
         let _ = writeln!(s, "#### `{}`: {}\n", self.name, self.title);
         s.push_str(&info.header());
-        s.push_str("\n| peer | req/s | p50 | p99 | CPU/request | peak RSS | errors |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("\n| peer | req/s | p50 | p99 | CPU/request | core use | peak RSS | errors |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for p in &self.peers {
             match (p.summary(), &p.failure) {
                 (Some(m), failure) => {
                     let _ = writeln!(
                         s,
-                        "| {}{} | {} | {} | {} | {:.2} µs | {:.1} MiB | {} |",
+                        "| {}{} | {} | {} | {} | {:.2} µs | {:.0} % | {:.1} MiB | {} |",
                         p.name,
                         if failure.is_some() {
                             " (incomplete)"
@@ -184,12 +199,13 @@ impl CaseResult {
                         fmt_latency(m.p50_us),
                         fmt_latency(m.p99_us),
                         m.cpu_us_per_request,
+                        m.core_use * 100.0,
                         m.peak_rss_kib / 1024.0,
                         m.errors
                     );
                 }
                 (None, _) => {
-                    let _ = writeln!(s, "| {} | did not run (see notes) | | | | | |", p.name);
+                    let _ = writeln!(s, "| {} | did not run (see notes) | | | | | | |", p.name);
                 }
             }
         }
@@ -254,6 +270,8 @@ impl CaseResult {
                             "cpu_seconds": r.cpu_seconds,
                             "cpu_us_per_request": finite(r.cpu_us_per_request()),
                             "peak_rss_kib": r.peak_rss_kib,
+                            "wall_seconds": r.wall_seconds,
+                            "core_use": finite(r.core_use()),
                         })
                     })
                     .collect();
@@ -264,6 +282,7 @@ impl CaseResult {
                         "p99_us": m.p99_us,
                         "cpu_us_per_request": finite(m.cpu_us_per_request),
                         "peak_rss_kib": m.peak_rss_kib,
+                        "core_use": finite(m.core_use),
                         "errors": m.errors,
                     })
                 });
@@ -379,6 +398,7 @@ mod tests {
             },
             cpu_seconds: cpu,
             peak_rss_kib: rss,
+            wall_seconds: 5.0,
         }
     }
 
@@ -438,7 +458,7 @@ mod tests {
         };
         let md = case.markdown(&info());
         assert!(
-            md.contains("| nginx | 95,000 | 750 µs | 1.50 ms | 10.00 µs | 13.0 MiB | 0 |"),
+            md.contains("| nginx | 95,000 | 750 µs | 1.50 ms | 10.00 µs | 95 % | 13.0 MiB | 0 |"),
             "{md}"
         );
         assert!(

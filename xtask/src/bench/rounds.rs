@@ -28,7 +28,9 @@ fn measure(
     }
     proc.check_running()?;
     let before = procfs::cpu_seconds(proc.pid());
+    let started = std::time::Instant::now();
     let report = load.run(peer.listen, schedule.duration_s, &log)?;
+    let wall_seconds = started.elapsed().as_secs_f64();
     let after = procfs::cpu_seconds(proc.pid());
     proc.check_running()?;
     anyhow::ensure!(
@@ -40,6 +42,7 @@ fn measure(
         wrk: report,
         cpu_seconds: after - before,
         peak_rss_kib: procfs::peak_rss_kib(proc.pid()),
+        wall_seconds,
     })
 }
 
@@ -88,10 +91,11 @@ pub fn run_case(
             match measure(peer, proc, load, schedule, round) {
                 Ok(r) => {
                     eprintln!(
-                        "bench:   {:.0} req/s, p99 {:.0} µs, {:.2} µs CPU/request, {} errors",
+                        "bench:   {:.0} req/s, p99 {:.0} µs, {:.2} µs CPU/request, {:.0} % of its core, {} errors",
                         r.wrk.requests_per_second,
                         r.wrk.p99_us,
                         r.cpu_us_per_request(),
+                        r.core_use() * 100.0,
                         r.wrk.errors
                     );
                     result.rounds.push(r);
