@@ -6,12 +6,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::{self, Config};
+use crate::admin::{self, AdminServer, AdminState};
+use crate::config::{self, Config, Diagnostic, Diagnostics};
 use crate::filter::FilterRegistry;
+use crate::reload::{self, Reloader};
 use crate::server::{self, Gateway};
 use crate::services::Services;
 use crate::snapshot;
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::FinishSinkFactory;
+use std::sync::atomic::Ordering;
 
 /// Options of `sluice run`.
 #[derive(Clone, Debug, Default)]
@@ -21,7 +25,7 @@ pub struct RunOptions {
 }
 
 /// Load and fully validate a config file: parse, check, and build a snapshot (without binding
-/// anything). Returns the rendered problems on failure.
+/// anything). Returns every problem, rendered with its line and a fix, on failure.
 ///
 /// # Errors
 /// Every problem found, rendered for a terminal.
@@ -30,47 +34,24 @@ pub fn check(
     registry: &FilterRegistry,
     services: &Arc<Services>,
 ) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
-    let cfg = Arc::new(load(path)?);
+    let label = path.display().to_string();
+    let cfg = Arc::new(config::load(path, &registry.names()).map_err(|d| d.render(&label))?);
     let snap = snapshot::build(cfg.clone(), registry, services).map_err(|e| {
-        let mut out = String::new();
-        for err in &e.0 {
-            out.push_str(&format!(
-                "error: {}\n  --> {} ({})\n",
-                err.message,
-                path.display(),
-                err.path
-            ));
-        }
-        out.push_str(&format!(
-            "{} problem(s) found in {}\n",
-            e.0.len(),
-            path.display()
-        ));
-        out
+        let diags = Diagnostics(
+            e.0.into_iter()
+                .map(|b| Diagnostic::at(b.path, b.message))
+                .collect(),
+        );
+        diags.locate_all(&cfg.source).render(&label)
     })?;
     Ok((cfg, snap))
-}
-
-fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("error: cannot read {}: {e}\n", path.display()))?;
-    let file: config::model::FileConfig =
-        serde_yaml::from_str(&text).map_err(|e| format!("error: {e}\n"))?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(Config {
-        file,
-        path: Some(path.to_path_buf()),
-        base_dir,
-        version: String::new(),
-        source: Arc::new(()),
-    })
 }
 
 /// Run the gateway until SIGTERM/SIGINT, then drain and return.
 ///
 /// # Errors
 /// A config that does not load, a listener that cannot bind, a runtime that cannot start.
-pub fn run(path: &Path, _opts: RunOptions) -> anyhow::Result<()> {
+pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let services = Services::new();
     let registry = FilterRegistry::builtin();
     let (cfg, snap) = match check(path, &registry, &services) {
@@ -96,23 +77,152 @@ pub fn run(path: &Path, _opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(listener = %name, address = %addr, workers, "listening");
     }
     let drain = server::drain_timeout(&snap);
-    let gw = Gateway::new(snap, services, registry);
-    let sink: FinishSinkFactory =
-        Arc::new(|| Rc::new(|_f: &crate::proxy::finish::Finish, _e: &crate::filter::Exchange| {}));
+    let admin_addr: std::net::SocketAddr = cfg.file.admin.address.parse().with_context(|| {
+        format!(
+            "admin.address `{}` is not an address",
+            cfg.file.admin.address
+        )
+    })?;
+    let version = cfg.version.clone();
+    let gw = Gateway::new(snap, services.clone(), registry);
+    if let Some(x) = &cfg.file.xdp {
+        // `start` warns once and returns None when XDP cannot run, unless `required: true`.
+        if let Some(fast) = crate::xdp::start(x, &cfg.base_dir).context("xdp")? {
+            install_xdp(&services, &fast);
+            gw.xdp.store(Some(fast));
+        }
+    }
+    services.metrics.reload_succeeded(&version);
+    if let Some(al) = &cfg.file.telemetry.access_log {
+        let log = AccessLog::open_with_metrics(al, &services.metrics)
+            .with_context(|| format!("cannot open the access log `{}`", al.path))?;
+        let _guard = control.enter();
+        if let Err(e) = log.reopen_on_sigusr1() {
+            tracing::warn!(error = %e, "cannot install the SIGUSR1 handler for access-log reopening");
+        }
+        gw.access_log.store(Some(log));
+    }
+    let sink_gw = gw.clone();
+    let sink: FinishSinkFactory = Arc::new(move || {
+        let gw = sink_gw.clone();
+        Rc::new(
+            move |f: &crate::proxy::finish::Finish, e: &crate::filter::Exchange| {
+                if let Some(log) = gw.access_log.load().as_ref() {
+                    crate::telemetry::finish_log::write(log, f, e);
+                }
+            },
+        )
+    });
     let running = server::start_workers(&gw, sockets, sink)?;
-    control.block_on(wait_for_shutdown_signal())?;
+    let reloader = Reloader::new(
+        gw.clone(),
+        path.to_path_buf(),
+        workers,
+        running.cmds.clone(),
+        control.handle().clone(),
+        bound,
+    );
+    let admin_state = Arc::new(admin_state(&services, &reloader));
+    let admin = AdminServer::start(admin_addr, admin_state.clone(), admin_router(&gw))
+        .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
+    tracing::info!(address = %admin.local_addr(), "admin API listening");
+    if !opts.no_watch {
+        reload::watch::spawn(reloader.clone()).context("cannot start the file watcher")?;
+    }
+    admin_state.ready.store(true, Ordering::SeqCst);
+    control.block_on(wait_for_shutdown_signal(reloader.clone()))?;
+    admin_state.draining.store(true, Ordering::SeqCst);
     tracing::info!(?drain, "shutting down: draining connections");
     running.drain(&gw, drain);
+    if let Some(log) = gw.access_log.load_full() {
+        log.flush_and_close();
+    }
+    let _ = admin.stop();
+    if let Some(x) = gw.xdp.load_full() {
+        x.shutdown();
+    }
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+/// Point L7 bans and /metrics at a running XDP fast path.
+pub fn install_xdp(services: &Arc<Services>, fast: &Arc<crate::xdp::Xdp>) {
+    services.ban_switch.set(Some(fast.clone()));
+    let weak = Arc::downgrade(fast);
+    services
+        .metrics
+        .add_collector(Arc::new(move |out: &mut String| {
+            if let Some(x) = weak.upgrade() {
+                out.push_str(&x.render_prometheus());
+            }
+        }));
+}
+
+/// The admin API's routes: the built-in ones plus `/xdp/bans`.
+fn admin_router(gw: &Arc<Gateway>) -> admin::Router {
+    let mut router = admin::default_router();
+    for method in [http::Method::GET, http::Method::POST, http::Method::DELETE] {
+        let gw = gw.clone();
+        router = router.route("/xdp/bans", method, move |_state, req| {
+            let gw = gw.clone();
+            async move {
+                let xdp = gw.xdp.load_full();
+                let resp = crate::xdp::admin::handle_admin(xdp.as_ref(), req).await;
+                to_admin_response(resp)
+            }
+        });
+    }
+    router
+}
+
+/// The XDP handlers answer with small, complete bodies: collect them without awaiting.
+fn to_admin_response(resp: http::Response<crate::body::ProxyBody>) -> admin::AdminResponse {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    let (parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    http::Response::from_parts(parts, http_body_util::Full::new(bytes))
+}
+
+fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState {
+    let (r1, r2) = (reloader.clone(), reloader.clone());
+    AdminState::new(services.clone())
+        .with_config_json(move || {
+            let snap = r1.current();
+            let status = r1.status();
+            serde_json::json!({
+                "version": snap.version(),
+                "path": snap.config.path,
+                "last_error": status.last_error,
+                "reloads": status.reloads,
+                "reload_failures": status.failures,
+                "listeners": r1.bound(),
+                "config": snap.config.file,
+            })
+        })
+        .with_plugins_json(|| serde_json::json!([]))
+        .with_reload(move || r2.reload().map_err(|e| e.to_string()))
+}
+
+/// Wait for SIGTERM or SIGINT; SIGHUP reloads the config in the meantime.
+async fn wait_for_shutdown_signal(reloader: Arc<Reloader>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let r = reloader.clone();
+                // Building a snapshot compiles plugins: keep it off the signal task.
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        }
     }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Sluice: a programmable edge gateway. Native Rust filters and proxy-wasm plugins on a hyper/tokio
 //! thread-per-core proxy, configured from YAML or xDS, with an XDP fast path.
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod error;
 pub mod filter;
 pub mod listener;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod services;
@@ -15,3 +17,4 @@ pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
 pub mod worker;
+pub mod xdp;

@@ -31,11 +31,22 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The XDP fast path of a running gateway.
+    Xdp {
+        #[command(subcommand)]
+        command: XdpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum XdpCommand {
+    /// List, add or remove kernel bans (through the admin API).
+    Bans(sluice::xdp::cli::BansArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    sluice::telemetry::init_logging();
+    sluice::telemetry::logging::init("info");
     match cli.command {
         Command::Run { config, no_watch } => {
             match sluice::app::run(&config, sluice::app::RunOptions { no_watch }) {
@@ -46,6 +57,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Xdp {
+            command: XdpCommand::Bans(args),
+        } => match sluice::xdp::cli::cli_bans(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { config } => {
             let services = sluice::services::Services::new();
             let registry = sluice::filter::FilterRegistry::builtin();

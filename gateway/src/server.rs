@@ -7,15 +7,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::model::DEFAULT_DRAIN_TIMEOUT;
 use crate::filter::FilterRegistry;
 use crate::listener::{self, bind};
 use crate::services::Services;
 use crate::snapshot::Snapshot;
+use crate::telemetry::access_log::AccessLog;
 use crate::upstream::WorkerPools;
 use crate::worker::{self, WorkerCtx};
 
@@ -24,6 +25,10 @@ pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
     pub services: Arc<Services>,
     pub registry: FilterRegistry,
+    /// The access log in force (None: off). Swapped by reloads that change it.
+    pub access_log: ArcSwapOption<AccessLog>,
+    /// The XDP fast path, when it runs.
+    pub xdp: ArcSwapOption<crate::xdp::Xdp>,
     conn_counters: DashMap<String, Arc<AtomicUsize>>,
     open_connections: AtomicUsize,
 }
@@ -34,6 +39,8 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             services,
             registry,
+            access_log: ArcSwapOption::empty(),
+            xdp: ArcSwapOption::empty(),
             conn_counters: DashMap::new(),
             open_connections: AtomicUsize::new(0),
         })
@@ -91,16 +98,25 @@ pub fn bind_all(
     Ok((per_worker, bound))
 }
 
+/// What the control thread asks of a worker.
+pub enum WorkerCmd {
+    /// Start accepting on this socket for listener `name` (added or re-bound by a reload).
+    Listen(Arc<str>, std::net::TcpListener),
+    /// Stop accepting for listener `name`; its open connections drain.
+    Close(Arc<str>),
+}
+
 /// Handle to the running workers.
 pub struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
+    pub cmds: Vec<mpsc::UnboundedSender<WorkerCmd>>,
 }
 
 /// Start `sockets.len()` worker threads.
 ///
 /// # Errors
-/// A thread or runtime could not be created.
+/// A thread could not be created.
 pub fn start_workers(
     gw: &Arc<Gateway>,
     sockets: Vec<WorkerSockets>,
@@ -108,10 +124,13 @@ pub fn start_workers(
 ) -> anyhow::Result<Workers> {
     let (tx, rx) = watch::channel(false);
     let mut threads = Vec::new();
+    let mut cmds = Vec::new();
     for (index, socks) in sockets.into_iter().enumerate() {
         let gw = gw.clone();
         let rx = rx.clone();
         let sink = finish_sink.clone();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        cmds.push(ctx);
         let t = std::thread::Builder::new()
             .name(format!("sluice-worker-{index}"))
             .spawn(move || {
@@ -126,13 +145,14 @@ pub fn start_workers(
                     }
                 };
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, run_worker(index, gw, socks, rx, sink));
+                local.block_on(&rt, run_worker(index, gw, socks, rx, crx, sink));
             })?;
         threads.push(t);
     }
     Ok(Workers {
         threads,
         shutdown: tx,
+        cmds,
     })
 }
 
@@ -141,8 +161,10 @@ async fn run_worker(
     gw: Arc<Gateway>,
     socks: WorkerSockets,
     mut shutdown: watch::Receiver<bool>,
+    mut cmds: mpsc::UnboundedReceiver<WorkerCmd>,
     sink: crate::telemetry::FinishSinkFactory,
 ) {
+    crate::telemetry::metrics::bind_worker(index);
     let w = Rc::new(WorkerCtx {
         index,
         services: gw.services.clone(),
@@ -151,24 +173,44 @@ async fn run_worker(
         finish_sink: sink(),
     });
     worker::set_current(w.clone());
-    for (name, std_sock) in socks {
-        match tokio::net::TcpListener::from_std(std_sock) {
+    let mut stops: HashMap<Arc<str>, watch::Sender<bool>> = HashMap::new();
+    let listen = |stops: &mut HashMap<Arc<str>, watch::Sender<bool>>,
+                  name: Arc<str>,
+                  sock: std::net::TcpListener| {
+        match tokio::net::TcpListener::from_std(sock) {
             Ok(l) => {
-                tokio::task::spawn_local(listener::accept_loop(
-                    w.clone(),
-                    name,
-                    l,
-                    shutdown.clone(),
-                ));
+                let (stx, srx) = watch::channel(false);
+                if let Some(old) = stops.insert(name.clone(), stx) {
+                    let _ = old.send(true);
+                }
+                tokio::task::spawn_local(listener::accept_loop(w.clone(), name, l, srx));
             }
             Err(e) => {
                 tracing::error!(worker = index, listener = %name, error = %e, "cannot register listener")
             }
         }
+    };
+    for (name, sock) in socks {
+        listen(&mut stops, name, sock);
     }
-    let _ = shutdown.changed().await;
-    // Accept loops stop on the same signal; connections drain in their own tasks. The control
-    // thread decides when the drain is over.
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            cmd = cmds.recv() => match cmd {
+                Some(WorkerCmd::Listen(name, sock)) => listen(&mut stops, name, sock),
+                Some(WorkerCmd::Close(name)) => {
+                    if let Some(stop) = stops.remove(&name) {
+                        let _ = stop.send(true);
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    for (_, stop) in stops.drain() {
+        let _ = stop.send(true);
+    }
+    // Connections drain in their own tasks; the control thread decides when the drain is over.
     std::future::pending::<()>().await;
 }
 
@@ -189,7 +231,7 @@ impl Workers {
         } else {
             tracing::info!("drained");
         }
-        // Worker threads park forever once drained; the process exits with them.
+        // Worker threads park once drained; the process exits when main returns.
         drop(self.threads);
     }
 }

@@ -22,19 +22,53 @@ impl BanSink for LogOnlyBans {
     }
 }
 
+/// The ban sink L7 uses: it forwards to the XDP fast path once that runs, and only logs before.
+#[derive(Default)]
+pub struct BanSwitch {
+    target: std::sync::RwLock<Option<Arc<dyn BanSink>>>,
+}
+
+impl BanSwitch {
+    /// Send bans to `sink` from now on (None: back to log-only).
+    pub fn set(&self, sink: Option<Arc<dyn BanSink>>) {
+        let mut t = match self.target.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *t = sink;
+    }
+}
+
+impl BanSink for BanSwitch {
+    fn ban(&self, addr: IpAddr, ttl: Option<Duration>, reason: &str) -> bool {
+        let target = match self.target.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        match target {
+            Some(t) => t.ban(addr, ttl, reason),
+            None => LogOnlyBans.ban(addr, ttl, reason),
+        }
+    }
+}
+
 /// Everything shared across snapshots.
 pub struct Services {
     pub metrics: Arc<Metrics>,
     pub bans: Arc<dyn BanSink>,
+    /// Where `bans` forwards to; `app` points it at the XDP fast path when that starts.
+    pub ban_switch: Arc<BanSwitch>,
     /// State of filters that must survive reloads (token buckets), keyed by filter use key.
     pub filter_state: dashmap::DashMap<String, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Services {
     pub fn new() -> Arc<Self> {
+        let ban_switch = Arc::new(BanSwitch::default());
         Arc::new(Services {
             metrics: Arc::new(Metrics::new()),
-            bans: Arc::new(LogOnlyBans),
+            bans: ban_switch.clone(),
+            ban_switch,
             filter_state: dashmap::DashMap::new(),
         })
     }

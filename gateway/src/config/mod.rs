@@ -1,16 +1,17 @@
 //! Configuration: the file model (serde), units, loading with locations, and validation.
+//!
+//! [`load()`] reads a file, parses it, runs every check and returns a [`Config`] or every problem
+//! found ([`Diagnostics`]), each with its key path, line and a fix. A config with any problem is
+//! rejected whole.
 
+pub mod diagnostics;
+mod load;
 pub mod model;
+mod serde_errors;
+pub mod source_map;
 pub mod units;
+mod validate;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-/// A loaded, validated configuration. (Placeholder until the loader lands; same fields.)
-pub struct Config {
-    pub file: model::FileConfig,
-    pub path: Option<PathBuf>,
-    pub base_dir: PathBuf,
-    pub version: String,
-    pub source: Arc<()>,
-}
+pub use diagnostics::{Diagnostic, Diagnostics};
+pub use load::{load, load_str, Config};
+pub use source_map::SourceMap;

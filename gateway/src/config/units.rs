@@ -52,7 +52,7 @@ impl FromStr for Dur {
             }
         };
         let secs = n * mult;
-        if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
             return Err(format!("duration `{s}` is out of range"));
         }
         Ok(Dur(Duration::from_secs_f64(secs)))

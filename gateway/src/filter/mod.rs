@@ -14,6 +14,15 @@ pub mod builtin;
 pub mod chain;
 pub mod registry;
 
+pub mod cors;
+pub mod fault;
+pub mod headers;
+pub mod ip_access;
+pub mod local_rate_limit;
+pub mod request_id;
+#[cfg(test)]
+mod test_support;
+
 use std::any::Any;
 use std::future::Future;
 use std::net::SocketAddr;

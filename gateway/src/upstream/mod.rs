@@ -1,16 +1,42 @@
 //! Clusters, load balancing, per-worker connection pools, health checks and retries.
-//! STUB: the interface the proxy path calls; to be implemented.
+//!
+//! A [`Cluster`] is built from config once per snapshot and shared by every worker. It owns the
+//! endpoint set (resolved addresses, health, active-request counters) and runs its background
+//! work — DNS re-resolution and active health checks — on the control runtime given to
+//! [`Cluster::start`]; that work stops as soon as the cluster is dropped.
+//!
+//! A [`WorkerPools`] belongs to one worker thread and is never shared: it holds that worker's
+//! keep-alive connections, keyed by endpoint address and protocol (not by cluster), so pooled
+//! connections survive a reload that rebuilds the clusters. [`WorkerPools::send`] is the whole
+//! request path: pick an endpoint, take or open a connection, send, retry per policy.
+//!
+//! Behaviour worth knowing (each is documented where it is implemented):
+//! - DNS names are resolved asynchronously in `start`; a request that arrives before the first
+//!   resolution finishes waits for it, at most the cluster's connect timeout (`dns.rs`).
+//! - Only healthy endpoints are picked; when none is healthy the request fails with
+//!   [`UpstreamErrorKind::NoHealthyEndpoint`] (no panic mode) (`lb.rs`).
+//! - Retries apply only to idempotent methods whose request body is empty at send time
+//!   (`retry.rs`); a stale keep-alive connection is retried once transparently (`send.rs`).
+//! - "Active requests" count an exchange until its response headers arrive (`endpoint.rs`).
+
+mod cluster;
+mod dns;
+mod endpoint;
+mod health;
+mod lb;
+mod pool;
+mod retry;
+mod send;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-
-use crate::body::ProxyBody;
 use crate::config::model::{ClusterConfig, RetryConfig};
 use crate::services::Services;
+
+pub use cluster::Cluster;
+pub use pool::WorkerPools;
 
 /// Why an upstream exchange failed. `crate::error` maps each kind to a status code, in one table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,73 +57,87 @@ pub enum UpstreamErrorKind {
     BadResponse,
 }
 
+impl UpstreamErrorKind {
+    /// Whether this is a failure to establish a connection (the `connect-failure` retry case).
+    pub fn is_connect_failure(self) -> bool {
+        matches!(
+            self,
+            UpstreamErrorKind::ConnectRefused
+                | UpstreamErrorKind::ConnectTimeout
+                | UpstreamErrorKind::ConnectFailed
+        )
+    }
+}
+
+/// A failed upstream exchange: what went wrong, in which cluster, and a human-readable detail.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream {cluster}: {kind:?}: {detail}")]
 pub struct UpstreamError {
+    /// The kind decides the status code returned downstream.
     pub kind: UpstreamErrorKind,
+    /// The cluster the request was sent to.
     pub cluster: Arc<str>,
+    /// What happened, for logs (endpoint address and cause).
     pub detail: String,
-}
-
-/// A built cluster: endpoints (resolved), health, load balancer. Shared by all workers.
-pub struct Cluster {
-    pub name: Arc<str>,
-}
-
-impl Cluster {
-    /// Build from config; no I/O (DNS happens in `start`).
-    ///
-    /// # Errors
-    /// A message for `sluice check`.
-    pub fn build(cfg: &ClusterConfig, _services: &Arc<Services>) -> Result<Arc<Cluster>, String> {
-        Ok(Arc::new(Cluster {
-            name: cfg.name.as_str().into(),
-        }))
-    }
-
-    /// Start DNS re-resolution and health checks on `rt`. They stop when the cluster is dropped.
-    pub fn start(self: &Arc<Self>, _rt: &tokio::runtime::Handle) {}
 }
 
 /// All clusters of a snapshot.
 #[derive(Default)]
 pub struct Upstreams {
+    /// Clusters by name.
     pub clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl Upstreams {
+    /// Build every cluster of a config (no I/O). Every problem is reported, not just the first.
+    ///
+    /// # Errors
+    /// One message per bad cluster (and per duplicate name), for `sluice check`.
+    pub fn build(
+        configs: &[ClusterConfig],
+        services: &Arc<Services>,
+    ) -> Result<Upstreams, Vec<String>> {
+        let mut clusters = HashMap::with_capacity(configs.len());
+        let mut errors = Vec::new();
+        for cfg in configs {
+            match Cluster::build(cfg, services) {
+                Ok(cluster) => {
+                    if clusters.insert(cfg.name.clone(), cluster).is_some() {
+                        errors.push(format!(
+                            "cluster name `{}` is used twice; give each cluster a unique name",
+                            cfg.name
+                        ));
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Upstreams { clusters })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Start every cluster's DNS re-resolution and health checks on `rt` (see [`Cluster::start`]).
+    pub fn start(&self, rt: &tokio::runtime::Handle) {
+        for cluster in self.clusters.values() {
+            cluster.start(rt);
+        }
+    }
+
+    /// The cluster named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name)
+    }
 }
 
 /// How to send one request.
 pub struct SendOptions<'a> {
-    /// Route timeout: until the response headers arrive.
+    /// Route timeout: until the response headers arrive, across all tries. Zero disables it.
     pub timeout: Duration,
+    /// The route's retry policy, if any.
     pub retries: Option<&'a RetryConfig>,
     /// Hash for ring_hash (from the cluster's hash_key header); None picks at random.
     pub hash: Option<u64>,
-}
-
-/// Per-worker connection pools (no locks: one worker, one pool set). Created once per worker.
-#[derive(Default)]
-pub struct WorkerPools {}
-
-impl WorkerPools {
-    pub fn new() -> Self {
-        WorkerPools {}
-    }
-
-    /// Send `req` (absolute-form or origin-form URI; Host header already set) to `cluster`,
-    /// with connect/request timeouts and retries per `opts`.
-    ///
-    /// # Errors
-    /// An [`UpstreamError`] whose kind decides the status code.
-    pub async fn send(
-        &self,
-        cluster: &Arc<Cluster>,
-        _req: Request<ProxyBody>,
-        _opts: &SendOptions<'_>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        Err(UpstreamError {
-            kind: UpstreamErrorKind::ConnectFailed,
-            cluster: cluster.name.clone(),
-            detail: "not implemented".into(),
-        })
-    }
 }

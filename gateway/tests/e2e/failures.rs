@@ -91,7 +91,10 @@ fn reset_mid_body_cuts_the_client_stream() {
     );
     let gw = Gateway::start(&config(&addr.to_string(), ""));
     let (ok, _out, _err) = curl(&["-o", "/dev/null", &gw.url("/")]);
-    assert!(!ok, "the client must see an incomplete body, not a clean end");
+    assert!(
+        !ok,
+        "the client must see an incomplete body, not a clean end"
+    );
     // The gateway is still healthy.
     let (ok, out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &gw.url("/")]);
     assert!(!ok || out == "200");

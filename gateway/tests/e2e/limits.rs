@@ -27,7 +27,11 @@ listeners:
 fn oversized_headers_are_rejected() {
     let gw = Gateway::start(&config("{ max_request_headers_size: 8KiB }"));
     let big = "a".repeat(20_000);
-    let out = raw(gw.addr(), format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes(), Duration::from_secs(5));
+    let out = raw(
+        gw.addr(),
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    );
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 }
 
@@ -35,27 +39,37 @@ fn oversized_headers_are_rejected() {
 fn slowloris_is_cut_by_header_read_timeout() {
     let gw = Gateway::start(&config("{ header_read_timeout: 500ms }"));
     let mut s = TcpStream::connect(gw.addr()).expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").expect("write");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let start = Instant::now();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     // Closed by the gateway (possibly with a 408), not by our 10 s read timeout.
-    assert!(start.elapsed() < Duration::from_secs(8), "connection was not cut");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "connection was not cut"
+    );
 }
 
 #[test]
 fn idle_keepalive_connections_are_closed() {
     let gw = Gateway::start(&config("{ idle_timeout: 300ms }"));
     let mut s = TcpStream::connect(gw.addr()).expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let start = Instant::now();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(start.elapsed() < Duration::from_secs(8), "idle connection not closed");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "idle connection not closed"
+    );
 }
 
 #[test]
@@ -64,7 +78,8 @@ fn max_connections_is_enforced() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(gw.addr()).expect("connect");
-        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("write");
         let mut buf = [0u8; 256];
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("t");
         let n = s.read(&mut buf).expect("read");
@@ -72,7 +87,11 @@ fn max_connections_is_enforced() {
         held.push(s);
     }
     // The third connection is accepted by the kernel and closed by the gateway without an answer.
-    let out = raw(gw.addr(), b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", Duration::from_secs(5));
+    let out = raw(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    );
     assert!(out.is_empty(), "third connection served: {out}");
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
@@ -103,7 +122,17 @@ clusters:
     // Chunked (no content-length): cut while streaming, still 413.
     let path = gw.dir().join("big");
     std::fs::write(&path, vec![b'y'; 64 * 1024]).expect("write");
-    let (_, out, _) = curl(&["-H", "transfer-encoding: chunked", "--data-binary", &format!("@{}", path.display()), "-o", "/dev/null", "-w", "%{http_code}", &gw.url("/upload")]);
+    let (_, out, _) = curl(&[
+        "-H",
+        "transfer-encoding: chunked",
+        "--data-binary",
+        &format!("@{}", path.display()),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &gw.url("/upload"),
+    ]);
     assert_eq!(out, "413");
     // Under the limit passes.
     let r = request(&gw, "POST", "/upload", &[], vec![b'x'; 512]);

@@ -3,6 +3,12 @@
 
 mod support;
 
-mod proxy;
+mod admin;
+mod cli;
 mod failures;
+mod filters;
 mod limits;
+mod load;
+mod proxy;
+mod reload;
+mod upstreams;

@@ -71,14 +71,20 @@ fn routes_by_host_path_method_and_header() {
     assert_eq!(get(&gw, "/users/x").status, 404);
     assert_eq!(request(&gw, "POST", "/m/x", &[], "").status, 201);
     assert_eq!(get(&gw, "/m/x").status, 404);
-    assert_eq!(get_with(&gw, "/svc/q", &[("x-canary", "1")]).header("x-upstream"), Some("b"));
+    assert_eq!(
+        get_with(&gw, "/svc/q", &[("x-canary", "1")]).header("x-upstream"),
+        Some("b")
+    );
     let r = get(&gw, "/svc/q?z=1");
     assert_eq!(r.header("x-upstream"), Some("a"));
     let echo = r.json();
     assert_eq!(echo["uri"], "/internal/q?z=1");
     assert_eq!(echo["headers"]["host"][0], "internal.api");
     let d = get(&gw, "/d");
-    assert_eq!((d.status, d.text().as_str(), d.header("x-d")), (418, "teapot\n", Some("1")));
+    assert_eq!(
+        (d.status, d.text().as_str(), d.header("x-d")),
+        (418, "teapot\n", Some("1"))
+    );
 }
 
 #[test]
@@ -113,7 +119,11 @@ fn no_route_is_404_and_grpc_gets_grpc_status() {
     let gw = Gateway::start(&two_upstreams_config(&a, &b));
     let r = get(&gw, "/nothing-here");
     assert_eq!(r.status, 404);
-    let r = get_with(&gw, "/nothing-here", &[("content-type", "application/grpc")]);
+    let r = get_with(
+        &gw,
+        "/nothing-here",
+        &[("content-type", "application/grpc")],
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("grpc-status"), Some("12"));
 }
@@ -136,7 +146,10 @@ fn proxy_headers_are_set_and_hop_by_hop_removed() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let h = &r.json()["headers"];
-    assert!(h.get("x-hop").is_none(), "connection-listed header forwarded: {h}");
+    assert!(
+        h.get("x-hop").is_none(),
+        "connection-listed header forwarded: {h}"
+    );
     assert!(h.get("keep-alive").is_none());
     assert!(h.get("proxy-authorization").is_none());
     assert_eq!(h["x-end"][0], "kept");
@@ -161,7 +174,10 @@ fn h2c_prior_knowledge_and_h1_both_reach_an_h1_upstream() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-upstream"), Some("a"));
     assert_eq!(r.json()["version"], "HTTP/1.1");
-    assert_eq!(r.json()["headers"]["host"][0], format!("api.example.com:{}", gw.port));
+    assert_eq!(
+        r.json()["headers"]["host"][0],
+        format!("api.example.com:{}", gw.port)
+    );
 }
 
 #[test]
@@ -173,7 +189,15 @@ fn large_bodies_stream_both_ways_without_buffering() {
     ));
     const GIB: u64 = 1 << 30;
     // Download 1 GiB (chunked from the upstream), counted by curl, never stored.
-    let (ok, out, err) = curl(&["-o", "/dev/null", "-w", "%{size_download}", "-H", "host: api.example.com", &gw.url(&format!("/bytes/{GIB}"))]);
+    let (ok, out, err) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        "-H",
+        "host: api.example.com",
+        &gw.url(&format!("/bytes/{GIB}")),
+    ]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), GIB.to_string());
     // Upload 1 GiB with chunked encoding from a generator; the upstream counts it.
@@ -191,7 +215,10 @@ fn large_bodies_stream_both_ways_without_buffering() {
     assert!(child.wait().expect("wait").success());
     assert_eq!(out.trim(), GIB.to_string());
     let rss = gw.peak_rss_kib();
-    assert!(rss > 0 && rss < 200 * 1024, "peak RSS {rss} KiB: bodies were buffered");
+    assert!(
+        rss > 0 && rss < 200 * 1024,
+        "peak RSS {rss} KiB: bodies were buffered"
+    );
 }
 
 #[test]
@@ -202,8 +229,15 @@ fn expect_100_continue_is_honoured() {
     let path = gw.dir().join("body.txt");
     std::fs::write(&path, &body).expect("write");
     let (ok, out, err) = curl(&[
-        "-H", "host: api.example.com", "-H", "Expect: 100-continue", "--data-binary", &format!("@{}", path.display()),
-        &gw.url("/upload"), "-w", " %{http_code}",
+        "-H",
+        "host: api.example.com",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        &format!("@{}", path.display()),
+        &gw.url("/upload"),
+        "-w",
+        " %{http_code}",
     ]);
     assert!(ok, "{err}");
     assert_eq!(out, "100000 200");
@@ -215,13 +249,17 @@ fn websocket_upgrade_passes_through() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let gw = Gateway::start(&two_upstreams_config(&a, &b));
     let mut s = std::net::TcpStream::connect(gw.addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s.write_all(b"GET /ws HTTP/1.1\r\nhost: api.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").expect("write");
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).expect("read 101");
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
     s.write_all(b"ping-through-the-gateway").expect("write");
     let mut got = Vec::new();
     while got.len() < 24 {

@@ -27,7 +27,10 @@ pub fn full(b: impl Into<Bytes>) -> TestBody {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A real HTTP upstream on 127.0.0.1 with a few canned behaviours, chosen by path:
@@ -55,8 +58,17 @@ impl Upstream {
         Self::start_with(name, true)
     }
 
+    /// Start on a given address (to bring a stopped upstream back).
+    pub fn start_at(name: &str, addr: SocketAddr) -> Upstream {
+        Self::start_on(name, false, addr)
+    }
+
     fn start_with(name: &str, h2: bool) -> Upstream {
-        let std = StdListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::start_on(name, h2, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    fn start_on(name: &str, h2: bool, addr: SocketAddr) -> Upstream {
+        let std = StdListener::bind(addr).expect("bind upstream");
         std.set_nonblocking(true).expect("nonblocking");
         let addr = std.local_addr().expect("addr");
         let connections = Arc::new(AtomicUsize::new(0));
@@ -64,7 +76,11 @@ impl Upstream {
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let (c2, r2, n2) = (connections.clone(), requests.clone(), name.to_string());
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("rt");
             rt.block_on(async move {
                 let l = tokio::net::TcpListener::from_std(std).expect("listener");
                 loop {
@@ -92,7 +108,14 @@ impl Upstream {
                 }
             });
         });
-        Upstream { addr, name: name.to_string(), connections, requests, stop: Some(tx), thread: Some(thread) }
+        Upstream {
+            addr,
+            name: name.to_string(),
+            connections,
+            requests,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
     }
 }
 
@@ -107,12 +130,16 @@ impl Drop for Upstream {
     }
 }
 
-async fn behave(name: String, mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn behave(
+    name: String,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_string();
     let mut resp = if let Some(code) = path.strip_prefix("/status/") {
         let code: u16 = code.parse().unwrap_or(500);
         let mut r = Response::new(full(format!("status {code}\n")));
-        *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        *r.status_mut() =
+            hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
         r
     } else if let Some(ms) = path.strip_prefix("/delay/") {
         let ms: u64 = ms.parse().unwrap_or(0);
@@ -128,7 +155,10 @@ async fn behave(name: String, mut req: Request<Incoming>) -> Result<Response<Tes
                     return None;
                 }
                 let n = left.min(chunk.len() as u64) as usize;
-                Some((Ok::<_, std::io::Error>(Frame::data(chunk.slice(..n))), left - n as u64))
+                Some((
+                    Ok::<_, std::io::Error>(Frame::data(chunk.slice(..n))),
+                    left - n as u64,
+                ))
             }
         });
         Response::new(StreamBody::new(stream).boxed())
@@ -153,24 +183,36 @@ async fn behave(name: String, mut req: Request<Incoming>) -> Result<Response<Tes
         });
         let mut r = Response::new(full(""));
         *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert("connection", "upgrade".parse().expect("hv"));
-        r.headers_mut().insert("upgrade", "websocket".parse().expect("hv"));
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().expect("hv"));
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().expect("hv"));
         r
     } else {
         let mut headers = BTreeMap::<String, Vec<String>>::new();
         for (k, v) in req.headers() {
-            headers.entry(k.to_string()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into());
+            headers
+                .entry(k.to_string())
+                .or_default()
+                .push(String::from_utf8_lossy(v.as_bytes()).into());
         }
         let method = req.method().to_string();
         let uri = req.uri().to_string();
         let version = format!("{:?}", req.version());
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let json = serde_json::json!({"method": method, "uri": uri, "headers": headers, "body_len": body.len(), "version": version});
         let mut r = Response::new(full(json.to_string()));
-        r.headers_mut().insert("content-type", "application/json".parse().expect("hv"));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().expect("hv"));
         r
     };
-    resp.headers_mut().insert("x-upstream", name.parse().expect("hv"));
+    resp.headers_mut()
+        .insert("x-upstream", name.parse().expect("hv"));
     Ok(resp)
 }
 
@@ -179,6 +221,7 @@ pub struct Gateway {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    pub admin_port: u16,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
 }
@@ -189,7 +232,15 @@ impl Gateway {
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("sluice.yaml");
-        let yaml = yaml.replace("{PORT}", &port.to_string()).replace("{DIR}", &dir.path().display().to_string());
+        let admin_port = free_port();
+        let mut yaml = yaml
+            .replace("{PORT}", &port.to_string())
+            .replace("{DIR}", &dir.path().display().to_string());
+        // Each gateway gets its own admin port unless the test sets one.
+        if !yaml.contains("\nadmin:") {
+            yaml = format!("admin: {{ address: \"127.0.0.1:{admin_port}\" }}\n{yaml}");
+        }
+        let yaml = yaml.replace("{ADMIN}", &admin_port.to_string());
         std::fs::write(&config_path, yaml).expect("write config");
         let log_path = dir.path().join("sluice.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -202,7 +253,14 @@ impl Gateway {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn sluice");
-        let gw = Gateway { child: Some(child), dir, port, config_path, log_path };
+        let gw = Gateway {
+            child: Some(child),
+            dir,
+            port,
+            admin_port,
+            config_path,
+            log_path,
+        };
         gw.wait_ready();
         gw
     }
@@ -213,6 +271,10 @@ impl Gateway {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -247,7 +309,8 @@ impl Gateway {
 
     /// Peak resident memory of the gateway process in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -285,7 +348,8 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not json ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not json ({e}): {}", self.text()))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -294,16 +358,26 @@ impl Resp {
 
 /// A minimal HTTP/1.1 (or h2c) client over a fresh connection, on its own runtime.
 pub fn send(addr: SocketAddr, req: Request<TestBody>, h2: bool) -> Result<Resp, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let io = TokioIo::new(s);
         let resp = if h2 {
-            let (mut tx, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
+            let (mut tx, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             tx.send_request(req).await.map_err(|e| e.to_string())?
         } else {
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             tx.send_request(req).await.map_err(|e| e.to_string())?
         };
@@ -313,7 +387,11 @@ pub fn send(addr: SocketAddr, req: Request<TestBody>, h2: bool) -> Result<Resp, 
             .map_err(|_| "body timeout".to_string())?
             .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok(Resp { status: parts.status.as_u16(), headers: parts.headers, body })
+        Ok(Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
     })
 }
 
@@ -325,7 +403,13 @@ pub fn get_with(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Resp {
     request(gw, "GET", path, headers, Bytes::new())
 }
 
-pub fn request(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+pub fn request(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
     let mut b = Request::builder().method(method).uri(path);
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         b = b.header("host", "localhost");
@@ -334,7 +418,8 @@ pub fn request(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)],
         b = b.header(*k, *v);
     }
     let req = b.body(full(body)).expect("request");
-    send(gw.addr(), req, false).unwrap_or_else(|e| panic!("{method} {path}: {e}\nlog:\n{}", gw.log()))
+    send(gw.addr(), req, false)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}\nlog:\n{}", gw.log()))
 }
 
 /// Write raw bytes on a new connection and read until the server closes or `timeout` passes.
@@ -349,6 +434,14 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
 
 /// Run curl with `args`; returns (exit ok, stdout, stderr).
 pub fn curl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("curl").args(["-sS", "--max-time", "60"]).args(args).output().expect("curl is installed");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }

@@ -1,0 +1,250 @@
+//! Map keys, values and constants shared by the Sluice XDP program and the gateway.
+//!
+//! Every address is stored as 16 bytes: IPv6 as is, IPv4 mapped into `::ffff:0:0/96`. One key
+//! type then serves both families, and an IPv4 prefix `a.b.c.d/n` is the LPM prefix `96 + n`.
+//! Everything here is `#[repr(C)]` with explicit padding so that both sides agree byte for byte.
+#![no_std]
+#![deny(missing_docs)]
+
+/// An address in the 16-byte form used by every map (IPv4 mapped into `::ffff:0:0/96`).
+pub type Addr = [u8; 16];
+
+/// Prefix length added to an IPv4 prefix to address it inside the mapped range.
+pub const V4_MAPPED_PREFIX: u32 = 96;
+
+/// Maps whose names end in `_0`/`_1` are double buffered: the program reads the one selected by
+/// [`DENY_ACTIVE`], userspace rewrites the other and then flips the index in one store.
+pub const DENY_ACTIVE: &str = "DENY_ACTIVE";
+/// LPM deny prefixes, buffer 0 (key `lpm_trie::Key<Addr>`, value `u8`).
+pub const DENY_LPM_0: &str = "DENY_LPM_0";
+/// LPM deny prefixes, buffer 1.
+pub const DENY_LPM_1: &str = "DENY_LPM_1";
+/// Exact denied addresses, buffer 0 (key [`Addr`], value `u8`).
+pub const DENY_EXACT_0: &str = "DENY_EXACT_0";
+/// Exact denied addresses, buffer 1.
+pub const DENY_EXACT_1: &str = "DENY_EXACT_1";
+/// Allow list (LPM, key `lpm_trie::Key<Addr>`, value `u8`).
+pub const ALLOW_LPM: &str = "ALLOW_LPM";
+/// Dynamic bans (key [`Addr`], value: expiry in `bpf_ktime_get_ns` nanoseconds).
+pub const BANS: &str = "BANS";
+/// Per-source packet token buckets (LRU, key [`Addr`], value [`Bucket`]).
+pub const RATE: &str = "RATE";
+/// Per-source TCP SYN token buckets (LRU, key [`Addr`], value [`Bucket`]).
+pub const SYN_RATE: &str = "SYN_RATE";
+/// Settings read by the program (array of one [`Settings`]).
+pub const SETTINGS: &str = "SETTINGS";
+/// Redirect rules (key [`RedirectKey`], value [`RedirectAction`]).
+pub const REDIRECT: &str = "REDIRECT";
+/// Redirect targets (DEVMAP, index from [`RedirectAction::devmap_index`]).
+pub const DEVMAP: &str = "DEVMAP";
+/// Per-CPU counters, indexed by [`Reason`] (value [`Counter`]).
+pub const COUNTERS: &str = "COUNTERS";
+
+/// The name of the XDP program inside the object (used to find a stale attachment).
+pub const PROGRAM_NAME: &str = "sluice_xdp";
+
+/// Capacity of each exact deny buffer.
+pub const DENY_EXACT_MAX: u32 = 1 << 21;
+/// Capacity of each LPM deny buffer.
+pub const DENY_LPM_MAX: u32 = 1 << 18;
+/// Capacity of the allow list.
+pub const ALLOW_LPM_MAX: u32 = 1 << 14;
+/// Capacity of the ban map (LRU: the least recently used ban is evicted when full).
+pub const BANS_MAX: u32 = 1 << 18;
+/// Number of sources tracked by each rate limiter (LRU).
+pub const RATE_MAX: u32 = 1 << 16;
+/// Capacity of the redirect rule table.
+pub const REDIRECT_MAX: u32 = 256;
+/// Capacity of the redirect device map.
+pub const DEVMAP_MAX: u32 = 64;
+
+/// One token, in the fixed-point unit of [`Bucket::tokens`] (tokens are counted in nano-tokens so
+/// that refill needs no division on the packet path).
+pub const TOKEN: u64 = 1_000_000_000;
+
+/// A token bucket for one source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Tokens left, in units of 1/[`TOKEN`].
+    pub tokens: u64,
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub last_ns: u64,
+}
+
+/// Program settings; a rate of 0 disables that limiter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `FLAG_*` bits: which optional tables hold entries (lookups in empty tables are skipped).
+    pub flags: u64,
+    /// Packets per second per source.
+    pub rate_pps: u64,
+    /// Bucket size for packets, in [`TOKEN`] units.
+    pub rate_burst: u64,
+    /// TCP SYNs per second per source.
+    pub syn_pps: u64,
+    /// Bucket size for SYNs, in [`TOKEN`] units.
+    pub syn_burst: u64,
+}
+
+/// [`Settings::flags`]: the allow list is not empty.
+pub const FLAG_ALLOW: u64 = 1;
+/// [`Settings::flags`]: bans have been added.
+pub const FLAG_BANS: u64 = 2;
+/// [`Settings::flags`]: redirect rules exist.
+pub const FLAG_REDIRECT: u64 = 4;
+
+/// The [`DENY_ACTIVE`] word: bit 0 is the buffer the program reads; the flag bits say which of
+/// that buffer's tables hold entries, so that index and flags switch in one store.
+pub const DENY_INDEX: u32 = 1;
+/// [`DENY_ACTIVE`] word: the active LPM buffer holds prefixes.
+pub const DENY_HAS_PREFIX: u32 = 2;
+/// [`DENY_ACTIVE`] word: the active exact buffer holds addresses.
+pub const DENY_HAS_EXACT: u32 = 4;
+
+/// Key of a redirect rule: IP protocol number and destination port (0: any port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedirectKey {
+    /// IP protocol (6 TCP, 17 UDP).
+    pub protocol: u8,
+    /// Always zero.
+    pub pad: u8,
+    /// Destination port in host byte order; 0 matches any port.
+    pub dst_port: u16,
+}
+
+/// What a redirect rule does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedirectAction {
+    /// [`REDIRECT_DEVMAP`] or [`REDIRECT_TX`].
+    pub kind: u32,
+    /// Index in the [`DEVMAP`] when `kind` is [`REDIRECT_DEVMAP`].
+    pub devmap_index: u32,
+}
+
+/// Redirect to another interface through the device map.
+pub const REDIRECT_DEVMAP: u32 = 1;
+/// Send the packet back out of the interface it came in on.
+pub const REDIRECT_TX: u32 = 2;
+
+/// Packets and bytes seen for one reason on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (of the packet as seen by XDP).
+    pub bytes: u64,
+}
+
+/// Why the program returned what it did; the index into [`COUNTERS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Passed: no rule matched.
+    PassDefault = 0,
+    /// Passed: the source is on the allow list.
+    PassAllow = 1,
+    /// Passed: not IPv4/IPv6 (ARP, LLDP, ...).
+    PassNotIp = 2,
+    /// Passed: truncated or malformed headers; left to the kernel, which drops what it must.
+    PassMalformed = 3,
+    /// Dropped: source in a denied prefix.
+    DropDenyPrefix = 4,
+    /// Dropped: source is an exact denied address.
+    DropDenyExact = 5,
+    /// Dropped: source is banned (not yet expired).
+    DropBan = 6,
+    /// Dropped: source over its packet rate.
+    DropRateLimit = 7,
+    /// Dropped: source over its TCP SYN rate.
+    DropSynRateLimit = 8,
+    /// Redirected to another interface.
+    Redirect = 9,
+    /// Sent back out of the ingress interface (XDP_TX).
+    Tx = 10,
+    /// A redirect rule matched but the target was missing: passed instead.
+    PassRedirectFailed = 11,
+}
+
+/// Number of [`Reason`]s (size of the counter array).
+pub const REASON_COUNT: u32 = 12;
+
+impl Reason {
+    /// All reasons, in index order.
+    pub const ALL: [Reason; REASON_COUNT as usize] = [
+        Reason::PassDefault,
+        Reason::PassAllow,
+        Reason::PassNotIp,
+        Reason::PassMalformed,
+        Reason::DropDenyPrefix,
+        Reason::DropDenyExact,
+        Reason::DropBan,
+        Reason::DropRateLimit,
+        Reason::DropSynRateLimit,
+        Reason::Redirect,
+        Reason::Tx,
+        Reason::PassRedirectFailed,
+    ];
+
+    /// The verdict label: `pass`, `drop`, `redirect` or `tx`.
+    pub const fn verdict(self) -> &'static str {
+        match self {
+            Reason::PassDefault
+            | Reason::PassAllow
+            | Reason::PassNotIp
+            | Reason::PassMalformed
+            | Reason::PassRedirectFailed => "pass",
+            Reason::DropDenyPrefix
+            | Reason::DropDenyExact
+            | Reason::DropBan
+            | Reason::DropRateLimit
+            | Reason::DropSynRateLimit => "drop",
+            Reason::Redirect => "redirect",
+            Reason::Tx => "tx",
+        }
+    }
+
+    /// The reason label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Reason::PassDefault => "default",
+            Reason::PassAllow => "allow",
+            Reason::PassNotIp => "not_ip",
+            Reason::PassMalformed => "malformed",
+            Reason::DropDenyPrefix => "deny_prefix",
+            Reason::DropDenyExact => "deny_exact",
+            Reason::DropBan => "ban",
+            Reason::DropRateLimit => "rate_limit",
+            Reason::DropSynRateLimit => "syn_rate_limit",
+            Reason::Redirect => "redirect",
+            Reason::Tx => "tx",
+            Reason::PassRedirectFailed => "redirect_failed",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is #[repr(C)], Copy, made only of integers, with no implicit padding
+    // (field sizes add up to the struct size), so any byte pattern is a valid value.
+    unsafe impl aya::Pod for super::Bucket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: as above (u8 + u8 + u16).
+    unsafe impl aya::Pod for super::RedirectKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RedirectAction {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counter {}
+}
+
+/// Map an IPv4 address (network byte order octets) into the 16-byte key form.
+pub const fn v4_mapped(octets: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}

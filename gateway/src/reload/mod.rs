@@ -1,0 +1,246 @@
+//! Reloads: build a whole new snapshot off the request path and swap it in atomically, opening and
+//! closing listeners that the new config adds, removes or moves. A reload that fails any check
+//! changes nothing; the error is logged once, counted and shown at /config.
+
+pub mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::listener::bind;
+use crate::server::{Gateway, WorkerCmd};
+use crate::snapshot::Snapshot;
+use crate::telemetry::access_log::AccessLog;
+
+/// Why a reload was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(String),
+    #[error("listener `{name}`: cannot listen on {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What /config shows about reloads.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub version: String,
+    pub last_error: Option<String>,
+    pub reloads: u64,
+    pub failures: u64,
+}
+
+pub struct Reloader {
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    workers: usize,
+    cmds: Vec<UnboundedSender<WorkerCmd>>,
+    rt: tokio::runtime::Handle,
+    state: Mutex<State>,
+}
+
+struct State {
+    status: ReloadStatus,
+    /// Address each listener is bound to now.
+    bound: HashMap<String, SocketAddr>,
+}
+
+impl Reloader {
+    pub fn new(
+        gw: Arc<Gateway>,
+        path: PathBuf,
+        workers: usize,
+        cmds: Vec<UnboundedSender<WorkerCmd>>,
+        rt: tokio::runtime::Handle,
+        bound: HashMap<String, SocketAddr>,
+    ) -> Arc<Self> {
+        let version = gw.snapshot.load().version().to_string();
+        Arc::new(Reloader {
+            gw,
+            path,
+            workers,
+            cmds,
+            rt,
+            state: Mutex::new(State {
+                status: ReloadStatus {
+                    version,
+                    ..Default::default()
+                },
+                bound,
+            }),
+        })
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.state
+            .lock()
+            .map(|s| s.status.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reload from the config file. Returns the new version.
+    ///
+    /// # Errors
+    /// Why the new config was rejected; the old one keeps serving.
+    pub fn reload(&self) -> Result<String, ReloadError> {
+        let started = Instant::now();
+        // One reload at a time; a poisoned lock only means an earlier reload panicked.
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let result = self.reload_locked(&mut st);
+        match &result {
+            Ok(version) => {
+                st.status.version = version.clone();
+                st.status.last_error = None;
+                st.status.reloads += 1;
+                self.gw.services.metrics.reload_succeeded(version);
+                tracing::info!(version = %version, elapsed = ?started.elapsed(), "configuration reloaded");
+            }
+            Err(e) => {
+                st.status.last_error = Some(e.to_string());
+                st.status.failures += 1;
+                self.gw.services.metrics.reload_failed();
+                tracing::error!(error = %e, "configuration reload rejected; the previous configuration keeps serving");
+            }
+        }
+        result
+    }
+
+    fn reload_locked(&self, st: &mut State) -> Result<String, ReloadError> {
+        let (_cfg, snap) = crate::app::check(&self.path, &self.gw.registry, &self.gw.services)
+            .map_err(ReloadError::Config)?;
+        let old = self.gw.snapshot.load_full();
+        if old.version() == snap.version() && !old.version().is_empty() {
+            return Ok(snap.version().to_string());
+        }
+        // Bind what is new or moved before anything changes, so a bind error rejects the reload.
+        let mut to_bind = Vec::new();
+        for (name, l) in &snap.listeners {
+            let moved = match st.bound.get(name) {
+                Some(addr) => !same_address(*addr, l.address),
+                None => true,
+            };
+            if moved {
+                let socks = bind::bind_reuseport(l.address, self.workers).map_err(|source| {
+                    ReloadError::Bind {
+                        name: name.clone(),
+                        addr: l.address,
+                        source,
+                    }
+                })?;
+                to_bind.push((l.name.clone(), socks));
+            }
+        }
+        let removed: Vec<String> = st
+            .bound
+            .keys()
+            .filter(|n| !snap.listeners.contains_key(*n))
+            .cloned()
+            .collect();
+        let new_log = &snap.config.file.telemetry.access_log;
+        let log_changed = serde_json::to_value(new_log).ok()
+            != serde_json::to_value(&old.config.file.telemetry.access_log).ok();
+        let access_log = match (log_changed, new_log) {
+            (false, _) => None,
+            (true, None) => Some(None),
+            (true, Some(cfg)) => Some(Some(
+                AccessLog::open_with_metrics(cfg, &self.gw.services.metrics).map_err(|e| {
+                    ReloadError::Config(format!("cannot open the access log `{}`: {e}", cfg.path))
+                })?,
+            )),
+        };
+        snap.start(&self.rt);
+        let version = snap.version().to_string();
+        let xdp_changed = serde_json::to_value(&self.gw.snapshot.load().config.file.xdp).ok()
+            != serde_json::to_value(&old.config.file.xdp).ok();
+        if xdp_changed {
+            self.apply_xdp();
+        }
+        if let Some(log) = access_log {
+            if let Some(old_log) = self.gw.access_log.swap(log) {
+                old_log.flush();
+            }
+        }
+        self.gw.snapshot.store(Arc::new(snap));
+        for (name, socks) in to_bind {
+            if let Some(first) = socks.first() {
+                if let Ok(a) = first.local_addr() {
+                    st.bound.insert(name.to_string(), a);
+                    tracing::info!(listener = %name, address = %a, "listening");
+                }
+            }
+            for (sock, tx) in socks.into_iter().zip(&self.cmds) {
+                let _ = tx.send(WorkerCmd::Listen(name.clone(), sock));
+            }
+        }
+        for name in removed {
+            st.bound.remove(&name);
+            tracing::info!(listener = %name, "listener removed; its connections drain");
+            let name: Arc<str> = name.into();
+            for tx in &self.cmds {
+                let _ = tx.send(WorkerCmd::Close(name.clone()));
+            }
+        }
+        Ok(version)
+    }
+
+    /// Bring the XDP fast path in line with the snapshot in force (start, reconfigure, stop).
+    fn apply_xdp(&self) {
+        let snap = self.gw.snapshot.load_full();
+        let cfg = &snap.config;
+        match (self.gw.xdp.load_full(), &cfg.file.xdp) {
+            (Some(fast), Some(x)) => {
+                if fast.interface().is_some_and(|i| i != x.interface) {
+                    tracing::warn!(old = ?fast.interface(), new = %x.interface, "xdp.interface changed: restart Sluice to move the program");
+                }
+                if let Err(e) = fast.apply_config(x, &cfg.base_dir) {
+                    tracing::error!(error = %e, "XDP rules could not be applied; the previous rules stay");
+                }
+            }
+            (Some(fast), None) => {
+                fast.shutdown();
+                self.gw.xdp.store(None);
+                self.gw.services.ban_switch.set(None);
+                tracing::info!("XDP fast path removed by reload");
+            }
+            (None, Some(x)) => match crate::xdp::start(x, &cfg.base_dir) {
+                Ok(Some(fast)) => {
+                    crate::app::install_xdp(&self.gw.services, &fast);
+                    self.gw.xdp.store(Some(fast));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "XDP fast path could not start"),
+            },
+            (None, None) => {}
+        }
+    }
+
+    /// Where each listener is bound now.
+    pub fn bound(&self) -> HashMap<String, SocketAddr> {
+        self.state
+            .lock()
+            .map(|s| s.bound.clone())
+            .unwrap_or_default()
+    }
+
+    /// The snapshot in force.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.gw.snapshot.load_full()
+    }
+}
+
+/// A listener configured on port 0 stays where it was bound.
+fn same_address(bound: SocketAddr, configured: SocketAddr) -> bool {
+    bound == configured || (configured.port() == 0 && bound.ip() == configured.ip())
+}

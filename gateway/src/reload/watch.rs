@@ -1,0 +1,131 @@
+//! Watching the config file and every file it references (plugins, certificates, deny lists) with
+//! `notify`. Directories are watched rather than files, so that editors' atomic renames and
+//! Kubernetes' symlink swaps (`..data` → new timestamped directory) are seen. Bursts are
+//! debounced into one reload.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use super::Reloader;
+use crate::config::Config;
+
+/// Quiet period after the last change before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Every file the config references, resolved against its directory, plus the config itself.
+pub fn referenced_files(cfg: &Config) -> Vec<PathBuf> {
+    let mut out = cfg.referenced_files();
+    if let Some(p) = &cfg.path {
+        out.push(p.clone());
+    }
+    out
+}
+
+/// Watch the files of the config in force; reload on change. Runs until the process ends.
+/// The set of watched directories is refreshed after each reload.
+pub fn spawn(reloader: Arc<Reloader>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("sluice-watch".into()).spawn(move || {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // The files that matter; other files in the same directories (logs...) are ignored.
+        let interesting: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+        let filter = interesting.clone();
+        let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            let set = match filter.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            let relevant = ev.paths.iter().any(|p| {
+                set.contains(p)
+                    // Kubernetes swaps the `..data` symlink (and writes `..<timestamp>` dirs).
+                    || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".."))
+            });
+            if relevant {
+                let _ = tx.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch files; reload with SIGHUP or POST /reload");
+                return;
+            }
+        };
+        let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
+        loop {
+            let files = referenced_files(&reloader.current().config);
+            {
+                let mut set = match interesting.lock() {
+                    Ok(s) => s,
+                    Err(p) => p.into_inner(),
+                };
+                set.clear();
+                for f in &files {
+                    set.insert(absolute(f));
+                    if let Ok(c) = std::fs::canonicalize(f) {
+                        set.insert(c);
+                    }
+                }
+            }
+            let wanted = dirs_of(&files);
+            for d in watched.difference(&wanted) {
+                let _ = watcher.unwatch(d);
+            }
+            for d in wanted.difference(&watched) {
+                if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
+                }
+            }
+            watched = wanted;
+            // Wait for a change, then for quiet.
+            if rx.recv().is_err() {
+                return;
+            }
+            while rx.recv_timeout(DEBOUNCE).is_ok() {}
+            let _ = reloader.reload();
+        }
+    })
+}
+
+/// Directories to watch for `files`: each file's directory, and for a symlink also the
+/// directory of its target (Kubernetes swaps `..data` in the parent).
+fn dirs_of(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for f in files {
+        if let Some(d) = f.parent() {
+            out.insert(normalize(d));
+        }
+        if let Ok(target) = std::fs::canonicalize(f) {
+            if let Some(d) = target.parent() {
+                out.insert(d.to_path_buf());
+            }
+        }
+    }
+    out.retain(|d| d.is_dir());
+    out
+}
+
+fn normalize(d: &Path) -> PathBuf {
+    if d.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        d.to_path_buf()
+    }
+}
+
+/// `p` made absolute against the current directory (notify reports absolute paths).
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}

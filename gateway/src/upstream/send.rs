@@ -1,0 +1,298 @@
+//! The request path: [`WorkerPools::send`] picks an endpoint, sends on a pooled or new
+//! connection, and retries per the route's policy, all within the route timeout.
+//!
+//! The keep-alive race: an upstream may close an idle keep-alive connection just as we reuse it.
+//! Two cases are resent once on a new connection to the same endpoint, with or without a retry
+//! policy and without counting as a retry:
+//! - hyper hands the request back unsent (the connection was found closed before writing): any
+//!   request, since the upstream never saw it;
+//! - the request was written but the connection closed or reset before any response byte, and
+//!   the request is idempotent without a body (retry-safe by definition). Resending needs a copy
+//!   of the request head, made before sending only when the pooled connection was idle for at
+//!   least [`STALE_RISK_IDLE`]: a connection reused a moment after its last response is not one
+//!   an upstream idle timeout closes, so the hot path under load copies nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{header, Request, Response, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{self, ProxyBody};
+use crate::config::model::{Protocol, RetryConfig};
+
+use super::cluster::Cluster;
+use super::endpoint::Endpoint;
+use super::lb::Tried;
+use super::pool::{connect_h1, connect_h2, H2Slot, WorkerPools};
+use super::{retry, SendOptions, UpstreamError, UpstreamErrorKind};
+
+/// A pooled connection idle at least this long may have been closed by its upstream meanwhile.
+const STALE_RISK_IDLE: Duration = Duration::from_millis(500);
+
+type Outcome = Result<Response<Incoming>, UpstreamError>;
+
+impl WorkerPools {
+    /// Send `req` (absolute-form or origin-form URI; Host header already set) to `cluster`,
+    /// with connect/request timeouts and retries per `opts`.
+    ///
+    /// `opts.timeout` bounds everything until the response headers arrive: waiting for DNS,
+    /// connecting, every try and the backoff between tries (zero: no bound). Must run inside a
+    /// `LocalSet`.
+    ///
+    /// # Errors
+    /// An [`UpstreamError`] whose kind decides the status code.
+    pub async fn send(
+        &self,
+        cluster: &Arc<Cluster>,
+        req: Request<ProxyBody>,
+        opts: &SendOptions<'_>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // Zero means no route timeout (Envoy's convention); so does one beyond the clock's range.
+        let deadline = match Instant::now().checked_add(opts.timeout) {
+            Some(deadline) if !opts.timeout.is_zero() => deadline,
+            _ => return self.send_with_retries(cluster, req, opts).await,
+        };
+        match tokio::time::timeout_at(deadline, self.send_with_retries(cluster, req, opts)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(cluster.error(
+                UpstreamErrorKind::Timeout,
+                format!("no response headers within {:?}", opts.timeout),
+            )),
+        }
+    }
+
+    async fn send_with_retries(
+        &self,
+        cluster: &Cluster,
+        req: Request<ProxyBody>,
+        opts: &SendOptions<'_>,
+    ) -> Outcome {
+        cluster.wait_resolved().await;
+        let mut tried = Tried::default();
+        let body_empty = req.body().is_end_stream();
+        let Some(policy) = retry::applicable(opts.retries, req.method(), body_empty) else {
+            return self.try_once(cluster, opts, &mut tried, req).await;
+        };
+        // Every try but the last sends a copy of the head; the body is empty by policy.
+        let (parts, _empty_body) = req.into_parts();
+        let mut budget = None;
+        for retry_no in 1..=policy.attempts {
+            let outcome = self
+                .try_once(cluster, opts, &mut tried, head_copy(&parts))
+                .await;
+            if !should_retry(policy, &outcome) {
+                return outcome;
+            }
+            // Our previous retry (if any) is over: it no longer counts against the budget.
+            drop(budget.take());
+            budget = retry::begin(cluster, policy);
+            if budget.is_none() {
+                tracing::debug!(cluster = %cluster.name, "retry budget spent; not retrying");
+                return outcome;
+            }
+            drop(outcome);
+            cluster.services.metrics.upstream_retry(&cluster.name);
+            tokio::time::sleep(retry::backoff(retry_no)).await;
+        }
+        let last = Request::from_parts(parts, body::empty());
+        self.try_once(cluster, opts, &mut tried, last).await
+    }
+
+    /// One try: pick an endpoint (not one already tried, when possible) and exchange.
+    async fn try_once(
+        &self,
+        cluster: &Cluster,
+        opts: &SendOptions<'_>,
+        tried: &mut Tried,
+        req: Request<ProxyBody>,
+    ) -> Outcome {
+        let active = cluster.pick(opts.hash, tried)?;
+        let ep = active.endpoint();
+        tried.push(ep.addr);
+        match cluster.protocol() {
+            Protocol::Http1 => self.exchange_h1(cluster, ep, req).await,
+            Protocol::Http2 => self.exchange_h2(cluster, ep, req).await,
+        }
+    }
+
+    async fn exchange_h1(
+        &self,
+        cluster: &Cluster,
+        ep: &Endpoint,
+        mut req: Request<ProxyBody>,
+    ) -> Outcome {
+        // Always HTTP/1.1 upstream, whatever the client spoke: keep-alive is what pooling needs.
+        *req.version_mut() = Version::HTTP_11;
+        if let Some(mut taken) = self.inner.take_h1(ep.addr, Instant::now()) {
+            let copy = (taken.idle_for >= STALE_RISK_IDLE && resendable(&req))
+                .then(|| request_head_copy(&req));
+            match taken.sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.inner.put_h1(ep.addr, taken.sender, cluster.pool);
+                    return Ok(resp);
+                }
+                Err(mut e) => {
+                    req = match (e.take_message(), copy) {
+                        (Some(unsent), _) => unsent,
+                        (None, Some(copy)) if is_stale(e.error()) => copy,
+                        _ => return Err(classify(cluster, ep, e.error())),
+                    };
+                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %e.error(),
+                        "pooled connection closed by the upstream; resending on a new connection");
+                }
+            }
+        }
+        let mut sender = connect_h1(cluster, ep).await?;
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.inner.put_h1(ep.addr, sender, cluster.pool);
+                Ok(resp)
+            }
+            Err(e) => Err(classify(cluster, ep, e.error())),
+        }
+    }
+
+    async fn exchange_h2(
+        &self,
+        cluster: &Cluster,
+        ep: &Endpoint,
+        mut req: Request<ProxyBody>,
+    ) -> Outcome {
+        *req.version_mut() = Version::HTTP_2;
+        absolute_uri(&mut req, ep);
+        let mut connecting = None;
+        // Look twice at most: once more after waiting for a connect in progress.
+        for _ in 0..2 {
+            match self.inner.h2(ep.addr, Instant::now()) {
+                H2Slot::Open(mut sender) => match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(mut e) => match e.take_message() {
+                        // The connection is going away and never saw the request.
+                        Some(unsent) => {
+                            req = unsent;
+                            break;
+                        }
+                        None => return Err(classify(cluster, ep, e.error())),
+                    },
+                },
+                H2Slot::Connecting(notify) => notify.notified().await,
+                H2Slot::Vacant(guard) => {
+                    connecting = Some(guard);
+                    break;
+                }
+            }
+        }
+        let mut sender = connect_h2(cluster, ep).await?;
+        match connecting {
+            Some(guard) => guard.publish(&sender, cluster.pool),
+            None => self.inner.put_h2(ep.addr, &sender, cluster.pool),
+        }
+        sender
+            .try_send_request(req)
+            .await
+            .map_err(|e| classify(cluster, ep, e.error()))
+    }
+}
+
+fn should_retry(policy: &RetryConfig, outcome: &Outcome) -> bool {
+    match outcome {
+        Ok(resp) => retry::on_status(policy, resp.status()),
+        Err(e) => retry::on_error(policy, e.kind),
+    }
+}
+
+/// Whether a request may be sent again after a connection failed under it.
+fn resendable(req: &Request<ProxyBody>) -> bool {
+    req.body().is_end_stream() && retry::is_idempotent(req.method())
+}
+
+fn head_copy(parts: &http::request::Parts) -> Request<ProxyBody> {
+    let mut req = Request::new(body::empty());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    req
+}
+
+fn request_head_copy(src: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut req = Request::new(body::empty());
+    *req.method_mut() = src.method().clone();
+    *req.uri_mut() = src.uri().clone();
+    *req.version_mut() = src.version();
+    *req.headers_mut() = src.headers().clone();
+    *req.extensions_mut() = src.extensions().clone();
+    req
+}
+
+/// HTTP/2 needs `:scheme` and `:authority`: complete an origin-form URI from the Host header
+/// (or the endpoint address when there is none). Upstream TLS does not exist yet, so `http`.
+fn absolute_uri(req: &mut Request<ProxyBody>, ep: &Endpoint) {
+    if req.uri().scheme().is_some() {
+        return;
+    }
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| Authority::try_from(&*ep.label).ok());
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    // Only fails without an authority; the request then goes as is and hyper reports why.
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// The connection closed or was reset under a request before any response.
+fn is_stale(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    io_error(e).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    })
+}
+
+fn io_error(e: &hyper::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Map a failed exchange to its kind: unparsable answers are `BadResponse`, everything else
+/// (closed, reset, aborted, protocol errors) is `Reset`.
+fn classify(cluster: &Cluster, ep: &Endpoint, e: &hyper::Error) -> UpstreamError {
+    let kind = if e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
+        UpstreamErrorKind::BadResponse
+    } else if e.is_timeout() {
+        UpstreamErrorKind::Timeout
+    } else {
+        UpstreamErrorKind::Reset
+    };
+    let detail = match std::error::Error::source(e) {
+        Some(cause) => format!("{}: {e}: {cause}", ep.label),
+        None => format!("{}: {e}", ep.label),
+    };
+    cluster.error(kind, detail)
+}

@@ -1,0 +1,129 @@
+//! The admin API and the access log of a running gateway.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+fn config() -> &'static str {
+    r#"
+workers: 2
+listeners:
+  - name: public
+    address: "127.0.0.1:{PORT}"
+    routes:
+      - name: hello
+        match: { path_prefix: "/hello" }
+        direct_response: { status: 200, body: "hi\n" }
+telemetry:
+  access_log: { path: "{DIR}/access.log", format: json }
+"#
+}
+
+#[test]
+fn health_ready_metrics_config_and_reload() {
+    let gw = Gateway::start(config());
+    let (ok, out, _) = curl(&[&gw.admin_url("/healthz")]);
+    assert!(ok);
+    assert!(out.contains("ok"), "{out}");
+    let (_, code, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &gw.admin_url("/ready"),
+    ]);
+    assert_eq!(code, "200");
+    for _ in 0..5 {
+        assert_eq!(get(&gw, "/hello").status, 200);
+    }
+    assert_eq!(get(&gw, "/missing").status, 404);
+    let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("sluice_requests_total{")
+                && l.contains("route=\"hello\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no request counter for route hello:\n{metrics}"));
+    assert!(line.trim_end().ends_with(" 5"), "{line}");
+    assert!(
+        metrics.contains("sluice_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("status=\"404\""), "{metrics}");
+    let (_, config, _) = curl(&[&gw.admin_url("/config")]);
+    let config: serde_json::Value = serde_json::from_str(&config).expect("json");
+    let v1 = config["version"].as_str().expect("version").to_string();
+    assert_eq!(v1.len(), 12);
+    assert!(config["last_error"].is_null());
+    // POST /reload with a changed file gives the new version; a broken file is reported.
+    let text = std::fs::read_to_string(&gw.config_path)
+        .expect("read")
+        .replace("hi\\n", "hey\\n");
+    std::fs::write(&gw.config_path, text).expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, out, _) = curl(&["-X", "POST", &gw.admin_url("/reload")]);
+    assert!(out.contains("version"), "{out}");
+    assert_eq!(get(&gw, "/hello").text(), "hey\n");
+    std::fs::write(&gw.config_path, "listeners: [").expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, out, _) = curl(&[
+        "-X",
+        "POST",
+        "-w",
+        " %{http_code}",
+        &gw.admin_url("/reload"),
+    ]);
+    assert!(out.ends_with(" 500"), "{out}");
+    let (_, config, _) = curl(&[&gw.admin_url("/config")]);
+    let config: serde_json::Value = serde_json::from_str(&config).expect("json");
+    assert!(
+        config["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{config}"
+    );
+    assert_ne!(
+        config["version"],
+        v1.as_str(),
+        "version is the last good one after the first reload"
+    );
+    let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_config_reload_failures_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn access_log_is_json_per_request() {
+    let gw = Gateway::start(config());
+    let r = get_with(
+        &gw,
+        "/hello?x=1",
+        &[("user-agent", "test-agent/1"), ("x-request-id", "rid-7")],
+    );
+    assert_eq!(r.status, 200);
+    let path = gw.dir().join("access.log");
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&path).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let entry: serde_json::Value =
+        serde_json::from_str(line.lines().next().expect("a line")).expect("json line");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["path"], "/hello?x=1");
+    assert_eq!(entry["route"], "hello");
+    assert_eq!(entry["listener"], "public");
+    assert_eq!(entry["user_agent"], "test-agent/1");
+    assert_eq!(entry["request_id"], "rid-7");
+    assert_eq!(entry["client_ip"], "127.0.0.1");
+    assert_eq!(entry["bytes_sent"], 3);
+    assert_eq!(entry["details"], "direct_response");
+}

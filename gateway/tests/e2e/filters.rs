@@ -1,0 +1,172 @@
+//! The built-in native filters, end to end through a real gateway.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn gateway(listener_filters: &str, up: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        r#"
+workers: 2
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    filters:
+{listener_filters}
+    routes:
+      - name: direct
+        match: {{ path_prefix: "/direct" }}
+        direct_response: {{ status: 200, body: "direct\n" }}
+      - name: limited
+        match: {{ path_prefix: "/limited" }}
+        filters:
+          - name: local-rate-limit
+            config: {{ requests_per_second: 1, burst: 3 }}
+        direct_response: {{ status: 200, body: "ok\n" }}
+      - name: up
+        match: {{ path_prefix: "/" }}
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{}"]
+"#,
+        up.addr
+    ))
+}
+
+#[test]
+fn request_id_and_headers_filters() {
+    let up = Upstream::start("up");
+    let gw = gateway(
+        r#"      - name: request-id
+      - name: headers
+        config:
+          request:
+            add: [{ name: x-client, value: "%CLIENT_IP%" }]
+            remove: [x-drop-me]
+          response:
+            set: [{ name: x-served-by, value: "%LISTENER%/%ROUTE%" }]
+            remove: [x-upstream]"#,
+        &up,
+    );
+    let r = get_with(&gw, "/echo", &[("x-drop-me", "1")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r
+        .header("x-request-id")
+        .expect("request id echoed")
+        .to_string();
+    let echo = r.json();
+    assert_eq!(
+        echo["headers"]["x-request-id"][0],
+        id.as_str(),
+        "upstream sees the same id"
+    );
+    assert_eq!(echo["headers"]["x-client"][0], "127.0.0.1");
+    assert!(echo["headers"].get("x-drop-me").is_none());
+    assert_eq!(r.header("x-served-by"), Some("public/up"));
+    assert!(r.header("x-upstream").is_none());
+    // Local answers get the response headers too, and a client-sent id is kept.
+    let r = get_with(&gw, "/direct", &[("x-request-id", "client-id-1")]);
+    assert_eq!(r.header("x-request-id"), Some("client-id-1"));
+    assert_eq!(r.header("x-served-by"), Some("public/direct"));
+}
+
+#[test]
+fn local_rate_limit_answers_429_with_retry_after() {
+    let up = Upstream::start("up");
+    let gw = gateway("      - name: request-id", &up);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let r = get(&gw, "/limited");
+        if r.status == 429 {
+            retry_after = r.header("retry-after").map(str::to_string);
+            assert!(r.header("x-ratelimit-limit").is_some());
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    let secs: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
+    assert!(secs >= 1);
+    // Other routes are not limited by this route's filter.
+    assert_eq!(get(&gw, "/direct").status, 200);
+}
+
+#[test]
+fn ip_access_denies_and_allows() {
+    let up = Upstream::start("up");
+    let gw = gateway(
+        r#"      - name: ip-access
+        config: { deny: ["127.0.0.0/8"] }"#,
+        &up,
+    );
+    let r = get(&gw, "/direct");
+    assert_eq!(r.status, 403);
+    let gw2 = gateway(
+        r#"      - name: ip-access
+        config: { allow: ["127.0.0.1/32", "::1/128"] }"#,
+        &up,
+    );
+    assert_eq!(get(&gw2, "/direct").status, 200);
+}
+
+#[test]
+fn fault_filter_aborts_and_delays() {
+    let up = Upstream::start("up");
+    let gw = gateway(
+        r#"      - name: fault
+        config: { header_control: true }"#,
+        &up,
+    );
+    let r = get_with(&gw, "/direct", &[("x-sluice-fault-abort", "503")]);
+    assert_eq!(r.status, 503);
+    let start = Instant::now();
+    let r = get_with(&gw, "/direct", &[("x-sluice-fault-delay-ms", "300")]);
+    assert_eq!(r.status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(290), "not delayed");
+    assert_eq!(get(&gw, "/direct").status, 200);
+}
+
+#[test]
+fn cors_preflight_and_actual_requests() {
+    let up = Upstream::start("up");
+    let gw = gateway(
+        r#"      - name: cors
+        config:
+          allow_origins: ["https://app.example"]
+          allow_methods: [GET, PUT]
+          allow_headers: [content-type]
+          max_age: 10m"#,
+        &up,
+    );
+    let r = request(
+        &gw,
+        "OPTIONS",
+        "/echo",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "PUT"),
+        ],
+        "",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert_eq!(
+        up.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "preflight reached the upstream"
+    );
+    let r = get_with(&gw, "/echo", &[("origin", "https://app.example")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let r = get_with(&gw, "/echo", &[("origin", "https://evil.example")]);
+    assert!(r.header("access-control-allow-origin").is_none());
+}
