@@ -4,6 +4,7 @@
 //! module with an `Args` struct and a `run` function.
 
 mod bench;
+mod plugins;
 
 use clap::{Parser, Subcommand};
 
@@ -18,11 +19,14 @@ struct Cli {
 enum Command {
     /// Benchmark Sluice side by side with nginx and HAProxy (method: docs/performance.md).
     Bench(bench::BenchArgs),
+    /// Build every proxy-wasm plugin from source into target/plugins/ (scripts/build-plugins.sh).
+    BuildPlugins,
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
+        Command::BuildPlugins => plugins::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
