@@ -1,0 +1,349 @@
+//! The benchmark cases. A case is a name, a title, the peers it runs side by side (each a
+//! generated config) and the ratios it reports. Add a case by writing a `fn(&CaseCtx, &mut Ports)
+//! -> anyhow::Result<Case>` and listing it in [`CASES`].
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+
+use super::configs::{self, SluiceSpec};
+
+/// The response header the `filters` case adds; the harness checks that it is really there.
+pub const BENCH_HEADER: &str = "x-bench";
+
+/// How a peer is started.
+#[derive(Clone, Debug)]
+pub enum PeerKind {
+    /// `nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'`.
+    Nginx,
+    /// `haproxy -db -f DIR/haproxy.cfg`.
+    Haproxy,
+    /// `sluice run -c DIR/sluice.yaml`, ready when `GET http://ADMIN/ready` answers 200.
+    Sluice {
+        /// The admin address written into the config.
+        admin: SocketAddr,
+    },
+}
+
+/// One proxy under test, with its generated config.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Row name in the report (`nginx`, `sluice+wasm`).
+    pub name: String,
+    pub kind: PeerKind,
+    /// Where wrk sends its load.
+    pub listen: SocketAddr,
+    /// The peer's own directory: its config, pid file, temp files and log.
+    pub dir: PathBuf,
+    /// The config file's contents.
+    pub config: String,
+    /// A response header that must be present for the peer to count as correctly configured.
+    pub expect_header: Option<&'static str>,
+}
+
+impl Peer {
+    /// The config file's name inside [`Peer::dir`].
+    pub fn config_file_name(&self) -> &'static str {
+        match self.kind {
+            PeerKind::Nginx => "nginx.conf",
+            PeerKind::Haproxy => "haproxy.cfg",
+            PeerKind::Sluice { .. } => "sluice.yaml",
+        }
+    }
+}
+
+/// A set of peers measured side by side.
+#[derive(Debug)]
+pub struct Case {
+    pub name: &'static str,
+    /// One line saying what is compared, for the report.
+    pub title: &'static str,
+    pub peers: Vec<Peer>,
+    /// `(subject, reference)` peer names: the report shows subject/reference for each figure.
+    pub ratios: Vec<(String, String)>,
+    /// Peers left out and why.
+    pub notes: Vec<String>,
+}
+
+impl Case {
+    /// Keeps only the peers named in `only`, noting the others.
+    pub fn retain_peers(&mut self, only: &[String]) {
+        let (kept, dropped): (Vec<Peer>, Vec<Peer>) =
+            self.peers.drain(..).partition(|p| only.contains(&p.name));
+        self.peers = kept;
+        self.notes.extend(
+            dropped
+                .into_iter()
+                .map(|p| format!("{}: not selected (--peers)", p.name)),
+        );
+    }
+}
+
+/// What the cases are built from.
+#[derive(Debug)]
+pub struct CaseCtx {
+    pub upstream: SocketAddr,
+    /// The scratch directory; each peer gets `WORK/CASE/PEER/`.
+    pub work: PathBuf,
+    /// Whether HAProxy is installed.
+    pub haproxy: bool,
+    /// The wasm plugin for the `filters` case (`--plugin`).
+    pub plugin: Option<PathBuf>,
+    /// Its proxy-wasm root id (`--plugin-root-id`).
+    pub plugin_root_id: Option<String>,
+}
+
+impl CaseCtx {
+    fn dir(&self, case: &str, peer: &str) -> PathBuf {
+        self.work.join(case).join(peer.replace('+', "-"))
+    }
+
+    fn sluice(
+        &self,
+        ports: &mut Ports,
+        case: &str,
+        name: &str,
+        spec: &SluiceSpec,
+    ) -> anyhow::Result<Peer> {
+        let (listen, admin) = (ports.next()?, ports.next()?);
+        Ok(Peer {
+            name: name.to_string(),
+            kind: PeerKind::Sluice { admin },
+            listen,
+            dir: self.dir(case, name),
+            config: configs::sluice(spec, listen, admin, self.upstream),
+            expect_header: None,
+        })
+    }
+}
+
+/// A case's name and how to build it.
+pub struct CaseDef {
+    pub name: &'static str,
+    pub build: fn(&CaseCtx, &mut Ports) -> anyhow::Result<Case>,
+}
+
+/// Every case, in the order `--case all` runs them.
+pub const CASES: &[CaseDef] = &[
+    CaseDef {
+        name: "proxy",
+        build: proxy,
+    },
+    CaseDef {
+        name: "filters",
+        build: filters,
+    },
+];
+
+/// Plain reverse proxying: Sluice against nginx and HAProxy.
+fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
+    const NAME: &str = "proxy";
+    let mut peers = Vec::new();
+    let mut notes = Vec::new();
+    let listen = ports.next()?;
+    let dir = ctx.dir(NAME, "nginx");
+    peers.push(Peer {
+        name: "nginx".into(),
+        kind: PeerKind::Nginx,
+        listen,
+        config: configs::proxy_nginx(&dir, listen, ctx.upstream),
+        dir,
+        expect_header: None,
+    });
+    if ctx.haproxy {
+        let listen = ports.next()?;
+        let dir = ctx.dir(NAME, "haproxy");
+        peers.push(Peer {
+            name: "haproxy".into(),
+            kind: PeerKind::Haproxy,
+            listen,
+            config: configs::haproxy(&dir, listen, ctx.upstream),
+            dir,
+            expect_header: None,
+        });
+    } else {
+        notes.push("haproxy: skipped, not installed (`apt-get install -y haproxy`)".into());
+    }
+    peers.push(ctx.sluice(ports, NAME, "sluice", &SluiceSpec::default())?);
+    Ok(Case {
+        name: NAME,
+        title: "reverse proxy, small response, keep-alive on both sides",
+        peers,
+        ratios: vec![
+            ("sluice".into(), "nginx".into()),
+            ("sluice".into(), "haproxy".into()),
+            // Not the question, but it checks the setup against the reference points (≈ 0.98).
+            ("haproxy".into(), "nginx".into()),
+        ],
+        notes,
+    })
+}
+
+/// The cost of one response header added by nothing, a native filter, or a wasm plugin.
+fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
+    const NAME: &str = "filters";
+    let mut notes = Vec::new();
+    let mut peers = vec![ctx.sluice(ports, NAME, "sluice", &SluiceSpec::default())?];
+
+    let native = SluiceSpec {
+        filters: vec![native_add_header()],
+        plugins: Vec::new(),
+    };
+    let mut peer = ctx.sluice(ports, NAME, "sluice+headers", &native)?;
+    peer.expect_header = Some(BENCH_HEADER);
+    peers.push(peer);
+
+    match &ctx.plugin {
+        Some(wasm) => {
+            let wasm = wasm
+                .canonicalize()
+                .with_context(|| format!("--plugin {}", wasm.display()))?;
+            let mut plugin = json!({
+                "name": "add-header",
+                "wasm": wasm.display().to_string(),
+                "config": { "header": BENCH_HEADER, "value": "1" },
+            });
+            if let (Some(root_id), Some(map)) = (&ctx.plugin_root_id, plugin.as_object_mut()) {
+                map.insert("root_id".into(), Value::from(root_id.as_str()));
+            }
+            let spec = SluiceSpec {
+                filters: vec![json!({ "plugin": "add-header" })],
+                plugins: vec![plugin],
+            };
+            let mut peer = ctx.sluice(ports, NAME, "sluice+wasm", &spec)?;
+            peer.expect_header = Some(BENCH_HEADER);
+            peers.push(peer);
+        }
+        None => notes.push("sluice+wasm: skipped, no `--plugin PATH.wasm` given".into()),
+    }
+    Ok(Case {
+        name: NAME,
+        title: "Sluice with no filter, a native `headers` filter, and a wasm plugin adding one response header",
+        peers,
+        ratios: vec![
+            ("sluice+headers".into(), "sluice".into()),
+            ("sluice+wasm".into(), "sluice".into()),
+            ("sluice+wasm".into(), "sluice+headers".into()),
+        ],
+        notes,
+    })
+}
+
+/// The native `headers` filter adding [`BENCH_HEADER`] to every response. Its config schema belongs
+/// to the filter (gateway/src/filter/); this is the one place to keep in step with it.
+fn native_add_header() -> Value {
+    json!({
+        "name": "headers",
+        "config": { "response": { "add": [ { "name": BENCH_HEADER, "value": "1" } ] } },
+    })
+}
+
+/// Hands out distinct free loopback ports: each stays bound until [`Ports::release`], so two
+/// requests cannot get the same port.
+#[derive(Debug, Default)]
+pub struct Ports {
+    held: Vec<TcpListener>,
+}
+
+impl Ports {
+    /// A free `127.0.0.1` port.
+    pub fn next(&mut self) -> anyhow::Result<SocketAddr> {
+        let l = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
+        let addr = l.local_addr()?;
+        self.held.push(l);
+        Ok(addr)
+    }
+
+    /// Frees every port handed out, so that the peers can bind them.
+    pub fn release(&mut self) {
+        self.held.clear();
+    }
+}
+
+/// The case definitions selected by `--case` (`all` or one name).
+pub fn select(name: &str) -> anyhow::Result<Vec<&'static CaseDef>> {
+    if name == "all" {
+        return Ok(CASES.iter().collect());
+    }
+    match CASES.iter().find(|c| c.name == name) {
+        Some(c) => Ok(vec![c]),
+        None => {
+            let names: Vec<_> = CASES.iter().map(|c| c.name).collect();
+            anyhow::bail!("unknown case {name:?}; known: {} or all", names.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(haproxy: bool, plugin: Option<PathBuf>) -> CaseCtx {
+        CaseCtx {
+            upstream: SocketAddr::from(([127, 0, 0, 1], 9)),
+            work: PathBuf::from("/tmp/w"),
+            haproxy,
+            plugin,
+            plugin_root_id: Some("add_header".into()),
+        }
+    }
+
+    #[test]
+    fn every_case_builds_with_distinct_ports() -> anyhow::Result<()> {
+        let wasm =
+            std::env::temp_dir().join(format!("xtask-case-test-{}.wasm", std::process::id()));
+        std::fs::write(&wasm, b"\0asm")?;
+        let ctx = ctx(true, Some(wasm.clone()));
+        let mut ports = Ports::default();
+        let mut seen = std::collections::HashSet::new();
+        for def in CASES {
+            let case = (def.build)(&ctx, &mut ports)?;
+            assert_eq!(case.name, def.name);
+            for p in &case.peers {
+                assert!(seen.insert(p.listen), "port reused: {}", p.listen);
+                if let PeerKind::Sluice { admin } = p.kind {
+                    assert!(seen.insert(admin), "port reused: {admin}");
+                }
+            }
+            for (a, b) in &case.ratios {
+                assert!(
+                    case.peers.iter().any(|p| &p.name == a) || !case.notes.is_empty(),
+                    "{a}"
+                );
+                assert!(case.peers.iter().any(|p| &p.name == b), "{b}");
+            }
+        }
+        std::fs::remove_file(wasm)?;
+        Ok(())
+    }
+
+    #[test]
+    fn missing_optional_peers_become_notes() -> anyhow::Result<()> {
+        let mut ports = Ports::default();
+        let proxy = proxy(&ctx(false, None), &mut ports)?;
+        assert!(proxy.peers.iter().all(|p| p.name != "haproxy"));
+        assert_eq!(proxy.notes.len(), 1);
+        let filters = filters(&ctx(false, None), &mut ports)?;
+        assert_eq!(filters.peers.len(), 2);
+        assert!(filters.notes[0].contains("--plugin"));
+        Ok(())
+    }
+
+    #[test]
+    fn retain_peers_keeps_the_named_and_notes_the_rest() -> anyhow::Result<()> {
+        let mut case = proxy(&ctx(true, None), &mut Ports::default())?;
+        case.retain_peers(&["nginx".to_string(), "haproxy".to_string()]);
+        let names: Vec<&str> = case.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["nginx", "haproxy"]);
+        assert_eq!(case.notes, ["sluice: not selected (--peers)"]);
+        Ok(())
+    }
+
+    #[test]
+    fn select_knows_all_and_rejects_unknown() {
+        assert_eq!(select("all").map(|v| v.len()).ok(), Some(CASES.len()));
+        assert!(select("nope").is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! Generated configuration files for the upstream and every peer.
+//!
+//! nginx and HAProxy configs are templates under `bench/templates/` (readable as files, embedded at
+//! build time); Sluice's YAML is written here because the cases vary its filter chain.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::Value;
+
+const UPSTREAM_NGINX: &str = include_str!("../../../bench/templates/upstream.nginx.conf");
+const PROXY_NGINX: &str = include_str!("../../../bench/templates/proxy.nginx.conf");
+const HAPROXY: &str = include_str!("../../../bench/templates/haproxy.cfg");
+
+/// Fills `{{DIR}}`, `{{LISTEN}}` and `{{UPSTREAM}}` in a template.
+fn render(template: &str, dir: &Path, listen: SocketAddr, upstream: Option<SocketAddr>) -> String {
+    let upstream = upstream.map(|a| a.to_string()).unwrap_or_default();
+    template
+        .replace("{{DIR}}", &dir.display().to_string())
+        .replace("{{LISTEN}}", &listen.to_string())
+        .replace("{{UPSTREAM}}", &upstream)
+}
+
+/// The upstream nginx, serving `hello\n` on `listen`; `dir` is its prefix (pid file, temp paths).
+pub fn upstream_nginx(dir: &Path, listen: SocketAddr) -> String {
+    render(UPSTREAM_NGINX, dir, listen, None)
+}
+
+/// nginx as a reverse proxy from `listen` to `upstream`.
+pub fn proxy_nginx(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+    render(PROXY_NGINX, dir, listen, Some(upstream))
+}
+
+/// HAProxy from `listen` to `upstream`.
+pub fn haproxy(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+    render(HAPROXY, dir, listen, Some(upstream))
+}
+
+/// What varies between the Sluice configs of the cases.
+#[derive(Clone, Debug, Default)]
+pub struct SluiceSpec {
+    /// Entries of the listener's filter chain, each a CONFIG.md filter reference.
+    pub filters: Vec<Value>,
+    /// Entries of `plugins:`.
+    pub plugins: Vec<Value>,
+}
+
+/// Sluice with one worker, one listener on `listen`, one catch-all route to one cluster holding
+/// `upstream`, admin on `admin`, and no access log.
+pub fn sluice(
+    spec: &SluiceSpec,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+) -> String {
+    let list = |items: &[Value], indent: &str| -> String {
+        if items.is_empty() {
+            return " []".into();
+        }
+        items
+            .iter()
+            .map(|v| format!("\n{indent}- {}", flow(v)))
+            .collect()
+    };
+    let filters = list(&spec.filters, "      ");
+    let plugins = list(&spec.plugins, "  ");
+    format!(
+        "# Sluice under test: one worker, one listener, one route to one cluster, no access log.
+admin:
+  address: \"{admin}\"
+workers: 1
+listeners:
+  - name: bench
+    address: \"{listen}\"
+    protocols: [http1]
+    filters:{filters}
+    routes:
+      - match: {{ path_prefix: \"/\" }}
+        cluster: upstream
+clusters:
+  - name: upstream
+    endpoints: [\"{upstream}\"]
+    protocol: http1
+    pool: {{ max_idle_per_endpoint: 64, idle_timeout: 300s }}
+plugins:{plugins}
+"
+    )
+}
+
+/// A value as a one-line YAML flow node, `name`/`plugin` first so a chain entry reads as in
+/// CONFIG.md. Strings are JSON-quoted, which YAML reads as double-quoted scalars.
+fn flow(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| (!matches!(k.as_str(), "name" | "plugin"), k.as_str()));
+            let items: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}: {}", flow(&map[k.as_str()])))
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(flow).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn templates_have_no_unfilled_placeholders() {
+        let dir = Path::new("/tmp/x");
+        for text in [
+            upstream_nginx(dir, addr(1)),
+            proxy_nginx(dir, addr(1), addr(2)),
+            haproxy(dir, addr(1), addr(2)),
+        ] {
+            assert!(!text.contains("{{"), "{text}");
+        }
+        assert!(proxy_nginx(dir, addr(1), addr(2)).contains("server 127.0.0.1:2;"));
+    }
+
+    #[test]
+    fn sluice_yaml_splices_filters_and_plugins() {
+        let spec = SluiceSpec {
+            filters: vec![serde_json::json!({"plugin": "p"})],
+            plugins: vec![serde_json::json!({"wasm": "/a.wasm", "name": "p"})],
+        };
+        let yaml = sluice(&spec, addr(1), addr(2), addr(3));
+        assert!(yaml.contains("\n      - { plugin: \"p\" }\n"), "{yaml}");
+        assert!(
+            yaml.contains("\n  - { name: \"p\", wasm: \"/a.wasm\" }\n"),
+            "{yaml}"
+        );
+        let plain = sluice(&SluiceSpec::default(), addr(1), addr(2), addr(3));
+        assert!(
+            plain.contains("filters: []") && plain.contains("plugins: []"),
+            "{plain}"
+        );
+        let nested = flow(
+            &serde_json::json!({"config": {"add": [{"value": "1", "name": "x"}]}, "name": "headers"}),
+        );
+        assert_eq!(
+            nested,
+            r#"{ name: "headers", config: { add: [{ name: "x", value: "1" }] } }"#
+        );
+    }
+}
