@@ -93,6 +93,9 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     services.metrics.reload_succeeded(&version);
+    services.metrics.add_collector(Arc::new(|out: &mut String| {
+        out.push_str(&crate::wasm::render_prometheus())
+    }));
     if let Some(al) = &cfg.file.telemetry.access_log {
         let log = AccessLog::open_with_metrics(al, &services.metrics)
             .with_context(|| format!("cannot open the access log `{}`", al.path))?;
@@ -189,7 +192,7 @@ fn to_admin_response(resp: http::Response<crate::body::ProxyBody>) -> admin::Adm
 }
 
 fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState {
-    let (r1, r2) = (reloader.clone(), reloader.clone());
+    let (r1, r2, r3) = (reloader.clone(), reloader.clone(), reloader.clone());
     AdminState::new(services.clone())
         .with_config_json(move || {
             let snap = r1.current();
@@ -204,7 +207,14 @@ fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState
                 "config": snap.config.file,
             })
         })
-        .with_plugins_json(|| serde_json::json!([]))
+        .with_plugins_json(move || {
+            let snap = r3.current();
+            let mut names: Vec<&String> = snap.plugins.keys().collect();
+            names.sort();
+            let list: Vec<serde_json::Value> =
+                names.iter().map(|n| snap.plugins[*n].info_json()).collect();
+            serde_json::json!({ "config_version": snap.version(), "plugins": list })
+        })
         .with_reload(move || r2.reload().map_err(|e| e.to_string()))
 }
 

@@ -225,13 +225,22 @@ impl Body for FilteredBody {
             match frame {
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => match this.run_from(0, data, false) {
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                        Ok(Some(out)) if !out.is_empty() => {
-                            return Poll::Ready(Some(Ok(Frame::data(out))))
+                    Ok(data) => {
+                        // The last chunk of a body of known length carries end_of_stream itself
+                        // (hyper stops polling once it has sent that length).
+                        let eos = this.inner.is_end_stream();
+                        let result = this.run_from(0, data, eos);
+                        if eos && this.pending.is_none() {
+                            this.done = true;
                         }
-                        Ok(_) => continue,
-                    },
+                        match result {
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                            Ok(Some(out)) if !out.is_empty() => {
+                                return Poll::Ready(Some(Ok(Frame::data(out))))
+                            }
+                            Ok(_) => continue,
+                        }
+                    }
                     Err(frame) => {
                         let Ok(mut trailers) = frame.into_trailers() else {
                             continue;

@@ -54,14 +54,28 @@ impl Finish {
 pub struct FinishBody {
     inner: ProxyBody,
     finish: Option<Finish>,
+    /// The body's length when known up front: hyper stops polling once it has sent that many
+    /// bytes, so reaching it is the end even if the inner body never says so.
+    expected: Option<u64>,
 }
 
 impl FinishBody {
-    pub fn wrap(inner: ProxyBody, finish: Finish) -> ProxyBody {
+    /// `content_length`: the response's Content-Length header, when it has one.
+    pub fn wrap(inner: ProxyBody, finish: Finish, content_length: Option<u64>) -> ProxyBody {
+        let expected = inner.size_hint().exact().or(content_length);
         Box::pin(FinishBody {
             inner,
             finish: Some(finish),
+            expected,
         })
+    }
+
+    fn complete(&self) -> bool {
+        self.inner.is_end_stream()
+            || self
+                .finish
+                .as_ref()
+                .is_some_and(|f| self.expected == Some(f.bytes_sent))
     }
 }
 
@@ -110,8 +124,9 @@ impl Body for FinishBody {
 
 impl Drop for FinishBody {
     fn drop(&mut self) {
+        let complete = self.complete();
         if let Some(mut f) = self.finish.take() {
-            if !self.inner.is_end_stream() {
+            if !complete {
                 f.ex.borrow_mut()
                     .local_details
                     .get_or_insert("downstream_disconnected");

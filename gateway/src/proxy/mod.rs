@@ -414,7 +414,12 @@ fn respond(
         conn: conn.clone(),
         sink: worker.finish_sink.clone(),
     };
-    Response::from_parts(parts, FinishBody::wrap(body, finish))
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Response::from_parts(parts, FinishBody::wrap(body, finish, content_length))
 }
 
 fn clone_head(p: &http::response::Parts) -> http::response::Parts {
