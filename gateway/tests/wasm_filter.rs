@@ -418,6 +418,7 @@ async fn ban_source_reaches_the_ban_sink() {
         let services = Arc::new(Services {
             metrics: Arc::new(Metrics::new()),
             bans: bans.clone(),
+            ban_switch: Default::default(),
             filter_state: Default::default(),
         });
         let p = plugin_with(
