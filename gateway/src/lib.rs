@@ -7,6 +7,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod plugin_test;
 pub mod listener;
 pub mod proxy;
 pub mod reload;

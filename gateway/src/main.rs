@@ -31,11 +31,25 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// The XDP fast path of a running gateway.
     Xdp {
         #[command(subcommand)]
         command: XdpCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run a plugin against one request without a network and print what it did: the request as
+    /// the upstream sees it (or the response the plugin sent itself), the response as the client
+    /// sees it, and its logs. Exit 0 when it ran, 1 when it failed (trap, deadline, rejected
+    /// configuration).
+    Test(sluice::plugin_test::cli::TestArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +71,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Plugin {
+            command: PluginCommand::Test(args),
+        } => match sluice::plugin_test::cli::run(&args) {
+            0 => ExitCode::SUCCESS,
+            code => ExitCode::from(code),
+        },
         Command::Xdp {
             command: XdpCommand::Bans(args),
         } => match sluice::xdp::cli::cli_bans(args) {

@@ -3,6 +3,8 @@
 //! worker for its whole life, so nothing on the request path takes a lock.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,20 @@ impl WorkerCtx {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<WorkerCtx>>> = const { RefCell::new(None) };
+    static DISPATCH_OVERRIDE: RefCell<Option<Dispatcher>> = const { RefCell::new(None) };
+}
+
+/// What a [`Dispatcher`] returns.
+pub type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, UpstreamError>>>>;
+
+/// A stand-in for the upstream pools: given the cluster, the request and the timeout, answers.
+pub type Dispatcher = Rc<dyn Fn(&str, Request<ProxyBody>, Duration) -> DispatchFuture>;
+
+/// Replace [`dispatch`] on this thread with `d` (or restore the real pools with `None`); returns
+/// the previous override. Used by `sluice plugin test` and the plugin test kit, which run a plugin
+/// without a network and answer its callouts with canned responses.
+pub fn set_dispatch_override(d: Option<Dispatcher>) -> Option<Dispatcher> {
+    DISPATCH_OVERRIDE.with(|o| std::mem::replace(&mut *o.borrow_mut(), d))
 }
 
 /// Make `w` the worker of this thread (for [`dispatch`]).
@@ -50,7 +66,8 @@ pub fn current() -> Option<Rc<WorkerCtx>> {
 
 /// Send a request to `cluster` of the current snapshot from the current worker (pooled
 /// connections, the cluster's load balancer), waiting at most `timeout` for response headers.
-/// Must be called on a worker thread (inside its LocalSet).
+/// Must be called on a worker thread (inside its LocalSet), unless a test double is set with
+/// [`set_dispatch_override`].
 ///
 /// # Errors
 /// Unknown cluster (kind `NoHealthyEndpoint`) or any upstream failure.
@@ -58,7 +75,11 @@ pub async fn dispatch(
     cluster: &str,
     req: Request<ProxyBody>,
     timeout: Duration,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<Response<ProxyBody>, UpstreamError> {
+    let test_double = DISPATCH_OVERRIDE.with(|o| o.borrow().clone());
+    if let Some(d) = test_double {
+        return d(cluster, req, timeout).await;
+    }
     let unknown = |detail: &str| UpstreamError {
         kind: UpstreamErrorKind::NoHealthyEndpoint,
         cluster: cluster.into(),
@@ -76,5 +97,6 @@ pub async fn dispatch(
         retries: None,
         hash: None,
     };
-    w.pools.send(&c, req, &opts).await
+    let resp: Response<Incoming> = w.pools.send(&c, req, &opts).await?;
+    Ok(resp.map(crate::body::boxed))
 }

@@ -102,6 +102,34 @@ pub fn value(id: u32) -> Option<u64> {
     get(id).map(|m| m.value.load(Ordering::Relaxed).max(0) as u64)
 }
 
+/// The current value of one metric, as [`plugin_metrics`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricValue {
+    pub name: String,
+    pub kind: MetricType,
+    /// Counter or gauge value; for a histogram, the sum of its samples.
+    pub value: i64,
+    /// Histogram sample count (0 for counters and gauges).
+    pub count: u64,
+}
+
+/// Every metric `plugin` defined, in definition order, with its value now. Metrics are
+/// process-global: the values add up over every VM of the plugin (all workers, all VM restarts).
+pub fn plugin_metrics(plugin: &str) -> Vec<MetricValue> {
+    let Ok(all) = registry().metrics.read() else {
+        return Vec::new();
+    };
+    all.iter()
+        .filter(|m| m.plugin == plugin)
+        .map(|m| MetricValue {
+            name: m.name.clone(),
+            kind: m.kind,
+            value: m.value.load(Ordering::Relaxed),
+            count: m.count.load(Ordering::Relaxed),
+        })
+        .collect()
+}
+
 /// Prometheus text for every plugin metric: `sluice_plugin_<name>{plugin="..."}`.
 pub fn render_prometheus() -> String {
     let mut out = String::new();
