@@ -7,8 +7,8 @@
 //! What is not the gateway: there is no listener, router or other filter, so headers the proxy
 //! adds around the chain (`x-request-id`, `x-forwarded-*`, hop-by-hop removal) are not added.
 
-pub mod cli;
 mod capture;
+pub mod cli;
 mod types;
 
 use std::cell::RefCell;
@@ -24,8 +24,8 @@ use http_body_util::BodyExt;
 
 pub use capture::{LogLine, LogSource, PluginFailure};
 pub use types::{
-    CalloutRecord, CalloutRequest, ClientResponse, LocalReply, MetricReading, Outcome,
-    TestRequest, TestResponse, UpstreamRequest,
+    CalloutRecord, CalloutRequest, ClientResponse, LocalReply, MetricReading, Outcome, TestRequest,
+    TestResponse, UpstreamRequest,
 };
 
 use crate::body::{self, ProxyBody};
@@ -57,10 +57,7 @@ pub enum PluginTestError {
     /// The module did not compile or link, its start functions failed, or it rejected (or
     /// trapped on) its configuration. `logs` holds what the plugin logged meanwhile (usually why).
     #[error("{message}{}", render_logs(logs))]
-    Load {
-        message: String,
-        logs: Vec<LogLine>,
-    },
+    Load { message: String, logs: Vec<LogLine> },
     /// The test request or response is malformed (bad header name, URI, method).
     #[error("invalid test input: {0}")]
     Input(String),
@@ -130,7 +127,10 @@ impl Harness {
     ///
     /// # Errors
     /// As [`Harness::new`]; [`PluginTestError::Settings`] when `settings` is not a plugin entry.
-    pub fn from_settings(settings: serde_json::Value, wasm: &[u8]) -> Result<Self, PluginTestError> {
+    pub fn from_settings(
+        settings: serde_json::Value,
+        wasm: &[u8],
+    ) -> Result<Self, PluginTestError> {
         let cfg: PluginConfig = serde_json::from_value(settings)
             .map_err(|e| PluginTestError::Settings(e.to_string()))?;
         Harness::new(&cfg, wasm)
@@ -144,7 +144,9 @@ impl Harness {
     /// Answer http callouts to `cluster` with `handler` (replacing an earlier one). A callout to a
     /// cluster without a handler fails, as one to an unknown cluster does in the gateway.
     pub fn on_http_call(&self, cluster: &str, handler: CallHandler) {
-        self.handlers.borrow_mut().insert(cluster.to_string(), handler);
+        self.handlers
+            .borrow_mut()
+            .insert(cluster.to_string(), handler);
     }
 
     /// Send `request` through the plugin; if it reaches the upstream, answer it with `response`.

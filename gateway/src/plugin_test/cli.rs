@@ -80,7 +80,9 @@ fn json_arg(v: &str, what: &'static str) -> Result<serde_json::Value, CliError> 
 }
 
 fn split_header(h: &str) -> Result<(&str, &str), CliError> {
-    let (k, v) = h.split_once(':').ok_or_else(|| CliError::Header(h.into()))?;
+    let (k, v) = h
+        .split_once(':')
+        .ok_or_else(|| CliError::Header(h.into()))?;
     let k = k.trim();
     if k.is_empty() {
         return Err(CliError::Header(h.into()));
@@ -217,7 +219,9 @@ fn render(name: &str, out: &Outcome) -> String {
         for c in &out.callouts {
             let answer = c
                 .status
-                .map_or("failed (no answer in a plugin test)".to_string(), |st| st.to_string());
+                .map_or("failed (no answer in a plugin test)".to_string(), |st| {
+                    st.to_string()
+                });
             let _ = writeln!(
                 s,
                 "  {} {} {} -> {answer}",

@@ -330,7 +330,10 @@ impl Outcome {
 
     /// The value of the plugin metric `name`, if the plugin defined it.
     pub fn metric(&self, name: &str) -> Option<i64> {
-        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
     }
 
     /// The outcome as JSON (what `sluice plugin test --json` prints).
