@@ -9,6 +9,7 @@ mod failures;
 mod filters;
 mod limits;
 mod load;
+mod plugin_cli;
 mod proxy;
 mod reload;
 mod upstreams;
