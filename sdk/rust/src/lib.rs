@@ -30,6 +30,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod build;
+
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
@@ -37,6 +39,7 @@ use std::rc::Rc;
 use serde::Serialize;
 use sluice::plugin_test::Harness;
 
+pub use build::{build_wasm, BuildError};
 pub use serde_json::json;
 pub use sluice::plugin_test::{
     CalloutRecord, CalloutRequest, ClientResponse, LocalReply, LogLine, LogSource, MetricReading,

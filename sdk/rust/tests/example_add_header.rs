@@ -47,3 +47,19 @@ fn rejects_a_bad_configuration_and_says_why() {
     };
     assert!(err.contains("rejected its configuration"), "{err}");
 }
+
+/// How a plugin author tests the plugin next to the test: build it for wasm32-wasip1 from the
+/// test (cargo skips the work when nothing changed), then load the module.
+#[test]
+fn builds_the_plugin_from_source_and_runs_it() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // The repository builds its plugins into target/wasm-plugins (scripts/build-plugins.sh).
+    let wasm = sluice_plugin_testkit::build_wasm(
+        &root.join("plugins/add-header"),
+        Some(&root.join("target/wasm-plugins")),
+    )?;
+    let kit = TestKit::load(wasm)?.config(json!({ "header": "x-hello", "value": "world" }))?;
+    let out = kit.request(Request::get("/")).run()?;
+    assert_eq!(out.response.header("x-hello"), Some("world"));
+    Ok(())
+}
