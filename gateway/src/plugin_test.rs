@@ -81,8 +81,9 @@ pub type CallHandler = Box<dyn Fn(&CalloutRequest) -> TestResponse>;
 pub struct Harness {
     plugin: Arc<Plugin>,
     chain: Chain,
-    rt: tokio::runtime::Runtime,
+    /// Declared before `rt`: its tasks (plugin timers) are dropped while the runtime still exists.
     local: tokio::task::LocalSet,
+    rt: tokio::runtime::Runtime,
     handlers: Rc<RefCell<HashMap<String, CallHandler>>>,
 }
 
@@ -116,8 +117,8 @@ impl Harness {
         Ok(Harness {
             plugin,
             chain,
-            rt,
             local: tokio::task::LocalSet::new(),
+            rt,
             handlers: Rc::new(RefCell::new(HashMap::new())),
         })
     }
