@@ -25,7 +25,8 @@
 //! ```
 //!
 //! Requests sent through one [`TestKit`] run one after the other in the same plugin VM, as
-//! requests on one gateway worker do. What the kit does not add: the proxy's own headers
+//! requests on one gateway worker do. Call the kit from plain `#[test]` functions, not from inside
+//! a tokio runtime: it runs its own single-threaded one, as a worker does. What the kit does not add: the proxy's own headers
 //! (`x-request-id`, `x-forwarded-*`), routing, other filters.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
