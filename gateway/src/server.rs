@@ -29,6 +29,10 @@ pub struct Gateway {
     pub access_log: ArcSwapOption<AccessLog>,
     /// The XDP fast path, when it runs.
     pub xdp: ArcSwapOption<crate::xdp::Xdp>,
+    /// The tracer in force (None: tracing off). Swapped by reloads that change it.
+    pub tracer: ArcSwapOption<crate::telemetry::otel::Tracer>,
+    /// Span export counters, kept across tracer swaps.
+    pub trace_stats: Arc<crate::telemetry::otel::ExportStats>,
     conn_counters: DashMap<String, Arc<AtomicUsize>>,
     open_connections: AtomicUsize,
 }
@@ -41,6 +45,8 @@ impl Gateway {
             registry,
             access_log: ArcSwapOption::empty(),
             xdp: ArcSwapOption::empty(),
+            tracer: ArcSwapOption::empty(),
+            trace_stats: Arc::default(),
             conn_counters: DashMap::new(),
             open_connections: AtomicUsize::new(0),
         })

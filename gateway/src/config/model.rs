@@ -603,10 +603,21 @@ fn default_access_log_format() -> String {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
+    /// Where spans go (`http://host:4317` for gRPC, `http://host:4318` for HTTP); none: off.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// Share of requests without a sampled parent that are traced (0..=1, default 0.01).
     #[serde(default)]
     pub sample_ratio: Option<f64>,
+    /// `grpc` (default) or `http/protobuf`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// One child span per filter and plugin phase that runs (default false).
+    #[serde(default)]
+    pub filter_spans: bool,
+    /// `service.name` of the exported resource (default `sluice`).
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
