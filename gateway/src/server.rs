@@ -33,6 +33,8 @@ pub struct Gateway {
     pub tracer: ArcSwapOption<crate::telemetry::otel::Tracer>,
     /// Span export counters, kept across tracer swaps.
     pub trace_stats: Arc<crate::telemetry::otel::ExportStats>,
+    /// The OTLP metrics pusher, when `telemetry.metrics.otlp_endpoint` is set.
+    pub metrics_push: ArcSwapOption<crate::telemetry::otel::MetricsPusher>,
     conn_counters: DashMap<String, Arc<AtomicUsize>>,
     open_connections: AtomicUsize,
 }
@@ -47,6 +49,7 @@ impl Gateway {
             xdp: ArcSwapOption::empty(),
             tracer: ArcSwapOption::empty(),
             trace_stats: Arc::default(),
+            metrics_push: ArcSwapOption::empty(),
             conn_counters: DashMap::new(),
             open_connections: AtomicUsize::new(0),
         })

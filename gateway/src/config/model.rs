@@ -625,8 +625,15 @@ pub struct TracingConfig {
 pub struct MetricsConfig {
     #[serde(default = "default_true")]
     pub prometheus: bool,
+    /// Where to push every /metrics series over OTLP; none: no push.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`.
+    #[serde(default)]
+    pub otlp_protocol: Option<String>,
+    /// Time between pushes (default 10s).
+    #[serde(default)]
+    pub otlp_interval: Option<Dur>,
 }
 
 impl Default for MetricsConfig {
@@ -634,6 +641,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             prometheus: true,
             otlp_endpoint: None,
+            otlp_protocol: None,
+            otlp_interval: None,
         }
     }
 }

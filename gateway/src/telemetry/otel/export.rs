@@ -71,12 +71,7 @@ impl Exporter {
         service_name: &str,
         stats: Arc<ExportStats>,
     ) -> Result<Self, ExportError> {
-        let uri: http::Uri = endpoint
-            .parse()
-            .map_err(|_| ExportError::Endpoint(endpoint.to_string()))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(ExportError::Endpoint(endpoint.to_string()));
-        }
+        let uri = check_endpoint(endpoint)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let resource = resource(service_name);
         let st = stats.clone();
@@ -106,7 +101,42 @@ impl Exporter {
     }
 }
 
-fn resource(service_name: &str) -> Resource {
+/// The endpoint as a URI, if it is a plain http URL with a host.
+///
+/// # Errors
+/// Anything else.
+pub fn check_endpoint(endpoint: &str) -> Result<http::Uri, ExportError> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| ExportError::Endpoint(endpoint.to_string()))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(ExportError::Endpoint(endpoint.to_string()));
+    }
+    Ok(uri)
+}
+
+/// `grpc` (the default) or `http/protobuf`.
+///
+/// # Errors
+/// Any other name.
+pub fn parse_protocol(p: Option<&str>) -> Result<Protocol, ExportError> {
+    match p {
+        None | Some("grpc") => Ok(Protocol::Grpc),
+        Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
+        Some(other) => Err(ExportError::Protocol(other.to_string())),
+    }
+}
+
+/// A gRPC channel that connects on first use (and reconnects after failures).
+pub fn lazy_channel(uri: &http::Uri) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from(uri.clone())
+        .connect_timeout(EXPORT_TIMEOUT)
+        .timeout(EXPORT_TIMEOUT)
+        .connect_lazy()
+}
+
+/// The OTLP resource naming this gateway.
+pub fn resource(service_name: &str) -> Resource {
     Resource {
         attributes: vec![KeyValue {
             key: "service.name".into(),
@@ -187,16 +217,7 @@ impl Sender {
     async fn export(&mut self, req: ExportTraceServiceRequest) -> Result<(), String> {
         match self {
             Sender::Grpc(client, uri) => {
-                if client.is_none() {
-                    let ch = tonic::transport::Endpoint::from(uri.clone())
-                        .connect_timeout(EXPORT_TIMEOUT)
-                        .timeout(EXPORT_TIMEOUT)
-                        .connect_lazy();
-                    *client = Some(TraceServiceClient::new(ch));
-                }
-                let Some(c) = client.as_mut() else {
-                    return Err("no client".into());
-                };
+                let c = client.get_or_insert_with(|| TraceServiceClient::new(lazy_channel(uri)));
                 c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
             }
             Sender::Http(uri) => post_protobuf(uri, "/v1/traces", req.encode_to_vec()).await,

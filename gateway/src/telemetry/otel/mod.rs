@@ -6,6 +6,8 @@
 
 pub mod context;
 pub mod export;
+pub mod metrics_push;
+pub mod prom_to_otlp;
 pub mod request;
 
 use std::sync::atomic::Ordering;
@@ -16,6 +18,7 @@ use http::HeaderMap;
 use crate::config::model::TracingConfig;
 
 pub use self::export::{ExportError, ExportStats, Exporter, Protocol};
+pub use self::metrics_push::MetricsPusher;
 pub use self::request::RequestTrace;
 
 /// Default sampling ratio for requests without a sampled parent (CONFIG.md: 0.01).
@@ -45,11 +48,7 @@ impl Tracer {
         let Some(endpoint) = cfg.otlp_endpoint.as_deref() else {
             return Ok(None);
         };
-        let protocol = match cfg.protocol.as_deref() {
-            None | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some(other) => return Err(ExportError::Protocol(other.to_string())),
-        };
+        let protocol = export::parse_protocol(cfg.protocol.as_deref())?;
         let ratio = cfg.sample_ratio.unwrap_or(DEFAULT_SAMPLE_RATIO).clamp(0.0, 1.0);
         let service = cfg.service_name.as_deref().unwrap_or(DEFAULT_SERVICE_NAME);
         let exporter = Exporter::start(endpoint, protocol, service, stats)?;
@@ -80,6 +79,14 @@ impl Tracer {
     fn send(&self, span: opentelemetry_proto::tonic::trace::v1::Span) {
         self.exporter.send(span);
     }
+}
+
+/// The `service.name` for exported telemetry: `telemetry.tracing.service_name`, else `sluice`.
+pub fn service_name(t: &crate::config::model::TelemetryConfig) -> &str {
+    t.tracing
+        .as_ref()
+        .and_then(|t| t.service_name.as_deref())
+        .unwrap_or(DEFAULT_SERVICE_NAME)
 }
 
 /// Prometheus text for the exporter counters.
