@@ -118,9 +118,11 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     .context("telemetry.metrics")?;
     gw.metrics_push.store(pusher.map(Arc::new));
     let stats = gw.trace_stats.clone();
-    services.metrics.add_collector(Arc::new(move |out: &mut String| {
-        crate::telemetry::otel::render_prometheus(&stats, out)
-    }));
+    services
+        .metrics
+        .add_collector(Arc::new(move |out: &mut String| {
+            crate::telemetry::otel::render_prometheus(&stats, out)
+        }));
     let sink_gw = gw.clone();
     let sink: FinishSinkFactory = Arc::new(move || {
         let gw = sink_gw.clone();

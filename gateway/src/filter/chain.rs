@@ -134,7 +134,6 @@ impl Chain {
         }
         None
     }
-
 }
 
 /// Record the span of one filter phase when the request is traced with filter spans.

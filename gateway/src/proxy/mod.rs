@@ -232,8 +232,10 @@ async fn forward(
     };
     let span = ex.borrow().trace.as_ref().map(|t| t.start_upstream());
     if let Some(s) = &span {
-        req.headers_mut()
-            .insert(&crate::telemetry::otel::context::TRACEPARENT, s.traceparent.clone());
+        req.headers_mut().insert(
+            &crate::telemetry::otel::context::TRACEPARENT,
+            s.traceparent.clone(),
+        );
     }
     let method = span.as_ref().map(|_| req.method().clone());
     let result = worker.pools.send(&cluster, req, &opts).await;

@@ -11,5 +11,5 @@ mod limits;
 mod load;
 mod proxy;
 mod reload;
-mod upstreams;
 mod tracing;
+mod upstreams;

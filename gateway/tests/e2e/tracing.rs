@@ -34,7 +34,9 @@ impl TraceService for Collected {
         for rs in req.resource_spans {
             if let Some(r) = &rs.resource {
                 for kv in &r.attributes {
-                    if let Some(Value::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    if let Some(Value::StringValue(v)) =
+                        kv.value.as_ref().and_then(|v| v.value.as_ref())
+                    {
                         if kv.key == "service.name" {
                             self.services.lock().unwrap().push(v.clone());
                         }
@@ -71,7 +73,9 @@ impl Receiver {
         let svc = TraceServiceServer::new(got.clone());
         rt.spawn(async move {
             loop {
-                let Ok((s, _)) = l.accept().await else { continue };
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
                 let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http2::Builder::new(
@@ -183,7 +187,10 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
         .to_string();
     assert!(up_tp.starts_with(&format!("00-{PARENT_TRACE}-")), "{up_tp}");
     assert!(up_tp.ends_with("-01"), "{up_tp}");
-    assert!(!up_tp.contains(PARENT_SPAN), "upstream parent must be our span: {up_tp}");
+    assert!(
+        !up_tp.contains(PARENT_SPAN),
+        "upstream parent must be our span: {up_tp}"
+    );
     assert_eq!(echoed["headers"]["tracestate"][0], "vendor=abc");
 
     let spans = rx.wait_spans(3);
@@ -212,7 +219,10 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
         .expect("an upstream span");
     assert_eq!(client.parent_span_id, server.span_id);
     assert_eq!(client.trace_id, server.trace_id);
-    assert_eq!(up_tp, format!("00-{PARENT_TRACE}-{}-01", hex(&client.span_id)));
+    assert_eq!(
+        up_tp,
+        format!("00-{PARENT_TRACE}-{}-01", hex(&client.span_id))
+    );
     assert_eq!(attr_str(client, "sluice.cluster"), "app");
     assert_eq!(attr_int(client, "http.response.status_code"), 200);
 
@@ -223,7 +233,13 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
     assert_eq!(filter.name, "headers request_headers");
     assert_eq!(attr_str(filter, "sluice.filter"), "headers");
     assert_eq!(filter.parent_span_id, server.span_id);
-    assert!(rx.got.services.lock().unwrap().iter().all(|s| s == "edge-test"));
+    assert!(rx
+        .got
+        .services
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s == "edge-test"));
 
     // The access log names the same trace and server span.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -237,7 +253,10 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
     };
     let entry: serde_json::Value = serde_json::from_str(&line).expect("json line");
     assert_eq!(entry["trace_id"], PARENT_TRACE);
-    assert_eq!(entry["span_id"].as_str(), Some(hex(&server.span_id).as_str()));
+    assert_eq!(
+        entry["span_id"].as_str(),
+        Some(hex(&server.span_id).as_str())
+    );
 }
 
 #[test]
@@ -254,7 +273,11 @@ fn failed_upstream_is_an_error_span_and_roots_start_new_traces() {
         .expect("a server span");
     assert!(server.parent_span_id.is_empty(), "a root span");
     assert_eq!(server.trace_id.len(), 16);
-    assert_eq!(server.status.as_ref().map(|s| s.code), Some(2), "error status");
+    assert_eq!(
+        server.status.as_ref().map(|s| s.code),
+        Some(2),
+        "error status"
+    );
     let client = spans
         .iter()
         .find(|s| s.kind == SpanKind::Client as i32)

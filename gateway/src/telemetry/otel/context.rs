@@ -30,7 +30,10 @@ pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
     }
     let version = hex_byte(&v[0..2])?;
     // Version ff is forbidden; version 00 has exactly 55 bytes.
-    if version == 0xff || (version == 0 && v.len() != 55) || (version != 0 && v.len() > 55 && v[55] != b'-') {
+    if version == 0xff
+        || (version == 0 && v.len() != 55)
+        || (version != 0 && v.len() > 55 && v[55] != b'-')
+    {
         return None;
     }
     let mut trace_id = [0u8; 16];
@@ -120,7 +123,8 @@ mod tests {
         for v in bad {
             assert_eq!(parse_traceparent(v), None, "{}", String::from_utf8_lossy(v));
         }
-        let unsampled = parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        let unsampled =
+            parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
         assert_eq!(unsampled.map(|p| p.sampled), Some(false));
     }
 }

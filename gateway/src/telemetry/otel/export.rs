@@ -202,7 +202,10 @@ async fn run(
 
 /// One export transport.
 enum Sender {
-    Grpc(Option<TraceServiceClient<tonic::transport::Channel>>, http::Uri),
+    Grpc(
+        Option<TraceServiceClient<tonic::transport::Channel>>,
+        http::Uri,
+    ),
     Http(http::Uri),
 }
 

@@ -76,7 +76,8 @@ impl MetricsPusher {
                         if st.load(Ordering::Relaxed) {
                             break;
                         }
-                        let metrics = super::prom_to_otlp::convert(&metrics.render(), start, now_nanos());
+                        let metrics =
+                            super::prom_to_otlp::convert(&metrics.render(), start, now_nanos());
                         let req = ExportMetricsServiceRequest {
                             resource_metrics: vec![ResourceMetrics {
                                 resource: Some(resource.clone()),
@@ -101,7 +102,8 @@ impl MetricsPusher {
                                     c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
                                 }
                                 Protocol::HttpProtobuf => {
-                                    export::post_protobuf(&uri, "/v1/metrics", req.encode_to_vec()).await
+                                    export::post_protobuf(&uri, "/v1/metrics", req.encode_to_vec())
+                                        .await
                                 }
                             }
                         })

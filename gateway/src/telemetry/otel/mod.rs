@@ -44,12 +44,18 @@ impl Tracer {
     ///
     /// # Errors
     /// A bad endpoint or protocol, or the exporter thread cannot start.
-    pub fn new(cfg: &TracingConfig, stats: Arc<ExportStats>) -> Result<Option<Arc<Self>>, ExportError> {
+    pub fn new(
+        cfg: &TracingConfig,
+        stats: Arc<ExportStats>,
+    ) -> Result<Option<Arc<Self>>, ExportError> {
         let Some(endpoint) = cfg.otlp_endpoint.as_deref() else {
             return Ok(None);
         };
         let protocol = export::parse_protocol(cfg.protocol.as_deref())?;
-        let ratio = cfg.sample_ratio.unwrap_or(DEFAULT_SAMPLE_RATIO).clamp(0.0, 1.0);
+        let ratio = cfg
+            .sample_ratio
+            .unwrap_or(DEFAULT_SAMPLE_RATIO)
+            .clamp(0.0, 1.0);
         let service = cfg.service_name.as_deref().unwrap_or(DEFAULT_SERVICE_NAME);
         let exporter = Exporter::start(endpoint, protocol, service, stats)?;
         Ok(Some(Arc::new(Tracer {

@@ -120,7 +120,9 @@ pub fn convert(text: &str, start: u64, now: u64) -> Vec<Metric> {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let Some(mut s) = parse_sample(line) else { continue };
+        let Some(mut s) = parse_sample(line) else {
+            continue;
+        };
         let hist_family = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
             let fam = s.name.strip_suffix(suffix)?;
             (kinds.get(fam) == Some(&Kind::Histogram)).then_some((fam, *suffix))
@@ -134,7 +136,11 @@ pub fn convert(text: &str, start: u64, now: u64) -> Vec<Metric> {
             let series = hists.entry(fam).or_default().entry(s.labels).or_default();
             match (suffix, le) {
                 ("_bucket", Some(le)) => {
-                    let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+                    let bound = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(f64::INFINITY)
+                    };
                     series.bounds.push((bound, s.value));
                 }
                 ("_sum", _) => series.sum = s.value,
@@ -159,7 +165,9 @@ pub fn convert(text: &str, start: u64, now: u64) -> Vec<Metric> {
     }
     let mut out = Vec::new();
     for (name, (kind, points)) in numbers {
-        let description = help.get(name.as_str()).map_or_else(String::new, |h| (*h).to_string());
+        let description = help
+            .get(name.as_str())
+            .map_or_else(String::new, |h| (*h).to_string());
         let data = if kind == Kind::Counter {
             metric::Data::Sum(Sum {
                 data_points: points,
@@ -211,7 +219,9 @@ pub fn convert(text: &str, start: u64, now: u64) -> Vec<Metric> {
             .collect();
         out.push(Metric {
             name: name.to_string(),
-            description: help.get(name).map_or_else(String::new, |h| (*h).to_string()),
+            description: help
+                .get(name)
+                .map_or_else(String::new, |h| (*h).to_string()),
             data: Some(metric::Data::Histogram(Histogram {
                 data_points: points,
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
@@ -242,7 +252,10 @@ lat_seconds_bucket{route=\"a\",le=\"+Inf\"} 4\nlat_seconds_sum{route=\"a\"} 2.5\
                 assert!(s.is_monotonic);
                 assert_eq!(s.data_points.len(), 1);
                 assert_eq!(s.data_points[0].attributes.len(), 2);
-                assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsDouble(5.0)));
+                assert_eq!(
+                    s.data_points[0].value,
+                    Some(number_data_point::Value::AsDouble(5.0))
+                );
             }
             other => panic!("not a sum: {other:?}"),
         }
@@ -264,7 +277,10 @@ lat_seconds_bucket{route=\"a\",le=\"+Inf\"} 4\nlat_seconds_sum{route=\"a\"} 2.5\
     #[test]
     fn escaped_label_values() {
         let s = parse_sample(r#"x{a="q\"u\\o",b="n\nl"} 3"#).expect("sample");
-        assert_eq!(s.labels, vec![("a", "q\"u\\o".to_string()), ("b", "n\nl".to_string())]);
+        assert_eq!(
+            s.labels,
+            vec![("a", "q\"u\\o".to_string()), ("b", "n\nl".to_string())]
+        );
         assert_eq!(s.value, 3.0);
     }
 }

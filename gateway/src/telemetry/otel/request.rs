@@ -164,13 +164,21 @@ impl RequestTrace {
     }
 
     /// Record one filter phase that ran from `start` until now.
-    pub fn filter_phase(&self, filter: &str, phase: &'static str, start: Instant, outcome: &'static str) {
+    pub fn filter_phase(
+        &self,
+        filter: &str,
+        phase: &'static str,
+        start: Instant,
+        outcome: &'static str,
+    ) {
         let attributes = vec![
             s("sluice.filter", filter),
             s("sluice.phase", phase),
             s("sluice.outcome", outcome),
         ];
-        let status = (outcome == "error").then(|| error_status("filter failed")).flatten();
+        let status = (outcome == "error")
+            .then(|| error_status("filter failed"))
+            .flatten();
         self.emit(
             format!("{filter} {phase}"),
             SpanKind::Internal,
@@ -265,7 +273,13 @@ impl RequestTrace {
             trace_state: self.trace_state.clone(),
             parent_span_id: parent.map_or_else(Vec::new, |p| p.to_vec()),
             // Bit 0x100: whether the parent is remote is known (0x200: it is).
-            flags: 1 | 0x100 | if parent.is_some() && parent == self.parent_span_id { 0x200 } else { 0 },
+            flags: 1
+                | 0x100
+                | if parent.is_some() && parent == self.parent_span_id {
+                    0x200
+                } else {
+                    0
+                },
             name,
             kind: kind as i32,
             start_time_unix_nano: unix_nanos(self.start, self.start_unix_nanos, start),
