@@ -238,14 +238,19 @@ async fn forward(
         );
     }
     let method = span.as_ref().map(|_| req.method().clone());
-    let result = worker.pools.send(&cluster, req, &opts).await;
+    let send = worker.pools.send(&cluster, req, &opts);
+    let (result, tries) = if span.is_some() {
+        crate::telemetry::otel::attempts::collect(send).await
+    } else {
+        (send.await, Vec::new())
+    };
     if let (Some(s), Some(m)) = (span, method) {
         if let Some(t) = ex.borrow().trace.as_ref() {
             let r = match &result {
                 Ok(r) => Ok(r.status().as_u16()),
                 Err(e) => Err(format!("{:?}", e.kind)),
             };
-            t.end_upstream(s, &m, &cluster.name, r, 0);
+            t.end_upstream(s, &m, &cluster.name, r, tries);
         }
     }
     let mut resp = match result {

@@ -147,6 +147,7 @@ listeners:
       - name: down
         match: {{ path_prefix: "/down" }}
         cluster: nowhere
+        retries: {{ attempts: 2, on: [connect-failure] }}
 clusters:
   - name: app
     endpoints: ["{up}"]
@@ -228,7 +229,7 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
 
     let filter = spans
         .iter()
-        .find(|s| s.kind == SpanKind::Internal as i32)
+        .find(|s| !attr_str(s, "sluice.filter").is_empty())
         .expect("a filter span");
     assert_eq!(filter.name, "headers request_headers");
     assert_eq!(attr_str(filter, "sluice.filter"), "headers");
@@ -284,8 +285,25 @@ fn failed_upstream_is_an_error_span_and_roots_start_new_traces() {
         .expect("an upstream span");
     assert_eq!(client.status.as_ref().map(|s| s.code), Some(2));
     assert!(!attr_str(client, "error.type").is_empty());
+    assert_eq!(attr_int(client, "http.request.resend_count"), 2);
+    // Each try is a child of the upstream span, on the endpoint it tried.
+    let spans = rx.wait_spans(5);
+    let mut tries: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("attempt "))
+        .collect();
+    tries.sort_by_key(|s| attr_int(s, "sluice.attempt"));
+    assert_eq!(tries.len(), 3, "one span per try");
+    for (n, t) in tries.iter().enumerate() {
+        assert_eq!(t.parent_span_id, client.span_id);
+        assert_eq!(attr_int(t, "sluice.attempt"), n as i64 + 1);
+        assert_eq!(attr_int(t, "server.port"), 1);
+        assert_eq!(attr_str(t, "error.type"), "ConnectRefused");
+    }
     // Without filter_spans, no filter span.
-    assert!(spans.iter().all(|s| s.kind != SpanKind::Internal as i32));
+    assert!(spans
+        .iter()
+        .all(|s| attr_str(s, "sluice.filter").is_empty()));
 }
 
 #[test]

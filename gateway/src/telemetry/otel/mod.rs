@@ -4,6 +4,7 @@
 //! The cost when a request is not sampled is one header lookup and one random number: no span
 //! object exists, nothing is queued.
 
+pub mod attempts;
 pub mod context;
 pub mod export;
 pub mod metrics_push;

@@ -16,12 +16,17 @@ enum Kind {
     Counter,
     Gauge,
     Histogram,
+    /// Only its `_sum` and `_count` series are written; they are pushed as counters.
+    Summary,
 }
+
+/// Label names and (unescaped) values, in the order written.
+type Labels<'a> = Vec<(&'a str, String)>;
 
 /// One sample line: name, labels (in order), value.
 struct Sample<'a> {
     name: &'a str,
-    labels: Vec<(&'a str, String)>,
+    labels: Labels<'a>,
     value: f64,
 }
 
@@ -98,13 +103,14 @@ pub fn convert(text: &str, start: u64, now: u64) -> Vec<Metric> {
     let mut kinds: BTreeMap<&str, Kind> = BTreeMap::new();
     let mut help: BTreeMap<&str, &str> = BTreeMap::new();
     let mut numbers: BTreeMap<String, (Kind, Vec<NumberDataPoint>)> = BTreeMap::new();
-    let mut hists: BTreeMap<&str, BTreeMap<Vec<(&str, String)>, HistSeries>> = BTreeMap::new();
+    let mut hists: BTreeMap<&str, BTreeMap<Labels<'_>, HistSeries>> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             if let Some((name, kind)) = rest.split_once(' ') {
                 let k = match kind.trim() {
                     "counter" => Kind::Counter,
                     "histogram" => Kind::Histogram,
+                    "summary" => Kind::Summary,
                     _ => Kind::Gauge,
                 };
                 kinds.insert(name, k);
@@ -149,7 +155,16 @@ pub fn convert(text: &str, start: u64, now: u64) -> Vec<Metric> {
             }
             continue;
         }
-        let kind = kinds.get(s.name).copied().unwrap_or(Kind::Gauge);
+        let summary_part = ["_sum", "_count"].iter().any(|suffix| {
+            s.name
+                .strip_suffix(suffix)
+                .is_some_and(|fam| kinds.get(fam) == Some(&Kind::Summary))
+        });
+        let kind = if summary_part {
+            Kind::Counter
+        } else {
+            kinds.get(s.name).copied().unwrap_or(Kind::Gauge)
+        };
         let point = NumberDataPoint {
             attributes: attributes(&s.labels),
             start_time_unix_nano: if kind == Kind::Counter { start } else { 0 },
@@ -239,6 +254,7 @@ mod tests {
     const TEXT: &str = "# HELP req_total Requests.\n# TYPE req_total counter\n\
 req_total{route=\"a\",code=\"2xx\"} 5\n\
 # TYPE up gauge\nup 1\n\
+# TYPE phase summary\nphase_sum{plugin=\"p\"} 7\nphase_count{plugin=\"p\"} 2\n\
 # TYPE lat_seconds histogram\n\
 lat_seconds_bucket{route=\"a\",le=\"0.1\"} 2\nlat_seconds_bucket{route=\"a\",le=\"1\"} 3\n\
 lat_seconds_bucket{route=\"a\",le=\"+Inf\"} 4\nlat_seconds_sum{route=\"a\"} 2.5\nlat_seconds_count{route=\"a\"} 4\n";
@@ -261,6 +277,11 @@ lat_seconds_bucket{route=\"a\",le=\"+Inf\"} 4\nlat_seconds_sum{route=\"a\"} 2.5\
         }
         assert_eq!(get("req_total").description, "Requests.");
         assert!(matches!(get("up").data, Some(metric::Data::Gauge(_))));
+        assert!(matches!(get("phase_sum").data, Some(metric::Data::Sum(_))));
+        assert!(matches!(
+            get("phase_count").data,
+            Some(metric::Data::Sum(_))
+        ));
         match &get("lat_seconds").data {
             Some(metric::Data::Histogram(h)) => {
                 let p = &h.data_points[0];

@@ -128,7 +128,7 @@ impl RequestTrace {
         method: &http::Method,
         cluster: &str,
         result: Result<u16, String>,
-        resends: u32,
+        tries: Vec<super::attempts::Attempt>,
     ) {
         let mut attributes = vec![
             s("http.request.method", method.as_str()),
@@ -148,8 +148,9 @@ impl RequestTrace {
                 attributes.push(s("error.type", kind));
             }
         }
+        let resends = tries.len().saturating_sub(1);
         if resends > 0 {
-            attributes.push(i("http.request.resend_count", i64::from(resends)));
+            attributes.push(i("http.request.resend_count", resends as i64));
         }
         self.emit(
             method.as_str().to_string(),
@@ -161,6 +162,34 @@ impl RequestTrace {
             attributes,
             status,
         );
+        for (n, t) in tries.into_iter().enumerate() {
+            let mut attributes = vec![
+                s("server.address", t.endpoint.ip().to_string()),
+                i("server.port", i64::from(t.endpoint.port())),
+                i("sluice.attempt", n as i64 + 1),
+            ];
+            let status = match t.result {
+                Ok(code) => {
+                    attributes.push(i("http.response.status_code", i64::from(code)));
+                    (code >= 500).then(|| error_status("")).flatten()
+                }
+                Err(kind) => {
+                    let st = error_status(kind.clone());
+                    attributes.push(s("error.type", kind));
+                    st
+                }
+            };
+            self.emit(
+                format!("attempt {}", n + 1),
+                SpanKind::Internal,
+                new_span_id(),
+                Some(up.span_id),
+                t.start,
+                t.end,
+                attributes,
+                status,
+            );
+        }
     }
 
     /// Record one filter phase that ran from `start` until now.
