@@ -349,3 +349,207 @@ fn collector_down_changes_no_response_and_drops_are_counted() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// An OTLP/HTTP receiver: decodes every `POST /v1/traces` body as protobuf.
+fn start_http_receiver() -> (SocketAddr, Arc<Mutex<Vec<Span>>>, tokio::runtime::Runtime) {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let l = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let got = spans.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let got = got.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let got = got.clone();
+                        async move {
+                            let ok = req.uri().path() == "/v1/traces"
+                                && req.headers()["content-type"] == "application/x-protobuf";
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            let status = match (ok, body) {
+                                (true, Ok(b)) => match ExportTraceServiceRequest::decode(b) {
+                                    Ok(r) => {
+                                        for rs in r.resource_spans {
+                                            for ss in rs.scope_spans {
+                                                got.lock().unwrap().extend(ss.spans);
+                                            }
+                                        }
+                                        200
+                                    }
+                                    Err(_) => 400,
+                                },
+                                _ => 400,
+                            };
+                            let mut resp = http::Response::new(full(""));
+                            *resp.status_mut() =
+                                http::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, spans, rt)
+}
+
+#[test]
+fn http_protobuf_export_and_tracing_enabled_by_reload() {
+    let (addr, spans, _rt) = start_http_receiver();
+    let up = Upstream::start("app");
+    // Start without tracing; a reload turns it on over OTLP/HTTP.
+    let plain = config(&format!("http://{addr}"), &up, "").replace("  tracing:", "  # tracing:");
+    let gw = Gateway::start(&plain);
+    assert_eq!(get(&gw, "/api/before").status, 200);
+    let traced = format!(
+        "admin: {{ address: \"127.0.0.1:{}\" }}\n{}",
+        gw.admin_port,
+        config(&format!("http://{addr}"), &up, ", protocol: http/protobuf")
+            .replace("{PORT}", &gw.port.to_string())
+            .replace("{DIR}", &gw.dir().display().to_string())
+    );
+    std::fs::write(&gw.config_path, traced).expect("write config");
+    let (ok, out, err) = curl(&["-X", "POST", &gw.admin_url("/reload")]);
+    assert!(ok, "{out} {err}");
+    let (_, cfg, _) = curl(&[&gw.admin_url("/config")]);
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).expect("config json");
+    assert_eq!(
+        cfg["config"]["telemetry"]["tracing"]["protocol"], "http/protobuf",
+        "{cfg}"
+    );
+    assert_eq!(get(&gw, "/api/after").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let server = loop {
+        let found = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.kind == SpanKind::Server as i32)
+            .cloned();
+        if let Some(s) = found {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no span over OTLP/HTTP");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(attr_str(&server, "url.path"), "/api/after");
+    assert!(spans
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| attr_str(s, "url.path") != "/api/before"));
+}
+
+mod metrics_push {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+
+    use crate::support::*;
+
+    #[derive(Clone, Default)]
+    struct Got(Arc<Mutex<Vec<(String, Option<Data>)>>>);
+
+    #[tonic::async_trait]
+    impl MetricsService for Got {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            for rm in request.into_inner().resource_metrics {
+                for sm in rm.scope_metrics {
+                    for m in sm.metrics {
+                        self.0.lock().unwrap().push((m.name, m.data));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    #[test]
+    fn every_metrics_series_is_pushed_over_otlp_grpc() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let got = Got::default();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let svc = MetricsServiceServer::new(got.clone());
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+                });
+            }
+        });
+        let gw = Gateway::start(&format!(
+            r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - name: hello
+        match: {{ path_prefix: "/" }}
+        direct_response: {{ status: 200, body: "hi\n" }}
+telemetry:
+  metrics: {{ otlp_endpoint: "http://{addr}", otlp_interval: 200ms }}
+"#
+        ));
+        assert_eq!(get(&gw, "/").status, 200);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let names: Vec<(String, Option<Data>)> = got.0.lock().unwrap().clone();
+            let counter = names.iter().any(|(n, d)| {
+                n == "sluice_tracing_spans_dropped_total" && matches!(d, Some(Data::Sum(_)))
+            });
+            let histogram = names
+                .iter()
+                .any(|(n, d)| n.starts_with("sluice_") && matches!(d, Some(Data::Histogram(_))));
+            if counter && histogram {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics not pushed: {:?}",
+                names.iter().map(|n| &n.0).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
