@@ -553,3 +553,67 @@ telemetry:
         }
     }
 }
+
+/// The first-party `add-header` plugin, built by scripts/build-plugins.sh into target/plugins/.
+fn add_header_wasm() -> std::path::PathBuf {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/add_header.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn plugin_phases_get_spans_named_after_the_plugin() {
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    filters:
+      - plugin: stamp
+    routes:
+      - name: api
+        match: {{ path_prefix: "/" }}
+        cluster: app
+clusters:
+  - name: app
+    endpoints: ["{up}"]
+plugins:
+  - name: stamp
+    wasm: "{wasm}"
+    config:
+      response:
+        - {{ name: x-stamped, value: "1" }}
+telemetry:
+  tracing: {{ otlp_endpoint: "http://{rx}", sample_ratio: 1.0, filter_spans: true }}
+"#,
+        up = up.addr,
+        wasm = add_header_wasm().display(),
+        rx = rx.addr,
+    ));
+    let r = get(&gw, "/p");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-stamped"), Some("1"));
+    let spans = rx.wait_spans(4);
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span");
+    let phases: Vec<&str> = spans
+        .iter()
+        .filter(|s| attr_str(s, "sluice.filter") == "stamp")
+        .map(|s| {
+            assert_eq!(s.parent_span_id, server.span_id);
+            attr_str(s, "sluice.phase")
+        })
+        .collect();
+    assert!(phases.contains(&"request_headers"), "{phases:?}");
+    assert!(phases.contains(&"response_headers"), "{phases:?}");
+}
