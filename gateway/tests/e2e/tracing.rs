@@ -470,7 +470,10 @@ mod metrics_push {
     use crate::support::*;
 
     #[derive(Clone, Default)]
-    struct Got(Arc<Mutex<Vec<(String, Option<Data>)>>>);
+    struct Got(Arc<Mutex<Vec<Pushed>>>);
+
+    /// A pushed metric: its name and data.
+    type Pushed = (String, Option<Data>);
 
     #[tonic::async_trait]
     impl MetricsService for Got {
@@ -534,7 +537,7 @@ telemetry:
         assert_eq!(get(&gw, "/").status, 200);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let names: Vec<(String, Option<Data>)> = got.0.lock().unwrap().clone();
+            let names: Vec<Pushed> = got.0.lock().unwrap().clone();
             let counter = names.iter().any(|(n, d)| {
                 n == "sluice_tracing_spans_dropped_total" && matches!(d, Some(Data::Sum(_)))
             });
