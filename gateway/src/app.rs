@@ -105,6 +105,24 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         }
         gw.access_log.store(Some(log));
     }
+    if let Some(t) = &cfg.file.telemetry.tracing {
+        let tracer = crate::telemetry::otel::Tracer::new(t, gw.trace_stats.clone())
+            .context("telemetry.tracing")?;
+        gw.tracer.store(tracer);
+    }
+    let pusher = crate::telemetry::otel::MetricsPusher::start(
+        &cfg.file.telemetry.metrics,
+        services.metrics.clone(),
+        crate::telemetry::otel::service_name(&cfg.file.telemetry),
+    )
+    .context("telemetry.metrics")?;
+    gw.metrics_push.store(pusher.map(Arc::new));
+    let stats = gw.trace_stats.clone();
+    services
+        .metrics
+        .add_collector(Arc::new(move |out: &mut String| {
+            crate::telemetry::otel::render_prometheus(&stats, out)
+        }));
     let sink_gw = gw.clone();
     let sink: FinishSinkFactory = Arc::new(move || {
         let gw = sink_gw.clone();

@@ -29,6 +29,12 @@ pub struct Gateway {
     pub access_log: ArcSwapOption<AccessLog>,
     /// The XDP fast path, when it runs.
     pub xdp: ArcSwapOption<crate::xdp::Xdp>,
+    /// The tracer in force (None: tracing off). Swapped by reloads that change it.
+    pub tracer: ArcSwapOption<crate::telemetry::otel::Tracer>,
+    /// Span export counters, kept across tracer swaps.
+    pub trace_stats: Arc<crate::telemetry::otel::ExportStats>,
+    /// The OTLP metrics pusher, when `telemetry.metrics.otlp_endpoint` is set.
+    pub metrics_push: ArcSwapOption<crate::telemetry::otel::MetricsPusher>,
     conn_counters: DashMap<String, Arc<AtomicUsize>>,
     open_connections: AtomicUsize,
 }
@@ -41,6 +47,9 @@ impl Gateway {
             registry,
             access_log: ArcSwapOption::empty(),
             xdp: ArcSwapOption::empty(),
+            tracer: ArcSwapOption::empty(),
+            trace_stats: Arc::default(),
+            metrics_push: ArcSwapOption::empty(),
             conn_counters: DashMap::new(),
             open_connections: AtomicUsize::new(0),
         })

@@ -603,10 +603,21 @@ fn default_access_log_format() -> String {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
+    /// Where spans go (`http://host:4317` for gRPC, `http://host:4318` for HTTP); none: off.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// Share of requests without a sampled parent that are traced (0..=1, default 0.01).
     #[serde(default)]
     pub sample_ratio: Option<f64>,
+    /// `grpc` (default) or `http/protobuf`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// One child span per filter and plugin phase that runs (default false).
+    #[serde(default)]
+    pub filter_spans: bool,
+    /// `service.name` of the exported resource (default `sluice`).
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -614,8 +625,15 @@ pub struct TracingConfig {
 pub struct MetricsConfig {
     #[serde(default = "default_true")]
     pub prometheus: bool,
+    /// Where to push every /metrics series over OTLP; none: no push.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`.
+    #[serde(default)]
+    pub otlp_protocol: Option<String>,
+    /// Time between pushes (default 10s).
+    #[serde(default)]
+    pub otlp_interval: Option<Dur>,
 }
 
 impl Default for MetricsConfig {
@@ -623,6 +641,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             prometheus: true,
             otlp_endpoint: None,
+            otlp_protocol: None,
+            otlp_interval: None,
         }
     }
 }

@@ -104,14 +104,26 @@ impl Chain {
             if !entry.phases.contains(phase) {
                 continue;
             }
+            let span_start = ex
+                .borrow()
+                .trace
+                .as_ref()
+                .is_some_and(|t| t.filter_spans())
+                .then(std::time::Instant::now);
             let mut flow = {
                 let mut e = ex.borrow_mut();
                 call(entry.filter.as_ref(), &mut e.cx(slot))
             };
             loop {
                 match flow {
-                    Flow::Continue => break,
-                    Flow::Respond(r) => return Some(r),
+                    Flow::Continue => {
+                        phase_span(ex, span_start, entry, phase, "continue");
+                        break;
+                    }
+                    Flow::Respond(r) => {
+                        phase_span(ex, span_start, entry, phase, "respond");
+                        return Some(r);
+                    }
                     Flow::Pause(pending) => {
                         let resume = pending.await;
                         let mut e = ex.borrow_mut();
@@ -122,7 +134,28 @@ impl Chain {
         }
         None
     }
+}
 
+/// Record the span of one filter phase when the request is traced with filter spans.
+fn phase_span(
+    ex: &SharedExchange,
+    start: Option<std::time::Instant>,
+    entry: &ChainEntry,
+    phase: Phases,
+    outcome: &'static str,
+) {
+    let Some(start) = start else { return };
+    if let Some(t) = ex.borrow().trace.as_ref() {
+        let name = if phase.intersects(Phases::RESPONSE_HEADERS) {
+            "response_headers"
+        } else {
+            "request_headers"
+        };
+        t.filter_phase(entry.filter.name(), name, start, outcome);
+    }
+}
+
+impl Chain {
     pub async fn request_headers(&self, ex: &SharedExchange) -> Option<LocalResponse> {
         self.run(ex, Phases::REQUEST_HEADERS, |f, cx| {
             f.on_request_headers(cx)

@@ -160,6 +160,8 @@ pub struct Exchange {
     /// A local response chosen by a body filter while the body streamed: the request path answers
     /// with it instead of the upstream's result.
     pub pending_local: Option<LocalResponse>,
+    /// The request's spans, when tracing sampled it.
+    pub trace: Option<Box<crate::telemetry::otel::RequestTrace>>,
     states: Vec<(usize, Box<dyn Any>)>,
 }
 
@@ -174,6 +176,7 @@ impl Exchange {
             request_id: None,
             local_details: None,
             pending_local: None,
+            trace: None,
             states: Vec::new(),
         }
     }

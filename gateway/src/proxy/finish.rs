@@ -45,6 +45,9 @@ impl Finish {
             chain.log(&mut ex);
         }
         (self.sink)(self, &ex);
+        if let Some(t) = ex.trace.take() {
+            t.finish(&ex, self.status, self.conn.local);
+        }
         self.conn.request_done();
     }
 }

@@ -108,6 +108,10 @@ pub async fn handle(
     };
     let route = listener.router.find(&ex.borrow().request).cloned();
     ensure_request_id(&ex);
+    if let Some(t) = worker.gateway.tracer.load().as_ref() {
+        let mut e = ex.borrow_mut();
+        e.trace = t.start(&e.request.headers);
+    }
     let chain = Chain {
         listener: listener.chain.clone(),
         route: route.as_ref().map(|r| r.chain.clone()),
@@ -220,13 +224,35 @@ async fn forward(
     let received = Rc::new(Cell::new(0u64));
     let body = FilteredBody::wrap(body::boxed(incoming), &chain, &ex, false, max_body as usize);
     let body = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
-    let req = req.map(|()| body);
+    let mut req = req.map(|()| body);
     let opts = SendOptions {
         timeout: route.timeout,
         retries: route.retries.as_ref(),
         hash,
     };
-    let result = worker.pools.send(&cluster, req, &opts).await;
+    let span = ex.borrow().trace.as_ref().map(|t| t.start_upstream());
+    if let Some(s) = &span {
+        req.headers_mut().insert(
+            &crate::telemetry::otel::context::TRACEPARENT,
+            s.traceparent.clone(),
+        );
+    }
+    let method = span.as_ref().map(|_| req.method().clone());
+    let send = worker.pools.send(&cluster, req, &opts);
+    let (result, tries) = if span.is_some() {
+        crate::telemetry::otel::attempts::collect(send).await
+    } else {
+        (send.await, Vec::new())
+    };
+    if let (Some(s), Some(m)) = (span, method) {
+        if let Some(t) = ex.borrow().trace.as_ref() {
+            let r = match &result {
+                Ok(r) => Ok(r.status().as_u16()),
+                Err(e) => Err(format!("{:?}", e.kind)),
+            };
+            t.end_upstream(s, &m, &cluster.name, r, tries);
+        }
+    }
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {

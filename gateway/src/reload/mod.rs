@@ -160,7 +160,41 @@ impl Reloader {
                 })?,
             )),
         };
+        let new_tracing = &snap.config.file.telemetry.tracing;
+        let tracer = if serde_json::to_value(new_tracing).ok()
+            != serde_json::to_value(&old.config.file.telemetry.tracing).ok()
+        {
+            let t = match new_tracing {
+                Some(t) => crate::telemetry::otel::Tracer::new(t, self.gw.trace_stats.clone())
+                    .map_err(|e| ReloadError::Config(format!("telemetry.tracing: {e}")))?,
+                None => None,
+            };
+            Some(t)
+        } else {
+            None
+        };
+        let new_metrics = &snap.config.file.telemetry.metrics;
+        let pusher = if serde_json::to_value(new_metrics).ok()
+            != serde_json::to_value(&old.config.file.telemetry.metrics).ok()
+        {
+            let service = crate::telemetry::otel::service_name(&snap.config.file.telemetry);
+            let p = crate::telemetry::otel::MetricsPusher::start(
+                new_metrics,
+                self.gw.services.metrics.clone(),
+                service,
+            )
+            .map_err(|e| ReloadError::Config(format!("telemetry.metrics: {e}")))?;
+            Some(p)
+        } else {
+            None
+        };
         snap.start(&self.rt);
+        if let Some(p) = pusher {
+            self.gw.metrics_push.store(p.map(Arc::new));
+        }
+        if let Some(t) = tracer {
+            self.gw.tracer.store(t);
+        }
         let version = snap.version().to_string();
         let xdp_changed = serde_json::to_value(&self.gw.snapshot.load().config.file.xdp).ok()
             != serde_json::to_value(&old.config.file.xdp).ok();

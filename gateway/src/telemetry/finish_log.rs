@@ -22,6 +22,14 @@ pub fn write(log: &AccessLog, f: &Finish, e: &Exchange) {
                 .and_then(|v| v.to_str().ok())
         })
         .unwrap_or("");
+    let ids = e.trace.as_ref().map(|t| t.ids_hex());
+    // Hex digits only: always valid UTF-8.
+    let (trace_id, span_id) = ids.as_ref().map_or(("", ""), |(t, s)| {
+        (
+            std::str::from_utf8(t).unwrap_or(""),
+            std::str::from_utf8(s).unwrap_or(""),
+        )
+    });
     let entry = AccessLogEntry {
         start_time: SystemTime::now() - elapsed,
         duration: elapsed,
@@ -43,8 +51,8 @@ pub fn write(log: &AccessLog, f: &Finish, e: &Exchange) {
         referer: header(&http::header::REFERER),
         x_forwarded_for: header(&crate::proxy::headers::X_FORWARDED_FOR),
         details: e.local_details.unwrap_or(""),
-        trace_id: "",
-        span_id: "",
+        trace_id,
+        span_id,
     };
     log.log(&entry);
 }

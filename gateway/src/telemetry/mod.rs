@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod finish_log;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 
 use std::sync::Arc;
 

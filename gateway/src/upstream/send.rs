@@ -113,10 +113,15 @@ impl WorkerPools {
         let active = cluster.pick(opts.hash, tried)?;
         let ep = active.endpoint();
         tried.push(ep.addr);
-        match cluster.protocol() {
+        let traced = crate::telemetry::otel::attempts::start();
+        let outcome = match cluster.protocol() {
             Protocol::Http1 => self.exchange_h1(cluster, ep, req).await,
             Protocol::Http2 => self.exchange_h2(cluster, ep, req).await,
+        };
+        if let Some(t) = traced {
+            crate::telemetry::otel::attempts::record(t, ep.addr, &outcome);
         }
+        outcome
     }
 
     async fn exchange_h1(

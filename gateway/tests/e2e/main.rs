@@ -12,4 +12,5 @@ mod load;
 mod plugin_cli;
 mod proxy;
 mod reload;
+mod tracing;
 mod upstreams;

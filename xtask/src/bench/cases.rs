@@ -135,6 +135,10 @@ pub const CASES: &[CaseDef] = &[
         name: "filters",
         build: filters,
     },
+    CaseDef {
+        name: "tracing",
+        build: tracing,
+    },
 ];
 
 /// Plain reverse proxying: Sluice against nginx and HAProxy.
@@ -189,7 +193,7 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
 
     let native = SluiceSpec {
         filters: vec![native_add_header()],
-        plugins: Vec::new(),
+        ..SluiceSpec::default()
     };
     let mut peer = ctx.sluice(ports, NAME, "sluice+headers", &native)?;
     peer.expect_header = Some(BENCH_HEADER);
@@ -211,6 +215,7 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             let spec = SluiceSpec {
                 filters: vec![json!({ "plugin": "add-header" })],
                 plugins: vec![plugin],
+                telemetry: None,
             };
             let mut peer = ctx.sluice(ports, NAME, "sluice+wasm", &spec)?;
             peer.expect_header = Some(BENCH_HEADER);
@@ -228,6 +233,37 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             ("sluice+wasm".into(), "sluice+headers".into()),
         ],
         notes,
+    })
+}
+
+/// The cost of OpenTelemetry tracing: off, 1% and 100% of requests sampled. Spans go over
+/// OTLP/HTTP to the bench upstream (nginx answers any POST with 200), so batching, encoding and
+/// sending are all paid for, on the proxy's core, as in production.
+fn tracing(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
+    const NAME: &str = "tracing";
+    let mut peers = vec![ctx.sluice(ports, NAME, "sluice", &SluiceSpec::default())?];
+    for (name, ratio) in [("sluice+trace1%", 0.01), ("sluice+trace100%", 1.0)] {
+        let spec = SluiceSpec {
+            telemetry: Some(json!({
+                "tracing": {
+                    "otlp_endpoint": format!("http://{}", ctx.upstream),
+                    "protocol": "http/protobuf",
+                    "sample_ratio": ratio,
+                },
+            })),
+            ..SluiceSpec::default()
+        };
+        peers.push(ctx.sluice(ports, NAME, name, &spec)?);
+    }
+    Ok(Case {
+        name: NAME,
+        title: "Sluice with tracing off, 1% and 100% of requests sampled (OTLP/HTTP export)",
+        peers,
+        ratios: vec![
+            ("sluice+trace1%".into(), "sluice".into()),
+            ("sluice+trace100%".into(), "sluice".into()),
+        ],
+        notes: Vec::new(),
     })
 }
 

@@ -43,6 +43,8 @@ pub struct SluiceSpec {
     pub filters: Vec<Value>,
     /// Entries of `plugins:`.
     pub plugins: Vec<Value>,
+    /// The `telemetry:` mapping, when the case sets one.
+    pub telemetry: Option<Value>,
 }
 
 /// Sluice with one worker, one listener on `listen`, one catch-all route to one cluster holding
@@ -64,6 +66,10 @@ pub fn sluice(
     };
     let filters = list(&spec.filters, "      ");
     let plugins = list(&spec.plugins, "  ");
+    let telemetry = spec
+        .telemetry
+        .as_ref()
+        .map_or_else(String::new, |t| format!("telemetry: {}\n", flow(t)));
     format!(
         "# Sluice under test: one worker, one listener, one route to one cluster, no access log.
 admin:
@@ -83,7 +89,7 @@ clusters:
     protocol: http1
     pool: {{ max_idle_per_endpoint: 64, idle_timeout: 300s }}
 plugins:{plugins}
-"
+{telemetry}"
     )
 }
 
@@ -134,6 +140,7 @@ mod tests {
         let spec = SluiceSpec {
             filters: vec![serde_json::json!({"plugin": "p"})],
             plugins: vec![serde_json::json!({"wasm": "/a.wasm", "name": "p"})],
+            telemetry: None,
         };
         let yaml = sluice(&spec, addr(1), addr(2), addr(3));
         assert!(yaml.contains("\n      - { plugin: \"p\" }\n"), "{yaml}");

@@ -88,13 +88,35 @@ impl Checker<'_> {
             if let Some(e) = &tr.otlp_endpoint {
                 self.otlp_endpoint("telemetry.tracing.otlp_endpoint", e);
             }
+            self.otlp_protocol("telemetry.tracing.protocol", tr.protocol.as_deref());
         }
         if let Some(e) = &t.metrics.otlp_endpoint {
             self.otlp_endpoint("telemetry.metrics.otlp_endpoint", e);
         }
+        self.otlp_protocol(
+            "telemetry.metrics.otlp_protocol",
+            t.metrics.otlp_protocol.as_deref(),
+        );
+    }
+
+    fn otlp_protocol(&mut self, path: &str, p: Option<&str>) {
+        if let Some(p) = p.filter(|p| !matches!(*p, "grpc" | "http/protobuf")) {
+            self.push(
+                Diagnostic::at(path, format!("OTLP protocol `{p}` is not known"))
+                    .fix("write `grpc` (port 4317) or `http/protobuf` (port 4318)"),
+            );
+        }
     }
 
     fn otlp_endpoint(&mut self, path: &str, url: &str) {
+        if url.starts_with("https://") {
+            self.push(
+                Diagnostic::at(path, "TLS to the OTLP collector is not supported yet").fix(
+                    "send to a local collector agent over `http://`, like `http://127.0.0.1:4317`",
+                ),
+            );
+            return;
+        }
         if let Some(p) = http_url_problem(url) {
             self.push(
                 Diagnostic::at(path, p)

@@ -1,0 +1,256 @@
+//! The span exporter: a thread of its own that batches finished spans and sends them as OTLP
+//! (gRPC or HTTP/protobuf). The request path only `try_send`s into a bounded channel: a slow or
+//! unreachable collector fills the channel, and what does not fit is dropped and counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use tokio::sync::mpsc;
+
+/// Spans waiting for export at most; past this, new spans are dropped.
+pub const QUEUE_CAPACITY: usize = 8192;
+/// Spans per export request at most.
+pub const MAX_BATCH: usize = 512;
+/// A partial batch waits at most this long.
+pub const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// One export (connect included) gives up after this long; its spans count as dropped.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How spans reach the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (`TraceService/Export`), usually port 4317.
+    Grpc,
+    /// OTLP/HTTP with a protobuf body (`POST /v1/traces`), usually port 4318.
+    HttpProtobuf,
+}
+
+/// Why an exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("otlp_endpoint `{0}` is not an http:// URL (https is not supported yet)")]
+    Endpoint(String),
+    #[error("telemetry.tracing.protocol `{0}` is not `grpc` or `http/protobuf`")]
+    Protocol(String),
+    #[error("cannot start the span exporter thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Counters shared with /metrics.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Spans accepted by the collector.
+    pub exported: AtomicU64,
+    /// Spans lost: queue full, or the export failed.
+    pub dropped: AtomicU64,
+}
+
+/// The sending side, held by the tracer. Dropping the last one stops the exporter thread after
+/// it flushed what it had.
+#[derive(Clone)]
+pub struct Exporter {
+    tx: mpsc::Sender<Span>,
+    stats: Arc<ExportStats>,
+}
+
+impl Exporter {
+    /// Start an exporter thread for `endpoint` (e.g. `http://127.0.0.1:4317`).
+    ///
+    /// # Errors
+    /// The endpoint is not an http URL, or the thread cannot start.
+    pub fn start(
+        endpoint: &str,
+        protocol: Protocol,
+        service_name: &str,
+        stats: Arc<ExportStats>,
+    ) -> Result<Self, ExportError> {
+        let uri = check_endpoint(endpoint)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let resource = resource(service_name);
+        let st = stats.clone();
+        std::thread::Builder::new()
+            .name("sluice-otlp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the span exporter runtime");
+                        return;
+                    }
+                };
+                rt.block_on(run(uri, protocol, resource, rx, st));
+            })?;
+        Ok(Exporter { tx, stats })
+    }
+
+    /// Queue a finished span; never waits. A full queue drops it (counted).
+    pub fn send(&self, span: Span) {
+        if self.tx.try_send(span).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The endpoint as a URI, if it is a plain http URL with a host.
+///
+/// # Errors
+/// Anything else.
+pub fn check_endpoint(endpoint: &str) -> Result<http::Uri, ExportError> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| ExportError::Endpoint(endpoint.to_string()))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(ExportError::Endpoint(endpoint.to_string()));
+    }
+    Ok(uri)
+}
+
+/// `grpc` (the default) or `http/protobuf`.
+///
+/// # Errors
+/// Any other name.
+pub fn parse_protocol(p: Option<&str>) -> Result<Protocol, ExportError> {
+    match p {
+        None | Some("grpc") => Ok(Protocol::Grpc),
+        Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
+        Some(other) => Err(ExportError::Protocol(other.to_string())),
+    }
+}
+
+/// A gRPC channel that connects on first use (and reconnects after failures).
+pub fn lazy_channel(uri: &http::Uri) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from(uri.clone())
+        .connect_timeout(EXPORT_TIMEOUT)
+        .timeout(EXPORT_TIMEOUT)
+        .connect_lazy()
+}
+
+/// The OTLP resource naming this gateway.
+pub fn resource(service_name: &str) -> Resource {
+    Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(service_name.to_string())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+async fn run(
+    uri: http::Uri,
+    protocol: Protocol,
+    resource: Resource,
+    mut rx: mpsc::Receiver<Span>,
+    stats: Arc<ExportStats>,
+) {
+    let mut sender = Sender::new(uri, protocol);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Some(first) = rx.recv().await else { break };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(s)) => batch.push(s),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "sluice".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans: std::mem::take(&mut batch),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(req)).await {
+            Ok(Ok(())) => {
+                stats.exported.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                stats.dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(error = %e, spans = n, "span export failed");
+            }
+            Err(_) => {
+                stats.dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(spans = n, "span export timed out");
+            }
+        }
+    }
+}
+
+/// One export transport.
+enum Sender {
+    Grpc(
+        Option<TraceServiceClient<tonic::transport::Channel>>,
+        http::Uri,
+    ),
+    Http(http::Uri),
+}
+
+impl Sender {
+    fn new(uri: http::Uri, protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Grpc => Sender::Grpc(None, uri),
+            Protocol::HttpProtobuf => Sender::Http(uri),
+        }
+    }
+
+    async fn export(&mut self, req: ExportTraceServiceRequest) -> Result<(), String> {
+        match self {
+            Sender::Grpc(client, uri) => {
+                let c = client.get_or_insert_with(|| TraceServiceClient::new(lazy_channel(uri)));
+                c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
+            }
+            Sender::Http(uri) => post_protobuf(uri, "/v1/traces", req.encode_to_vec()).await,
+        }
+    }
+}
+
+/// POST an OTLP/HTTP protobuf body to `path` on the collector at `base` (one connection per
+/// export: exports are rare, at most a few per second).
+pub async fn post_protobuf(base: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), String> {
+    let authority = base.authority().ok_or("endpoint has no host")?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((authority.host(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let prefix = base.path().trim_end_matches('/');
+    let req = http::Request::post(format!("{prefix}{path}"))
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("collector answered {}", resp.status()))
+    }
+}

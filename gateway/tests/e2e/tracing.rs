@@ -1,0 +1,622 @@
+//! OpenTelemetry traces against a real OTLP/gRPC receiver (opentelemetry-proto's
+//! `TraceService` served with tonic in this process): span names, attributes, parent links,
+//! W3C propagation to the upstream, filter spans, a collector that is down.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use crate::support::*;
+
+#[derive(Clone, Default)]
+struct Collected {
+    spans: Arc<Mutex<Vec<Span>>>,
+    services: Arc<Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collected {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let req = request.into_inner();
+        for rs in req.resource_spans {
+            if let Some(r) = &rs.resource {
+                for kv in &r.attributes {
+                    if let Some(Value::StringValue(v)) =
+                        kv.value.as_ref().and_then(|v| v.value.as_ref())
+                    {
+                        if kv.key == "service.name" {
+                            self.services.lock().unwrap().push(v.clone());
+                        }
+                    }
+                }
+            }
+            for ss in rs.scope_spans {
+                self.spans.lock().unwrap().extend(ss.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC receiver on 127.0.0.1 (its own runtime thread).
+struct Receiver {
+    addr: SocketAddr,
+    got: Collected,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let got = Collected::default();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind receiver");
+        let addr = l.local_addr().expect("addr");
+        let svc = TraceServiceServer::new(got.clone());
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+                });
+            }
+        });
+        Receiver { addr, got, _rt: rt }
+    }
+
+    /// Wait (generously) until `n` spans arrived; returns them all.
+    fn wait_spans(&self, n: usize) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let spans = self.got.spans.lock().unwrap().clone();
+            if spans.len() >= n || Instant::now() > deadline {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
+    s.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn attr_str<'a>(s: &'a Span, key: &str) -> &'a str {
+    match attr(s, key) {
+        Some(Value::StringValue(v)) => v,
+        _ => "",
+    }
+}
+
+fn attr_int(s: &Span, key: &str) -> i64 {
+    match attr(s, key) {
+        Some(Value::IntValue(v)) => *v,
+        _ => -1,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn config(endpoint: &str, up: &Upstream, extra: &str) -> String {
+    format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - name: api
+        match: {{ path_prefix: "/api" }}
+        cluster: app
+        filters:
+          - name: headers
+            config:
+              request:
+                add: [{{ name: x-traced, value: "yes" }}]
+      - name: down
+        match: {{ path_prefix: "/down" }}
+        cluster: nowhere
+        retries: {{ attempts: 2, on: [connect-failure] }}
+clusters:
+  - name: app
+    endpoints: ["{up}"]
+  - name: nowhere
+    endpoints: ["127.0.0.1:1"]
+telemetry:
+  access_log: {{ path: "{{DIR}}/access.log" }}
+  tracing: {{ otlp_endpoint: "{endpoint}", sample_ratio: 1.0, service_name: edge-test{extra} }}
+"#,
+        up = up.addr
+    )
+}
+
+const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN: &str = "00f067aa0ba902b7";
+
+#[test]
+fn spans_reach_the_collector_and_traceparent_is_continued() {
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(
+        &format!("http://{}", rx.addr),
+        &up,
+        ", filter_spans: true",
+    ));
+    let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    let r = get_with(
+        &gw,
+        "/api/items?x=1",
+        &[("traceparent", &tp), ("tracestate", "vendor=abc")],
+    );
+    assert_eq!(r.status, 200);
+    // The upstream received our upstream span as its parent, in the client's trace.
+    let echoed = r.json();
+    let up_tp = echoed["headers"]["traceparent"][0]
+        .as_str()
+        .expect("upstream saw a traceparent")
+        .to_string();
+    assert!(up_tp.starts_with(&format!("00-{PARENT_TRACE}-")), "{up_tp}");
+    assert!(up_tp.ends_with("-01"), "{up_tp}");
+    assert!(
+        !up_tp.contains(PARENT_SPAN),
+        "upstream parent must be our span: {up_tp}"
+    );
+    assert_eq!(echoed["headers"]["tracestate"][0], "vendor=abc");
+
+    let spans = rx.wait_spans(3);
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span");
+    assert_eq!(server.name, "GET api");
+    assert_eq!(hex(&server.trace_id), PARENT_TRACE);
+    assert_eq!(hex(&server.parent_span_id), PARENT_SPAN);
+    assert_eq!(server.trace_state, "vendor=abc");
+    assert_eq!(attr_str(server, "http.request.method"), "GET");
+    assert_eq!(attr_str(server, "http.route"), "api");
+    assert_eq!(attr_str(server, "url.path"), "/api/items");
+    assert_eq!(attr_str(server, "url.query"), "x=1");
+    assert_eq!(attr_int(server, "http.response.status_code"), 200);
+    assert_eq!(attr_str(server, "network.protocol.version"), "1.1");
+    assert_eq!(attr_str(server, "client.address"), "127.0.0.1");
+    assert_eq!(attr_int(server, "server.port"), i64::from(gw.port));
+    assert!(server.status.as_ref().is_none_or(|s| s.code == 0));
+    assert!(server.end_time_unix_nano >= server.start_time_unix_nano);
+
+    let client = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .expect("an upstream span");
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(client.trace_id, server.trace_id);
+    assert_eq!(
+        up_tp,
+        format!("00-{PARENT_TRACE}-{}-01", hex(&client.span_id))
+    );
+    assert_eq!(attr_str(client, "sluice.cluster"), "app");
+    assert_eq!(attr_int(client, "http.response.status_code"), 200);
+
+    let filter = spans
+        .iter()
+        .find(|s| !attr_str(s, "sluice.filter").is_empty())
+        .expect("a filter span");
+    assert_eq!(filter.name, "headers request_headers");
+    assert_eq!(attr_str(filter, "sluice.filter"), "headers");
+    assert_eq!(filter.parent_span_id, server.span_id);
+    assert!(rx
+        .got
+        .services
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s == "edge-test"));
+
+    // The access log names the same trace and server span.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = std::fs::read_to_string(gw.dir().join("access.log")).unwrap_or_default();
+        if let Some(l) = log.lines().find(|l| l.contains("/api/items")) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access-log line");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("json line");
+    assert_eq!(entry["trace_id"], PARENT_TRACE);
+    assert_eq!(
+        entry["span_id"].as_str(),
+        Some(hex(&server.span_id).as_str())
+    );
+}
+
+#[test]
+fn failed_upstream_is_an_error_span_and_roots_start_new_traces() {
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(&format!("http://{}", rx.addr), &up, ""));
+    let r = get(&gw, "/down");
+    assert!(r.status >= 500, "{}", r.status);
+    let spans = rx.wait_spans(2);
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span");
+    assert!(server.parent_span_id.is_empty(), "a root span");
+    assert_eq!(server.trace_id.len(), 16);
+    assert_eq!(
+        server.status.as_ref().map(|s| s.code),
+        Some(2),
+        "error status"
+    );
+    let client = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .expect("an upstream span");
+    assert_eq!(client.status.as_ref().map(|s| s.code), Some(2));
+    assert!(!attr_str(client, "error.type").is_empty());
+    assert_eq!(attr_int(client, "http.request.resend_count"), 2);
+    // Each try is a child of the upstream span, on the endpoint it tried.
+    let spans = rx.wait_spans(5);
+    let mut tries: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("attempt "))
+        .collect();
+    tries.sort_by_key(|s| attr_int(s, "sluice.attempt"));
+    assert_eq!(tries.len(), 3, "one span per try");
+    for (n, t) in tries.iter().enumerate() {
+        assert_eq!(t.parent_span_id, client.span_id);
+        assert_eq!(attr_int(t, "sluice.attempt"), n as i64 + 1);
+        assert_eq!(attr_int(t, "server.port"), 1);
+        assert_eq!(attr_str(t, "error.type"), "ConnectRefused");
+    }
+    // Without filter_spans, no filter span.
+    assert!(spans
+        .iter()
+        .all(|s| attr_str(s, "sluice.filter").is_empty()));
+}
+
+#[test]
+fn unsampled_parent_is_passed_through_untouched() {
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(&format!("http://{}", rx.addr), &up, ""));
+    let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-00");
+    let r = get_with(&gw, "/api/x", &[("traceparent", &tp)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["traceparent"][0], tp.as_str());
+    // A sampled request afterwards proves the exporter works; the unsampled one sent nothing.
+    let r = get(&gw, "/api/y");
+    assert_eq!(r.status, 200);
+    let spans = rx.wait_spans(2);
+    assert!(spans.iter().all(|s| hex(&s.trace_id) != PARENT_TRACE));
+}
+
+#[test]
+fn collector_down_changes_no_response_and_drops_are_counted() {
+    // A port with nothing listening: every export fails.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(&dead, &up, ""));
+    for i in 0..50 {
+        let r = get(&gw, &format!("/api/{i}"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-upstream"), Some("app"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m, _) = curl(&[&gw.admin_url("/metrics")]);
+        let dropped = m
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_tracing_spans_dropped_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        // Two spans per request (server, upstream).
+        if dropped >= 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drops not counted: {dropped}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An OTLP/HTTP receiver: decodes every `POST /v1/traces` body as protobuf.
+fn start_http_receiver() -> (SocketAddr, Arc<Mutex<Vec<Span>>>, tokio::runtime::Runtime) {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let l = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let got = spans.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let got = got.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let got = got.clone();
+                        async move {
+                            let ok = req.uri().path() == "/v1/traces"
+                                && req.headers()["content-type"] == "application/x-protobuf";
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            let status = match (ok, body) {
+                                (true, Ok(b)) => match ExportTraceServiceRequest::decode(b) {
+                                    Ok(r) => {
+                                        for rs in r.resource_spans {
+                                            for ss in rs.scope_spans {
+                                                got.lock().unwrap().extend(ss.spans);
+                                            }
+                                        }
+                                        200
+                                    }
+                                    Err(_) => 400,
+                                },
+                                _ => 400,
+                            };
+                            let mut resp = http::Response::new(full(""));
+                            *resp.status_mut() =
+                                http::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, spans, rt)
+}
+
+#[test]
+fn http_protobuf_export_and_tracing_enabled_by_reload() {
+    let (addr, spans, _rt) = start_http_receiver();
+    let up = Upstream::start("app");
+    // Start without tracing; a reload turns it on over OTLP/HTTP.
+    let plain = config(&format!("http://{addr}"), &up, "").replace("  tracing:", "  # tracing:");
+    let gw = Gateway::start(&plain);
+    assert_eq!(get(&gw, "/api/before").status, 200);
+    let traced = format!(
+        "admin: {{ address: \"127.0.0.1:{}\" }}\n{}",
+        gw.admin_port,
+        config(&format!("http://{addr}"), &up, ", protocol: http/protobuf")
+            .replace("{PORT}", &gw.port.to_string())
+            .replace("{DIR}", &gw.dir().display().to_string())
+    );
+    std::fs::write(&gw.config_path, traced).expect("write config");
+    let (ok, out, err) = curl(&["-X", "POST", &gw.admin_url("/reload")]);
+    assert!(ok, "{out} {err}");
+    let (_, cfg, _) = curl(&[&gw.admin_url("/config")]);
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).expect("config json");
+    assert_eq!(
+        cfg["config"]["telemetry"]["tracing"]["protocol"], "http/protobuf",
+        "{cfg}"
+    );
+    assert_eq!(get(&gw, "/api/after").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let server = loop {
+        let found = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.kind == SpanKind::Server as i32)
+            .cloned();
+        if let Some(s) = found {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no span over OTLP/HTTP");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(attr_str(&server, "url.path"), "/api/after");
+    assert!(spans
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| attr_str(s, "url.path") != "/api/before"));
+}
+
+mod metrics_push {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+
+    use crate::support::*;
+
+    #[derive(Clone, Default)]
+    struct Got(Arc<Mutex<Vec<Pushed>>>);
+
+    /// A pushed metric: its name and data.
+    type Pushed = (String, Option<Data>);
+
+    #[tonic::async_trait]
+    impl MetricsService for Got {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            for rm in request.into_inner().resource_metrics {
+                for sm in rm.scope_metrics {
+                    for m in sm.metrics {
+                        self.0.lock().unwrap().push((m.name, m.data));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    #[test]
+    fn every_metrics_series_is_pushed_over_otlp_grpc() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let got = Got::default();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let svc = MetricsServiceServer::new(got.clone());
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+                });
+            }
+        });
+        let gw = Gateway::start(&format!(
+            r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - name: hello
+        match: {{ path_prefix: "/" }}
+        direct_response: {{ status: 200, body: "hi\n" }}
+telemetry:
+  metrics: {{ otlp_endpoint: "http://{addr}", otlp_interval: 200ms }}
+"#
+        ));
+        assert_eq!(get(&gw, "/").status, 200);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let names: Vec<Pushed> = got.0.lock().unwrap().clone();
+            let counter = names.iter().any(|(n, d)| {
+                n == "sluice_tracing_spans_dropped_total" && matches!(d, Some(Data::Sum(_)))
+            });
+            let histogram = names
+                .iter()
+                .any(|(n, d)| n.starts_with("sluice_") && matches!(d, Some(Data::Histogram(_))));
+            if counter && histogram {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics not pushed: {:?}",
+                names.iter().map(|n| &n.0).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The first-party `add-header` plugin, built by scripts/build-plugins.sh into target/plugins/.
+fn add_header_wasm() -> std::path::PathBuf {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/add_header.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn plugin_phases_get_spans_named_after_the_plugin() {
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    filters:
+      - plugin: stamp
+    routes:
+      - name: api
+        match: {{ path_prefix: "/" }}
+        cluster: app
+clusters:
+  - name: app
+    endpoints: ["{up}"]
+plugins:
+  - name: stamp
+    wasm: "{wasm}"
+    config:
+      response:
+        - {{ name: x-stamped, value: "1" }}
+telemetry:
+  tracing: {{ otlp_endpoint: "http://{rx}", sample_ratio: 1.0, filter_spans: true }}
+"#,
+        up = up.addr,
+        wasm = add_header_wasm().display(),
+        rx = rx.addr,
+    ));
+    let r = get(&gw, "/p");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-stamped"), Some("1"));
+    let spans = rx.wait_spans(4);
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span");
+    let phases: Vec<&str> = spans
+        .iter()
+        .filter(|s| attr_str(s, "sluice.filter") == "stamp")
+        .map(|s| {
+            assert_eq!(s.parent_span_id, server.span_id);
+            attr_str(s, "sluice.phase")
+        })
+        .collect();
+    assert!(phases.contains(&"request_headers"), "{phases:?}");
+    assert!(phases.contains(&"response_headers"), "{phases:?}");
+}
