@@ -35,7 +35,15 @@ pub fn check(
     services: &Arc<Services>,
 ) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
     let label = path.display().to_string();
-    let cfg = Arc::new(config::load(path, &registry.names()).map_err(|d| d.render(&label))?);
+    let mut cfg = config::load(path, &registry.names()).map_err(|d| d.render(&label))?;
+    // The version covers the referenced files too: a plugin rebuilt in place is a new version.
+    cfg.version = reload::version::of(&cfg);
+    if let Some(problem) = debug_problem(&cfg) {
+        return Err(Diagnostics(vec![problem])
+            .locate_all(&cfg.source)
+            .render(&label));
+    }
+    let cfg = Arc::new(cfg);
     let snap = snapshot::build(cfg.clone(), registry, services).map_err(|e| {
         let diags = Diagnostics(
             e.0.into_iter()
@@ -45,6 +53,21 @@ pub fn check(
         diags.locate_all(&cfg.source).render(&label)
     })?;
     Ok((cfg, snap))
+}
+
+/// `debug.config_version_header` must be a valid header name.
+fn debug_problem(cfg: &Config) -> Option<Diagnostic> {
+    let name = cfg.file.debug.as_ref()?.config_version_header.as_ref()?;
+    if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
+        return None;
+    }
+    Some(
+        Diagnostic::at(
+            "debug.config_version_header",
+            format!("`{name}` is not a valid HTTP header name"),
+        )
+        .fix("use lowercase letters, digits and dashes, e.g. x-sluice-config-version"),
+    )
 }
 
 /// Run the gateway until SIGTERM/SIGINT, then drain and return.

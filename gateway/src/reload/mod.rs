@@ -2,6 +2,7 @@
 //! closing listeners that the new config adds, removes or moves. A reload that fails any check
 //! changes nothing; the error is logged once, counted and shown at /config.
 
+pub mod version;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -121,6 +122,7 @@ impl Reloader {
         let (_cfg, snap) = crate::app::check(&self.path, &self.gw.registry, &self.gw.services)
             .map_err(ReloadError::Config)?;
         let old = self.gw.snapshot.load_full();
+        // The version covers referenced files (see `version`): equal means nothing changed.
         if old.version() == snap.version() && !old.version().is_empty() {
             return Ok(snap.version().to_string());
         }
@@ -162,17 +164,20 @@ impl Reloader {
         };
         snap.start(&self.rt);
         let version = snap.version().to_string();
-        let xdp_changed = serde_json::to_value(&self.gw.snapshot.load().config.file.xdp).ok()
-            != serde_json::to_value(&old.config.file.xdp).ok();
-        if xdp_changed {
-            self.apply_xdp();
-        }
+        // Deny lists are files: a changed list with an unchanged `xdp:` section is also a change,
+        // so any reload of a config that has (or had) `xdp:` re-applies the whole rule set.
+        let xdp_involved = snap.config.file.xdp.is_some() || old.config.file.xdp.is_some();
         if let Some(log) = access_log {
             if let Some(old_log) = self.gw.access_log.swap(log) {
                 old_log.flush();
             }
         }
         self.gw.snapshot.store(Arc::new(snap));
+        // The old snapshot (and through it the old plugins) goes when its last request ends.
+        drop(old);
+        if xdp_involved {
+            self.apply_xdp();
+        }
         for (name, socks) in to_bind {
             if let Some(first) = socks.first() {
                 if let Ok(a) = first.local_addr() {

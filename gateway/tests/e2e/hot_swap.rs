@@ -1,0 +1,325 @@
+//! Hot swap of plugins: two different modules swapped in place under keep-alive load, bad
+//! plugin reloads rejected whole, the config version covering plugin files (and shown per
+//! request), and no memory kept across a thousand plugin reloads.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::load::Load;
+use crate::support::*;
+
+/// Response header naming the config version (set by `debug.config_version_header`).
+const VERSION_HEADER: &str = "x-sluice-config-version";
+
+/// The first-party plugins built by `scripts/build-plugins.sh`.
+fn plugin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        p.display()
+    );
+    p
+}
+
+/// Module A (`add_header`) sets `x-hello: world`; module B (`rs_config`) accepts the same
+/// configuration but only echoes it (`x-config-plugin`), so `x-hello` tells which one ran.
+const MODULE_A: &str = "add_header.wasm";
+const MODULE_B: &str = "rs_config.wasm";
+
+fn config(body: &str, plugin_config: &str) -> String {
+    format!(
+        r#"
+workers: 2
+debug: {{ config_version_header: {VERSION_HEADER} }}
+plugins:
+  - name: swap
+    wasm: plugin.wasm
+    config: {plugin_config}
+listeners:
+  - name: a
+    address: "127.0.0.1:{{PORT}}"
+    filters: [{{ plugin: swap }}]
+    routes:
+      - match: {{ path_prefix: "/" }}
+        direct_response: {{ status: 200, body: "{body}" }}
+"#
+    )
+}
+
+const HELLO: &str = "{ header: x-hello, value: world }";
+
+/// Replace `dest` atomically (write aside, rename), as deploy tools do.
+fn install(dest: &Path, bytes: &[u8]) {
+    let tmp = dest.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write");
+    std::fs::rename(&tmp, dest).expect("rename");
+}
+
+fn install_module(gw: &Gateway, module: &str) {
+    let bytes = std::fs::read(plugin(module)).expect("read plugin");
+    install(&gw.dir().join("plugin.wasm"), &bytes);
+}
+
+fn write_config(gw: &Gateway, yaml: &str) {
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:{}\" }}\n{}",
+        gw.admin_port,
+        yaml.replace("{PORT}", &gw.port.to_string())
+    );
+    install(&gw.config_path, yaml.as_bytes());
+}
+
+/// Start a gateway whose `plugin.wasm` is `module`, placed before the config is read.
+fn start(module: &str, yaml: &str) -> Gateway {
+    // The gateway reads plugin.wasm from its config directory, which `Gateway::start` creates:
+    // point the config at an absolute path first, then switch to the in-directory file.
+    let first = yaml.replace("wasm: plugin.wasm", &format!("wasm: {}", plugin(module).display()));
+    let gw = Gateway::start(&first);
+    install_module(&gw, module);
+    write_config(&gw, yaml);
+    wait_for(&gw, "the in-directory plugin to load", |_| {
+        admin_json(&gw, "/config")["config"]["plugins"][0]["wasm"] == "plugin.wasm"
+    });
+    gw
+}
+
+fn admin_json(gw: &Gateway, path: &str) -> serde_json::Value {
+    let (ok, out, err) = curl(&[&gw.admin_url(path)]);
+    assert!(ok, "{path}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {out}"))
+}
+
+fn admin_post(gw: &Gateway, path: &str) -> (bool, String) {
+    let (_, out, _) = curl(&["-X", "POST", "-w", "\n%{http_code}", &gw.admin_url(path)]);
+    let code = out.lines().last().unwrap_or_default().to_string();
+    (code == "200", out)
+}
+
+/// Poll `cond` until it holds (generous timeout only to avoid hanging).
+fn wait_for(gw: &Gateway, what: &str, mut cond: impl FnMut(&Gateway) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond(gw) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}; log:\n{}", gw.log());
+}
+
+fn hello(gw: &Gateway) -> Option<String> {
+    get(gw, "/").header("x-hello").map(str::to_string)
+}
+
+fn failures(gw: &Gateway) -> u64 {
+    admin_json(gw, "/config")["reload_failures"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn plugins_and_routes_swap_under_load_with_zero_failures() {
+    let gw = start(MODULE_A, &config("r0", HELLO));
+    let load = Load::start_watching(gw.addr(), "/", 16, 2000, Some("x-hello"));
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut versions = vec![admin_json(&gw, "/config")["version"].to_string()];
+    let (mut plugin_swaps, mut route_edits) = (0, 0);
+    while plugin_swaps < 20 || route_edits < 20 || started.elapsed() < Duration::from_secs(10) {
+        if plugin_swaps <= route_edits {
+            plugin_swaps += 1;
+            // Only the module changes; the YAML stays byte for byte the same.
+            let (module, want) = if plugin_swaps % 2 == 1 {
+                (MODULE_B, None)
+            } else {
+                (MODULE_A, Some("world".to_string()))
+            };
+            install_module(&gw, module);
+            wait_for(&gw, &format!("{module} to serve"), |g| hello(g) == want);
+        } else {
+            route_edits += 1;
+            let body = format!("r{route_edits}");
+            write_config(&gw, &config(&body, HELLO));
+            wait_for(&gw, &body, |g| get(g, "/").text() == body);
+        }
+        // Each change is a new config version, and the version header names the one in force.
+        let version = admin_json(&gw, "/config")["version"].to_string();
+        assert!(!versions.contains(&version), "version {version} reused");
+        let served = get(&gw, "/");
+        assert_eq!(
+            served.header(VERSION_HEADER).map(|v| format!("\"{v}\"")),
+            Some(version.clone())
+        );
+        versions.push(version);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let elapsed = started.elapsed();
+    let report = load.stop();
+    eprintln!(
+        "{} ok, {} failed in {elapsed:?} ({:.0} req/s); {plugin_swaps} plugin swaps, {route_edits} route edits",
+        report.ok,
+        report.failed,
+        report.ok as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(report.failed, 0, "failures: {:?}", report.errors);
+    assert!(report.ok > 5000, "too few requests: {}", report.ok);
+    assert!(
+        report.bodies.len() >= 15,
+        "responses did not follow the route edits: {:?}",
+        report.bodies
+    );
+    assert!(
+        report.header_values.contains(&"world".to_string())
+            && report.header_values.contains(&"<none>".to_string()),
+        "responses did not follow the plugin swaps: {:?}",
+        report.header_values
+    );
+}
+
+#[test]
+fn bad_plugin_reloads_keep_the_old_plugin_serving() {
+    let gw = start(MODULE_A, &config("ok", HELLO));
+    let good = admin_json(&gw, "/config")["version"].clone();
+    let wasm = gw.dir().join("plugin.wasm");
+    let module_a = std::fs::read(plugin(MODULE_A)).expect("read");
+    type Break = Box<dyn Fn(&Gateway)>;
+    let cases: Vec<(&str, &str, Break)> = vec![
+        (
+            "bytes that are not wasm",
+            "plugin swap",
+            Box::new(move |_: &Gateway| install(&wasm, b"\0asm but not really")),
+        ),
+        (
+            "a module whose on_configure returns false",
+            "on_configure returned false",
+            Box::new(|g: &Gateway| {
+                // One file changes: the config now names module B and a config it rejects.
+                let b = plugin(MODULE_B).display().to_string();
+                let yaml = config("ok", "{ fail: true }").replace("plugin.wasm", &b);
+                write_config(g, &yaml);
+            }),
+        ),
+        (
+            "a missing plugin file",
+            "missing.wasm",
+            Box::new(|g: &Gateway| {
+                let yaml = config("ok", HELLO).replace("plugin.wasm", "missing.wasm");
+                write_config(g, &yaml);
+            }),
+        ),
+    ];
+    for (what, cause, break_it) in cases {
+        let before = failures(&gw);
+        break_it(&gw);
+        wait_for(&gw, &format!("{what} to be rejected"), |g| {
+            failures(g) > before
+        });
+        let cfg = admin_json(&gw, "/config");
+        let err = cfg["last_error"].as_str().unwrap_or_default().to_string();
+        assert!(err.contains(cause), "{what}: last_error does not say why: {err}");
+        assert_eq!(cfg["version"], good, "{what}: the version in force changed");
+        assert_eq!(hello(&gw).as_deref(), Some("world"), "{what} was applied");
+        // Put the good files back (a no-op reload: same version as the one serving).
+        install(&gw.dir().join("plugin.wasm"), &module_a);
+        write_config(&gw, &config("ok", HELLO));
+        wait_for(&gw, "the good config to be back", |g| {
+            admin_json(g, "/config")["last_error"].is_null()
+        });
+    }
+    let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_config_reload_failures_total"))
+        .unwrap_or_else(|| panic!("no failure counter in /metrics:\n{metrics}"));
+    let counted: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(counted >= 3.0, "{line}");
+    let log = gw.log();
+    assert!(log.contains("reload rejected"), "{log}");
+}
+
+#[test]
+fn plugins_show_the_version_of_each_module() {
+    let gw = start(MODULE_A, &config("ok", HELLO));
+    let sha_a = admin_json(&gw, "/plugins")["plugins"][0]["sha256"].clone();
+    let version_a = admin_json(&gw, "/config")["version"].clone();
+    install_module(&gw, MODULE_B);
+    wait_for(&gw, "module B", |g| hello(g).is_none());
+    let plugins = admin_json(&gw, "/plugins");
+    assert_ne!(plugins["plugins"][0]["sha256"], sha_a);
+    assert_ne!(plugins["config_version"], version_a);
+    assert_eq!(plugins["config_version"], admin_json(&gw, "/config")["version"]);
+}
+
+/// Resident memory of the gateway now, in KiB.
+fn rss_kib(gw: &Gateway) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn gauge(gw: &Gateway, name: &str) -> u64 {
+    let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// A leaked VM holds at least its linear memory (add_header starts with 17 pages, 1.1 MiB) and
+/// its instance; a thousand leaked versions would add hundreds of MiB. 64 MiB leaves room for
+/// allocator arenas and caches settling, and the gauges below catch a leak of any size.
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+const RELOADS: usize = 1000;
+
+#[test]
+fn a_thousand_plugin_reloads_keep_memory_bounded() {
+    let gw = start(MODULE_A, &config("ok", HELLO));
+    // Streams on both workers, so VMs are created for each version and retired.
+    let load = Load::start(gw.addr(), "/", 4, 200);
+    let modules = [
+        std::fs::read(plugin(MODULE_A)).expect("read"),
+        std::fs::read(plugin(MODULE_B)).expect("read"),
+    ];
+    let wasm = gw.dir().join("plugin.wasm");
+    let reload = |i: usize| {
+        install(&wasm, &modules[i % 2]);
+        let (ok, out) = admin_post(&gw, "/reload");
+        assert!(ok, "reload {i} failed: {out}");
+    };
+    // Warm up: module cache entries, allocator arenas, metric series.
+    for i in 0..50 {
+        reload(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(&gw);
+    for i in 50..50 + RELOADS {
+        reload(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_kib(&gw);
+    let report = load.stop();
+    let plugins = gauge(&gw, "sluice_wasm_plugins_live");
+    let vms = gauge(&gw, "sluice_wasm_worker_vms_live");
+    eprintln!(
+        "RSS {before} KiB -> {after} KiB after {RELOADS} plugin reloads; live plugins {plugins}, worker VMs {vms}; {} requests",
+        report.ok
+    );
+    assert_eq!(report.failed, 0, "failures: {:?}", report.errors);
+    assert!(plugins <= 2, "plugin versions leaked: {plugins} alive");
+    // Two workers, one plugin: the VM in force and at most one retired per worker.
+    assert!(vms <= 4, "worker VMs leaked: {vms} alive");
+    assert!(
+        after <= before + RSS_BOUND_KIB,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
