@@ -2,6 +2,7 @@
 //! closing listeners that the new config adds, removes or moves. A reload that fails any check
 //! changes nothing; the error is logged once, counted and shown at /config.
 
+pub mod handover;
 pub mod version;
 pub mod watch;
 
@@ -46,6 +47,8 @@ pub struct Reloader {
     workers: usize,
     cmds: Vec<UnboundedSender<WorkerCmd>>,
     rt: tokio::runtime::Handle,
+    /// Duplicates of the listening sockets, for a handover to a new process.
+    sockets: Arc<handover::SocketRegistry>,
     state: Mutex<State>,
 }
 
@@ -63,6 +66,7 @@ impl Reloader {
         cmds: Vec<UnboundedSender<WorkerCmd>>,
         rt: tokio::runtime::Handle,
         bound: HashMap<String, SocketAddr>,
+        sockets: Arc<handover::SocketRegistry>,
     ) -> Arc<Self> {
         let version = gw.snapshot.load().version().to_string();
         Arc::new(Reloader {
@@ -71,6 +75,7 @@ impl Reloader {
             workers,
             cmds,
             rt,
+            sockets,
             state: Mutex::new(State {
                 status: ReloadStatus {
                     version,
@@ -185,12 +190,14 @@ impl Reloader {
                     tracing::info!(listener = %name, address = %a, "listening");
                 }
             }
+            self.sockets.set(&name, &socks);
             for (sock, tx) in socks.into_iter().zip(&self.cmds) {
                 let _ = tx.send(WorkerCmd::Listen(name.clone(), sock));
             }
         }
         for name in removed {
             st.bound.remove(&name);
+            self.sockets.remove(&name);
             tracing::info!(listener = %name, "listener removed; its connections drain");
             let name: Arc<str> = name.into();
             for tx in &self.cmds {

@@ -26,71 +26,81 @@ pub fn referenced_files(cfg: &Config) -> Vec<PathBuf> {
 }
 
 /// Watch the files of the config in force; reload on change. Runs until the process ends.
-/// The set of watched directories is refreshed after each reload.
+/// The set of watched directories is refreshed after each reload. The first set is watched
+/// before this returns, so a change made once it returned is seen.
+///
+/// # Errors
+/// The OS watcher cannot start, or the thread cannot be created.
 pub fn spawn(reloader: Arc<Reloader>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("sluice-watch".into()).spawn(move || {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        // The files that matter; other files in the same directories (logs...) are ignored.
-        let interesting: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
-        let filter = interesting.clone();
-        let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(ev) = res else { return };
-            if matches!(ev.kind, notify::EventKind::Access(_)) {
-                return;
-            }
-            let set = match filter.lock() {
-                Ok(s) => s,
-                Err(p) => p.into_inner(),
-            };
-            let relevant = ev.paths.iter().any(|p| {
-                set.contains(p)
-                    // Kubernetes swaps the `..data` symlink (and writes `..<timestamp>` dirs).
-                    || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".."))
-            });
-            if relevant {
-                let _ = tx.send(());
-            }
-        }) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch files; reload with SIGHUP or POST /reload");
-                return;
-            }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    // The files that matter; other files in the same directories (logs...) are ignored.
+    let interesting: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+    let filter = interesting.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let set = match filter.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
         };
-        let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
-        loop {
-            let files = referenced_files(&reloader.current().config);
-            {
-                let mut set = match interesting.lock() {
-                    Ok(s) => s,
-                    Err(p) => p.into_inner(),
-                };
-                set.clear();
-                for f in &files {
-                    set.insert(absolute(f));
-                    if let Ok(c) = std::fs::canonicalize(f) {
-                        set.insert(c);
-                    }
-                }
-            }
-            let wanted = dirs_of(&files);
-            for d in watched.difference(&wanted) {
-                let _ = watcher.unwatch(d);
-            }
-            for d in wanted.difference(&watched) {
-                if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
-                }
-            }
-            watched = wanted;
+        let relevant = ev.paths.iter().any(|p| {
+            set.contains(p)
+                // Kubernetes swaps the `..data` symlink (and writes `..<timestamp>` dirs).
+                || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        });
+        if relevant {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(std::io::Error::other)?;
+    let mut watched = BTreeSet::new();
+    refresh(&reloader, &mut watcher, &interesting, &mut watched);
+    std::thread::Builder::new()
+        .name("sluice-watch".into())
+        .spawn(move || loop {
             // Wait for a change, then for quiet.
             if rx.recv().is_err() {
                 return;
             }
             while rx.recv_timeout(DEBOUNCE).is_ok() {}
             let _ = reloader.reload();
+            refresh(&reloader, &mut watcher, &interesting, &mut watched);
+        })
+}
+
+/// Watch the directories of the files of the config in force, and only those.
+fn refresh(
+    reloader: &Reloader,
+    watcher: &mut notify::RecommendedWatcher,
+    interesting: &Mutex<HashSet<PathBuf>>,
+    watched: &mut BTreeSet<PathBuf>,
+) {
+    let files = referenced_files(&reloader.current().config);
+    {
+        let mut set = match interesting.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        set.clear();
+        for f in &files {
+            set.insert(absolute(f));
+            if let Ok(c) = std::fs::canonicalize(f) {
+                set.insert(c);
+            }
         }
-    })
+    }
+    let wanted = dirs_of(&files);
+    for d in watched.difference(&wanted) {
+        let _ = watcher.unwatch(d);
+    }
+    for d in wanted.difference(watched) {
+        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
+        }
+    }
+    *watched = wanted;
 }
 
 /// Directories to watch for `files`: each file's directory, and for a symlink also the

@@ -78,6 +78,8 @@ fn start(module: &str, yaml: &str) -> Gateway {
     // point the config at an absolute path first, then switch to the in-directory file.
     let first = yaml.replace("wasm: plugin.wasm", &format!("wasm: {}", plugin(module).display()));
     let gw = Gateway::start(&first);
+    // The watcher is armed before the admin API answers.
+    wait_for(&gw, "/ready", |g| curl(&["-f", &g.admin_url("/ready")]).0);
     install_module(&gw, module);
     write_config(&gw, yaml);
     wait_for(&gw, "the in-directory plugin to load", |_| {
