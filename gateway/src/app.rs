@@ -122,9 +122,9 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let (sockets, bound) = server::bind_all_inheriting(&snap, workers, &mut inherited)?;
     // Inherited listeners the new config does not have close here; the old process drains them.
     drop(inherited);
-    let registry = Arc::new(reload::handover::SocketRegistry::default());
+    let handover_sockets = Arc::new(reload::handover::SocketRegistry::default());
     for (name, sock) in sockets.iter().flatten() {
-        registry.add(name, sock);
+        handover_sockets.add(name, sock);
     }
     for (name, addr) in &bound {
         tracing::info!(listener = %name, address = %addr, workers, "listening");
@@ -177,7 +177,7 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         running.cmds.clone(),
         control.handle().clone(),
         bound,
-        registry.clone(),
+        handover_sockets.clone(),
     );
     // Armed before the admin API answers: once /ready says yes, file changes are seen.
     if !opts.no_watch {
@@ -186,7 +186,7 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let handed_over = Arc::new(tokio::sync::Notify::new());
     if let Some(p) = &opts.handover {
         let notify = handed_over.clone();
-        reload::handover::serve(p, registry, move || notify.notify_one())?;
+        reload::handover::serve(p, handover_sockets, move || notify.notify_one())?;
     }
     if let Some(t) = takeover {
         // This process serves now; the old one stops accepting and drains.

@@ -2,6 +2,7 @@
 //! plugin reloads rejected whole, the config version covering plugin files (and shown per
 //! request), and no memory kept across a thousand plugin reloads.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -324,4 +325,104 @@ fn a_thousand_plugin_reloads_keep_memory_bounded() {
         after <= before + RSS_BOUND_KIB,
         "RSS grew from {before} KiB to {after} KiB"
     );
+}
+
+/// A `sluice run --handover` process, killed if the test ends early.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        unsafe_kill(self.0.id(), libc::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_with_handover(config: &Path, handover: &Path, log: &Path) -> Process {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .arg("--handover")
+        .arg(handover)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::from(log.try_clone().expect("clone")))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("spawn sluice");
+    Process(child)
+}
+
+fn wait_ready(admin: &str, logs: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if curl(&["-f", &format!("{admin}/ready")]).0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not ready; log:\n{}", read_logs(logs));
+}
+
+fn read_logs(dir: &Path) -> String {
+    ["old.log", "new.log"]
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            format!("--- {f}\n{text}")
+        })
+        .collect()
+}
+
+#[test]
+fn binary_upgrade_under_load_with_zero_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, admin_port) = (free_port(), free_port());
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let write = |name: &str, body: &str| {
+        let yaml = format!(
+            r#"
+admin: {{ address: "127.0.0.1:{admin_port}" }}
+workers: 2
+listeners:
+  - name: a
+    address: "127.0.0.1:{port}"
+    routes: [{{ match: {{ path_prefix: "/" }}, direct_response: {{ status: 200, body: "{body}" }} }}]
+"#
+        );
+        let p = dir.path().join(name);
+        std::fs::write(&p, yaml).expect("write config");
+        p
+    };
+    // The new binary comes with its own config, so responses say which process served them.
+    let (old_cfg, new_cfg) = (write("old.yaml", "old"), write("new.yaml", "new"));
+    let sock = dir.path().join("handover.sock");
+    let mut old = spawn_with_handover(&old_cfg, &sock, &dir.path().join("old.log"));
+    wait_ready(&admin, dir.path());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let load = Load::start(addr, "/", 16, 2000);
+    std::thread::sleep(Duration::from_secs(2));
+    let _new = spawn_with_handover(&new_cfg, &sock, &dir.path().join("new.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = old.0.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old process did not drain; logs:\n{}",
+            read_logs(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_ready(&admin, dir.path());
+    std::thread::sleep(Duration::from_secs(2));
+    let report = load.stop();
+    let logs = read_logs(dir.path());
+    eprintln!("{} ok, {} failed across the upgrade", report.ok, report.failed);
+    assert!(status.success(), "old process exit: {status:?}\n{logs}");
+    assert_eq!(report.failed, 0, "failures: {:?}\n{logs}", report.errors);
+    assert_eq!(report.bodies, vec!["old", "new"], "{logs}");
+    assert!(report.ok > 2000, "too few requests: {}", report.ok);
+    assert!(logs.contains("took over the listening sockets"), "{logs}");
 }
