@@ -426,3 +426,213 @@ listeners:
     assert!(report.ok > 2000, "too few requests: {}", report.ok);
     assert!(logs.contains("took over the listening sockets"), "{logs}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reload latency benchmark (not a test): `SLUICE_RELOAD_BENCH=1 cargo test --release -p sluice
+// --test e2e reload_latency -- --nocapture`. Set SLUICE_BIN to measure another build.
+
+/// Swaps measured per case.
+const BENCH_SWAPS: usize = 100;
+/// Plugin size for the plugin cases: a real module padded with a custom section.
+const BENCH_PLUGIN_BYTES: usize = 2 * 1024 * 1024;
+
+/// `module` with a custom section appended so that the file is `total` bytes; `salt` makes the
+/// bytes (and so the sha256, the module cache key) unique.
+fn padded(module: &[u8], total: usize, salt: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = format!("sluice-bench-pad-{salt}");
+    let payload = total.saturating_sub(module.len() + name.len() + 8);
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    content.resize(content.len() + payload, 0);
+    let mut out = module.to_vec();
+    out.push(0);
+    leb(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// A keep-alive HTTP/1.1 client on a std socket: the least overhead between polls.
+struct Poller {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Poller {
+    fn connect(addr: SocketAddr) -> Poller {
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        Poller {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// GET / and return (x-hello header or "", body).
+    fn get(&mut self) -> (String, String) {
+        use std::io::{Read, Write};
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n")
+            .expect("write");
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_lowercase();
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_default()
+        };
+        let len: usize = field("content-length:").parse().expect("content-length");
+        while self.buf.len() < head_end + len {
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = String::from_utf8_lossy(&self.buf[head_end..head_end + len]).into_owned();
+        (field("x-hello:"), body)
+    }
+}
+
+/// Milliseconds from `change()` to the first response for which `switched` holds.
+fn time_swap(
+    poller: &mut Poller,
+    change: impl FnOnce(),
+    switched: impl Fn(&(String, String)) -> bool,
+) -> f64 {
+    let t0 = Instant::now();
+    change();
+    let deadline = t0 + Duration::from_secs(30);
+    loop {
+        let r = poller.get();
+        if switched(&r) {
+            return t0.elapsed().as_secs_f64() * 1000.0;
+        }
+        assert!(Instant::now() < deadline, "the change was never served");
+    }
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (rank(0.50), rank(0.99))
+}
+
+fn bench_gateway(dir: &Path, yaml: &str) -> (Process, SocketAddr) {
+    let (port, admin_port) = (free_port(), free_port());
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:{admin_port}\" }}\n{}",
+        yaml.replace("{PORT}", &port.to_string())
+    );
+    let cfg = dir.join("sluice.yaml");
+    std::fs::write(&cfg, yaml).expect("write config");
+    let bin = std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").into());
+    let log = std::fs::File::create(dir.join("sluice.log")).expect("log");
+    let child = std::process::Command::new(bin)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::from(log.try_clone().expect("clone")))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("spawn sluice");
+    let p = Process(child);
+    wait_ready(&format!("http://127.0.0.1:{admin_port}"), dir);
+    (p, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+#[test]
+fn reload_latency() {
+    if std::env::var("SLUICE_RELOAD_BENCH").as_deref() != Ok("1") {
+        eprintln!("reload_latency: a benchmark; set SLUICE_RELOAD_BENCH=1 to run it");
+        return;
+    }
+    let mut rows = Vec::new();
+
+    // Config only: a route's body changes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let routes = |body: &str| {
+        format!(
+            "workers: 1\nlisteners:\n  - name: a\n    address: \"127.0.0.1:{{PORT}}\"\n    routes: [{{ match: {{ path_prefix: \"/\" }}, direct_response: {{ status: 200, body: \"{body}\" }} }}]\n"
+        )
+    };
+    let (_gw, addr) = bench_gateway(dir.path(), &routes("b0"));
+    let cfg_text = std::fs::read_to_string(dir.path().join("sluice.yaml")).expect("read");
+    let mut poller = Poller::connect(addr);
+    let mut samples = Vec::new();
+    for i in 1..=BENCH_SWAPS {
+        let body = format!("b{i}");
+        let text = cfg_text.replace("\"b0\"", &format!("\"{body}\""));
+        let ms = time_swap(
+            &mut poller,
+            || install(&dir.path().join("sluice.yaml"), text.as_bytes()),
+            |(_, b)| *b == body,
+        );
+        samples.push(ms);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rows.push(("config only (route edit)", percentiles(samples)));
+
+    // Plugins: a ~2 MB module swapped in place, alternating two modules.
+    let a = std::fs::read(plugin(MODULE_A)).expect("read");
+    let b = std::fs::read(plugin(MODULE_B)).expect("read");
+    for (case, cold) in [
+        ("2 MB plugin, module cache hit", false),
+        ("2 MB plugin, cold compile", true),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wasm = dir.path().join("plugin.wasm");
+        std::fs::write(&wasm, padded(&a, BENCH_PLUGIN_BYTES, "a")).expect("write");
+        let yaml = format!(
+            "workers: 1\nplugins:\n  - {{ name: swap, wasm: plugin.wasm, config: {HELLO} }}\nlisteners:\n  - name: a\n    address: \"127.0.0.1:{{PORT}}\"\n    filters: [{{ plugin: swap }}]\n    routes: [{{ match: {{ path_prefix: \"/\" }}, direct_response: {{ status: 200, body: ok }} }}]\n"
+        );
+        let (_gw, addr) = bench_gateway(dir.path(), &yaml);
+        let mut poller = Poller::connect(addr);
+        let mut samples = Vec::new();
+        // Warm-up swaps (not measured) put both modules in the cache for the cache-hit case.
+        for i in 0..BENCH_SWAPS + 2 {
+            let to_b = i % 2 == 0;
+            let salt = match (cold, to_b) {
+                (true, _) => format!("cold-{i}"),
+                (false, true) => "b".to_string(),
+                (false, false) => "a".to_string(),
+            };
+            let bytes = padded(if to_b { &b } else { &a }, BENCH_PLUGIN_BYTES, &salt);
+            let ms = time_swap(
+                &mut poller,
+                || install(&wasm, &bytes),
+                |(hello, _)| hello.is_empty() == to_b,
+            );
+            if i >= 2 {
+                samples.push(ms);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rows.push((case, percentiles(samples)));
+    }
+    println!("| case | swaps | p50 (ms) | p99 (ms) |\n| --- | --- | --- | --- |");
+    for (case, (p50, p99)) in rows {
+        println!("| {case} | {BENCH_SWAPS} | {p50:.1} | {p99:.1} |");
+    }
+}
