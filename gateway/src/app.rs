@@ -310,9 +310,7 @@ fn start_admin(
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("admin API: cannot listen on {addr}"))
-            }
+            Err(e) => return Err(e).with_context(|| format!("admin API: cannot listen on {addr}")),
         }
     }
 }

@@ -117,7 +117,9 @@ pub fn receive(path: &Path) -> Result<Option<(Sockets, Takeover)>, HandoverError
         }
         Err(e) => return Err(io(e)),
     };
-    stream.set_read_timeout(Some(HANDOVER_TIMEOUT)).map_err(io)?;
+    stream
+        .set_read_timeout(Some(HANDOVER_TIMEOUT))
+        .map_err(io)?;
     let mut buf = vec![0u8; 64 * 1024];
     let (n, fds) = recv_with_fds(&stream, &mut buf).map_err(io)?;
     if n < 4 {
@@ -340,9 +342,7 @@ fn recv_with_fds(s: &UnixStream, buf: &mut [u8]) -> std::io::Result<(usize, Vec<
                 let data = libc::CMSG_DATA(cmsg);
                 let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
                 for i in 0..len / std::mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(
-                        (data as *const RawFd).add(i),
-                    );
+                    let fd = std::ptr::read_unaligned((data as *const RawFd).add(i));
                     fds.push(OwnedFd::from_raw_fd(fd));
                 }
             }
@@ -382,12 +382,15 @@ mod tests {
         assert_eq!(peer, client.local_addr().expect("client addr"));
         drop(accepted);
         takeover.finish().expect("finish");
-        rx.recv_timeout(Duration::from_secs(10)).expect("drain called");
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("drain called");
     }
 
     #[test]
     fn nobody_listening_means_a_first_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(receive(&dir.path().join("none.sock")).expect("ok").is_none());
+        assert!(receive(&dir.path().join("none.sock"))
+            .expect("ok")
+            .is_none());
     }
 }

@@ -77,7 +77,10 @@ fn write_config(gw: &Gateway, yaml: &str) {
 fn start(module: &str, yaml: &str) -> Gateway {
     // The gateway reads plugin.wasm from its config directory, which `Gateway::start` creates:
     // point the config at an absolute path first, then switch to the in-directory file.
-    let first = yaml.replace("wasm: plugin.wasm", &format!("wasm: {}", plugin(module).display()));
+    let first = yaml.replace(
+        "wasm: plugin.wasm",
+        &format!("wasm: {}", plugin(module).display()),
+    );
     let gw = Gateway::start(&first);
     // The watcher is armed before the admin API answers.
     wait_for(&gw, "/ready", |g| curl(&["-f", &g.admin_url("/ready")]).0);
@@ -222,7 +225,10 @@ fn bad_plugin_reloads_keep_the_old_plugin_serving() {
         });
         let cfg = admin_json(&gw, "/config");
         let err = cfg["last_error"].as_str().unwrap_or_default().to_string();
-        assert!(err.contains(cause), "{what}: last_error does not say why: {err}");
+        assert!(
+            err.contains(cause),
+            "{what}: last_error does not say why: {err}"
+        );
         assert_eq!(cfg["version"], good, "{what}: the version in force changed");
         assert_eq!(hello(&gw).as_deref(), Some("world"), "{what} was applied");
         // Put the good files back (a no-op reload: same version as the one serving).
@@ -257,7 +263,10 @@ fn plugins_show_the_version_of_each_module() {
     let plugins = admin_json(&gw, "/plugins");
     assert_ne!(plugins["plugins"][0]["sha256"], sha_a);
     assert_ne!(plugins["config_version"], version_a);
-    assert_eq!(plugins["config_version"], admin_json(&gw, "/config")["version"]);
+    assert_eq!(
+        plugins["config_version"],
+        admin_json(&gw, "/config")["version"]
+    );
 }
 
 /// Resident memory of the gateway now, in KiB.
@@ -419,7 +428,10 @@ listeners:
     std::thread::sleep(Duration::from_secs(2));
     let report = load.stop();
     let logs = read_logs(dir.path());
-    eprintln!("{} ok, {} failed across the upgrade", report.ok, report.failed);
+    eprintln!(
+        "{} ok, {} failed across the upgrade",
+        report.ok, report.failed
+    );
     assert!(status.success(), "old process exit: {status:?}\n{logs}");
     assert_eq!(report.failed, 0, "failures: {:?}\n{logs}", report.errors);
     assert_eq!(report.bodies, vec!["old", "new"], "{logs}");

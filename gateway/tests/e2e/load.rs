@@ -134,11 +134,9 @@ async fn run_conn(
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let seen = header.map(|h| {
-                    resp.headers()
-                        .get(h)
-                        .map_or("<none>".to_string(), |v| {
-                            String::from_utf8_lossy(v.as_bytes()).into_owned()
-                        })
+                    resp.headers().get(h).map_or("<none>".to_string(), |v| {
+                        String::from_utf8_lossy(v.as_bytes()).into_owned()
+                    })
                 });
                 let body = resp.into_body().collect().await.map(|b| b.to_bytes());
                 let mut r = report.lock().expect("report");
