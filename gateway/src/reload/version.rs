@@ -41,7 +41,7 @@ mod tests {
     use super::*;
 
     fn config_in(dir: &Path) -> Config {
-        let yaml = "plugins:\n  - { name: p, wasm: p.wasm }\n";
+        let yaml = "plugins:\n  - { name: p, wasm: p.wasm }\nlisteners:\n  - name: a\n    address: 127.0.0.1:0\n    routes: [{ match: { path_prefix: / }, direct_response: { status: 200 } }]\n";
         let mut cfg = crate::config::load_str(yaml, dir, &[]).expect("valid config");
         cfg.path = Some(dir.join("sluice.yaml"));
         cfg
