@@ -1,7 +1,8 @@
 //! Watching the config file and every file it references (plugins, certificates, deny lists) with
 //! `notify`. Directories are watched rather than files, so that editors' atomic renames and
 //! Kubernetes' symlink swaps (`..data` → new timestamped directory) are seen. Bursts are
-//! debounced into one reload.
+//! debounced into one reload: briefly after a change known to be complete (a rename, a close
+//! after writing), longer while a file may still be being written.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,24 @@ use notify::{RecursiveMode, Watcher};
 use super::Reloader;
 use crate::config::Config;
 
-/// Quiet period after the last change before reloading. Editors, `cp` and Kubernetes' symlink
-/// swaps finish their bursts within a few milliseconds; 50 ms covers them with margin while
-/// keeping the reload latency (file write to first response on the new version) low.
+/// Quiet period before reloading after a change that may still be in progress (data written,
+/// file created, no close seen yet): long enough for a writer to finish or close the file.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Quiet period after a change known to be complete (a rename — atomic replace, Kubernetes'
+/// `..data` swap — or a writer closing the file): only to gather the rest of the burst.
+pub const SETTLE: Duration = Duration::from_millis(5);
+
+/// Whether `kind` leaves the file complete: renames are atomic, a close ends a write. (A removal
+/// is often followed by a new copy: it waits the longer period.)
+fn completes_a_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    matches!(
+        kind,
+        notify::EventKind::Modify(ModifyKind::Name(_))
+            | notify::EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
 
 /// Every file the config references, resolved against its directory, plus the config itself.
 pub fn referenced_files(cfg: &Config) -> Vec<PathBuf> {
@@ -34,13 +49,15 @@ pub fn referenced_files(cfg: &Config) -> Vec<PathBuf> {
 /// # Errors
 /// The OS watcher cannot start, or the thread cannot be created.
 pub fn spawn(reloader: Arc<Reloader>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    // Each relevant event, and whether it completes a change.
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
     // The files that matter; other files in the same directories (logs...) are ignored.
     let interesting: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
     let filter = interesting.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
-        if matches!(ev.kind, notify::EventKind::Access(_)) {
+        let complete = completes_a_change(&ev.kind);
+        if matches!(ev.kind, notify::EventKind::Access(_)) && !complete {
             return;
         }
         let set = match filter.lock() {
@@ -53,7 +70,7 @@ pub fn spawn(reloader: Arc<Reloader>) -> std::io::Result<std::thread::JoinHandle
                 || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".."))
         });
         if relevant {
-            let _ = tx.send(());
+            let _ = tx.send(complete);
         }
     })
     .map_err(std::io::Error::other)?;
@@ -62,11 +79,19 @@ pub fn spawn(reloader: Arc<Reloader>) -> std::io::Result<std::thread::JoinHandle
     std::thread::Builder::new()
         .name("sluice-watch".into())
         .spawn(move || loop {
-            // Wait for a change, then for quiet.
-            if rx.recv().is_err() {
+            // Wait for a change, then for quiet: short once the last event completed the
+            // change, longer while a write may still be going on.
+            let Ok(mut complete) = rx.recv() else {
                 return;
+            };
+            loop {
+                let quiet = if complete { SETTLE } else { DEBOUNCE };
+                match rx.recv_timeout(quiet) {
+                    Ok(c) => complete = c,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
             }
-            while rx.recv_timeout(DEBOUNCE).is_ok() {}
             let _ = reloader.reload();
             refresh(&reloader, &mut watcher, &interesting, &mut watched);
         })
