@@ -22,6 +22,18 @@ use std::sync::atomic::Ordering;
 pub struct RunOptions {
     /// Do not watch the config and the files it references.
     pub no_watch: bool,
+    /// Unix socket for graceful binary upgrades: take the listening sockets over from the
+    /// process serving it (if any), then serve it for the next upgrade.
+    pub handover: Option<std::path::PathBuf>,
+}
+
+/// How long a process that took over waits for the old one to release the admin address.
+const ADMIN_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the gateway stops.
+enum Stop {
+    Signal,
+    HandedOver,
 }
 
 /// Load and fully validate a config file: parse, check, and build a snapshot (without binding
@@ -35,7 +47,15 @@ pub fn check(
     services: &Arc<Services>,
 ) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
     let label = path.display().to_string();
-    let cfg = Arc::new(config::load(path, &registry.names()).map_err(|d| d.render(&label))?);
+    let mut cfg = config::load(path, &registry.names()).map_err(|d| d.render(&label))?;
+    // The version covers the referenced files too: a plugin rebuilt in place is a new version.
+    cfg.version = reload::version::of(&cfg);
+    if let Some(problem) = debug_problem(&cfg) {
+        return Err(Diagnostics(vec![problem])
+            .locate_all(&cfg.source)
+            .render(&label));
+    }
+    let cfg = Arc::new(cfg);
     let snap = snapshot::build(cfg.clone(), registry, services).map_err(|e| {
         let diags = Diagnostics(
             e.0.into_iter()
@@ -45,6 +65,21 @@ pub fn check(
         diags.locate_all(&cfg.source).render(&label)
     })?;
     Ok((cfg, snap))
+}
+
+/// `debug.config_version_header` must be a valid header name.
+fn debug_problem(cfg: &Config) -> Option<Diagnostic> {
+    let name = cfg.file.debug.as_ref()?.config_version_header.as_ref()?;
+    if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
+        return None;
+    }
+    Some(
+        Diagnostic::at(
+            "debug.config_version_header",
+            format!("`{name}` is not a valid HTTP header name"),
+        )
+        .fix("use lowercase letters, digits and dashes, e.g. x-sluice-config-version"),
+    )
 }
 
 /// Run the gateway until SIGTERM/SIGINT, then drain and return.
@@ -72,7 +107,25 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         .build()
         .context("cannot start the control runtime")?;
     snap.start(control.handle());
-    let (sockets, bound) = server::bind_all(&snap, workers)?;
+    let mut inherited = reload::handover::Sockets::new();
+    let takeover = match &opts.handover {
+        Some(p) => match reload::handover::receive(p)? {
+            Some((socks, t)) => {
+                tracing::info!(socket = %p.display(), listeners = socks.len(), "took over the listening sockets of the running process");
+                inherited = socks;
+                Some(t)
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let (sockets, bound) = server::bind_all_inheriting(&snap, workers, &mut inherited)?;
+    // Inherited listeners the new config does not have close here; the old process drains them.
+    drop(inherited);
+    let handover_sockets = Arc::new(reload::handover::SocketRegistry::default());
+    for (name, sock) in sockets.iter().flatten() {
+        handover_sockets.add(name, sock);
+    }
     for (name, addr) in &bound {
         tracing::info!(listener = %name, address = %addr, workers, "listening");
     }
@@ -142,23 +195,43 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         running.cmds.clone(),
         control.handle().clone(),
         bound,
+        handover_sockets.clone(),
     );
-    let admin_state = Arc::new(admin_state(&services, &reloader));
-    let admin = AdminServer::start(admin_addr, admin_state.clone(), admin_router(&gw))
-        .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
-    tracing::info!(address = %admin.local_addr(), "admin API listening");
+    // Armed before the admin API answers: once /ready says yes, file changes are seen.
     if !opts.no_watch {
         reload::watch::spawn(reloader.clone()).context("cannot start the file watcher")?;
     }
+    let handed_over = Arc::new(tokio::sync::Notify::new());
+    if let Some(p) = &opts.handover {
+        let notify = handed_over.clone();
+        reload::handover::serve(p, handover_sockets, move || notify.notify_one())?;
+    }
+    if let Some(t) = takeover {
+        // This process serves now; the old one stops accepting and drains.
+        t.finish()?;
+    }
+    let admin_state = Arc::new(admin_state(&services, &reloader));
+    let admin = start_admin(admin_addr, &admin_state, &gw, opts.handover.is_some())?;
+    tracing::info!(address = %admin.local_addr(), "admin API listening");
     admin_state.ready.store(true, Ordering::SeqCst);
-    control.block_on(wait_for_shutdown_signal(reloader.clone()))?;
+    let stop = control.block_on(wait_for_shutdown_signal(reloader.clone(), handed_over))?;
     admin_state.draining.store(true, Ordering::SeqCst);
+    let admin = match stop {
+        // The new process needs the admin address now, not after the drain.
+        Stop::HandedOver => {
+            let _ = admin.stop();
+            None
+        }
+        Stop::Signal => Some(admin),
+    };
     tracing::info!(?drain, "shutting down: draining connections");
     running.drain(&gw, drain);
     if let Some(log) = gw.access_log.load_full() {
         log.flush_and_close();
     }
-    let _ = admin.stop();
+    if let Some(admin) = admin {
+        let _ = admin.stop();
+    }
     if let Some(x) = gw.xdp.load_full() {
         x.shutdown();
     }
@@ -236,16 +309,45 @@ fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState
         .with_reload(move || r2.reload().map_err(|e| e.to_string()))
 }
 
-/// Wait for SIGTERM or SIGINT; SIGHUP reloads the config in the meantime.
-async fn wait_for_shutdown_signal(reloader: Arc<Reloader>) -> anyhow::Result<()> {
+/// Start the admin API. After a handover the old process releases the address as it starts
+/// draining: retry for a while.
+fn start_admin(
+    addr: std::net::SocketAddr,
+    state: &Arc<AdminState>,
+    gw: &Arc<Gateway>,
+    took_over: bool,
+) -> anyhow::Result<AdminServer> {
+    let deadline = std::time::Instant::now() + ADMIN_RELEASE_WAIT;
+    loop {
+        match AdminServer::start(addr, state.clone(), admin_router(gw)) {
+            Ok(a) => return Ok(a),
+            Err(e)
+                if took_over
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).with_context(|| format!("admin API: cannot listen on {addr}")),
+        }
+    }
+}
+
+/// Wait for SIGTERM or SIGINT, or for a new process to have taken the sockets over; SIGHUP
+/// reloads the config in the meantime.
+async fn wait_for_shutdown_signal(
+    reloader: Arc<Reloader>,
+    handed_over: Arc<tokio::sync::Notify>,
+) -> anyhow::Result<Stop> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(Stop::Signal),
+            _ = int.recv() => return Ok(Stop::Signal),
+            _ = handed_over.notified() => return Ok(Stop::HandedOver),
             _ = hup.recv() => {
                 let r = reloader.clone();
                 // Building a snapshot compiles plugins: keep it off the signal task.

@@ -23,6 +23,10 @@ enum Command {
         /// Do not watch the config and the files it references for changes.
         #[arg(long)]
         no_watch: bool,
+        /// Unix socket for graceful upgrades: a new `sluice run --handover PATH` takes the
+        /// listening sockets over from the process serving PATH, which then drains and exits.
+        #[arg(long, value_name = "PATH")]
+        handover: Option<PathBuf>,
     },
     /// Validate a config file (including every filter and plugin) and exit: 0 if valid, 1 with
     /// every problem, its place in the file and a fix otherwise.
@@ -62,8 +66,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sluice::telemetry::logging::init("info");
     match cli.command {
-        Command::Run { config, no_watch } => {
-            match sluice::app::run(&config, sluice::app::RunOptions { no_watch }) {
+        Command::Run {
+            config,
+            no_watch,
+            handover,
+        } => {
+            let opts = sluice::app::RunOptions { no_watch, handover };
+            match sluice::app::run(&config, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sluice: {e:#}");

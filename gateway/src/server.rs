@@ -88,23 +88,65 @@ pub fn bind_all(
     snap: &Snapshot,
     workers: usize,
 ) -> anyhow::Result<(Vec<WorkerSockets>, HashMap<String, SocketAddr>)> {
+    bind_all_inheriting(snap, workers, &mut HashMap::new())
+}
+
+/// [`bind_all`], taking a listener's sockets from `inherited` (a handover from the previous
+/// process) when it has the same name and address. Inherited sockets are spread over the
+/// workers (a worker may get several); workers left without one bind their own into the same
+/// SO_REUSEPORT group. What is taken is removed from `inherited`.
+///
+/// # Errors
+/// The listener name, address and OS error.
+pub fn bind_all_inheriting(
+    snap: &Snapshot,
+    workers: usize,
+    inherited: &mut crate::reload::handover::Sockets,
+) -> anyhow::Result<(Vec<WorkerSockets>, HashMap<String, SocketAddr>)> {
+    let workers = workers.max(1);
     let mut per_worker: Vec<WorkerSockets> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = HashMap::new();
     let mut names: Vec<&String> = snap.listeners.keys().collect();
     names.sort();
     for name in names {
         let l = &snap.listeners[name];
-        let socks = bind::bind_reuseport(l.address, workers).map_err(|e| {
-            anyhow::anyhow!("listener `{name}`: cannot listen on {}: {e}", l.address)
-        })?;
+        let mut socks = take_inherited(inherited, name, l.address);
+        if socks.len() < workers {
+            let at = match socks.first() {
+                Some(s) => s.local_addr()?,
+                None => l.address,
+            };
+            let more = bind::bind_reuseport(at, workers - socks.len()).map_err(|e| {
+                anyhow::anyhow!("listener `{name}`: cannot listen on {}: {e}", l.address)
+            })?;
+            socks.extend(more);
+        }
         if let Some(first) = socks.first() {
             bound.insert(name.clone(), first.local_addr()?);
         }
         for (i, s) in socks.into_iter().enumerate() {
-            per_worker[i].push((l.name.clone(), s));
+            per_worker[i % workers].push((l.name.clone(), s));
         }
     }
     Ok((per_worker, bound))
+}
+
+/// The inherited sockets of listener `name` if they are bound where it is configured.
+fn take_inherited(
+    inherited: &mut crate::reload::handover::Sockets,
+    name: &str,
+    configured: SocketAddr,
+) -> Vec<std::net::TcpListener> {
+    let Some(socks) = inherited.remove(name) else {
+        return Vec::new();
+    };
+    let at = socks.first().and_then(|s| s.local_addr().ok());
+    match at {
+        Some(a) if a == configured || (configured.port() == 0 && a.ip() == configured.ip()) => {
+            socks
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// What the control thread asks of a worker.
@@ -182,16 +224,16 @@ async fn run_worker(
         finish_sink: sink(),
     });
     worker::set_current(w.clone());
-    let mut stops: HashMap<Arc<str>, watch::Sender<bool>> = HashMap::new();
-    let listen = |stops: &mut HashMap<Arc<str>, watch::Sender<bool>>,
+    // A worker may accept on several sockets of one listener (inherited from a process that
+    // had more workers); all of them stop together.
+    let mut stops: HashMap<Arc<str>, Vec<watch::Sender<bool>>> = HashMap::new();
+    let listen = |stops: &mut HashMap<Arc<str>, Vec<watch::Sender<bool>>>,
                   name: Arc<str>,
                   sock: std::net::TcpListener| {
         match tokio::net::TcpListener::from_std(sock) {
             Ok(l) => {
                 let (stx, srx) = watch::channel(false);
-                if let Some(old) = stops.insert(name.clone(), stx) {
-                    let _ = old.send(true);
-                }
+                stops.entry(name.clone()).or_default().push(stx);
                 tokio::task::spawn_local(listener::accept_loop(w.clone(), name, l, srx));
             }
             Err(e) => {
@@ -202,22 +244,29 @@ async fn run_worker(
     for (name, sock) in socks {
         listen(&mut stops, name, sock);
     }
+    let stop_all = |stops: &mut HashMap<Arc<str>, Vec<watch::Sender<bool>>>, name: &Arc<str>| {
+        for stop in stops.remove(name).unwrap_or_default() {
+            let _ = stop.send(true);
+        }
+    };
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             cmd = cmds.recv() => match cmd {
-                Some(WorkerCmd::Listen(name, sock)) => listen(&mut stops, name, sock),
-                Some(WorkerCmd::Close(name)) => {
-                    if let Some(stop) = stops.remove(&name) {
-                        let _ = stop.send(true);
-                    }
+                // A reload re-bound the listener: the new socket replaces the old ones.
+                Some(WorkerCmd::Listen(name, sock)) => {
+                    stop_all(&mut stops, &name);
+                    listen(&mut stops, name, sock);
                 }
+                Some(WorkerCmd::Close(name)) => stop_all(&mut stops, &name),
                 None => break,
             }
         }
     }
-    for (_, stop) in stops.drain() {
-        let _ = stop.send(true);
+    for (_, list) in stops.drain() {
+        for stop in list {
+            let _ = stop.send(true);
+        }
     }
     // Connections drain in their own tasks; the control thread decides when the drain is over.
     std::future::pending::<()>().await;

@@ -53,6 +53,19 @@ pub struct FileConfig {
     pub xds: Option<XdsConfig>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Diagnostics meant for operators (off by default).
+    #[serde(default)]
+    pub debug: Option<DebugConfig>,
+}
+
+/// `debug:` — operator aids, off by default.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Response header naming the config version that served each request
+    /// (e.g. `x-sluice-config-version`). Off when absent.
+    #[serde(default)]
+    pub config_version_header: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

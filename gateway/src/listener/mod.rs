@@ -85,9 +85,26 @@ async fn serve(
     let local = stream.local_addr().unwrap_or(l.address);
     let conn = Rc::new(ConnState::new(name.clone(), peer, local, "http"));
 
+    // Set once the connection drains: HTTP/1 responses then say `Connection: close`, so a
+    // keep-alive client learns it must reconnect from a response instead of racing a close.
+    let closing = Rc::new(std::cell::Cell::new(false));
     let svc = {
-        let (w, conn) = (w.clone(), conn.clone());
-        service_fn(move |req| proxy::handle(w.clone(), conn.clone(), req))
+        let (w, conn, closing) = (w.clone(), conn.clone(), closing.clone());
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let http1 = req.version() < http::Version::HTTP_2;
+            let closing = closing.clone();
+            let fut = proxy::handle(w.clone(), conn.clone(), req);
+            async move {
+                let mut resp = fut.await;
+                if let (true, true, Ok(r)) = (http1, closing.get(), resp.as_mut()) {
+                    r.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                resp
+            }
+        })
     };
     let mut builder = auto::Builder::new(LocalExec);
     let header_limit = limits
@@ -115,6 +132,7 @@ async fn serve(
     let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(served);
     let mut draining = false;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         let idle_deadline = tokio::time::Instant::from_std(conn.idle_since.get() + idle);
         tokio::select! {
@@ -124,7 +142,13 @@ async fn serve(
                 }
                 break;
             }
-            _ = shutdown.changed(), if !draining => {
+            _ = shutdown.changed(), if !draining && drain_deadline.is_none() => {
+                // Busy keep-alive connections close after their next response; idle ones after
+                // a short grace (a request already on its way still gets its answer).
+                closing.set(true);
+                drain_deadline = Some(tokio::time::Instant::now() + DRAIN_IDLE_GRACE);
+            }
+            _ = sleep_opt(drain_deadline), if !draining && drain_deadline.is_some() => {
                 draining = true;
                 served.as_mut().graceful_shutdown();
             }
@@ -135,6 +159,17 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// How long a draining connection may stay open waiting for its next request, which is then
+/// answered with `Connection: close`.
+pub const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -77,11 +77,29 @@ impl ConnState {
 pub async fn handle(
     worker: Rc<WorkerCtx>,
     conn: Rc<ConnState>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let snap = worker.snapshot();
+    // `debug.config_version_header`: name the snapshot this request runs on, whatever answers.
+    let tag = snap.config.file.debug.as_ref().and_then(|d| {
+        let name = http::HeaderName::from_bytes(d.config_version_header.as_ref()?.as_bytes());
+        Some((name.ok()?, HeaderValue::from_str(snap.version()).ok()?))
+    });
+    let mut resp = serve(worker, conn, req, snap).await;
+    if let (Ok(r), Some((name, value))) = (resp.as_mut(), tag) {
+        r.headers_mut().insert(name, value);
+    }
+    resp
+}
+
+async fn serve(
+    worker: Rc<WorkerCtx>,
+    conn: Rc<ConnState>,
     mut req: Request<Incoming>,
+    snap: Arc<Snapshot>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     conn.request_started();
     let start = Instant::now();
-    let snap = worker.snapshot();
     let info = RequestInfo {
         client_addr: conn.client,
         local_addr: conn.local,

@@ -2,6 +2,8 @@
 //! closing listeners that the new config adds, removes or moves. A reload that fails any check
 //! changes nothing; the error is logged once, counted and shown at /config.
 
+pub mod handover;
+pub mod version;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -45,6 +47,8 @@ pub struct Reloader {
     workers: usize,
     cmds: Vec<UnboundedSender<WorkerCmd>>,
     rt: tokio::runtime::Handle,
+    /// Duplicates of the listening sockets, for a handover to a new process.
+    sockets: Arc<handover::SocketRegistry>,
     state: Mutex<State>,
 }
 
@@ -62,6 +66,7 @@ impl Reloader {
         cmds: Vec<UnboundedSender<WorkerCmd>>,
         rt: tokio::runtime::Handle,
         bound: HashMap<String, SocketAddr>,
+        sockets: Arc<handover::SocketRegistry>,
     ) -> Arc<Self> {
         let version = gw.snapshot.load().version().to_string();
         Arc::new(Reloader {
@@ -70,6 +75,7 @@ impl Reloader {
             workers,
             cmds,
             rt,
+            sockets,
             state: Mutex::new(State {
                 status: ReloadStatus {
                     version,
@@ -121,6 +127,7 @@ impl Reloader {
         let (_cfg, snap) = crate::app::check(&self.path, &self.gw.registry, &self.gw.services)
             .map_err(ReloadError::Config)?;
         let old = self.gw.snapshot.load_full();
+        // The version covers referenced files (see `version`): equal means nothing changed.
         if old.version() == snap.version() && !old.version().is_empty() {
             return Ok(snap.version().to_string());
         }
@@ -196,17 +203,20 @@ impl Reloader {
             self.gw.tracer.store(t);
         }
         let version = snap.version().to_string();
-        let xdp_changed = serde_json::to_value(&self.gw.snapshot.load().config.file.xdp).ok()
-            != serde_json::to_value(&old.config.file.xdp).ok();
-        if xdp_changed {
-            self.apply_xdp();
-        }
+        // Deny lists are files: a changed list with an unchanged `xdp:` section is also a change,
+        // so any reload of a config that has (or had) `xdp:` re-applies the whole rule set.
+        let xdp_involved = snap.config.file.xdp.is_some() || old.config.file.xdp.is_some();
         if let Some(log) = access_log {
             if let Some(old_log) = self.gw.access_log.swap(log) {
                 old_log.flush();
             }
         }
         self.gw.snapshot.store(Arc::new(snap));
+        // The old snapshot (and through it the old plugins) goes when its last request ends.
+        drop(old);
+        if xdp_involved {
+            self.apply_xdp();
+        }
         for (name, socks) in to_bind {
             if let Some(first) = socks.first() {
                 if let Ok(a) = first.local_addr() {
@@ -214,12 +224,14 @@ impl Reloader {
                     tracing::info!(listener = %name, address = %a, "listening");
                 }
             }
+            self.sockets.set(&name, &socks);
             for (sock, tx) in socks.into_iter().zip(&self.cmds) {
                 let _ = tx.send(WorkerCmd::Listen(name.clone(), sock));
             }
         }
         for name in removed {
             st.bound.remove(&name);
+            self.sockets.remove(&name);
             tracing::info!(listener = %name, "listener removed; its connections drain");
             let name: Arc<str> = name.into();
             for tx in &self.cmds {

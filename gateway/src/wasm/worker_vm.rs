@@ -22,6 +22,15 @@ const RELOAD_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A VM that lived this long before failing resets the backoff.
 const RELOAD_BACKOFF_RESET: Duration = Duration::from_secs(60);
 
+/// VM holders alive on all workers (see /metrics `sluice_wasm_worker_vms_live`).
+static LIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// VM holders alive on all workers: at most workers × plugins in force, plus those still
+/// finishing streams of an older plugin version.
+pub(crate) fn live_worker_vms() -> u64 {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 thread_local! {
     static VMS: RefCell<HashMap<u64, Rc<WorkerVm>>> = RefCell::new(HashMap::new());
 }
@@ -59,14 +68,21 @@ pub(crate) struct WorkerVm {
 impl WorkerVm {
     /// This worker's VM holder for `plugin` (created on first use, without a VM yet).
     pub(crate) fn get(plugin: &Arc<Plugin>) -> Rc<WorkerVm> {
-        VMS.with(|m| {
+        let mut gone = Vec::new();
+        let w = VMS.with(|m| {
             let mut m = m.borrow_mut();
             if let Some(w) = m.get(&plugin.id) {
                 return w.clone();
             }
             // A new plugin version arrived: forget VMs of plugins that no longer exist (their
-            // streams in flight keep them alive through their own Rc until they end).
-            m.retain(|_, w| w.plugin.strong_count() > 0);
+            // streams in flight keep them alive through their own Rc until they end). They are
+            // dropped below, outside the map's borrow, since dropping runs plugin code.
+            let dead: Vec<u64> = m
+                .iter()
+                .filter(|(_, w)| w.plugin.strong_count() == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            gone.extend(dead.iter().filter_map(|id| m.remove(id)));
             let w = Rc::new(WorkerVm {
                 plugin: Arc::downgrade(plugin),
                 name: plugin.name.clone(),
@@ -83,9 +99,12 @@ impl WorkerVm {
                 grpc_streams: RefCell::new(HashMap::new()),
                 grpc_pending: RefCell::new(HashMap::new()),
             });
+            LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             m.insert(plugin.id, w.clone());
             w
-        })
+        });
+        drop(gone);
+        w
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -353,6 +372,23 @@ impl WorkerVm {
             let _ = w.with_live_vm(generation, |vm| answer.deliver(vm, None));
             w.take_callouts(None);
         });
+    }
+}
+
+impl Drop for WorkerVm {
+    /// The plugin version is gone and its last stream ended: root contexts get `on_done` and
+    /// `on_delete` before the VM (and its memory) is freed.
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(vm) = self.vm.get_mut().as_mut() else {
+            return;
+        };
+        for (_, root) in self.roots.get_mut().drain() {
+            if vm.finish_context(root).is_err() {
+                // A trap here only means the plugin's cleanup failed; the VM is freed anyway.
+                break;
+            }
+        }
     }
 }
 

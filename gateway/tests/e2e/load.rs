@@ -19,6 +19,8 @@ pub struct LoadReport {
     pub errors: Vec<String>,
     /// Distinct response bodies seen, in order of first appearance.
     pub bodies: Vec<String>,
+    /// Distinct values of the watched response header (see [`Load::start_watching`]).
+    pub header_values: Vec<String>,
 }
 
 pub struct Load {
@@ -30,6 +32,18 @@ pub struct Load {
 impl Load {
     /// Start `conns` keep-alive connections sending GET `path` at about `rate` requests/s total.
     pub fn start(addr: SocketAddr, path: &'static str, conns: usize, rate: u64) -> Load {
+        Self::start_watching(addr, path, conns, rate, None)
+    }
+
+    /// As [`Load::start`], also recording the distinct values of response header `header`
+    /// (`<none>` when a response lacks it).
+    pub fn start_watching(
+        addr: SocketAddr,
+        path: &'static str,
+        conns: usize,
+        rate: u64,
+        header: Option<&'static str>,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (s2, sent2) = (stop.clone(), sent.clone());
@@ -46,7 +60,7 @@ impl Load {
                 for _ in 0..conns {
                     let (stop, sent, report) = (s2.clone(), sent2.clone(), report.clone());
                     tasks.push(tokio::spawn(async move {
-                        run_conn(addr, path, per_conn, stop, sent, report).await
+                        run_conn(addr, path, header, per_conn, stop, sent, report).await
                     }));
                 }
                 for t in tasks {
@@ -76,6 +90,7 @@ impl Load {
 async fn run_conn(
     addr: SocketAddr,
     path: &'static str,
+    header: Option<&'static str>,
     every: Duration,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
@@ -118,6 +133,11 @@ async fn run_conn(
         match tx.send_request(req).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let seen = header.map(|h| {
+                    resp.headers().get(h).map_or("<none>".to_string(), |v| {
+                        String::from_utf8_lossy(v.as_bytes()).into_owned()
+                    })
+                });
                 let body = resp.into_body().collect().await.map(|b| b.to_bytes());
                 let mut r = report.lock().expect("report");
                 match body {
@@ -126,6 +146,11 @@ async fn run_conn(
                         let s = String::from_utf8_lossy(&b).into_owned();
                         if !r.bodies.contains(&s) {
                             r.bodies.push(s);
+                        }
+                        if let Some(v) = seen {
+                            if !r.header_values.contains(&v) {
+                                r.header_values.push(v);
+                            }
                         }
                     }
                     Ok(b) => {

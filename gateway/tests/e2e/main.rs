@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod failures;
 mod filters;
+mod hot_swap;
 mod limits;
 mod load;
 mod plugin_cli;

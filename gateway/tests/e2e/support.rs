@@ -284,8 +284,11 @@ impl Gateway {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
+        // The listener accepts as soon as it is bound; /ready says the workers serve and the
+        // file watcher is armed (a config written after that is seen).
+        let admin = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
         while Instant::now() < deadline {
-            if StdStream::connect(self.addr()).is_ok() {
+            if StdStream::connect(self.addr()).is_ok() && admin_ready(admin) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -421,6 +424,21 @@ pub fn request(
     let req = b.body(full(body)).expect("request");
     send(gw.addr(), req, false)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}\nlog:\n{}", gw.log()))
+}
+
+/// `GET /ready` on the admin API answers 200.
+fn admin_ready(admin: SocketAddr) -> bool {
+    let Ok(mut s) = StdStream::connect(admin) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n";
+    if s.write_all(req).is_err() {
+        return false;
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out.starts_with(b"HTTP/1.1 200")
 }
 
 /// Write raw bytes on a new connection and read until the server closes or `timeout` passes.
