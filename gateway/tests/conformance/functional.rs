@@ -100,29 +100,32 @@ pub fn is(cond: bool, what: impl Into<String>) -> Result<(), String> {
 /// Runs every functional check.
 pub fn run(dir: &Path, rec: &mut Recorder) {
     let env = Env::start();
-    for p in ["rs_headers", "as_headers"] {
-        headers(&env, dir, p, rec);
+    type Check = fn(&Env, &Path, &str, &mut Recorder);
+    let all: &[(&str, Check)] = &[
+        ("rs_headers", headers),
+        ("as_headers", headers),
+        ("rs_body", body),
+        ("as_body", body),
+        ("rs_local_response", local_response),
+        ("as_local_response", local_response),
+        ("rs_config", config),
+        ("as_config", config),
+        ("rs_http_call", http_call),
+        ("as_http_call", http_call),
+        ("rs_properties", properties),
+        ("rs_grpc_call", grpc_call),
+        ("rs_shared", shared),
+        ("rs_timer", timer),
+        ("rs_metrics", metrics),
+        ("rs_foreign", foreign),
+        ("rs_log", log),
+        ("rs_abi_010", abi_010),
+    ];
+    for (plugin, check) in all {
+        if selected(plugin) {
+            check(&env, dir, plugin, rec);
+        }
     }
-    for p in ["rs_body", "as_body"] {
-        body(&env, dir, p, rec);
-    }
-    for p in ["rs_local_response", "as_local_response"] {
-        local_response(&env, dir, p, rec);
-    }
-    for p in ["rs_config", "as_config"] {
-        config(&env, dir, p, rec);
-    }
-    for p in ["rs_http_call", "as_http_call"] {
-        http_call(&env, dir, p, rec);
-    }
-    properties(&env, dir, rec);
-    grpc_call(&env, dir, rec);
-    shared(&env, dir, rec);
-    timer(&env, dir, rec);
-    metrics(&env, dir, rec);
-    foreign(&env, dir, rec);
-    log(&env, dir, rec);
-    abi_010(&env, dir, rec);
 }
 
 const LIFECYCLE: &[&str] = &[
@@ -317,8 +320,7 @@ fn http_call(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     }));
 }
 
-fn properties(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_properties";
+fn properties(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let Some(gw) = start(env, dir, p, None, None, rec) else { return };
     let r = get(&gw, "/props/x?q=1", &[("x-probe", "probe-value"), ("user-agent", "conf-agent"), ("x-prop-set", "v1")]);
     let r = match r {
@@ -351,8 +353,7 @@ fn properties(env: &Env, dir: &Path, rec: &mut Recorder) {
         eq("x-prop-set-roundtrip", h("set-roundtrip").as_deref(), "v1"));
 }
 
-fn grpc_call(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_grpc_call";
+fn grpc_call(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let routes = "      - match: { path_prefix: \"/bad\" }\n        filters: [{ plugin: rs_grpc_call, config: { service: sluice.Nope } }]\n        cluster: echo\n      - match: { path_prefix: \"/\" }\n        filters: [{ plugin: rs_grpc_call }]\n        cluster: echo";
     let gw = match env.gateway(routes, &plugin_def(dir, p, p, Some("{ cluster: grpc, timeout_ms: 5000 }"), None, "")) {
         Ok(gw) => gw,
@@ -380,8 +381,7 @@ fn grpc_call(env: &Env, dir: &Path, rec: &mut Recorder) {
     }));
 }
 
-fn shared(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_shared";
+fn shared(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let Some(gw) = start(env, dir, p, None, None, rec) else { return };
     let mut counters = Vec::new();
     let mut enq = Vec::new();
@@ -420,8 +420,7 @@ fn shared(env: &Env, dir: &Path, rec: &mut Recorder) {
             .and(missing.and_then(|m| eq("x-shared-value", m.header("x-shared-value"), "<none>"))));
 }
 
-fn timer(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_timer";
+fn timer(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let Some(gw) = start(env, dir, p, Some("{ tick_ms: 20 }"), None, rec) else { return };
     let ticks = |r: Result<Resp, String>| r.ok().and_then(|r| r.header("x-timer-ticks").and_then(|v| v.parse::<u64>().ok()));
     let first = ticks(get(&gw, "/t", &[]));
@@ -437,8 +436,7 @@ fn timer(env: &Env, dir: &Path, rec: &mut Recorder) {
         is(first.is_some() && later > first, format!("ticks {first:?} then {later:?}")));
 }
 
-fn metrics(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_metrics";
+fn metrics(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let Some(gw) = start(env, dir, p, None, None, rec) else { return };
     let a = get(&gw, "/m", &[]);
     let b = get(&gw, "/m", &[("x-metric-gauge", "10"), ("x-metric-gauge-delta", "-3")]);
@@ -464,8 +462,7 @@ fn metrics(env: &Env, dir: &Path, rec: &mut Recorder) {
     });
 }
 
-fn foreign(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_foreign";
+fn foreign(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let Some(gw) = start(env, dir, p, None, None, rec) else { return };
     let r = get(&gw, "/f", &[("x-ban-me", "1")]);
     rec.check(p, "sluice.ban_source with the client address", &["proxy_call_foreign_function"], r.and_then(|r| {
@@ -480,8 +477,7 @@ fn foreign(env: &Env, dir: &Path, rec: &mut Recorder) {
         r.and_then(|r| eq("x-foreign-result", r.header("x-foreign-result"), "error:BadArgument")));
 }
 
-fn log(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_log";
+fn log(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let Some(gw) = start(env, dir, p, None, None, rec) else { return };
     let r = get(&gw, "/log-probe", &[]);
     rec.check(p, "log at every level, read the level", &["proxy_log", "proxy_get_log_level"], r.and_then(|r| {
@@ -497,8 +493,7 @@ fn log(env: &Env, dir: &Path, rec: &mut Recorder) {
     });
 }
 
-fn abi_010(env: &Env, dir: &Path, rec: &mut Recorder) {
-    let p = "rs_abi_010";
+fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let Some(gw) = start(env, dir, p, None, None, rec) else { return };
     let r = get(&gw, "/a", &[]);
     rec.check(p, "0.1.0 header callbacks add headers", &["proxy_on_context_create", "proxy_on_configure", "proxy_on_request_headers", "proxy_on_response_headers", "proxy_add_header_map_value", "proxy_on_memory_allocate / malloc"], r.and_then(|r| {

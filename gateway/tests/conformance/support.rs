@@ -169,7 +169,7 @@ async fn reflect(req: Request<Incoming>) -> Response<TestBody> {
     }
     let (status, out) = if let Some(text) = path.strip_prefix("/text/") {
         (200, Bytes::from(text.to_string()))
-    } else if path.starts_with("/callout") {
+    } else if path == "/callout" {
         (201, Bytes::from_static(b"callout-body"))
     } else {
         let json = serde_json::json!({
@@ -197,7 +197,7 @@ async fn reflect(req: Request<Incoming>) -> Response<TestBody> {
             r.headers_mut().insert(k, v);
         }
     }
-    if path.starts_with("/callout") {
+    if path == "/callout" {
         r.headers_mut()
             .insert("x-callout-echo", http::HeaderValue::from_static("yes"));
     }
@@ -367,6 +367,11 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if std::env::var_os("SLUICE_CONFORMANCE_LOGS").is_some() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- gateway log (last 40 lines) ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on a child process id we own; no memory is touched.
             unsafe {
@@ -537,4 +542,14 @@ pub fn plugins_dir() -> PathBuf {
         );
     }
     dir
+}
+
+/// Whether the part named `name` runs: all of them unless `SLUICE_CONFORMANCE_ONLY` (a
+/// comma-separated list) says otherwise. For debugging one plugin; a filtered run is not written
+/// to docs/conformance.md.
+pub fn selected(name: &str) -> bool {
+    match std::env::var("SLUICE_CONFORMANCE_ONLY") {
+        Ok(list) => list.split(',').any(|n| n.trim() == name),
+        Err(_) => true,
+    }
 }
