@@ -10,6 +10,8 @@ use crate::support::*;
 /// The servers every gateway of the run points at.
 pub struct Env {
     pub echo: Server,
+    /// The same reflecting upstream over h2c (trailers travel end to end on h2).
+    pub echo_h2: Server,
     pub callout: Server,
     pub grpc: Server,
     /// A port nothing listens on (a cluster whose connections fail).
@@ -20,6 +22,7 @@ impl Env {
     pub fn start() -> Env {
         Env {
             echo: echo_upstream(),
+            echo_h2: echo_upstream_h2(),
             callout: echo_upstream(),
             grpc: grpc_health_server(),
             dead_port: free_port(),
@@ -42,20 +45,22 @@ listeners:
 {routes}
 clusters:
   - {{ name: echo, endpoints: ["{}"] }}
+  - {{ name: echo2, endpoints: ["{}"], protocol: http2 }}
   - {{ name: callout, endpoints: ["{}"] }}
   - {{ name: dead, endpoints: ["127.0.0.1:{}"], connect_timeout: 300ms }}
   - {{ name: grpc, endpoints: ["{}"], protocol: http2 }}
 plugins:
 {plugins}
 "#,
-            self.echo.addr, self.callout.addr, self.dead_port, self.grpc.addr
+            self.echo.addr, self.echo_h2.addr, self.callout.addr, self.dead_port, self.grpc.addr
         )
     }
 
-    /// One plugin (named after its file) on route `/`, with optional plugin and VM configs (JSON).
+    /// One plugin (named after its file) on route `/` to the HTTP/1.1 upstream and on `/h2/` to
+    /// the h2c one, with optional plugin and VM configs (JSON).
     pub fn single(&self, dir: &Path, plugin: &str, config: Option<&str>, vm_config: Option<&str>) -> Result<Gateway, String> {
         let routes = format!(
-            "      - match: {{ path_prefix: \"/\" }}\n        filters: [{{ plugin: {plugin} }}]\n        cluster: echo"
+            "      - match: {{ path_prefix: \"/h2/\" }}\n        filters: [{{ plugin: {plugin} }}]\n        cluster: echo2\n      - match: {{ path_prefix: \"/\" }}\n        filters: [{{ plugin: {plugin} }}]\n        cluster: echo"
         );
         self.gateway(&routes, &plugin_def(dir, plugin, plugin, config, vm_config, ""))
     }
@@ -202,17 +207,17 @@ fn headers(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     }));
 
     // Trailers need a protocol that carries them end to end: h2 to the gateway.
-    let req = build("POST", "/h", &[], with_trailers("data", &[("x-t", "1")]));
+    let req = build("POST", "/h2/h", &[], with_trailers("data", &[("x-t", "1")]));
     let r = send(gw.addr(), req, true);
-    rec.check(p, "request trailers read and added (h2 client)", &["proxy_on_request_trailers", "proxy_get_header_map_pairs", "proxy_add_header_map_value"], r.and_then(|r| {
+    rec.check(p, "request trailers read and added (h2 end to end)", &["proxy_on_request_trailers", "proxy_get_header_map_pairs", "proxy_add_header_map_value"], r.and_then(|r| {
         eq("x-conf-request-trailers", r.header("x-conf-request-trailers"), "x-t=1").and_then(|_| {
             let t = r.json().get("trailers").and_then(|t| t.get("x-conf-trailer-added")).and_then(|v| v.as_str()).map(str::to_string);
             eq("upstream trailer x-conf-trailer-added", t.as_deref(), marker)
         })
     }));
-    let req = build("GET", "/h", &[("x-up-trailer-x-conf-upstream-trailer-remove", "1"), ("x-up-trailer-x-kept", "1"), ("te", "trailers")], full(""));
+    let req = build("GET", "/h2/h", &[("x-up-trailer-x-conf-upstream-trailer-remove", "1"), ("x-up-trailer-x-kept", "1"), ("te", "trailers")], full(""));
     let r = send(gw.addr(), req, true);
-    rec.check(p, "response trailers edited (h2 client)", &["proxy_on_response_trailers", "proxy_remove_header_map_value", "proxy_add_header_map_value"], r.and_then(|r| {
+    rec.check(p, "response trailers edited (h2 end to end)", &["proxy_on_response_trailers", "proxy_remove_header_map_value", "proxy_add_header_map_value"], r.and_then(|r| {
         eq("trailer x-conf-response-trailer-added", r.trailer("x-conf-response-trailer-added"), marker)
             .and(is(r.trailer("x-conf-upstream-trailer-remove").is_none(), "x-conf-upstream-trailer-remove still sent"))
             .and(eq("trailer x-kept", r.trailer("x-kept"), "1"))

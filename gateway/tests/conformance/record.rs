@@ -109,6 +109,30 @@ pub const CALLBACKS: &[&str] = &[
     "proxy_on_new_connection / downstream / upstream data (L4)",
 ];
 
+/// Checks known to fail because of a documented Sluice design choice (docs/plugins.md,
+/// "Pausing"): (check name, reason). They are shown as failing in docs/conformance.md but do not
+/// fail the test; one that starts passing does, so that this list stays true.
+pub const KNOWN_GAPS: &[(&str, &str)] = &[
+    (
+        "rs_grpc_call: stream to Health/Watch, first message, cancel",
+        "a request never waits on a gRPC stream (streams run in the background), so the Pause \
+         the plugin returns while it waits for the first message does not hold the request",
+    ),
+    (
+        "rs_grpc_call: stream initial metadata",
+        "same as above: the request does not wait for the stream",
+    ),
+    (
+        "rs_abi_010: pause, then proxy_continue_request from on_tick",
+        "a Pause from a header phase without a callout continues at once (headers cannot be \
+         held while the body streams), so the tick finds the request already running",
+    ),
+];
+
+fn known_gap(check: &str) -> Option<&'static str> {
+    KNOWN_GAPS.iter().find(|(c, _)| *c == check).map(|(_, r)| *r)
+}
+
 #[derive(Default, Clone, Copy)]
 struct Tally {
     pass: u32,
@@ -180,9 +204,15 @@ impl Recorder {
         let mut out: Vec<String> = self
             .checks
             .iter()
-            .filter(|c| !c.2)
+            .filter(|c| !c.2 && known_gap(&c.0).is_none())
             .map(|c| format!("{} (ABI {}): {}", c.0, c.1.name(), c.3))
             .collect();
+        out.extend(
+            self.checks
+                .iter()
+                .filter(|c| c.2 && known_gap(&c.0).is_some())
+                .map(|c| format!("{} passes now: remove it from KNOWN_GAPS", c.0)),
+        );
         out.extend(
             self.hostile
                 .iter()
@@ -246,6 +276,8 @@ impl Recorder {
         for (name, abi, ok, detail) in &self.checks {
             let r = if *ok {
                 "pass".to_string()
+            } else if let Some(reason) = known_gap(name) {
+                format!("**FAIL** (known gap: {reason})")
             } else {
                 format!("**FAIL**: {}", detail.replace('|', "\\|").replace('\n', " "))
             };

@@ -206,6 +206,11 @@ async fn reflect(req: Request<Incoming>) -> Response<TestBody> {
     r
 }
 
+/// [`echo_upstream`] over h2c.
+pub fn echo_upstream_h2() -> Server {
+    serve(true, |req| Box::pin(reflect(req)))
+}
+
 /// A gRPC server over h2c implementing `grpc.health.v1.Health`: `Check` answers one SERVING
 /// message (`0801`) with `grpc-status: 0` in the trailers; `Watch` sends one SERVING message and
 /// keeps the stream open (as a real health server does until the status changes).
