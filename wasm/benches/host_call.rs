@@ -124,7 +124,11 @@ fn run() -> Result<(), String> {
     println!("| figure | value |\n| --- | --- |");
     println!("| one host call (`proxy_get_current_time_nanoseconds`, guest → host → guest) | {host_call:.1} ns |");
     println!("| one callback (host → empty `proxy_on_tick` → host) | {callback:.0} ns |");
-    let inst = time_us(200, || Vm::new(&empty, VmEnv::default()).map(drop).map_err(|f| f.to_string()))?;
+    let inst = time_us(200, || {
+        Vm::new(&empty, VmEnv::default())
+            .map(drop)
+            .map_err(|f| f.to_string())
+    })?;
     let inst_root = time_us(200, || vm(&empty).map(drop))?;
     println!("| VM from the cached module, minimal module: `Vm::new` | {inst:.1} µs |");
     println!("| … plus root context (`on_context_create`, `on_vm_start`, `on_configure`) | {inst_root:.1} µs |");
@@ -132,7 +136,11 @@ fn run() -> Result<(), String> {
     match std::fs::read(&plugin) {
         Ok(bytes) => {
             let m = module("add_header", &bytes)?;
-            let inst = time_us(50, || Vm::new(&m, VmEnv::default()).map(drop).map_err(|f| f.to_string()))?;
+            let inst = time_us(50, || {
+                Vm::new(&m, VmEnv::default())
+                    .map(drop)
+                    .map_err(|f| f.to_string())
+            })?;
             let inst_root = time_us(50, || vm(&m).map(drop))?;
             println!("| VM from the cached module, `add_header.wasm` (Rust SDK): `Vm::new` incl. `_initialize` | {inst:.1} µs |");
             println!("| … plus root context | {inst_root:.1} µs |");

@@ -525,23 +525,13 @@ impl Vm {
                         reborrow(&mut host),
                     )
                     .and_then(|_| {
-                        self.call(
-                            Cb::GrpcReceive,
-                            &[root, token as i32, size],
-                            ctx,
-                            host,
-                        )
+                        self.call(Cb::GrpcReceive, &[root, token as i32, size], ctx, host)
                     });
                 r.map(drop)
             }
             Err((code, message)) => {
                 self.store.data_mut().grpc_status = Some((code, Bytes::from(message)));
-                let r = self.call(
-                    Cb::GrpcClose,
-                    &[root, token as i32, code as i32],
-                    ctx,
-                    host,
-                );
+                let r = self.call(Cb::GrpcClose, &[root, token as i32, code as i32], ctx, host);
                 self.store.data_mut().grpc_status = None;
                 r.map(drop)
             }

@@ -27,5 +27,10 @@ fn proxy_wasm_conformance() {
         eprintln!("wrote {}", path.display());
     }
     let failed = rec.failures();
-    assert!(failed.is_empty(), "{} failing checks:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} failing checks:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }

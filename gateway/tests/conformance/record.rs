@@ -130,7 +130,10 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
 ];
 
 fn known_gap(check: &str) -> Option<&'static str> {
-    KNOWN_GAPS.iter().find(|(c, _)| *c == check).map(|(_, r)| *r)
+    KNOWN_GAPS
+        .iter()
+        .find(|(c, _)| *c == check)
+        .map(|(_, r)| *r)
 }
 
 #[derive(Default, Clone, Copy)]
@@ -157,7 +160,13 @@ pub struct Recorder {
 
 impl Recorder {
     /// Records one check of `plugin` that exercised `functions`.
-    pub fn check(&mut self, plugin: &str, name: &str, functions: &[&str], result: Result<(), String>) {
+    pub fn check(
+        &mut self,
+        plugin: &str,
+        name: &str,
+        functions: &[&str],
+        result: Result<(), String>,
+    ) {
         let abi = Abi::of(plugin);
         let ok = result.is_ok();
         for f in functions {
@@ -176,9 +185,14 @@ impl Recorder {
         eprintln!(
             "[{}] {plugin}: {name}{}",
             if ok { "pass" } else { "FAIL" },
-            if ok { String::new() } else { format!(" — {detail}") }
+            if ok {
+                String::new()
+            } else {
+                format!(" — {detail}")
+            }
         );
-        self.checks.push((format!("{plugin}: {name}"), abi, ok, detail));
+        self.checks
+            .push((format!("{plugin}: {name}"), abi, ok, detail));
     }
 
     /// Records a hostile scenario.
@@ -272,14 +286,20 @@ impl Recorder {
                 h.detail.replace('|', "\\|").replace('\n', " ")
             );
         }
-        let _ = writeln!(s, "\n## Checks\n\n| check | ABI | result |\n| --- | --- | --- |");
+        let _ = writeln!(
+            s,
+            "\n## Checks\n\n| check | ABI | result |\n| --- | --- | --- |"
+        );
         for (name, abi, ok, detail) in &self.checks {
             let r = if *ok {
                 "pass".to_string()
             } else if let Some(reason) = known_gap(name) {
                 format!("**FAIL** (known gap: {reason})")
             } else {
-                format!("**FAIL**: {}", detail.replace('|', "\\|").replace('\n', " "))
+                format!(
+                    "**FAIL**: {}",
+                    detail.replace('|', "\\|").replace('\n', " ")
+                )
             };
             let _ = writeln!(s, "| {name} | {} | {r} |", abi.name());
         }

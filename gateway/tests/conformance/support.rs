@@ -68,7 +68,8 @@ impl Drop for Server {
     }
 }
 
-type Handler = fn(Request<Incoming>) -> futures_util::future::BoxFuture<'static, Response<TestBody>>;
+type Handler =
+    fn(Request<Incoming>) -> futures_util::future::BoxFuture<'static, Response<TestBody>>;
 
 fn serve(h2: bool, handler: Handler) -> Server {
     let std = StdListener::bind("127.0.0.1:0").expect("bind");
@@ -161,7 +162,8 @@ async fn reflect(req: Request<Incoming>) -> Response<TestBody> {
             Err(f) => {
                 if let Ok(t) = f.into_trailers() {
                     for (k, v) in &t {
-                        trailers.insert(k.to_string(), String::from_utf8_lossy(v.as_bytes()).into());
+                        trailers
+                            .insert(k.to_string(), String::from_utf8_lossy(v.as_bytes()).into());
                     }
                 }
             }
@@ -225,8 +227,10 @@ async fn grpc_health(req: Request<Incoming>) -> Response<TestBody> {
     let mut message = Vec::from([0u8, 0, 0, 0, 2, 0x08, 0x01]);
     let grpc = |status: &str| {
         let mut r = Response::new(full(Bytes::new()));
-        r.headers_mut()
-            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/grpc"),
+        );
         if let Ok(v) = http::HeaderValue::from_str(status) {
             r.headers_mut().insert("grpc-status", v);
         }
@@ -242,8 +246,10 @@ async fn grpc_health(req: Request<Incoming>) -> Response<TestBody> {
                 Ok(Frame::trailers(trailers)),
             ];
             let mut r = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
-            r.headers_mut()
-                .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/grpc"),
+            );
             r
         }
         "/grpc.health.v1.Health/Watch" => {
@@ -254,8 +260,10 @@ async fn grpc_health(req: Request<Incoming>) -> Response<TestBody> {
             let pending = futures_util::stream::pending();
             let body = StreamBody::new(futures_util::StreamExt::chain(first, pending)).boxed();
             let mut r = Response::new(body);
-            r.headers_mut()
-                .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/grpc"),
+            );
             r
         }
         // UNIMPLEMENTED, trailers-only.
@@ -375,7 +383,10 @@ impl Drop for Gateway {
         if std::env::var_os("SLUICE_CONFORMANCE_LOGS").is_some() {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
-            eprintln!("--- gateway log (last 40 lines) ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+            eprintln!(
+                "--- gateway log (last 40 lines) ---\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
         }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on a child process id we own; no memory is touched.
@@ -462,7 +473,12 @@ pub fn send(addr: SocketAddr, req: Request<TestBody>, h2: bool) -> Result<Resp, 
 }
 
 /// Builds a request; `host: localhost` unless given.
-pub fn build(method: &str, path: &str, headers: &[(&str, &str)], body: TestBody) -> Request<TestBody> {
+pub fn build(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: TestBody,
+) -> Request<TestBody> {
     let mut b = Request::builder().method(method).uri(path);
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         b = b.header("host", "localhost");
@@ -475,11 +491,20 @@ pub fn build(method: &str, path: &str, headers: &[(&str, &str)], body: TestBody)
 
 /// GET over HTTP/1.1.
 pub fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
-    send(gw.addr(), build("GET", path, headers, full(Bytes::new())), false)
+    send(
+        gw.addr(),
+        build("GET", path, headers, full(Bytes::new())),
+        false,
+    )
 }
 
 /// POST `body` over HTTP/1.1.
-pub fn post(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &'static str) -> Result<Resp, String> {
+pub fn post(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Result<Resp, String> {
     send(gw.addr(), build("POST", path, headers, full(body)), false)
 }
 
@@ -527,7 +552,10 @@ pub fn sluice_check(yaml: &str) -> (bool, String) {
     let text = std::fs::read_to_string(&out_path).unwrap_or_default();
     match status {
         Some(s) => (s.success(), text),
-        None => (false, format!("sluice check did not finish in 60 s: {text}")),
+        None => (
+            false,
+            format!("sluice check did not finish in 60 s: {text}"),
+        ),
     }
 }
 
