@@ -34,7 +34,7 @@ pub use state::{
     Callout, CalloutKind, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, LocalReply,
     Signals, StreamHost,
 };
-pub use vm::{Vm, VmEnv};
+pub use vm::{KnownCluster, Vm, VmEnv};
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]

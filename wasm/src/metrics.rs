@@ -97,9 +97,14 @@ pub fn record(id: u32, value: u64) -> Status {
     Status::Ok
 }
 
-/// `proxy_get_metric`.
-pub fn value(id: u32) -> Option<u64> {
-    get(id).map(|m| m.value.load(Ordering::Relaxed).max(0) as u64)
+/// `proxy_get_metric`: the value of a counter or gauge; histograms have no single value
+/// (`BadArgument`, as Envoy), unknown ids are `NotFound`.
+pub fn value(id: u32) -> Result<u64, Status> {
+    let m = get(id).ok_or(Status::NotFound)?;
+    if m.kind == MetricType::Histogram {
+        return Err(Status::BadArgument);
+    }
+    Ok(m.value.load(Ordering::Relaxed).max(0) as u64)
 }
 
 /// The current value of one metric, as [`plugin_metrics`] reports it.

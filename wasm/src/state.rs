@@ -148,6 +148,7 @@ pub struct HostState {
     pub(crate) tick_requests: Vec<(u32, Duration)>,
     pub(crate) queue_notifier: Option<QueueNotifier>,
     pub(crate) foreign: Option<Arc<dyn ForeignFunctions>>,
+    pub(crate) known_cluster: Option<crate::vm::KnownCluster>,
     pub(crate) exit_code: Option<i32>,
     /// Properties the plugin set on itself (`proxy_set_property` of non-standard names).
     pub(crate) own_properties: HashMap<String, Bytes>,
@@ -191,6 +192,7 @@ impl HostState {
             tick_requests: Vec::new(),
             queue_notifier,
             foreign,
+            known_cluster: None,
             exit_code: None,
             own_properties: HashMap::new(),
             live_contexts: 0,

@@ -25,7 +25,13 @@ pub struct VmEnv {
     pub queue_notifier: Option<QueueNotifier>,
     /// `proxy_call_foreign_function` targets.
     pub foreign: Option<Arc<dyn ForeignFunctions>>,
+    /// Whether a callout cluster exists; a callout to an unknown one is refused at dispatch with
+    /// BadArgument, as Envoy does. `None`: every cluster is accepted (and fails later).
+    pub known_cluster: Option<KnownCluster>,
 }
+
+/// Answers whether a cluster name exists (see [`VmEnv::known_cluster`]).
+pub type KnownCluster = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 #[derive(Clone, Copy)]
 enum Cb {
@@ -93,6 +99,9 @@ pub struct Vm {
     module: Arc<PluginModule>,
     failure: Option<Failure>,
     next_ctx: u32,
+    /// The root context of each live stream context: callout answers are delivered to the root,
+    /// as Envoy does (the SDKs route them to the stream by token).
+    roots: std::collections::HashMap<u32, u32>,
     args: Vec<Val>,
     results: Vec<Val>,
 }
@@ -103,7 +112,8 @@ impl Vm {
     /// # Errors
     /// A [`Failure`] of kind `Start` (or the trap's kind) when instantiation or start traps.
     pub fn new(module: &Arc<PluginModule>, env: VmEnv) -> Result<Vm, Failure> {
-        let state = HostState::new(module.info.clone(), env.queue_notifier, env.foreign);
+        let mut state = HostState::new(module.info.clone(), env.queue_notifier, env.foreign);
+        state.known_cluster = env.known_cluster;
         let mut store = Store::new(&module.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
@@ -168,6 +178,7 @@ impl Vm {
             module: module.clone(),
             failure: None,
             next_ctx: 1,
+            roots: std::collections::HashMap::new(),
             args: Vec::with_capacity(5),
             results: Vec::with_capacity(1),
         })
@@ -239,11 +250,19 @@ impl Vm {
         }
     }
 
+    /// The root context `ctx` belongs to (`ctx` itself for a root context).
+    fn root_of(&self, ctx: u32) -> u32 {
+        self.roots.get(&ctx).copied().unwrap_or(ctx)
+    }
+
     fn new_context(&mut self, parent: u32) -> Result<u32, Failure> {
         let id = self.next_ctx;
         self.next_ctx = self.next_ctx.wrapping_add(1).max(1);
         self.call(Cb::ContextCreate, &[id as i32, parent as i32], id, None)?;
         self.store.data_mut().live_contexts += 1;
+        if parent != 0 {
+            self.roots.insert(id, parent);
+        }
         Ok(id)
     }
 
@@ -428,6 +447,7 @@ impl Vm {
         st.live_contexts = st.live_contexts.saturating_sub(1);
         st.signals.remove(&ctx);
         self.call(Cb::Done, &[ctx as i32], ctx, None)?;
+        self.roots.remove(&ctx);
         self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop)
     }
 
@@ -465,7 +485,7 @@ impl Vm {
         }
         let resp = response.unwrap_or_default();
         let args = [
-            ctx as i32,
+            self.root_of(ctx) as i32,
             token as i32,
             resp.headers.len() as i32,
             resp.body.len() as i32,
@@ -492,6 +512,7 @@ impl Vm {
         if self.store.data_mut().cancelled.remove(&token) {
             return Ok(());
         }
+        let root = self.root_of(ctx) as i32;
         let r = match result {
             Ok(resp) => {
                 let (nh, size) = (resp.headers.len() as i32, resp.body.len() as i32);
@@ -499,28 +520,18 @@ impl Vm {
                 let r = self
                     .call(
                         Cb::GrpcInitialMetadata,
-                        &[ctx as i32, token as i32, nh],
+                        &[root, token as i32, nh],
                         ctx,
                         reborrow(&mut host),
                     )
                     .and_then(|_| {
-                        self.call(
-                            Cb::GrpcReceive,
-                            &[ctx as i32, token as i32, size],
-                            ctx,
-                            host,
-                        )
+                        self.call(Cb::GrpcReceive, &[root, token as i32, size], ctx, host)
                     });
                 r.map(drop)
             }
             Err((code, message)) => {
                 self.store.data_mut().grpc_status = Some((code, Bytes::from(message)));
-                let r = self.call(
-                    Cb::GrpcClose,
-                    &[ctx as i32, token as i32, code as i32],
-                    ctx,
-                    host,
-                );
+                let r = self.call(Cb::GrpcClose, &[root, token as i32, code as i32], ctx, host);
                 self.store.data_mut().grpc_status = None;
                 r.map(drop)
             }
@@ -546,7 +557,7 @@ impl Vm {
             return Ok(());
         }
         let t = token as i32;
-        let c = ctx as i32;
+        let c = self.root_of(ctx) as i32;
         let r = match event {
             GrpcEvent::InitialMetadata(headers) => {
                 let n = headers.len() as i32;

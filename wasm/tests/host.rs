@@ -538,6 +538,7 @@ fn queue_items_reach_the_registering_vm() {
                 .push((queue, ctx));
         })),
         foreign: None,
+        known_cluster: None,
     };
     let mut consumer = Vm::new(&module, env).unwrap_or_else(|f| panic!("{f}"));
     let consumer_root = consumer

@@ -134,10 +134,35 @@ fn local_response(reply: LocalReply) -> LocalResponse {
         }
     }
     if let Some(g) = reply.grpc_status {
+        // As Envoy: a gRPC local reply is trailers-only, HTTP 200, and its body becomes
+        // `grpc-message` (gRPC clients ignore a body without framing).
         headers.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(g));
+        if !r.body.is_empty() {
+            if let Ok(m) = HeaderValue::from_bytes(&grpc_message(&r.body)) {
+                headers.insert(HeaderName::from_static("grpc-message"), m);
+            }
+        }
+        headers
+            .entry(http::header::CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/grpc"));
+        r.status = StatusCode::OK;
+        r.body = Default::default();
     }
     r.headers = headers;
     r
+}
+
+/// Percent-encodes a `grpc-message` value as the gRPC spec asks (bytes outside 0x20..=0x7E, and %).
+fn grpc_message(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
 }
 
 /// Whether a request with these headers has no body.

@@ -140,6 +140,7 @@ fn check(module: &Arc<PluginModule>, config: &Bytes) -> Result<(), String> {
     let env = VmEnv {
         queue_notifier: None,
         foreign: Some(Arc::new(foreign::CheckOnlyForeign)),
+        known_cluster: None,
     };
     let mut vm = Vm::new(module, env).map_err(|f| format!("{f}"))?;
     vm.create_root(config.clone()).map_err(|f| format!("{f}"))?;

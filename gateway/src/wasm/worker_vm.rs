@@ -225,6 +225,10 @@ impl WorkerVm {
         let env = VmEnv {
             queue_notifier: Some(self.queue_notifier()),
             foreign: Some(plugin.foreign.clone()),
+            known_cluster: Some(Arc::new(|name: &str| {
+                crate::worker::current()
+                    .is_some_and(|w| w.snapshot().upstreams.clusters.contains_key(name))
+            })),
         };
         match Vm::new(&plugin.module, env) {
             Ok(vm) => {

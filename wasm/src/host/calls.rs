@@ -213,6 +213,13 @@ fn http_call(
         (Ok(u), Ok(h), Ok(b), Ok(t)) => (u, h, b, t),
         (Err(s), ..) | (_, Err(s), ..) | (_, _, Err(s), _) | (.., Err(s)) => return status(s),
     };
+    if c.data()
+        .known_cluster
+        .as_ref()
+        .is_some_and(|known| !known(&cluster))
+    {
+        return status(Status::BadArgument);
+    }
     let (Ok(headers), Ok(trailers)) = (pairs::decode(&headers), pairs::decode(&trailers)) else {
         return status(Status::ParseFailure);
     };

@@ -70,9 +70,9 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_status",
         |mut c: C<'_>, ret_code: i32, ret_ptr: i32, ret_size: i32| -> HostResult {
-            let Some((code, msg)) = c.data().grpc_status.clone() else {
-                return Ok(Status::NotFound.code());
-            };
+            // As Envoy: always Ok; outside of a failed gRPC call the status is OK (0) with an
+            // empty message (the Rust SDK panics on any other result).
+            let (code, msg) = c.data().grpc_status.clone().unwrap_or_default();
             if let Err(s) = write_u32(&mut c, ret_code, code) {
                 return Ok(s.code());
             }

@@ -136,8 +136,8 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_metric",
         |mut c: C<'_>, id: i32, ret: i32| -> HostResult {
             match metrics::value(id as u32) {
-                Some(v) => finish(write_u64(&mut c, ret, v).map_err(MemError::from)),
-                None => status(Status::NotFound),
+                Ok(v) => finish(write_u64(&mut c, ret, v).map_err(MemError::from)),
+                Err(s) => status(s),
             }
         },
     )?;
