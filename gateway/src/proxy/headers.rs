@@ -167,7 +167,8 @@ pub fn new_request_id() -> HeaderValue {
         j += 2;
     }
     // The buffer holds only ASCII hex digits and dashes, always a valid header value.
-    HeaderValue::from_maybe_shared(slab_bytes(&buf)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(slab_bytes(&buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
