@@ -20,6 +20,13 @@ use crate::filter::{BodyFlow, Flow, LocalResponse, Pending, Phases};
 #[error("body stopped by filter: {0}")]
 pub struct StoppedByFilter(pub &'static str);
 
+/// Whether any filter of `chain` reads the body or trailers of this direction (else
+/// [`FilteredBody::wrap`] returns its body as is).
+pub fn applies(chain: &Chain, response: bool) -> bool {
+    let (body_phase, trailer_phase) = phases(response);
+    chain.phases().intersects(body_phase | trailer_phase)
+}
+
 pub struct FilteredBody {
     inner: ProxyBody,
     chain: Chain,
@@ -45,10 +52,10 @@ impl FilteredBody {
         response: bool,
         limit: usize,
     ) -> ProxyBody {
-        let (body_phase, trailer_phase) = phases(response);
-        if !chain.phases().intersects(body_phase | trailer_phase) {
+        if !applies(chain, response) {
             return inner;
         }
+        let (body_phase, _) = phases(response);
         let order: Vec<usize> = chain
             .slots(response)
             .filter(|s| chain.get(*s).is_some_and(|e| e.phases.contains(body_phase)))

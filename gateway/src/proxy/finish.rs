@@ -53,18 +53,23 @@ impl Finish {
 }
 
 /// The response body as sent to the client: counts bytes and finishes the exchange when it ends
-/// or is dropped.
-pub struct FinishBody {
-    inner: ProxyBody,
+/// or is dropped. Generic so that an upstream body needing no filter is wrapped directly, in the
+/// one box the response needs anyway.
+pub struct FinishBody<B: Body = ProxyBody> {
+    inner: B,
     finish: Option<Finish>,
     /// The body's length when known up front: hyper stops polling once it has sent that many
     /// bytes, so reaching it is the end even if the inner body never says so.
     expected: Option<u64>,
 }
 
-impl FinishBody {
+impl<B> FinishBody<B>
+where
+    B: Body<Data = Bytes> + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     /// `content_length`: the response's Content-Length header, when it has one.
-    pub fn wrap(inner: ProxyBody, finish: Finish, content_length: Option<u64>) -> ProxyBody {
+    pub fn wrap(inner: B, finish: Finish, content_length: Option<u64>) -> ProxyBody {
         let expected = inner.size_hint().exact().or(content_length);
         Box::pin(FinishBody {
             inner,
@@ -72,7 +77,9 @@ impl FinishBody {
             expected,
         })
     }
+}
 
+impl<B: Body> FinishBody<B> {
     fn complete(&self) -> bool {
         self.inner.is_end_stream()
             || self
@@ -82,7 +89,11 @@ impl FinishBody {
     }
 }
 
-impl Body for FinishBody {
+impl<B> Body for FinishBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -91,7 +102,12 @@ impl Body for FinishBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let r = this.inner.as_mut().poll_frame(cx);
+        let r = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
@@ -125,7 +141,7 @@ impl Body for FinishBody {
     }
 }
 
-impl Drop for FinishBody {
+impl<B: Body> Drop for FinishBody<B> {
     fn drop(&mut self) {
         let complete = self.complete();
         if let Some(mut f) = self.finish.take() {

@@ -1,8 +1,9 @@
 //! Proxy header semantics: hop-by-hop headers, X-Forwarded-*, x-request-id.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -59,16 +60,37 @@ pub fn keep_te_trailers(original: Option<&HeaderValue>, h: &mut HeaderMap) {
 
 /// Append the client address to X-Forwarded-For and set X-Forwarded-Proto.
 pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
-    let mut buf = itoa_ip(client);
-    if let Some(prev) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        let mut joined = String::with_capacity(prev.len() + 2 + buf.len());
-        joined.push_str(prev);
-        joined.push_str(", ");
-        joined.push_str(&buf);
-        buf = joined;
+    if let Some(client) = client_value(client) {
+        set_forwarded_value(h, &client, scheme);
     }
-    if let Ok(v) = HeaderValue::from_str(&buf) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+}
+
+/// The client address as an X-Forwarded-For element, made once per connection so that the
+/// request path only clones it (a reference count) when the client sent no X-Forwarded-For.
+pub fn client_value(client: IpAddr) -> Option<HeaderValue> {
+    HeaderValue::from_str(&itoa_ip(client)).ok()
+}
+
+/// [`set_forwarded`] with the client address already rendered by [`client_value`].
+pub fn set_forwarded_value(h: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
+    // A previous value that is not visible ASCII is replaced, not joined (as before).
+    let prev = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let joined = prev.map(|prev| {
+        let mut joined = Vec::with_capacity(prev.len() + 2 + client.len());
+        joined.extend_from_slice(prev.as_bytes());
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(client.as_bytes());
+        HeaderValue::from_maybe_shared(Bytes::from(joined))
+    });
+    match joined {
+        None => {
+            h.insert(X_FORWARDED_FOR.clone(), client.clone());
+        }
+        Some(Ok(v)) => {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        // Both parts are visible ASCII, so this does not happen; keep the header as it was.
+        Some(Err(_)) => {}
     }
     if !h.contains_key(&X_FORWARDED_PROTO) {
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
@@ -87,6 +109,24 @@ fn itoa_ip(ip: IpAddr) -> String {
 
 thread_local! {
     static RNG: Cell<(u64, u64)> = Cell::new(seed());
+    /// Request ids are cut from one shared buffer: one allocation per [`IDS_PER_SLAB`] ids
+    /// instead of two per id (the copy into a header value, and the shared-state promotion when
+    /// that value is first cloned into the exchange).
+    static ID_SLAB: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+const ID_LEN: usize = 36;
+const IDS_PER_SLAB: usize = 64;
+
+fn slab_bytes(id: &[u8; ID_LEN]) -> Bytes {
+    ID_SLAB.with(|slab| {
+        let mut slab = slab.borrow_mut();
+        if slab.capacity() - slab.len() < ID_LEN {
+            *slab = BytesMut::with_capacity(ID_LEN * IDS_PER_SLAB);
+        }
+        slab.extend_from_slice(id);
+        slab.split().freeze()
+    })
 }
 
 fn seed() -> (u64, u64) {
@@ -113,7 +153,7 @@ pub fn new_request_id() -> HeaderValue {
     // Version 4 and RFC 4122 variant bits.
     let v = (v & !(0xF000u128 << 64)) | (0x4000u128 << 64);
     let v = (v & !(0xC000_0000_0000_0000u128)) | 0x8000_0000_0000_0000u128;
-    let mut buf = [0u8; 36];
+    let mut buf = [0u8; ID_LEN];
     let hex = b"0123456789abcdef";
     let mut j = 0;
     for i in 0..16 {
@@ -127,7 +167,8 @@ pub fn new_request_id() -> HeaderValue {
         j += 2;
     }
     // The buffer holds only ASCII hex digits and dashes, always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(slab_bytes(&buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -163,6 +204,28 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, "::ffff:10.0.0.2".parse().unwrap(), "https");
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2");
+    }
+
+    #[test]
+    fn forwarded_value_joins_and_keeps_unjoinable() {
+        let client = client_value("10.0.0.3".parse().unwrap()).unwrap();
+        let mut h = HeaderMap::new();
+        set_forwarded_value(&mut h, &client, "http");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.3");
+        set_forwarded_value(&mut h, &client, "http");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.3, 10.0.0.3");
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+        set_forwarded_value(&mut h, &client, "http");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn request_ids_from_many_slabs_stay_distinct() {
+        let ids: Vec<HeaderValue> = (0..IDS_PER_SLAB * 3).map(|_| new_request_id()).collect();
+        let set: std::collections::HashSet<&[u8]> = ids.iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(set.len(), ids.len());
+        assert!(ids.iter().all(|v| v.len() == ID_LEN));
     }
 
     #[test]

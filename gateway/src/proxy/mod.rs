@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
@@ -41,6 +42,8 @@ pub struct ConnState {
     pub in_flight: Cell<usize>,
     /// When the connection last became idle.
     pub idle_since: Cell<Instant>,
+    /// `client`'s address as an X-Forwarded-For element, rendered once per connection.
+    pub forwarded_for: Option<HeaderValue>,
 }
 
 impl ConnState {
@@ -57,6 +60,7 @@ impl ConnState {
             scheme,
             in_flight: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
+            forwarded_for: headers::client_value(client.ip()),
         }
     }
 
@@ -238,10 +242,22 @@ async fn forward(
         )
         .await;
     };
-    let tripped = Rc::new(Cell::new(false));
     let received = Rc::new(Cell::new(0u64));
-    let body = FilteredBody::wrap(body::boxed(incoming), &chain, &ex, false, max_body as usize);
-    let body = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
+    // Most requests have no body: send an empty one (a zero-sized box, no allocation), with no
+    // size cap to enforce on it.
+    let body = if incoming.is_end_stream() {
+        body::empty()
+    } else {
+        body::boxed(incoming)
+    };
+    let body = FilteredBody::wrap(body, &chain, &ex, false, max_body as usize);
+    let (body, tripped) = if body.is_end_stream() {
+        (body, None)
+    } else {
+        let tripped = Rc::new(Cell::new(false));
+        let limited = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
+        (limited, Some(tripped))
+    };
     let mut req = req.map(|()| body);
     let opts = SendOptions {
         timeout: route.timeout,
@@ -275,7 +291,7 @@ async fn forward(
         Ok(r) => r,
         Err(e) => {
             let pending = ex.borrow_mut().pending_local.take();
-            let r = if tripped.get() {
+            let r = if tripped.is_some_and(|t| t.get()) {
                 ProxyError::RequestBodyTooLarge.response(grpc)
             } else if let Some(r) = pending {
                 r
@@ -300,6 +316,11 @@ async fn forward(
     if let Some(r) = chain.response_headers(&ex).await {
         return local_response_only(worker, conn, ex, chain, metrics, r, received);
     }
+    if !body_filter::applies(&chain, true) {
+        // No filter reads the response body: hand hyper's body to the finishing wrapper as is
+        // (one box per response instead of two).
+        return respond(worker, conn, ex, Some(chain), metrics, incoming, received);
+    }
     let body = FilteredBody::wrap(body::boxed(incoming), &chain, &ex, true, max_body as usize);
     respond(worker, conn, ex, Some(chain), metrics, body, received)
 }
@@ -312,7 +333,10 @@ fn upstream_request(e: &Exchange, route: &Route, conn: &ConnState, upgrade: bool
     headers::remove_hop_by_hop(&mut headers, upgrade);
     headers::keep_te_trailers(te.as_ref(), &mut headers);
     headers.remove(header::EXPECT);
-    headers::set_forwarded(&mut headers, conn.client.ip(), conn.scheme);
+    match &conn.forwarded_for {
+        Some(client) => headers::set_forwarded_value(&mut headers, client, conn.scheme),
+        None => headers::set_forwarded(&mut headers, conn.client.ip(), conn.scheme),
+    }
     if let Some(h) = &route.rewrite_host {
         headers.insert(header::HOST, h.clone());
     } else if !headers.contains_key(header::HOST) {
@@ -424,15 +448,19 @@ fn set_local(ex: &SharedExchange, r: LocalResponse) -> ProxyBody {
 }
 
 /// Build the downstream response from the exchange's response head and `body`.
-fn respond(
+fn respond<B>(
     worker: &Rc<WorkerCtx>,
     conn: &Rc<ConnState>,
     ex: SharedExchange,
     chain: Option<Chain>,
     metrics: crate::telemetry::metrics::RouteMetrics,
-    body: ProxyBody,
+    body: B,
     received: Rc<Cell<u64>>,
-) -> Response<ProxyBody> {
+) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
     let (parts, status) = {
         let mut e = ex.borrow_mut();
         let parts = e
