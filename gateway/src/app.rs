@@ -125,6 +125,9 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         control.handle().clone(),
         bound,
     );
+    if let Some(x) = &cfg.file.xds {
+        crate::xds::start(x, reloader.clone(), control.handle());
+    }
     let admin_state = Arc::new(admin_state(&services, &reloader));
     let admin = AdminServer::start(admin_addr, admin_state.clone(), admin_router(&gw))
         .with_context(|| format!("admin API: cannot listen on {admin_addr}"))?;
@@ -203,6 +206,7 @@ fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState
                 "last_error": status.last_error,
                 "reloads": status.reloads,
                 "reload_failures": status.failures,
+                "xds": status.xds,
                 "listeners": r1.bound(),
                 "config": snap.config.file,
             })

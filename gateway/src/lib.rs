@@ -19,3 +19,4 @@ pub mod upstream;
 pub mod wasm;
 pub mod worker;
 pub mod xdp;
+pub mod xds;

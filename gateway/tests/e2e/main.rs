@@ -12,3 +12,4 @@ mod load;
 mod proxy;
 mod reload;
 mod upstreams;
+mod xds;
