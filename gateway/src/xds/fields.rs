@@ -115,15 +115,6 @@ pub const HCM: &[(u32, &str)] = &[
     (42, "strip_port_mode"),
 ];
 
-/// `HttpFilter`.
-pub const HTTP_FILTER: &[(u32, &str)] = &[
-    (1, "name"),
-    (6, "is_optional"),
-    (7, "disabled"),
-    (5, "config_type"),
-    (4, "config_type"),
-];
-
 /// `RouteConfiguration`.
 pub const ROUTE_CONFIGURATION: &[(u32, &str)] = &[
     (1, "name"),

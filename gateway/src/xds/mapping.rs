@@ -5,6 +5,10 @@
 //! endpoints from `load_assignment` or the EDS resource). A field that would change behaviour and
 //! that Sluice does not implement is an error naming the field, so the control plane gets a NACK
 //! instead of a silently different proxy. Informational fields (stat prefixes, metadata) are ignored.
+//!
+//! Deprecated fields are read on purpose: control planes still send them, and a field Sluice does
+//! not look at must still be seen to be rejected.
+#![allow(deprecated)]
 
 use std::collections::BTreeMap;
 

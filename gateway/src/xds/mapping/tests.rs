@@ -1,3 +1,5 @@
+#![allow(deprecated)]
+
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::route::v3::{QueryParameterMatcher, RouteMatch, VirtualHost};
 use envoy_types::pb::google::protobuf::UInt32Value;
