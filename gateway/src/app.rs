@@ -197,6 +197,9 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         bound,
         handover_sockets.clone(),
     );
+    if let Some(x) = &cfg.file.xds {
+        crate::xds::start(x, reloader.clone(), control.handle());
+    }
     // Armed before the admin API answers: once /ready says yes, file changes are seen.
     if !opts.no_watch {
         reload::watch::spawn(reloader.clone()).context("cannot start the file watcher")?;
@@ -294,6 +297,7 @@ fn admin_state(services: &Arc<Services>, reloader: &Arc<Reloader>) -> AdminState
                 "last_error": status.last_error,
                 "reloads": status.reloads,
                 "reload_failures": status.failures,
+                "xds": status.xds,
                 "listeners": r1.bound(),
                 "config": snap.config.file,
             })

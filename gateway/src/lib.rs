@@ -20,3 +20,4 @@ pub mod upstream;
 pub mod wasm;
 pub mod worker;
 pub mod xdp;
+pub mod xds;

@@ -39,6 +39,8 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
     pub reloads: u64,
     pub failures: u64,
+    /// The xDS resources in force (types, versions, names), when xDS is configured.
+    pub xds: Option<serde_json::Value>,
 }
 
 pub struct Reloader {
@@ -56,6 +58,8 @@ struct State {
     status: ReloadStatus,
     /// Address each listener is bound to now.
     bound: HashMap<String, SocketAddr>,
+    /// Listeners and clusters from xDS, merged into the file's on every reload.
+    overlay: Option<Arc<crate::xds::Overlay>>,
 }
 
 impl Reloader {
@@ -82,6 +86,7 @@ impl Reloader {
                     ..Default::default()
                 },
                 bound,
+                overlay: None,
             }),
         })
     }
@@ -98,15 +103,39 @@ impl Reloader {
     /// # Errors
     /// Why the new config was rejected; the old one keeps serving.
     pub fn reload(&self) -> Result<String, ReloadError> {
+        self.reload_with(None)
+    }
+
+    /// Put new xDS resources in force (merged with the file) and reload. On failure the previous
+    /// overlay stays in force, for this and later file reloads.
+    ///
+    /// # Errors
+    /// Why the merged config was rejected; the old one keeps serving.
+    pub fn apply_overlay(&self, overlay: Arc<crate::xds::Overlay>) -> Result<String, ReloadError> {
+        self.reload_with(Some(overlay))
+    }
+
+    fn reload_with(
+        &self,
+        overlay: Option<Arc<crate::xds::Overlay>>,
+    ) -> Result<String, ReloadError> {
         let started = Instant::now();
         // One reload at a time; a poisoned lock only means an earlier reload panicked.
         let mut st = match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let previous = st.overlay.clone();
+        if let Some(o) = &overlay {
+            st.overlay = Some(o.clone());
+        }
         let result = self.reload_locked(&mut st);
+        if result.is_err() {
+            st.overlay = previous;
+        }
         match &result {
             Ok(version) => {
+                st.status.xds = st.overlay.as_ref().map(|o| o.status.clone());
                 st.status.version = version.clone();
                 st.status.last_error = None;
                 st.status.reloads += 1;
@@ -124,8 +153,13 @@ impl Reloader {
     }
 
     fn reload_locked(&self, st: &mut State) -> Result<String, ReloadError> {
-        let (_cfg, snap) = crate::app::check(&self.path, &self.gw.registry, &self.gw.services)
-            .map_err(ReloadError::Config)?;
+        let (_cfg, snap) = match &st.overlay {
+            None => crate::app::check(&self.path, &self.gw.registry, &self.gw.services),
+            Some(o) => {
+                crate::xds::merge::check(&self.path, o, &self.gw.registry, &self.gw.services)
+            }
+        }
+        .map_err(ReloadError::Config)?;
         let old = self.gw.snapshot.load_full();
         // The version covers referenced files (see `version`): equal means nothing changed.
         if old.version() == snap.version() && !old.version().is_empty() {

@@ -15,3 +15,4 @@ mod proxy;
 mod reload;
 mod tracing;
 mod upstreams;
+mod xds;

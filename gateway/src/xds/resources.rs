@@ -1,0 +1,190 @@
+//! The xDS resources the client holds (last accepted per type), and turning them into an overlay.
+//!
+//! A listener whose RDS RouteConfiguration has not arrived, or whose routes name a cluster that is
+//! not known yet, waits (Envoy calls it warming); so does an EDS cluster without its
+//! ClusterLoadAssignment. Waiting resources are left out of the overlay, not errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+
+use super::mapping::{self, MapError};
+use super::Overlay;
+
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// Accepted resources by type, each with the version of the response that carried them.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    pub listeners: BTreeMap<String, Listener>,
+    pub routes: BTreeMap<String, RouteConfiguration>,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// type URL → version_info last accepted.
+    pub versions: BTreeMap<String, String>,
+}
+
+/// An overlay and the RDS/EDS names it needs subscribed.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub overlay: Overlay,
+    pub rds: BTreeSet<String>,
+    pub eds: BTreeSet<String>,
+}
+
+fn named<M: prost::Message + prost::Name + Default>(
+    resources: &[Any],
+    kind: &str,
+    name: impl Fn(&M) -> String,
+) -> Result<BTreeMap<String, M>, MapError> {
+    let mut out = BTreeMap::new();
+    for any in resources {
+        let m: M = mapping::decode_any(any, kind)?;
+        let n = name(&m);
+        if out.insert(n.clone(), m).is_some() {
+            return Err(MapError {
+                resource: format!("{kind} \"{n}\""),
+                message: "sent twice in one response".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl Resources {
+    /// The version last accepted for `type_url` (empty before the first).
+    pub fn version(&self, type_url: &str) -> String {
+        self.versions.get(type_url).cloned().unwrap_or_default()
+    }
+
+    /// Replace every resource of `type_url` with a state-of-the-world response's resources.
+    ///
+    /// # Errors
+    /// An unknown type, a resource that does not decode, a name sent twice.
+    pub fn replace(
+        &mut self,
+        type_url: &str,
+        version: &str,
+        resources: &[Any],
+    ) -> Result<(), MapError> {
+        match type_url {
+            LISTENER_TYPE => {
+                self.listeners = named(resources, "Listener", |l: &Listener| l.name.clone())?
+            }
+            ROUTE_TYPE => {
+                self.routes = named(resources, "RouteConfiguration", |r: &RouteConfiguration| {
+                    r.name.clone()
+                })?
+            }
+            CLUSTER_TYPE => {
+                self.clusters = named(resources, "Cluster", |c: &Cluster| c.name.clone())?
+            }
+            ENDPOINT_TYPE => {
+                self.endpoints = named(
+                    resources,
+                    "ClusterLoadAssignment",
+                    |c: &ClusterLoadAssignment| c.cluster_name.clone(),
+                )?
+            }
+            other => {
+                return Err(MapError {
+                    resource: format!("type {other}"),
+                    message: "not supported by Sluice".into(),
+                })
+            }
+        }
+        self.versions
+            .insert(type_url.to_string(), version.to_string());
+        Ok(())
+    }
+
+    /// Map everything into an overlay. `known_cluster` says whether a cluster name outside xDS
+    /// (the config file's) exists, for listeners' warming.
+    ///
+    /// # Errors
+    /// The first resource that cannot be mapped.
+    pub fn build(&self, known_cluster: &dyn Fn(&str) -> bool) -> Result<Built, MapError> {
+        let mut clusters = Vec::new();
+        let mut eds = BTreeSet::new();
+        let mut waiting = Vec::new();
+        for c in self.clusters.values() {
+            let mut m = mapping::cluster(c)?;
+            if let Some(service) = &m.eds {
+                eds.insert(service.clone());
+                match self.endpoints.get(service) {
+                    Some(cla) => {
+                        m.cluster.endpoints = mapping::cluster_load_assignment(
+                            cla,
+                            &format!("Cluster \"{}\"", c.name),
+                        )?
+                    }
+                    None => {
+                        waiting.push(format!("cluster {} (EDS {service})", c.name));
+                        continue;
+                    }
+                }
+            }
+            clusters.push(m.cluster);
+        }
+        let ready: BTreeSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut listeners = Vec::new();
+        let mut rds = BTreeSet::new();
+        for l in self.listeners.values() {
+            let mut m = mapping::listener(l)?;
+            if let Some(name) = &m.rds {
+                rds.insert(name.clone());
+                match self.routes.get(name) {
+                    Some(rc) => m.listener.routes = mapping::route_configuration(rc)?,
+                    None => {
+                        waiting.push(format!("listener {} (RDS {name})", l.name));
+                        continue;
+                    }
+                }
+            }
+            let missing: Vec<&str> = m
+                .listener
+                .routes
+                .iter()
+                .flat_map(|r| {
+                    r.cluster.iter().map(String::as_str).chain(
+                        r.weighted_clusters
+                            .iter()
+                            .flatten()
+                            .map(|w| w.name.as_str()),
+                    )
+                })
+                .filter(|c| !ready.contains(c) && !known_cluster(c))
+                .collect();
+            if let Some(c) = missing.first() {
+                waiting.push(format!("listener {} (cluster {c})", l.name));
+                continue;
+            }
+            listeners.push(m.listener);
+        }
+        let status = serde_json::json!({
+            "versions": self.versions,
+            "listeners": self.listeners.keys().collect::<Vec<_>>(),
+            "route_configurations": self.routes.keys().collect::<Vec<_>>(),
+            "clusters": self.clusters.keys().collect::<Vec<_>>(),
+            "cluster_load_assignments": self.endpoints.keys().collect::<Vec<_>>(),
+            "waiting": waiting,
+        });
+        Ok(Built {
+            overlay: Overlay {
+                listeners,
+                clusters,
+                status,
+            },
+            rds,
+            eds,
+        })
+    }
+}
