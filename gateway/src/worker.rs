@@ -47,6 +47,11 @@ pub type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>
 /// A stand-in for the upstream pools: given the cluster, the request and the timeout, answers.
 pub type Dispatcher = Rc<dyn Fn(&str, Request<ProxyBody>, Duration) -> DispatchFuture>;
 
+/// Whether a test double answers [`dispatch`] on this thread.
+pub fn has_dispatch_override() -> bool {
+    DISPATCH_OVERRIDE.with(|o| o.borrow().is_some())
+}
+
 /// Replace [`dispatch`] on this thread with `d` (or restore the real pools with `None`); returns
 /// the previous override. Used by `sluice plugin test` and the plugin test kit, which run a plugin
 /// without a network and answer its callouts with canned responses.
