@@ -159,3 +159,136 @@ xdp:
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// curl from `ns`/`src` with extra headers; the HTTP status, or None without a connection.
+fn curl_from_with(ns: &str, src: &str, url: &str, header: &str) -> Option<u16> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args([
+            "--connect-timeout",
+            "1",
+            "--max-time",
+            "3",
+            "--interface",
+            src,
+            "-H",
+            header,
+            url,
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| *c != 0)
+}
+
+#[test]
+fn a_plugin_bans_a_source_in_the_kernel() {
+    if !xdp_available("a_plugin_bans_a_source_in_the_kernel") {
+        return;
+    }
+    let plugin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/rs_foreign.wasm");
+    assert!(
+        plugin.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        plugin.display()
+    );
+    let ns = Netns::new();
+    let server = ns.addr(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+workers: 1
+admin: {{ address: "127.0.0.1:9901" }}
+listeners:
+  - name: edge
+    address: "{server}:8080"
+    filters:
+      - plugin: banner
+    routes:
+      - match: {{ path_prefix: "/" }}
+        direct_response: {{ status: 200, body: "ok\n" }}
+plugins:
+  - name: banner
+    wasm: "{}"
+xdp:
+  interface: xa
+  mode: skb
+  required: true
+  ban_default_ttl: 3s
+"#,
+            plugin.display()
+        ),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.path().join("log")).expect("log");
+    let _gw = Proc(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.s(),
+                env!("CARGO_BIN_EXE_sluice"),
+                "run",
+                "--no-watch",
+                "-c",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluice"),
+    );
+    let url = format!("http://{server}:8080/");
+    let (bad, good) = (ns.addr(3).to_string(), ns.addr(2).to_string());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl_from(&ns.c(), &good, &url) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not start: {}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        curl_from(&ns.c(), &bad, &url),
+        Some(200),
+        "served before the ban"
+    );
+    // The plugin calls sluice.ban_source for this request's client.
+    assert_eq!(
+        curl_from_with(&ns.c(), &bad, &url, "x-ban-me: 1"),
+        Some(200)
+    );
+    assert_eq!(
+        curl_from(&ns.c(), &bad, &url),
+        None,
+        "the banned source still connects"
+    );
+    assert_eq!(
+        curl_from(&ns.c(), &good, &url),
+        Some(200),
+        "another source is served"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl_from(&ns.c(), &bad, &url).is_none() {
+        assert!(Instant::now() < deadline, "the ban never expired");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
