@@ -41,6 +41,8 @@ pub struct ConnState {
     pub in_flight: Cell<usize>,
     /// When the connection last became idle.
     pub idle_since: Cell<Instant>,
+    /// The TLS handshake's outcome (peer identity) on a TLS listener.
+    pub tls: Option<Arc<crate::listener::tls::TlsInfo>>,
 }
 
 impl ConnState {
@@ -57,6 +59,7 @@ impl ConnState {
             scheme,
             in_flight: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
+            tls: None,
         }
     }
 
@@ -87,6 +90,7 @@ pub async fn handle(
         local_addr: conn.local,
         listener: conn.listener.clone(),
         scheme: conn.scheme,
+        tls: conn.tls.clone(),
         start,
         worker: worker.index,
     };

@@ -3,12 +3,16 @@
 
 mod support;
 
+mod certs;
+
 mod admin;
 mod cli;
 mod failures;
 mod filters;
+mod grpc;
 mod limits;
 mod load;
 mod proxy;
 mod reload;
+mod tls;
 mod upstreams;
