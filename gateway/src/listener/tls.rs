@@ -460,6 +460,58 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
 mod tests {
     use super::*;
 
+    fn key(cn: &str) -> Arc<CertifiedKey> {
+        let kp = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![cn.to_string()])
+            .expect("params")
+            .self_signed(&kp)
+            .expect("cert");
+        let der = PrivateKeyDer::try_from(kp.serialize_der()).expect("der");
+        Arc::new(
+            CertifiedKey::from_der(vec![cert.der().clone()], der, &provider()).expect("certified"),
+        )
+    }
+
+    #[test]
+    fn sni_prefers_exact_then_one_label_wildcards_then_the_default() {
+        let (a, b, d) = (key("a.test"), key("b.test"), key("d.test"));
+        let r = SniResolver {
+            exact: HashMap::from([("a.example.com".to_string(), a.clone())]),
+            wildcard: HashMap::from([("example.com".to_string(), b.clone())]),
+            default: d,
+        };
+        assert!(Arc::ptr_eq(r.find("a.example.com").expect("exact"), &a));
+        assert!(Arc::ptr_eq(r.find("A.Example.COM").expect("case"), &a));
+        assert!(Arc::ptr_eq(r.find("x.example.com").expect("wildcard"), &b));
+        assert!(r.find("example.com").is_none());
+        assert!(r.find("x.y.example.com").is_none());
+    }
+
+    #[test]
+    fn peer_identity_reads_subject_and_sans() {
+        let kp = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["svc.internal".to_string()])
+            .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "billing");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example, Inc");
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://example.org/sa/billing".try_into().expect("uri"),
+        ));
+        let cert = params.self_signed(&kp).expect("cert");
+        let mut info = TlsInfo::default();
+        peer_identity(cert.der(), &mut info);
+        assert_eq!(
+            info.subject.as_deref(),
+            Some("O=Example\\, Inc,CN=billing")
+        );
+        assert_eq!(info.uri_sans, ["spiffe://example.org/sa/billing"]);
+        assert_eq!(info.dns_sans, ["svc.internal"]);
+    }
+
     #[test]
     fn dn_escaping_follows_rfc2253() {
         assert_eq!(escape_dn("a,b"), "a\\,b");
