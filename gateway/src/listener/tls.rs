@@ -117,12 +117,10 @@ impl ListenerTls {
                 let path = crate::filter::resolve_path(base_dir, ca);
                 ca_bytes = read(&path, "client CA file")?;
                 let roots = root_store(&ca_bytes, &path)?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider.clone(),
-                )
-                .build()
-                .map_err(|e| TlsError::Rustls(format!("client_ca `{ca}`: {e}")))?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| TlsError::Rustls(format!("client_ca `{ca}`: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
@@ -207,8 +205,9 @@ fn peer_identity(der: &CertificateDer<'_>, info: &mut TlsInfo) {
 /// A distinguished name the way Envoy prints it: RFC 2253, most specific RDN first, no spaces.
 fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
     let registry = x509_parser::objects::oid_registry();
-    let mut parts = Vec::new();
-    for rdn in name.iter().rev() {
+    let rdns: Vec<_> = name.iter().collect();
+    let mut parts = Vec::with_capacity(rdns.len());
+    for rdn in rdns.into_iter().rev() {
         let attrs: Vec<String> = rdn
             .iter()
             .map(|a| {
@@ -372,7 +371,8 @@ fn ticketer(listener: &str, client_ca: &[u8]) -> Result<Arc<dyn ProducesTickets>
     h.update(listener.as_bytes());
     h.update([0]);
     h.update(client_ca);
-    let id: [u8; 32] = h.finalize().into();
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&h.finalize());
     // Control path only (snapshot builds); a poisoned lock only means a build panicked.
     let mut map = match TICKETERS.get_or_init(Mutex::default).lock() {
         Ok(m) => m,
@@ -490,8 +490,8 @@ mod tests {
     #[test]
     fn peer_identity_reads_subject_and_sans() {
         let kp = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec!["svc.internal".to_string()])
-            .expect("params");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["svc.internal".to_string()]).expect("params");
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "billing");
@@ -504,10 +504,7 @@ mod tests {
         let cert = params.self_signed(&kp).expect("cert");
         let mut info = TlsInfo::default();
         peer_identity(cert.der(), &mut info);
-        assert_eq!(
-            info.subject.as_deref(),
-            Some("O=Example\\, Inc,CN=billing")
-        );
+        assert_eq!(info.subject.as_deref(), Some("O=Example\\, Inc,CN=billing"));
         assert_eq!(info.uri_sans, ["spiffe://example.org/sa/billing"]);
         assert_eq!(info.dns_sans, ["svc.internal"]);
     }

@@ -65,7 +65,8 @@ impl Cluster {
         let name = cfg.name.as_str();
         let tls = match &cfg.tls {
             Some(t) => Some(Arc::new(
-                UpstreamTls::build(t, cfg.protocol).map_err(|e| format!("cluster `{name}`: {e}"))?,
+                UpstreamTls::build(t, cfg.protocol)
+                    .map_err(|e| format!("cluster `{name}`: {e}"))?,
             )),
             None => None,
         };

@@ -37,8 +37,8 @@ use crate::body::ProxyBody;
 use super::cluster::{Cluster, PoolSettings};
 use super::endpoint::Endpoint;
 use super::tls::UpstreamIo;
-use crate::listener::tls::MaybeTls;
 use super::{UpstreamError, UpstreamErrorKind};
+use crate::listener::tls::MaybeTls;
 
 /// How often the sweeper looks for expired idle connections, at most and at least.
 const SWEEP_MAX: Duration = Duration::from_secs(1);
@@ -396,7 +396,10 @@ async fn connect_io(cluster: &Cluster, ep: &Endpoint) -> Result<UpstreamIo, Upst
         )),
         Err(_) => Err(cluster.error(
             UpstreamErrorKind::ConnectTimeout,
-            format!("TLS handshake with {} did not finish within {:?}", ep.label, cluster.connect_timeout),
+            format!(
+                "TLS handshake with {} did not finish within {:?}",
+                ep.label, cluster.connect_timeout
+            ),
         )),
     }
 }

@@ -132,7 +132,8 @@ impl WorkerPools {
                 .then(|| request_head_copy(&req));
             match taken.sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.inner.put_h1(cluster.pool_key(ep), taken.sender, cluster.pool);
+                    self.inner
+                        .put_h1(cluster.pool_key(ep), taken.sender, cluster.pool);
                     return Ok(resp);
                 }
                 Err(mut e) => {
@@ -149,7 +150,8 @@ impl WorkerPools {
         let mut sender = connect_h1(cluster, ep).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                self.inner.put_h1(cluster.pool_key(ep), sender, cluster.pool);
+                self.inner
+                    .put_h1(cluster.pool_key(ep), sender, cluster.pool);
                 Ok(resp)
             }
             Err(e) => Err(classify(cluster, ep, e.error())),
@@ -189,7 +191,9 @@ impl WorkerPools {
         let mut sender = connect_h2(cluster, ep).await?;
         match connecting {
             Some(guard) => guard.publish(&sender, cluster.pool),
-            None => self.inner.put_h2(cluster.pool_key(ep), &sender, cluster.pool),
+            None => self
+                .inner
+                .put_h2(cluster.pool_key(ep), &sender, cluster.pool),
         }
         sender
             .try_send_request(req)

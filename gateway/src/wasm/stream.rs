@@ -232,13 +232,12 @@ impl StreamHost for GatewayStream<'_> {
 
 /// Envoy's `connection.*` attributes of a TLS connection.
 fn tls_prop(tls: &crate::listener::tls::TlsInfo, name: &str) -> Option<Prop> {
-    let first = |v: &[String]| v.first().cloned();
     Some(Prop::Str(match name {
         "requested_server_name" => tls.sni.clone()?,
         "tls_version" => tls.version.to_string(),
         "subject_peer_certificate" => tls.subject.clone()?,
-        "uri_san_peer_certificate" => first(&tls.uri_sans)?,
-        "dns_san_peer_certificate" => first(&tls.dns_sans)?,
+        "uri_san_peer_certificate" => tls.uri_sans.first()?.clone(),
+        "dns_san_peer_certificate" => tls.dns_sans.first()?.clone(),
         _ => return None,
     }))
 }

@@ -57,7 +57,9 @@ impl Pki {
     pub fn client(&self, file: &str, cn: &str, org: &str, uri: &str) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
         // Most general first, as `openssl req -subj /O=.../CN=...` writes it.
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
         params.distinguished_name.push(DnType::CommonName, cn);
         params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("uri"))];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

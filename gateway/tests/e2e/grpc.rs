@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Server};
 use tonic_health::pb::health_check_response::ServingStatus as PbStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -124,16 +124,7 @@ fn server_streaming_follows_status_changes() {
             .await
             .expect("watch")
             .into_inner();
-        let next = |s: &mut tonic::Streaming<_>| {
-            let fut = s.message();
-            async move {
-                tokio::time::timeout(Duration::from_secs(20), fut)
-                    .await
-                    .expect("a message within 20s")
-            }
-        };
-        let first: Option<tonic_health::pb::HealthCheckResponse> =
-            next(&mut stream).await.expect("first message");
+        let first = next(&mut stream).await;
         assert_eq!(first.map(|m| m.status), Some(PbStatus::Serving as i32));
         // Each change is a new message on the open stream, relayed as it happens.
         for (status, want) in [
@@ -141,10 +132,18 @@ fn server_streaming_follows_status_changes() {
             (ServingStatus::Serving, PbStatus::Serving),
         ] {
             reporter.set_service_status("sluice.Test", status).await;
-            let m = next(&mut stream).await.expect("message");
+            let m = next(&mut stream).await;
             assert_eq!(m.map(|m| m.status), Some(want as i32));
         }
     });
+}
+
+/// The next message of a server stream (None at its end), waiting at most 20 s.
+async fn next(s: &mut tonic::Streaming<HealthCheckResponse>) -> Option<HealthCheckResponse> {
+    tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("a message within 20s")
+        .expect("a well-formed stream")
 }
 
 #[test]

@@ -91,18 +91,36 @@ fn sni_picks_the_certificate_and_alpn_the_protocol() {
         out
     };
     let out = subject(&["-servername", "b.test"]);
-    assert!(out.contains("CN = b.test") || out.contains("CN=b.test"), "{out}");
-    assert!(out.contains("Server public key is 2048 bit"), "RSA expected: {out}");
+    assert!(
+        out.contains("CN = b.test") || out.contains("CN=b.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Server public key is 2048 bit"),
+        "RSA expected: {out}"
+    );
     assert!(out.contains("ALPN protocol: h2"), "{out}");
     let out = subject(&["-servername", "a.test"]);
-    assert!(out.contains("CN = a.test") || out.contains("CN=a.test"), "{out}");
-    assert!(out.contains("Server public key is 256 bit"), "ECDSA expected: {out}");
+    assert!(
+        out.contains("CN = a.test") || out.contains("CN=a.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Server public key is 256 bit"),
+        "ECDSA expected: {out}"
+    );
     // Wildcard: one label under wild.test.
     let out = subject(&["-servername", "x.wild.test"]);
-    assert!(out.contains("CN = a.test") || out.contains("CN=a.test"), "{out}");
+    assert!(
+        out.contains("CN = a.test") || out.contains("CN=a.test"),
+        "{out}"
+    );
     // No SNI, or an unknown name: the first certificate.
     let out = subject(&["-noservername", "-verify_hostname", "a.test"]);
-    assert!(out.contains("CN = a.test") || out.contains("CN=a.test"), "{out}");
+    assert!(
+        out.contains("CN = a.test") || out.contains("CN=a.test"),
+        "{out}"
+    );
     // http/1.1 only when the client offers only that.
     let (_, out) = s_client(
         gw.port,
@@ -135,20 +153,21 @@ fn curl_speaks_h1_and_h2_and_the_versions_allowed() {
     assert!(out.starts_with("hello tls"));
     // The wrong CA is refused by the client: the chain really is the one we issued.
     let other = Pki::new(&m.pki.dir, "other");
-    let (ok, _, _) = curl(&[
-        "--cacert",
-        &p(&other.ca_path()),
-        "--resolve",
-        &r,
-        &url,
-    ]);
+    let (ok, _, _) = curl(&["--cacert", &p(&other.ca_path()), "--resolve", &r, &url]);
     assert!(!ok, "a certificate from another CA must not verify");
 
     let gw13 = Gateway::start(&listener_yaml(&m, "\n      min_version: \"1.3\"", DIRECT));
     let url13 = format!("https://b.test:{}/", gw13.port);
     let r13 = resolve("b.test", gw13.port);
     let (ok, _, err) = curl(&[
-        "--cacert", &ca, "--resolve", &r13, "--tlsv1.2", "--tls-max", "1.2", &url13,
+        "--cacert",
+        &ca,
+        "--resolve",
+        &r13,
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        &url13,
     ]);
     assert!(!ok, "TLS 1.2 must be refused with min_version 1.3");
     assert!(!err.is_empty());
@@ -191,7 +210,15 @@ clusters:
     let stranger = Pki::new(&m.pki.dir, "stranger");
     let (sc, sk) = stranger.client("stranger", "mallory", "Evil", "spiffe://evil/x");
     let (ok, _, _) = curl(&[
-        "--cacert", &ca, "--resolve", &r, "--cert", &p(&sc), "--key", &p(&sk), &url,
+        "--cacert",
+        &ca,
+        "--resolve",
+        &r,
+        "--cert",
+        &p(&sc),
+        "--key",
+        &p(&sk),
+        &url,
     ]);
     assert!(!ok, "a client certificate from another CA must be refused");
 
@@ -209,14 +236,14 @@ clusters:
     assert!(ok, "{err}\n{}", gw.log());
     let v: serde_json::Value = serde_json::from_str(&out).expect("echo json");
     let h = &v["headers"];
-    assert_eq!(h["x-peer-subject"], "CN=billing,O=Example", "{v}");
+    assert_eq!(h["x-peer-subject"][0], "CN=billing,O=Example", "{v}");
     assert_eq!(
-        h["x-peer-uri-san"],
+        h["x-peer-uri-san"][0],
         "spiffe://example.org/ns/prod/sa/billing"
     );
-    assert_eq!(h["x-tls-version"], "TLSv1.3");
-    assert_eq!(h["x-sni"], "a.test");
-    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-tls-version"][0], "TLSv1.3");
+    assert_eq!(h["x-sni"][0], "a.test");
+    assert_eq!(h["x-forwarded-proto"][0], "https");
 
     // openssl: accepted with the certificate, and its handshake names our CA as acceptable.
     let (_, out) = s_client(
@@ -233,7 +260,10 @@ clusters:
         ],
     );
     assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
-    assert!(out.contains("edge test CA"), "acceptable client CA names: {out}");
+    assert!(
+        out.contains("edge test CA"),
+        "acceptable client CA names: {out}"
+    );
 }
 
 /// A rustls client config trusting `ca`, offering `alpn`.
@@ -300,13 +330,17 @@ fn h2_over_tls_multiplexes_with_a_rust_client() {
         .build()
         .expect("rt");
     rt.block_on(async {
-        let tls = tls_connect(gw.port, "b.test", &cfg).await.expect("handshake");
+        let tls = tls_connect(gw.port, "b.test", &cfg)
+            .await
+            .expect("handshake");
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         assert_eq!(peer_cn(&tls), "b.test");
-        let (tx, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .expect("h2 handshake");
+        let (tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .expect("h2 handshake");
         tokio::spawn(conn);
         let mut calls = Vec::new();
         for i in 0..50 {
@@ -327,7 +361,7 @@ fn h2_over_tls_multiplexes_with_a_rust_client() {
             assert_eq!(status, 200);
             let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
             assert_eq!(v["uri"], format!("/stream/{i}"));
-            assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+            assert_eq!(v["headers"]["x-forwarded-proto"][0], "https");
         }
     });
 }
@@ -357,11 +391,14 @@ impl TlsLoad {
             rt.block_on(async move {
                 let mut tasks = Vec::new();
                 for i in 0..conns {
-                    let (s, o, sn, e, cfg) = (s.clone(), o.clone(), sn.clone(), e.clone(), cfg.clone());
+                    let (s, o, sn, e, cfg) =
+                        (s.clone(), o.clone(), sn.clone(), e.clone(), cfg.clone());
                     // Task 0 keeps one connection for the whole run: rotation must not touch it.
                     let keep = i == 0;
                     tasks.push(tokio::spawn(async move {
-                        let mut held: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
+                        let mut held: Option<
+                            hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+                        > = None;
                         while !s.load(Ordering::Relaxed) {
                             let result = one_request(port, &cfg, keep, &mut held).await;
                             match result {
@@ -440,7 +477,11 @@ async fn one_request(
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| format!("request: {e}"))?;
     let status = resp.status();
-    let _ = resp.into_body().collect().await.map_err(|e| e.to_string())?;
+    let _ = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
     if status != 200 {
         return Err(format!("status {status}"));
     }
@@ -524,8 +565,11 @@ listeners:
     let rejected = || gw.log().matches("reload rejected").count();
     let rejected_before = rejected();
     let bad = dir.path().join("bad.crt");
-    std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
-        .expect("bad");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .expect("bad");
     std::fs::rename(&bad, live.join("tls.crt")).expect("mv bad");
     let deadline = Instant::now() + Duration::from_secs(30);
     while rejected() == rejected_before && Instant::now() < deadline {
@@ -598,7 +642,9 @@ fn tls_upstream(pki: &Pki) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
         .build()
         .expect("rt");
     let addr = rt.block_on(async move {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = l.local_addr().expect("addr");
         tokio::spawn(async move {
             while let Ok((tcp, _)) = l.accept().await {
@@ -609,14 +655,21 @@ fn tls_upstream(pki: &Pki) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                     };
                     let conn = tls.get_ref().1;
                     let sni = conn.server_name().unwrap_or("").to_string();
-                    let alpn = String::from_utf8_lossy(conn.alpn_protocol().unwrap_or(b"")).into_owned();
-                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let body = format!("sni={sni} alpn={alpn} version={:?}", req.version());
-                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(full(body))) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
+                    let alpn =
+                        String::from_utf8_lossy(conn.alpn_protocol().unwrap_or(b"")).into_owned();
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let body = format!("sni={sni} alpn={alpn} version={:?}", req.version());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(full(body)))
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
                 });
             }
         });

@@ -153,7 +153,13 @@ pub const CASES: &[CaseDef] = &[
 
 /// TLS termination with HTTP/1.1 clients (wrk over https): Sluice against nginx, same cert.
 fn tls_h1(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
-    tls_case(ctx, ports, "tls-h1", Client::WrkTls, "TLS termination (ECDSA P-256), HTTP/1.1 clients (wrk over https), h1 upstream")
+    tls_case(
+        ctx,
+        ports,
+        "tls-h1",
+        Client::WrkTls,
+        "TLS termination (ECDSA P-256), HTTP/1.1 clients (wrk over https), h1 upstream",
+    )
 }
 
 /// TLS termination with h2 clients (h2load, 10 streams per connection): Sluice against nginx.

@@ -13,8 +13,8 @@ mod procfs;
 mod report;
 mod rounds;
 mod signal;
-mod tools;
 mod tls;
+mod tools;
 mod wrk;
 
 use std::fs;

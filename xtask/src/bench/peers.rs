@@ -70,7 +70,15 @@ fn expect_ok(addr: SocketAddr, header: Option<&str>) -> anyhow::Result<()> {
 /// `GET https://ADDR/` (certificate not checked: it is the bench's own) must answer 200.
 fn expect_ok_tls(addr: SocketAddr) -> anyhow::Result<()> {
     let out = std::process::Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
         .arg(format!("https://{addr}/"))
         .output()
         .context("running curl (apt-get install -y curl)")?;

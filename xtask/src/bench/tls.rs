@@ -37,7 +37,14 @@ pub fn make_cert(work: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "7", "-subj", "/CN=bench.test"])
         .args(["-addext", "subjectAltName=DNS:bench.test,IP:127.0.0.1"])
         .arg("-keyout")

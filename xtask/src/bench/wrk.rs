@@ -50,7 +50,11 @@ impl Load {
             format!("-c{}", self.connections),
             format!("-d{secs}s"),
         );
-        let scheme = if client == Client::WrkTls { "https" } else { "http" };
+        let scheme = if client == Client::WrkTls {
+            "https"
+        } else {
+            "http"
+        };
         let url = format!("{scheme}://{addr}/");
         let args = [
             t.as_str(),
