@@ -250,6 +250,7 @@ impl Harness {
             scheme: "http",
             start: Instant::now(),
             worker: 0,
+            tls: None,
         };
         let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, head)));
         let chain = &self.chain;

@@ -48,6 +48,8 @@ pub struct ListenerRuntime {
     pub router: Router,
     /// Metrics for requests that matched no route.
     pub no_route: RouteMetrics,
+    /// TLS settings (certificates loaded) when the listener has `tls:`.
+    pub tls: Option<Arc<crate::listener::tls::ListenerTls>>,
 }
 
 pub struct Snapshot {
@@ -116,6 +118,12 @@ pub fn build(
     }
     let mut upstreams = Upstreams::default();
     for (i, c) in config.file.clusters.iter().enumerate() {
+        // Upstream CA paths are relative to the config file, like every other path.
+        let mut c = c.clone();
+        if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca.as_mut()) {
+            *ca = config.resolve(ca).display().to_string();
+        }
+        let c = &c;
         match Cluster::build(c, services) {
             Ok(cl) => {
                 upstreams.clusters.insert(c.name.clone(), cl);
@@ -177,13 +185,29 @@ impl Builder<'_> {
                 routes.push(Arc::new(route));
             }
         }
+        let http1 = l.protocols.contains(&Protocol::Http1);
+        let http2 = l.protocols.contains(&Protocol::Http2);
+        let tls = match &l.tls {
+            Some(t) => {
+                let base = &self.config.base_dir;
+                match crate::listener::tls::ListenerTls::build(t, base, &l.name, http1, http2) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        self.err(format!("listeners[{i}].tls"), e.to_string());
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let metrics = &self.services.metrics;
         Some(ListenerRuntime {
             name: l.name.as_str().into(),
             address,
             config: l.clone(),
-            http1: l.protocols.contains(&Protocol::Http1),
-            http2: l.protocols.contains(&Protocol::Http2),
+            http1,
+            http2,
+            tls,
             chain: Arc::new(FilterList::new(chain)),
             router: Router { routes },
             no_route: metrics.route(&l.name, "", ""),

@@ -51,6 +51,7 @@ fn exchange(path: &str) -> Exchange {
         local_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
         listener: "test".into(),
         scheme: "http",
+        tls: None,
         start: Instant::now(),
         worker: 0,
     };

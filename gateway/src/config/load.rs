@@ -24,7 +24,7 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// Relative paths (certificates, wasm, deny_files) resolve against this directory.
     pub base_dir: PathBuf,
-    /// First 12 hex characters of the sha256 of the file bytes.
+    /// First 12 hex characters of the sha256 of the file bytes and of the files it references.
     pub version: String,
     /// Key path → position, for locating problems found by later stages.
     pub source: Arc<SourceMap>,
@@ -149,13 +149,32 @@ pub fn load_str(
         return Err(Diagnostics(problems).locate_all(&source));
     }
 
-    Ok(Config {
+    let mut cfg = Config {
         file,
         path: None,
         base_dir: base_dir.to_path_buf(),
-        version: version_of(text.as_bytes()),
+        version: String::new(),
         source: Arc::new(source),
-    })
+    };
+    cfg.version = version_with_files(text.as_bytes(), &cfg.referenced_files());
+    Ok(cfg)
+}
+
+/// The version of the config and the contents of the files it references, so that rotating a
+/// certificate (or replacing a plugin) is a new version that a reload applies.
+fn version_with_files(text: &[u8], files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return version_of(text);
+    }
+    let mut all = Sha256::new();
+    all.update(text);
+    for f in files {
+        // A missing file was reported by validation; an unreadable one fails the build.
+        all.update(Sha256::digest(std::fs::read(f).unwrap_or_default()));
+    }
+    let mut hex = hex::encode(all.finalize());
+    hex.truncate(VERSION_HEX_LEN);
+    hex
 }
 
 /// First hex characters of the sha256 of `bytes`.

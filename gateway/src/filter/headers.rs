@@ -1,5 +1,7 @@
 //! `headers`: add, set and remove request and response headers, with values that may name a few
-//! per-request variables (`%CLIENT_IP%`, `%REQUEST_ID%`, `%LISTENER%`, `%ROUTE%`).
+//! per-request variables (`%CLIENT_IP%`, `%REQUEST_ID%`, `%LISTENER%`, `%ROUTE%`, and Envoy's TLS
+//! ones: `%DOWNSTREAM_TLS_VERSION%`, `%REQUESTED_SERVER_NAME%`, `%DOWNSTREAM_PEER_SUBJECT%`,
+//! `%DOWNSTREAM_PEER_URI_SAN%`, `%DOWNSTREAM_PEER_DNS_SAN%`).
 //!
 //! Values are parsed once when the filter is built: a plain value becomes a ready `HeaderValue`
 //! (shared, so adding it allocates nothing), a template becomes a list of parts rendered per request.
@@ -51,14 +53,25 @@ enum Var {
     RequestId,
     Listener,
     Route,
+    /// Envoy's TLS variables: empty on cleartext connections or without a client certificate.
+    TlsVersion,
+    Sni,
+    PeerSubject,
+    PeerUriSan,
+    PeerDnsSan,
 }
 
 impl Var {
-    const ALL: [(&'static str, Var); 4] = [
+    const ALL: [(&'static str, Var); 9] = [
         ("CLIENT_IP", Var::ClientIp),
         ("REQUEST_ID", Var::RequestId),
         ("LISTENER", Var::Listener),
         ("ROUTE", Var::Route),
+        ("DOWNSTREAM_TLS_VERSION", Var::TlsVersion),
+        ("REQUESTED_SERVER_NAME", Var::Sni),
+        ("DOWNSTREAM_PEER_SUBJECT", Var::PeerSubject),
+        ("DOWNSTREAM_PEER_URI_SAN", Var::PeerUriSan),
+        ("DOWNSTREAM_PEER_DNS_SAN", Var::PeerDnsSan),
     ];
 
     fn write(self, ex: &Exchange, out: &mut Vec<u8>) {
@@ -76,6 +89,18 @@ impl Var {
             Var::Route => {
                 if let Some(r) = &ex.route {
                     out.extend_from_slice(r.as_bytes());
+                }
+            }
+            Var::TlsVersion | Var::Sni | Var::PeerSubject | Var::PeerUriSan | Var::PeerDnsSan => {
+                if let Some(t) = &ex.info.tls {
+                    let v = match self {
+                        Var::TlsVersion => Some(t.version),
+                        Var::Sni => t.sni.as_deref(),
+                        Var::PeerSubject => t.subject.as_deref(),
+                        Var::PeerUriSan => t.uri_sans.first().map(String::as_str),
+                        _ => t.dns_sans.first().map(String::as_str),
+                    };
+                    out.extend_from_slice(v.unwrap_or("").as_bytes());
                 }
             }
         }
@@ -157,7 +182,7 @@ fn parse_template(raw: &str) -> Result<Vec<Part>, String> {
             .map(|(_, v)| *v)
             .ok_or_else(|| {
                 format!(
-                    "value `{raw}` names unknown variable `%{name}%`; known: %CLIENT_IP%, %REQUEST_ID%, %LISTENER%, %ROUTE% (write `%%` for a literal percent sign)"
+                    "value `{raw}` names unknown variable `%{name}%`; known: %CLIENT_IP%, %REQUEST_ID%, %LISTENER%, %ROUTE%, %DOWNSTREAM_TLS_VERSION%, %REQUESTED_SERVER_NAME%, %DOWNSTREAM_PEER_SUBJECT%, %DOWNSTREAM_PEER_URI_SAN%, %DOWNSTREAM_PEER_DNS_SAN% (write `%%` for a literal percent sign)"
                 )
             })?;
         if !text.is_empty() {

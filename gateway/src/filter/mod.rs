@@ -138,6 +138,8 @@ pub struct RequestInfo {
     pub listener: Arc<str>,
     /// `https` when the downstream connection is TLS, else `http`.
     pub scheme: &'static str,
+    /// TLS version, SNI, ALPN and the verified client identity, on TLS listeners.
+    pub tls: Option<Arc<crate::listener::tls::TlsInfo>>,
     pub start: Instant,
     /// Worker index (0-based).
     pub worker: usize,

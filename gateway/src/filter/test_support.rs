@@ -18,6 +18,7 @@ pub fn exchange(client: &str, req: http::Request<()>) -> Exchange {
         local_addr: "127.0.0.1:8080".parse().expect("test local address"),
         listener: Arc::from("public"),
         scheme: "http",
+        tls: None,
         start: Instant::now(),
         worker: 0,
     };

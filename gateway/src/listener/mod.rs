@@ -1,7 +1,9 @@
 //! Listening sockets (one SO_REUSEPORT socket per worker per listener), the accept loop, and
-//! serving a connection with hyper (HTTP/1.1 and h2c by prior knowledge).
+//! serving a connection with hyper: HTTP/1.1 and h2c by prior knowledge on plain listeners,
+//! TLS first (`tls.rs`) then HTTP/1.1 or h2 per ALPN on TLS listeners.
 
 pub mod bind;
+pub mod tls;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -83,7 +85,22 @@ async fn serve(
     w.services.metrics.connection_opened(&name);
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(l.address);
-    let conn = Rc::new(ConnState::new(name.clone(), peer, local, "http"));
+    let (io, tls) = match &l.tls {
+        None => (tls::MaybeTls::Plain(stream), None),
+        Some(t) => match t.accept(stream, limits.header_read_timeout.get()).await {
+            Ok((io, info)) => (io, Some(info)),
+            Err(e) => {
+                tracing::debug!(listener = %name, %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+    };
+    let mut conn = ConnState::new(name.clone(), peer, local, "http");
+    if tls.is_some() {
+        conn.scheme = "https";
+        conn.tls = tls;
+    }
+    let conn = Rc::new(conn);
 
     // Set once the connection drains: HTTP/1 responses then say `Connection: close`, so a
     // keep-alive client learns it must reconnect from a response instead of racing a close.
@@ -121,7 +138,13 @@ async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(header_limit as u32)
-        .max_concurrent_streams(DEFAULT_H2_MAX_STREAMS);
+        .max_concurrent_streams(DEFAULT_H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // Rapid reset (CVE-2023-44487): a client that opens and cancels streams faster than
+        // they are served, or keeps provoking stream errors, gets a GOAWAY.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     if !l.http2 {
         builder = builder.http1_only();
     } else if !l.http1 {
@@ -129,7 +152,7 @@ async fn serve(
     }
     let idle = limits.idle_timeout.get();
     drop(l);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(served);
     let mut draining = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -175,6 +198,14 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 
 /// HTTP/2 streams per connection unless configured otherwise.
 pub const DEFAULT_H2_MAX_STREAMS: u32 = 256;
+/// HTTP/2 flow-control window per stream, bytes: what one stream may have in flight.
+pub const H2_STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 flow-control window per connection, bytes: shared by all its streams.
+pub const H2_CONNECTION_WINDOW: u32 = 4 << 20;
+/// Streams reset by the client before being served, at once, before the connection is closed.
+pub const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server had to reset because of client errors, per connection, before GOAWAY.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 struct ConnGuard {
     counter: Arc<std::sync::atomic::AtomicUsize>,

@@ -44,6 +44,8 @@ pub struct ConnState {
     pub idle_since: Cell<Instant>,
     /// `client`'s address as an X-Forwarded-For element, rendered once per connection.
     pub forwarded_for: Option<HeaderValue>,
+    /// The TLS handshake's outcome (peer identity) on a TLS listener.
+    pub tls: Option<Arc<crate::listener::tls::TlsInfo>>,
 }
 
 impl ConnState {
@@ -61,6 +63,7 @@ impl ConnState {
             in_flight: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
             forwarded_for: headers::client_value(client.ip()),
+            tls: None,
         }
     }
 
@@ -109,6 +112,7 @@ async fn serve(
         local_addr: conn.local,
         listener: conn.listener.clone(),
         scheme: conn.scheme,
+        tls: conn.tls.clone(),
         start,
         worker: worker.index,
     };

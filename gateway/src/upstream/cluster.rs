@@ -19,6 +19,8 @@ use crate::services::Services;
 use super::dns::{self, Target};
 use super::endpoint::{ActiveGuard, Endpoint, EndpointSet};
 use super::lb::{self, Tried};
+use super::pool::PoolKey;
+use super::tls::UpstreamTls;
 use super::{health, UpstreamError, UpstreamErrorKind};
 
 /// Pool settings a worker applies to this cluster's endpoints.
@@ -36,6 +38,8 @@ pub struct Cluster {
     lb: LoadBalancing,
     pub(crate) connect_timeout: Duration,
     pub(crate) pool: PoolSettings,
+    /// TLS to the endpoints (`tls:`), if any.
+    pub(crate) tls: Option<Arc<UpstreamTls>>,
     health_check: Option<HealthCheckConfig>,
     dns_refresh: Duration,
     targets: Arc<[Target]>,
@@ -59,11 +63,13 @@ impl Cluster {
     /// A message for `sluice check`.
     pub fn build(cfg: &ClusterConfig, services: &Arc<Services>) -> Result<Arc<Cluster>, String> {
         let name = cfg.name.as_str();
-        if cfg.tls.is_some() {
-            return Err(format!(
-                "cluster `{name}`: upstream tls is not supported yet; remove `tls:` and use plain HTTP to the upstream"
-            ));
-        }
+        let tls = match &cfg.tls {
+            Some(t) => Some(Arc::new(
+                UpstreamTls::build(t, cfg.protocol)
+                    .map_err(|e| format!("cluster `{name}`: {e}"))?,
+            )),
+            None => None,
+        };
         if cfg.endpoints.is_empty() {
             return Err(format!(
                 "cluster `{name}` has no endpoints; add e.g. `endpoints: [\"127.0.0.1:9000\"]`"
@@ -117,6 +123,7 @@ impl Cluster {
                 max_idle: cfg.pool.max_idle_per_endpoint as usize,
                 idle_timeout: cfg.pool.idle_timeout.get(),
             },
+            tls,
             health_check: cfg.health_check.clone(),
             dns_refresh,
             targets,
@@ -158,6 +165,14 @@ impl Cluster {
                 self.stop.subscribe(),
                 hc.clone(),
             ));
+        }
+    }
+
+    /// The key of `ep`'s pooled connections for this cluster (address and TLS settings).
+    pub(crate) fn pool_key(&self, ep: &Endpoint) -> PoolKey {
+        PoolKey {
+            addr: ep.addr,
+            tls: self.tls.as_ref().map_or(0, |t| t.id),
         }
     }
 

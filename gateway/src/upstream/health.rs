@@ -22,6 +22,7 @@ use crate::config::model::HealthCheckConfig;
 
 use super::cluster::Cluster;
 use super::endpoint::Endpoint;
+use super::tls::UpstreamTls;
 
 /// Check every endpoint of the cluster now and then every interval, until the cluster drops.
 pub(crate) async fn check_loop(
@@ -44,12 +45,13 @@ pub(crate) async fn check_loop(
         let set = strong.endpoint_set();
         let name = strong.name.clone();
         let services = strong.services.clone();
+        let tls = strong.tls.clone();
         drop(strong);
 
         let checks = set
             .all
             .iter()
-            .map(|ep| check_one(ep, &uri, hc.timeout.get()));
+            .map(|ep| check_one(ep, &uri, hc.timeout.get(), tls.as_deref()));
         let results = futures_util::future::join_all(checks).await;
         let mut changed = false;
         for (ep, result) in set.all.iter().zip(results) {
@@ -86,19 +88,31 @@ pub(crate) async fn check_loop(
 }
 
 /// One check: Ok for a 2xx answer within `timeout`, else why not.
-async fn check_one(ep: &Endpoint, uri: &Uri, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, exchange(ep, uri)).await {
+async fn check_one(
+    ep: &Endpoint,
+    uri: &Uri,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, exchange(ep, uri, tls)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
-async fn exchange(ep: &Endpoint, uri: &Uri) -> Result<(), String> {
+async fn exchange(ep: &Endpoint, uri: &Uri, tls: Option<&UpstreamTls>) -> Result<(), String> {
     let stream = TcpStream::connect(ep.addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     // Best effort: a check is one small request, latency does not depend on it.
     let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        Some(tls) => tls
+            .connect(stream, &ep.authority)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?,
+        None => crate::listener::tls::MaybeTls::Plain(stream),
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;

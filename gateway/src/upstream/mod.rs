@@ -27,6 +27,7 @@ mod lb;
 mod pool;
 mod retry;
 mod send;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::services::Services;
 
 pub use cluster::Cluster;
 pub use pool::WorkerPools;
+pub use tls::UpstreamTls;
 
 /// Why an upstream exchange failed. `crate::error` maps each kind to a status code, in one table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

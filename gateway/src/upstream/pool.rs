@@ -36,7 +36,9 @@ use crate::body::ProxyBody;
 
 use super::cluster::{Cluster, PoolSettings};
 use super::endpoint::Endpoint;
+use super::tls::UpstreamIo;
 use super::{UpstreamError, UpstreamErrorKind};
+use crate::listener::tls::MaybeTls;
 
 /// How often the sweeper looks for expired idle connections, at most and at least.
 const SWEEP_MAX: Duration = Duration::from_secs(1);
@@ -115,7 +117,17 @@ impl Hasher for AddrHasher {
     }
 }
 
-type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+type AddrMap<V> = HashMap<PoolKey, V, BuildHasherDefault<AddrHasher>>;
+
+/// What a pooled connection may be reused for: the endpoint address and, for TLS, the identity
+/// of the cluster's TLS settings (server name, CA), so that clusters reaching one address with
+/// different TLS settings (or none) never share a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub addr: SocketAddr,
+    /// 0 for plain TCP.
+    pub tls: u64,
+}
 
 pub(crate) struct Pools {
     h1: RefCell<AddrMap<H1Pool>>,
@@ -153,7 +165,7 @@ pub(crate) enum H2Slot {
 /// wakes them.
 pub(crate) struct ConnectingGuard {
     pools: Rc<Pools>,
-    addr: SocketAddr,
+    addr: PoolKey,
     notify: Rc<Notify>,
 }
 
@@ -187,7 +199,7 @@ pub(crate) struct TakenH1 {
 
 impl Pools {
     /// A ready HTTP/1.1 connection to `addr`, if one is pooled.
-    pub fn take_h1(&self, addr: SocketAddr, now: Instant) -> Option<TakenH1> {
+    pub fn take_h1(&self, addr: PoolKey, now: Instant) -> Option<TakenH1> {
         let mut map = self.h1.borrow_mut();
         let pool = map.get_mut(&addr)?;
         for _ in 0..pool.conns.len() {
@@ -210,7 +222,7 @@ impl Pools {
     /// Return an HTTP/1.1 connection after its response headers arrived.
     pub fn put_h1(
         self: &Rc<Self>,
-        addr: SocketAddr,
+        addr: PoolKey,
         sender: http1::SendRequest<ProxyBody>,
         settings: PoolSettings,
     ) {
@@ -238,7 +250,7 @@ impl Pools {
 
     /// The shared HTTP/2 connection to `addr`; or a connect in progress to wait for; or the
     /// duty to connect (the guard lets waiters go when it drops, connected or not).
-    pub fn h2(self: &Rc<Self>, addr: SocketAddr, now: Instant) -> H2Slot {
+    pub fn h2(self: &Rc<Self>, addr: PoolKey, now: Instant) -> H2Slot {
         {
             let mut map = self.h2.borrow_mut();
             if let Some(conn) = map.get_mut(&addr) {
@@ -265,7 +277,7 @@ impl Pools {
     /// Share a new HTTP/2 connection, unless another open one got there first.
     pub fn put_h2(
         self: &Rc<Self>,
-        addr: SocketAddr,
+        addr: PoolKey,
         sender: &http2::SendRequest<ProxyBody>,
         settings: PoolSettings,
     ) {
@@ -369,6 +381,29 @@ async fn connect_tcp(cluster: &Cluster, ep: &Endpoint) -> Result<TcpStream, Upst
     Ok(stream)
 }
 
+/// TCP, then TLS when the cluster has `tls:`.
+async fn connect_io(cluster: &Cluster, ep: &Endpoint) -> Result<UpstreamIo, UpstreamError> {
+    let stream = connect_tcp(cluster, ep).await?;
+    let Some(tls) = &cluster.tls else {
+        return Ok(MaybeTls::Plain(stream));
+    };
+    let handshake = tls.connect(stream, &ep.authority);
+    match tokio::time::timeout(cluster.connect_timeout, handshake).await {
+        Ok(Ok(io)) => Ok(io),
+        Ok(Err(e)) => Err(cluster.error(
+            UpstreamErrorKind::ConnectFailed,
+            format!("TLS handshake with {}: {e}", ep.label),
+        )),
+        Err(_) => Err(cluster.error(
+            UpstreamErrorKind::ConnectTimeout,
+            format!(
+                "TLS handshake with {} did not finish within {:?}",
+                ep.label, cluster.connect_timeout
+            ),
+        )),
+    }
+}
+
 fn handshake_error(cluster: &Cluster, ep: &Endpoint, e: hyper::Error) -> UpstreamError {
     cluster.error(
         UpstreamErrorKind::ConnectFailed,
@@ -381,7 +416,7 @@ pub(crate) async fn connect_h1(
     cluster: &Cluster,
     ep: &Endpoint,
 ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
-    let stream = connect_tcp(cluster, ep).await?;
+    let stream = connect_io(cluster, ep).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -400,7 +435,7 @@ pub(crate) async fn connect_h2(
     cluster: &Cluster,
     ep: &Endpoint,
 ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-    let stream = connect_tcp(cluster, ep).await?;
+    let stream = connect_io(cluster, ep).await?;
     let (sender, conn) = http2::Builder::new(LocalExec)
         .handshake(TokioIo::new(stream))
         .await

@@ -132,12 +132,13 @@ impl WorkerPools {
     ) -> Outcome {
         // Always HTTP/1.1 upstream, whatever the client spoke: keep-alive is what pooling needs.
         *req.version_mut() = Version::HTTP_11;
-        if let Some(mut taken) = self.inner.take_h1(ep.addr, Instant::now()) {
+        if let Some(mut taken) = self.inner.take_h1(cluster.pool_key(ep), Instant::now()) {
             let copy = (taken.idle_for >= STALE_RISK_IDLE && resendable(&req))
                 .then(|| request_head_copy(&req));
             match taken.sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.inner.put_h1(ep.addr, taken.sender, cluster.pool);
+                    self.inner
+                        .put_h1(cluster.pool_key(ep), taken.sender, cluster.pool);
                     return Ok(resp);
                 }
                 Err(mut e) => {
@@ -154,7 +155,8 @@ impl WorkerPools {
         let mut sender = connect_h1(cluster, ep).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                self.inner.put_h1(ep.addr, sender, cluster.pool);
+                self.inner
+                    .put_h1(cluster.pool_key(ep), sender, cluster.pool);
                 Ok(resp)
             }
             Err(e) => Err(classify(cluster, ep, e.error())),
@@ -168,11 +170,11 @@ impl WorkerPools {
         mut req: Request<ProxyBody>,
     ) -> Outcome {
         *req.version_mut() = Version::HTTP_2;
-        absolute_uri(&mut req, ep);
+        absolute_uri(&mut req, ep, cluster.tls.is_some());
         let mut connecting = None;
         // Look twice at most: once more after waiting for a connect in progress.
         for _ in 0..2 {
-            match self.inner.h2(ep.addr, Instant::now()) {
+            match self.inner.h2(cluster.pool_key(ep), Instant::now()) {
                 H2Slot::Open(mut sender) => match sender.try_send_request(req).await {
                     Ok(resp) => return Ok(resp),
                     Err(mut e) => match e.take_message() {
@@ -194,7 +196,9 @@ impl WorkerPools {
         let mut sender = connect_h2(cluster, ep).await?;
         match connecting {
             Some(guard) => guard.publish(&sender, cluster.pool),
-            None => self.inner.put_h2(ep.addr, &sender, cluster.pool),
+            None => self
+                .inner
+                .put_h2(cluster.pool_key(ep), &sender, cluster.pool),
         }
         sender
             .try_send_request(req)
@@ -236,8 +240,8 @@ fn request_head_copy(src: &Request<ProxyBody>) -> Request<ProxyBody> {
 }
 
 /// HTTP/2 needs `:scheme` and `:authority`: complete an origin-form URI from the Host header
-/// (or the endpoint address when there is none). Upstream TLS does not exist yet, so `http`.
-fn absolute_uri(req: &mut Request<ProxyBody>, ep: &Endpoint) {
+/// (or the endpoint address when there is none); `https` to a TLS cluster.
+fn absolute_uri(req: &mut Request<ProxyBody>, ep: &Endpoint, tls: bool) {
     if req.uri().scheme().is_some() {
         return;
     }
@@ -247,7 +251,7 @@ fn absolute_uri(req: &mut Request<ProxyBody>, ep: &Endpoint) {
         .and_then(|h| Authority::try_from(h.as_bytes()).ok())
         .or_else(|| Authority::try_from(&*ep.label).ok());
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
     parts.authority = authority;
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));

@@ -214,7 +214,8 @@ impl StreamHost for GatewayStream<'_> {
             ["source", "port"] => Prop::Int(i64::from(info.client_addr.port())),
             ["destination", "address"] => Prop::Str(info.local_addr.to_string()),
             ["destination", "port"] => Prop::Int(i64::from(info.local_addr.port())),
-            ["connection", "mtls"] if info.scheme == "http" => Prop::Bool(false),
+            ["connection", "mtls"] => Prop::Bool(info.tls.as_ref().is_some_and(|t| t.mtls)),
+            ["connection", rest] => tls_prop(info.tls.as_deref()?, rest)?,
             ["route_name"] => Prop::Str(ex.route.as_deref()?.to_string()),
             ["cluster_name"] => Prop::Str(ex.cluster.as_deref()?.to_string()),
             ["listener_name"] => Prop::Str(info.listener.to_string()),
@@ -227,4 +228,16 @@ impl StreamHost for GatewayStream<'_> {
     fn clear_route_cache(&mut self) {
         self.route_cache_cleared = true;
     }
+}
+
+/// Envoy's `connection.*` attributes of a TLS connection.
+fn tls_prop(tls: &crate::listener::tls::TlsInfo, name: &str) -> Option<Prop> {
+    Some(Prop::Str(match name {
+        "requested_server_name" => tls.sni.clone()?,
+        "tls_version" => tls.version.to_string(),
+        "subject_peer_certificate" => tls.subject.clone()?,
+        "uri_san_peer_certificate" => tls.uri_sans.first()?.clone(),
+        "dns_san_peer_certificate" => tls.dns_sans.first()?.clone(),
+        _ => return None,
+    }))
 }

@@ -3,16 +3,20 @@
 
 mod support;
 
+mod certs;
+
 mod admin;
 mod cli;
 mod failures;
 mod filters;
+mod grpc;
 mod hot_swap;
 mod limits;
 mod load;
 mod plugin_cli;
 mod proxy;
 mod reload;
+mod tls;
 mod tracing;
 mod upstreams;
 mod xds;

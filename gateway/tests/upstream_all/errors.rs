@@ -160,8 +160,13 @@ fn build_rejects_what_it_cannot_do() {
             .err()
             .unwrap_or_default()
     };
-    let tls = build("{name: c, endpoints: ['127.0.0.1:1'], tls: {server_name: x}}");
-    assert!(tls.contains("upstream tls is not supported yet"), "{tls}");
+    // Upstream TLS is supported; a CA file that cannot be read is a build error.
+    assert_eq!(
+        build("{name: c, endpoints: ['127.0.0.1:1'], tls: {server_name: x}}"),
+        ""
+    );
+    let bad_ca = build("{name: c, endpoints: ['127.0.0.1:1'], tls: {ca: /nonexistent/ca.pem}}");
+    assert!(!bad_ca.is_empty(), "a missing CA file must be rejected");
     assert!(build("{name: c, endpoints: []}").contains("no endpoints"));
     assert!(build("{name: c, endpoints: ['backend']}").contains("has no port"));
     assert!(build("{name: c, endpoints: ['back end:80']}").contains("not a valid host"));

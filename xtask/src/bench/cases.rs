@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::configs::{self, SluiceSpec};
+use super::tls::{self, Client};
 
 /// The response header the `filters` case adds; the harness checks that it is really there.
 pub const BENCH_HEADER: &str = "x-bench";
@@ -41,6 +42,8 @@ pub struct Peer {
     pub config: String,
     /// A response header that must be present for the peer to count as correctly configured.
     pub expect_header: Option<&'static str>,
+    /// Whether the peer terminates TLS (its readiness check then goes over https).
+    pub tls: bool,
 }
 
 impl Peer {
@@ -65,6 +68,8 @@ pub struct Case {
     pub ratios: Vec<(String, String)>,
     /// Peers left out and why.
     pub notes: Vec<String>,
+    /// The load generator.
+    pub client: Client,
 }
 
 impl Case {
@@ -115,6 +120,7 @@ impl CaseCtx {
             dir: self.dir(case, name),
             config: configs::sluice(spec, listen, admin, self.upstream),
             expect_header: None,
+            tls: spec.tls.is_some(),
         })
     }
 }
@@ -139,7 +145,65 @@ pub const CASES: &[CaseDef] = &[
         name: "tracing",
         build: tracing,
     },
+    CaseDef {
+        name: "tls-h1",
+        build: tls_h1,
+    },
+    CaseDef {
+        name: "tls-h2",
+        build: tls_h2,
+    },
 ];
+
+/// TLS termination with HTTP/1.1 clients (wrk over https): Sluice against nginx, same cert.
+fn tls_h1(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
+    tls_case(
+        ctx,
+        ports,
+        "tls-h1",
+        Client::WrkTls,
+        "TLS termination (ECDSA P-256), HTTP/1.1 clients (wrk over https), h1 upstream",
+    )
+}
+
+/// TLS termination with h2 clients (h2load, 10 streams per connection): Sluice against nginx.
+fn tls_h2(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
+    tls_case(ctx, ports, "tls-h2", Client::H2load, "TLS termination (ECDSA P-256), h2 clients (h2load -m10; latency columns are mean and max), h1 upstream")
+}
+
+fn tls_case(
+    ctx: &CaseCtx,
+    ports: &mut Ports,
+    name: &'static str,
+    client: Client,
+    title: &'static str,
+) -> anyhow::Result<Case> {
+    let (crt, key) = tls::cert_paths(&ctx.work);
+    let listen = ports.next()?;
+    let dir = ctx.dir(name, "nginx");
+    let nginx = Peer {
+        name: "nginx".into(),
+        kind: PeerKind::Nginx,
+        listen,
+        config: configs::proxy_nginx_tls(&dir, listen, ctx.upstream, &crt, &key),
+        dir,
+        expect_header: None,
+        tls: true,
+    };
+    let spec = SluiceSpec {
+        tls: Some((crt, key)),
+        ..SluiceSpec::default()
+    };
+    let sluice = ctx.sluice(ports, name, "sluice", &spec)?;
+    Ok(Case {
+        name,
+        title,
+        peers: vec![nginx, sluice],
+        ratios: vec![("sluice".into(), "nginx".into())],
+        notes: Vec::new(),
+        client,
+    })
+}
 
 /// Plain reverse proxying: Sluice against nginx and HAProxy.
 fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
@@ -155,6 +219,7 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         config: configs::proxy_nginx(&dir, listen, ctx.upstream),
         dir,
         expect_header: None,
+        tls: false,
     });
     if ctx.haproxy {
         let listen = ports.next()?;
@@ -166,6 +231,7 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             config: configs::haproxy(&dir, listen, ctx.upstream),
             dir,
             expect_header: None,
+            tls: false,
         });
     } else {
         notes.push("haproxy: skipped, not installed (`apt-get install -y haproxy`)".into());
@@ -182,6 +248,7 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             ("haproxy".into(), "nginx".into()),
         ],
         notes,
+        client: Client::Wrk,
     })
 }
 
@@ -216,6 +283,7 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
                 filters: vec![json!({ "plugin": "add-header" })],
                 plugins: vec![plugin],
                 telemetry: None,
+                tls: None,
             };
             let mut peer = ctx.sluice(ports, NAME, "sluice+wasm", &spec)?;
             peer.expect_header = Some(BENCH_HEADER);
@@ -233,6 +301,7 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             ("sluice+wasm".into(), "sluice+headers".into()),
         ],
         notes,
+        client: Client::Wrk,
     })
 }
 
@@ -264,6 +333,7 @@ fn tracing(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             ("sluice+trace100%".into(), "sluice".into()),
         ],
         notes: Vec::new(),
+        client: Client::Wrk,
     })
 }
 

@@ -4,7 +4,7 @@
 //! build time); Sluice's YAML is written here because the cases vary its filter chain.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -31,6 +31,27 @@ pub fn proxy_nginx(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> Stri
     render(PROXY_NGINX, dir, listen, Some(upstream))
 }
 
+/// nginx as a TLS-terminating reverse proxy (HTTP/1.1 and h2 by ALPN) from `listen` to
+/// `upstream`, with the same proxy settings as [`proxy_nginx`] and a shared session cache.
+pub fn proxy_nginx_tls(
+    dir: &Path,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> String {
+    let tls = format!(
+        "listen {listen} ssl http2 backlog=4096;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;",
+        cert.display(),
+        key.display()
+    );
+    proxy_nginx(dir, listen, upstream).replace(&format!("listen {listen} backlog=4096;"), &tls)
+}
+
 /// HAProxy from `listen` to `upstream`.
 pub fn haproxy(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
     render(HAPROXY, dir, listen, Some(upstream))
@@ -45,6 +66,8 @@ pub struct SluiceSpec {
     pub plugins: Vec<Value>,
     /// The `telemetry:` mapping, when the case sets one.
     pub telemetry: Option<Value>,
+    /// Certificate and key: terminate TLS (HTTP/1.1 and h2 by ALPN) instead of cleartext h1.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Sluice with one worker, one listener on `listen`, one catch-all route to one cluster holding
@@ -65,6 +88,17 @@ pub fn sluice(
             .collect()
     };
     let filters = list(&spec.filters, "      ");
+    let (protocols, tls) = match &spec.tls {
+        None => ("[http1]".to_string(), String::new()),
+        Some((crt, key)) => (
+            "[http1, http2]".to_string(),
+            format!(
+                "\n    tls:\n      certificates:\n        - {{ cert: \"{}\", key: \"{}\" }}",
+                crt.display(),
+                key.display()
+            ),
+        ),
+    };
     let plugins = list(&spec.plugins, "  ");
     let telemetry = spec
         .telemetry
@@ -78,7 +112,7 @@ workers: 1
 listeners:
   - name: bench
     address: \"{listen}\"
-    protocols: [http1]
+    protocols: {protocols}{tls}
     filters:{filters}
     routes:
       - match: {{ path_prefix: \"/\" }}
@@ -141,6 +175,7 @@ mod tests {
             filters: vec![serde_json::json!({"plugin": "p"})],
             plugins: vec![serde_json::json!({"wasm": "/a.wasm", "name": "p"})],
             telemetry: None,
+            tls: None,
         };
         let yaml = sluice(&spec, addr(1), addr(2), addr(3));
         assert!(yaml.contains("\n      - { plugin: \"p\" }\n"), "{yaml}");

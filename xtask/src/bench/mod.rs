@@ -13,6 +13,7 @@ mod procfs;
 mod report;
 mod rounds;
 mod signal;
+mod tls;
 mod tools;
 mod wrk;
 
@@ -155,6 +156,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         sluice.display()
     );
     ports.release();
+    if cases.iter().any(|c| c.client != tls::Client::Wrk) {
+        tls::make_cert(&work.path)?;
+    }
 
     let upstream = peers::start_upstream(&tools, &work.path, upstream_addr)?;
     let load = wrk::Load {
@@ -162,6 +166,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         connections: args.connections,
         threads: 1,
         core: LOAD_CORE,
+        h2load: tools::find("h2load"),
     };
     let schedule = Schedule {
         rounds: args.rounds,

@@ -67,6 +67,26 @@ fn expect_ok(addr: SocketAddr, header: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET https://ADDR/` (certificate not checked: it is the bench's own) must answer 200.
+fn expect_ok_tls(addr: SocketAddr) -> anyhow::Result<()> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("https://{addr}/"))
+        .output()
+        .context("running curl (apt-get install -y curl)")?;
+    let code = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(code == "200", "GET https://{addr}/ answered {code:?}");
+    Ok(())
+}
+
 fn is_refused(e: &anyhow::Error) -> bool {
     e.root_cause()
         .downcast_ref::<std::io::Error>()
@@ -115,6 +135,9 @@ pub fn start_peer(peer: &Peer, bins: &Bins) -> anyhow::Result<Proc> {
                 Err(e) if is_refused(&e) => {}
                 Err(e) => return Err(e),
             }
+        }
+        if peer.tls {
+            return expect_ok_tls(peer.listen);
         }
         expect_ok(peer.listen, peer.expect_header)
     })?;

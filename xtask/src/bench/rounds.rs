@@ -4,6 +4,7 @@ use super::cases::{Case, Peer};
 use super::peers::{self, Bins};
 use super::process::Proc;
 use super::report::{CaseResult, PeerResult, Round};
+use super::tls::Client;
 use super::{procfs, signal, wrk, PEER_CORE};
 
 /// How many rounds, and how long each part of a round lasts (seconds).
@@ -17,6 +18,7 @@ pub struct Schedule {
 /// One measured round: warm-up, then CPU time and wrk figures around the measured run.
 fn measure(
     peer: &Peer,
+    client: Client,
     proc: &mut Proc,
     load: &wrk::Load,
     schedule: Schedule,
@@ -24,12 +26,12 @@ fn measure(
 ) -> anyhow::Result<Round> {
     let log = peer.dir.join(format!("wrk-{round}.log"));
     if schedule.warmup_s > 0 {
-        load.run(peer.listen, schedule.warmup_s, &log)?;
+        load.run(client, peer.listen, schedule.warmup_s, &log)?;
     }
     proc.check_running()?;
     let before = procfs::cpu_seconds(proc.pid());
     let started = std::time::Instant::now();
-    let report = load.run(peer.listen, schedule.duration_s, &log)?;
+    let report = load.run(client, peer.listen, schedule.duration_s, &log)?;
     let wall_seconds = started.elapsed().as_secs_f64();
     let after = procfs::cpu_seconds(proc.pid());
     proc.check_running()?;
@@ -88,7 +90,7 @@ pub fn run_case(
                 "bench: {} round {round}/{}: {}",
                 case.name, schedule.rounds, peer.name
             );
-            match measure(peer, proc, load, schedule, round) {
+            match measure(peer, case.client, proc, load, schedule, round) {
                 Ok(r) => {
                     eprintln!(
                         "bench:   {:.0} req/s, p99 {:.0} µs, {:.2} µs CPU/request, {:.0} % of its core, {} errors",

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use super::process::Proc;
 use super::signal;
+use super::tls::{self, Client};
 
 /// What one wrk run measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -28,17 +29,33 @@ pub struct Load {
     /// wrk threads; one, so that wrk leaves the upstream its share of core 0.
     pub threads: u32,
     pub core: u32,
+    /// h2load, for the h2 TLS case (optional: the case fails without it).
+    pub h2load: Option<std::path::PathBuf>,
 }
 
 impl Load {
-    /// Runs wrk against `http://ADDR/` for `secs` seconds; its output goes to `log`.
-    pub fn run(&self, addr: SocketAddr, secs: u64, log: &Path) -> anyhow::Result<WrkReport> {
+    /// Runs `client` against `ADDR` for `secs` seconds; its output goes to `log`.
+    pub fn run(
+        &self,
+        client: Client,
+        addr: SocketAddr,
+        secs: u64,
+        log: &Path,
+    ) -> anyhow::Result<WrkReport> {
+        if client == Client::H2load {
+            return self.run_h2load(addr, secs, log);
+        }
         let (t, c, d) = (
             format!("-t{}", self.threads),
             format!("-c{}", self.connections),
             format!("-d{secs}s"),
         );
-        let url = format!("http://{addr}/");
+        let scheme = if client == Client::WrkTls {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{addr}/");
         let args = [
             t.as_str(),
             c.as_str(),
@@ -58,6 +75,29 @@ impl Load {
             }
             Some(s) => anyhow::bail!("wrk failed ({s}):\n{output}"),
             None => anyhow::bail!("wrk did not finish after {}s:\n{output}", secs + 30),
+        }
+    }
+}
+
+impl Load {
+    fn run_h2load(&self, addr: SocketAddr, secs: u64, log: &Path) -> anyhow::Result<WrkReport> {
+        let h2load = self
+            .h2load
+            .as_ref()
+            .context("h2load is not installed (apt-get install -y nghttp2-client)")?;
+        let args = tls::h2load_args(self.connections, secs, &format!("https://{addr}/"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut proc = Proc::spawn_pinned("h2load", self.core, h2load, &args, log)?;
+        let status = proc.wait_timeout(Duration::from_secs(secs + 30))?;
+        signal::check()?;
+        let output =
+            std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+        match status {
+            Some(s) if s.success() => {
+                tls::parse_h2load(&output).with_context(|| format!("h2load output:\n{output}"))
+            }
+            Some(s) => anyhow::bail!("h2load failed ({s}):\n{output}"),
+            None => anyhow::bail!("h2load did not finish after {}s:\n{output}", secs + 30),
         }
     }
 }
