@@ -23,37 +23,78 @@ impl Drop for Proc {
     }
 }
 
-/// curl from namespace `ns`, bound to `src`; returns the HTTP status, or None when no
-/// connection could be made within 1 s.
-fn curl_from(ns: &str, src: &str, url: &str) -> Option<u16> {
-    let out = Command::new("ip")
+/// curl from namespace `ns`, bound to `src`, with optional extra headers; returns the HTTP
+/// status, or None when no connection could be made within 1 s.
+fn curl_from(ns: &str, src: &str, url: &str, headers: &[&str]) -> Option<u16> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "curl", "-s", "-o", "/dev/null"])
         .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
             "-w",
             "%{http_code}",
-        ])
-        .args([
             "--connect-timeout",
             "1",
             "--max-time",
             "3",
-            "--interface",
-            src,
-            url,
         ])
-        .output()
-        .expect("curl");
+        .args(["--interface", src]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
         .ok()
         .filter(|c| *c != 0)
+}
+
+/// A gateway running `config` inside the server namespace, answering the `good` source.
+struct Gateway {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+fn start_gateway(ns: &Netns, config: &str) -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("sluice.yaml");
+    std::fs::write(&cfg, config).expect("write config");
+    let log = std::fs::File::create(dir.path().join("log")).expect("log");
+    let proc = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.s(), env!("CARGO_BIN_EXE_sluice")])
+            .args(["run", "--no-watch", "-c"])
+            .arg(&cfg)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluice"),
+    );
+    let url = format!("http://{}:8080/", ns.addr(1));
+    let good = ns.addr(2).to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl_from(&ns.c(), &good, &url, &[]) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not start: {}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Gateway {
+        _proc: proc,
+        _dir: dir,
+        url,
+    }
+}
+
+/// Waits (bounded) until `src` can connect again after its ban expires.
+fn wait_for_ban_expiry(ns: &Netns, src: &str, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl_from(&ns.c(), src, url, &[]).is_none() {
+        assert!(Instant::now() < deadline, "the ban never expired");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]
@@ -62,21 +103,18 @@ fn rate_limit_filter_bans_in_the_kernel_until_expiry() {
         return;
     }
     let ns = Netns::new();
-    let server = ns.addr(1);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("sluice.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let gw = start_gateway(
+        &ns,
+        &format!(
             r#"
 workers: 1
 admin: {{ address: "127.0.0.1:9901" }}
 listeners:
   - name: edge
-    address: "{server}:8080"
+    address: "{}:8080"
     filters:
       - name: local-rate-limit
-        config: {{ requests_per_second: 0.2, burst: 2, ban: {{ after: 3, window: 1m, ttl: 3s }} }}
+        config: {{ requests_per_second: 0.2, burst: 2, ban: {{ after: 3, window: 1m, ttl: 8s }} }}
     routes:
       - match: {{ path_prefix: "/" }}
         direct_response: {{ status: 200, body: "ok\n" }}
@@ -84,44 +122,20 @@ xdp:
   interface: xa
   mode: skb
   required: true
-  ban_default_ttl: 3s
-"#
+"#,
+            ns.addr(1)
         ),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.path().join("log")).expect("log");
-    let _gw = Proc(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.s(),
-                env!("CARGO_BIN_EXE_sluice"),
-                "run",
-                "--no-watch",
-                "-c",
-            ])
-            .arg(&cfg)
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sluice"),
     );
-    let url = format!("http://{server}:8080/");
     let (bad, good) = (ns.addr(3).to_string(), ns.addr(2).to_string());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while curl_from(&ns.c(), &good, &url) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not start: {}",
-            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The bad source exhausts its burst, collects rejections, and is banned.
+    // The bad source exhausts its burst, collects rejections, and is banned. Stop at the first
+    // refused connection: each one costs a 1 s connect timeout, and the ban lasts 8 s.
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        statuses.push(curl_from(&ns.c(), &bad, &url));
+        let status = curl_from(&ns.c(), &bad, &gw.url, &[]);
+        statuses.push(status);
+        if status.is_none() {
+            break;
+        }
     }
     assert!(statuses.contains(&Some(429)), "{statuses:?}");
     assert_eq!(
@@ -130,17 +144,11 @@ xdp:
         "the banned source still connects: {statuses:?}"
     );
     // Another source is still served (its own bucket, not banned).
-    assert_eq!(curl_from(&ns.c(), &good, &url), Some(200));
+    assert_eq!(curl_from(&ns.c(), &good, &gw.url, &[]), Some(200));
     // The kernel counted ban drops.
     let metrics = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.s(),
-            "curl",
-            "-s",
-            "http://127.0.0.1:9901/metrics",
-        ])
+        .args(["netns", "exec", &ns.s(), "curl", "-s"])
+        .arg("http://127.0.0.1:9901/metrics")
         .output()
         .expect("metrics");
     let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
@@ -153,45 +161,7 @@ xdp:
         "{metrics}"
     );
     // After the ban expires the source connects again (it may still be rate limited: 429).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl_from(&ns.c(), &bad, &url).is_none() {
-        assert!(Instant::now() < deadline, "the ban never expired");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// curl from `ns`/`src` with extra headers; the HTTP status, or None without a connection.
-fn curl_from_with(ns: &str, src: &str, url: &str, header: &str) -> Option<u16> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args([
-            "--connect-timeout",
-            "1",
-            "--max-time",
-            "3",
-            "--interface",
-            src,
-            "-H",
-            header,
-            url,
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .ok()
-        .filter(|c| *c != 0)
+    wait_for_ban_expiry(&ns, &bad, &gw.url);
 }
 
 #[test]
@@ -207,18 +177,15 @@ fn a_plugin_bans_a_source_in_the_kernel() {
         plugin.display()
     );
     let ns = Netns::new();
-    let server = ns.addr(1);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("sluice.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let gw = start_gateway(
+        &ns,
+        &format!(
             r#"
 workers: 1
 admin: {{ address: "127.0.0.1:9901" }}
 listeners:
   - name: edge
-    address: "{server}:8080"
+    address: "{}:8080"
     filters:
       - plugin: banner
     routes:
@@ -231,64 +198,30 @@ xdp:
   interface: xa
   mode: skb
   required: true
-  ban_default_ttl: 3s
+  ban_default_ttl: 5s
 "#,
+            ns.addr(1),
             plugin.display()
         ),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.path().join("log")).expect("log");
-    let _gw = Proc(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.s(),
-                env!("CARGO_BIN_EXE_sluice"),
-                "run",
-                "--no-watch",
-                "-c",
-            ])
-            .arg(&cfg)
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sluice"),
     );
-    let url = format!("http://{server}:8080/");
     let (bad, good) = (ns.addr(3).to_string(), ns.addr(2).to_string());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while curl_from(&ns.c(), &good, &url) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not start: {}",
-            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let url = &gw.url;
     assert_eq!(
-        curl_from(&ns.c(), &bad, &url),
+        curl_from(&ns.c(), &bad, url, &[]),
         Some(200),
         "served before the ban"
     );
     // The plugin calls sluice.ban_source for this request's client.
+    assert_eq!(curl_from(&ns.c(), &bad, url, &["x-ban-me: 1"]), Some(200));
     assert_eq!(
-        curl_from_with(&ns.c(), &bad, &url, "x-ban-me: 1"),
-        Some(200)
-    );
-    assert_eq!(
-        curl_from(&ns.c(), &bad, &url),
+        curl_from(&ns.c(), &bad, url, &[]),
         None,
         "the banned source still connects"
     );
     assert_eq!(
-        curl_from(&ns.c(), &good, &url),
+        curl_from(&ns.c(), &good, url, &[]),
         Some(200),
         "another source is served"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl_from(&ns.c(), &bad, &url).is_none() {
-        assert!(Instant::now() < deadline, "the ban never expired");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_ban_expiry(&ns, &bad, url);
 }
