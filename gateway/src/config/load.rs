@@ -44,7 +44,14 @@ impl Config {
         let certs = listener_tls.clone().flat_map(|t| {
             t.certificates
                 .iter()
-                .flat_map(|c| [c.cert.as_str(), c.key.as_str()])
+                .flat_map(|c| {
+                    [
+                        Some(c.cert.as_str()),
+                        Some(c.key.as_str()),
+                        c.ocsp.as_deref(),
+                    ]
+                })
+                .flatten()
         });
         let client_cas = listener_tls.filter_map(|t| t.client_ca.as_deref());
         let upstream_cas = f

@@ -132,6 +132,11 @@ pub struct CertificateConfig {
     pub key: String,
     #[serde(default)]
     pub server_names: Vec<String>,
+    /// A DER OCSP response for this certificate, stapled to handshakes of clients that ask
+    /// for one (`status_request`). Refreshed by whatever fetches it (e.g. a cron job running
+    /// `openssl ocsp`); Sluice re-reads it when it changes, like the certificate.
+    #[serde(default)]
+    pub ocsp: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -254,7 +254,12 @@ impl SniResolver {
         let mut wildcard = HashMap::new();
         let mut default = None;
         for c in &cfg.certificates {
-            let key = Arc::new(certified_key(&c.cert, &c.key, base_dir, provider)?);
+            let mut key = certified_key(&c.cert, &c.key, base_dir, provider)?;
+            if let Some(ocsp) = &c.ocsp {
+                let path = crate::filter::resolve_path(base_dir, ocsp);
+                key.ocsp = Some(ocsp_response(&path)?);
+            }
+            let key = Arc::new(key);
             for name in &c.server_names {
                 let name = name.to_ascii_lowercase();
                 // The first certificate naming a host wins, as the first route does.
@@ -327,6 +332,50 @@ fn certified_key(
             key_path.display()
         ))
     })
+}
+
+/// The OCSP response in `path`, checked just enough to catch the wrong file: one DER
+/// `OCSPResponse` SEQUENCE filling the file, whose `responseStatus` is `successful` (RFC 6960
+/// §4.2.1). A PEM file, a request or an error response ("tryLater", "unauthorized") is refused
+/// rather than stapled, since clients would reject the handshake or ignore it.
+fn ocsp_response(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let der = read(path, "OCSP response file")?;
+    let bad = |why: &str| {
+        file_error(
+            "OCSP response file",
+            path,
+            format!("{why}; expected a DER OCSP response, e.g. from `openssl ocsp -respout`"),
+        )
+    };
+    if der.first() != Some(&0x30) {
+        return Err(bad(
+            "not a DER SEQUENCE (a PEM file must be converted to DER)",
+        ));
+    }
+    // Definite-length header: short form, or long form with 1-4 length bytes.
+    let (len, header) = match der.get(1) {
+        Some(&l) if l < 0x80 => (usize::from(l), 2),
+        Some(&l) if (0x81..=0x84).contains(&l) => {
+            let n = usize::from(l & 0x7f);
+            let bytes = der.get(2..2 + n).ok_or_else(|| bad("truncated"))?;
+            let len = bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, 2 + n)
+        }
+        _ => return Err(bad("unsupported length encoding")),
+    };
+    if header + len != der.len() {
+        return Err(bad("the length does not match the file size"));
+    }
+    // responseStatus ENUMERATED comes first.
+    match der.get(header..header + 3) {
+        Some([0x0a, 0x01, 0]) => Ok(der),
+        Some([0x0a, 0x01, status]) => Err(bad(&format!(
+            "the responder answered status {status} (not `successful`)"
+        ))),
+        _ => Err(bad("no responseStatus")),
+    }
 }
 
 pub(crate) fn root_store(pem: &[u8], path: &Path) -> Result<RootCertStore, TlsError> {
@@ -514,5 +563,28 @@ mod tests {
         assert_eq!(escape_dn("a,b"), "a\\,b");
         assert_eq!(escape_dn(" x "), "\\ x\\ ");
         assert_eq!(escape_dn("plain"), "plain");
+    }
+
+    #[test]
+    fn ocsp_files_are_checked_before_stapling() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let check = |bytes: &[u8]| {
+            let path = dir.path().join("r.der");
+            std::fs::write(&path, bytes).expect("write");
+            ocsp_response(&path).map_err(|e| e.to_string())
+        };
+        // successful (0) with a body; long-form length.
+        let mut long = vec![0x30, 0x81, 0x83, 0x0a, 0x01, 0x00, 0xa0, 0x7e];
+        long.extend(std::iter::repeat_n(0u8, 0x7e));
+        assert!(check(&long).is_ok());
+        assert!(check(&[0x30, 0x03, 0x0a, 0x01, 0x00]).is_ok());
+        let e = check(&[0x30, 0x03, 0x0a, 0x01, 0x03]).expect_err("tryLater");
+        assert!(e.contains("status 3"), "{e}");
+        let e = check(b"-----BEGIN").expect_err("pem");
+        assert!(e.contains("PEM"), "{e}");
+        let e = check(&[0x30, 0x05, 0x0a, 0x01, 0x00]).expect_err("short");
+        assert!(e.contains("length"), "{e}");
+        assert!(check(&[0x30, 0x82, 0x01]).is_err());
+        assert!(check(&[]).is_err());
     }
 }

@@ -27,6 +27,7 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, format!("{name} test CA"));
         let key = KeyPair::generate().expect("ca key");
+        let key_pem = key.serialize_pem();
         let ca = CertifiedIssuer::self_signed(params, key).expect("ca cert");
         let pki = Pki {
             dir: dir.to_path_buf(),
@@ -34,7 +35,83 @@ impl Pki {
             ca,
         };
         std::fs::write(pki.ca_path(), pki.ca.pem()).expect("write ca");
+        std::fs::write(pki.ca_key_path(), key_pem).expect("write ca key");
         pki
+    }
+
+    pub fn ca_key_path(&self) -> PathBuf {
+        self.dir.join(format!("{}-ca.key", self.name))
+    }
+
+    /// A DER OCSP response for certificate `crt`, signed by the CA with `openssl ocsp` acting
+    /// as the responder, saying `good` or (with `revoked`) `revoked`. Written to `out`.
+    pub fn ocsp_response(&self, crt: &Path, revoked: bool, out: &Path) {
+        let openssl = |args: &[&str]| {
+            let o = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                o.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let s = |p: &Path| p.display().to_string();
+        let serial = openssl(&["x509", "-noout", "-serial", "-in", &s(crt)]);
+        let serial = serial.trim_start_matches("serial=");
+        let subject = openssl(&[
+            "x509",
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "compat",
+            "-in",
+            &s(crt),
+        ]);
+        let subject = subject.trim_start_matches("subject=");
+        // The responder's database: status, expiry, revocation time, serial, file, subject.
+        let (status, revoked_at) = if revoked {
+            ("R", "240101000000Z")
+        } else {
+            ("V", "")
+        };
+        let index = self.dir.join("ocsp-index.txt");
+        std::fs::write(
+            &index,
+            format!("{status}\t991231235959Z\t{revoked_at}\t{serial}\tunknown\t{subject}\n"),
+        )
+        .expect("index");
+        let req = self.dir.join("ocsp-req.der");
+        let ca = s(&self.ca_path());
+        openssl(&[
+            "ocsp",
+            "-issuer",
+            &ca,
+            "-cert",
+            &s(crt),
+            "-no_nonce",
+            "-reqout",
+            &s(&req),
+        ]);
+        openssl(&[
+            "ocsp",
+            "-index",
+            &s(&index),
+            "-rsigner",
+            &ca,
+            "-rkey",
+            &s(&self.ca_key_path()),
+            "-CA",
+            &ca,
+            "-reqin",
+            &s(&req),
+            "-respout",
+            &s(out),
+            "-ndays",
+            "1",
+        ]);
     }
 
     pub fn ca_path(&self) -> PathBuf {

@@ -726,3 +726,62 @@ clusters:
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(gw.log().contains("TLS handshake") || r.text().contains("upstream"));
 }
+
+#[test]
+fn ocsp_responses_are_stapled_and_refreshed() {
+    let m = material();
+    let ocsp = m.pki.dir.join("a.ocsp");
+    m.pki.ocsp_response(&m.a.0, false, &ocsp);
+    let yaml = listener_yaml(&m, "", DIRECT).replace(
+        &format!("key: \"{}\",", p(&m.a.1)),
+        &format!("key: \"{}\", ocsp: \"{}\",", p(&m.a.1), p(&ocsp)),
+    );
+    assert!(yaml.contains("ocsp:"), "{yaml}");
+    let gw = Gateway::start(&yaml);
+    let status = |name: &str| {
+        s_client(
+            gw.port,
+            &[
+                "-servername",
+                name,
+                "-status",
+                "-CAfile",
+                &p(&m.pki.ca_path()),
+            ],
+        )
+        .1
+    };
+    let out = status("a.test");
+    assert!(out.contains("OCSP Response Status: successful"), "{out}");
+    assert!(out.contains("Cert Status: good"), "{out}");
+    // The other certificate has no response configured: nothing is stapled.
+    let out = status("b.test");
+    assert!(out.contains("OCSP response: no response sent"), "{out}");
+    // A fresh response replacing the file (atomic rename) is stapled to new handshakes.
+    let next = m.pki.dir.join("a.ocsp.new");
+    m.pki.ocsp_response(&m.a.0, true, &next);
+    std::fs::rename(&next, &ocsp).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = status("a.test");
+        if out.contains("Cert Status: revoked") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never re-stapled: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A file that is not an OCSP response is refused; the last good one stays stapled.
+    std::fs::write(&ocsp, b"-----BEGIN OCSP RESPONSE-----\n").expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, out, _) = curl(&[
+        "-X",
+        "POST",
+        "-w",
+        " %{http_code}",
+        &gw.admin_url("/reload"),
+    ]);
+    assert!(out.ends_with(" 500"), "{out}");
+    assert!(out.contains("OCSP response file"), "{out}");
+    let out = status("a.test");
+    assert!(out.contains("Cert Status: revoked"), "{out}");
+}

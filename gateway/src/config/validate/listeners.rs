@@ -108,6 +108,9 @@ impl Checker<'_> {
             let cpath = format!("{path}.certificates[{i}]");
             self.file_exists(format!("{cpath}.cert"), &c.cert, "certificate file");
             self.file_exists(format!("{cpath}.key"), &c.key, "private key file");
+            if let Some(ocsp) = &c.ocsp {
+                self.file_exists(format!("{cpath}.ocsp"), ocsp, "OCSP response file");
+            }
             for (j, name) in c.server_names.iter().enumerate() {
                 if let Some(p) = host_pattern_problem(name) {
                     self.push(
