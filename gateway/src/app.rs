@@ -47,9 +47,8 @@ pub fn check(
     services: &Arc<Services>,
 ) -> Result<(Arc<Config>, snapshot::Snapshot), String> {
     let label = path.display().to_string();
-    let mut cfg = config::load(path, &registry.names()).map_err(|d| d.render(&label))?;
     // The version covers the referenced files too: a plugin rebuilt in place is a new version.
-    cfg.version = reload::version::of(&cfg);
+    let cfg = config::load(path, &registry.names()).map_err(|d| d.render(&label))?;
     if let Some(problem) = debug_problem(&cfg) {
         return Err(Diagnostics(vec![problem])
             .locate_all(&cfg.source)

@@ -3,7 +3,6 @@
 //! changes nothing; the error is logged once, counted and shown at /config.
 
 pub mod handover;
-pub mod version;
 pub mod watch;
 
 use std::collections::HashMap;

@@ -20,7 +20,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Quiet period after a change known to be complete (a rename — atomic replace, Kubernetes'
 /// `..data` swap — or a writer closing the file): only to gather the rest of the burst.
-pub const SETTLE: Duration = Duration::from_millis(5);
+pub const SETTLE: Duration = Duration::from_millis(2);
 
 /// Whether `kind` leaves the file complete: renames are atomic, a close ends a write. (A removal
 /// is often followed by a new copy: it waits the longer period.)
