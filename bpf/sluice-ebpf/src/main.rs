@@ -21,10 +21,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sluice_xdp_common::{
-    Addr, Bucket, Counter, Exact, Reason, RedirectAction, RedirectKey, Settings, ALLOW_LPM_MAX,
-    DENY_HAS_EXACT, DENY_HAS_LPM4, DENY_HAS_LPM6, DENY_HAS_V4, DENY_INDEX, DENY_LPM4_MAX,
-    DENY_LPM_MAX, DEVMAP_MAX, EXACT_MAX, FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT, RATE_MAX,
-    REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX, REDIRECT_TX, TOKEN, V4_BITMAP_WORDS,
+    redirect_index, Addr, Bucket, Buckets, Counter, Exact, Reason, RedirectAction, Settings,
+    ALLOW_LPM_MAX, DENY_HAS_EXACT, DENY_HAS_LPM4, DENY_HAS_LPM6, DENY_HAS_V4, DENY_INDEX,
+    DENY_LPM4_MAX, DENY_LPM_MAX, DEVMAP_MAX, EXACT_MAX, FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT,
+    RATE_MAX, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX, REDIRECT_TX, TOKEN, V4_BITMAP_WORDS,
 };
 
 use parse::{parse, Packet, Parsed, IPPROTO_TCP};
@@ -56,13 +56,11 @@ static EXACT: HashMap<Addr, Exact> = HashMap::with_max_entries(EXACT_MAX, BPF_F_
 #[map]
 static ALLOW_LPM: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(ALLOW_LPM_MAX, 0);
 #[map]
-static RATE: LruHashMap<Addr, Bucket> = LruHashMap::with_max_entries(RATE_MAX, 0);
-#[map]
-static SYN_RATE: LruHashMap<Addr, Bucket> = LruHashMap::with_max_entries(RATE_MAX, 0);
+static RATE: LruHashMap<Addr, Buckets> = LruHashMap::with_max_entries(RATE_MAX, 0);
 #[map]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
-static REDIRECT: HashMap<RedirectKey, RedirectAction> = HashMap::with_max_entries(REDIRECT_MAX, 0);
+static REDIRECT: Array<RedirectAction> = Array::with_max_entries(REDIRECT_MAX, 0);
 #[map]
 static DEVMAP: DevMap = DevMap::with_max_entries(DEVMAP_MAX, 0);
 #[map]
@@ -88,6 +86,20 @@ fn count(reason: Reason, bytes: u64) {
     }
 }
 
+/// `bpf_ktime_get_ns`, read at most once per packet and only by the rules that need it.
+struct Clock(u64);
+
+impl Clock {
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        if self.0 == 0 {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
+    }
+}
+
 #[inline(always)]
 fn decide(ctx: &XdpContext) -> (u32, Reason) {
     let pkt = match parse(ctx) {
@@ -96,19 +108,16 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
         Parsed::Ip(pkt) => pkt,
     };
     let settings = SETTINGS.get(0).copied().unwrap_or_default();
-    if let Some(verdict) = address_rules(&pkt, &settings) {
+    let mut clock = Clock(0);
+    if let Some(verdict) = address_rules(&pkt, &settings, &mut clock) {
         return verdict;
+    }
+    if let Some(reason) = rate_limits(&pkt, &settings, &mut clock) {
+        return (xdp_action::XDP_DROP, reason);
     }
     if !pkt.l4_ok {
         // The address rules passed; without a readable L4 header no port rule can apply.
         return (xdp_action::XDP_PASS, Reason::PassMalformed);
-    }
-    if pkt.protocol == IPPROTO_TCP
-        && pkt.syn
-        && settings.syn_pps != 0
-        && !take_token(&SYN_RATE, &pkt.src, settings.syn_pps, settings.syn_burst)
-    {
-        return (xdp_action::XDP_DROP, Reason::DropSynRateLimit);
     }
     if pkt.has_ports && settings.flags & FLAG_REDIRECT != 0 {
         if let Some(verdict) = redirect(&pkt) {
@@ -118,10 +127,10 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
     (xdp_action::XDP_PASS, Reason::PassDefault)
 }
 
-/// Allow, deny, ban and packet rate: the rules that need only the source address. Tables that
-/// userspace marked empty are not looked up (each map lookup costs 10-30 ns, a trie walk more).
+/// Allow, deny and ban: the rules that need only the source address. Tables that userspace
+/// marked empty are not looked up (each map lookup costs 10-30 ns, a trie walk more).
 #[inline(always)]
-fn address_rules(pkt: &Packet, settings: &Settings) -> Option<(u32, Reason)> {
+fn address_rules(pkt: &Packet, settings: &Settings, clock: &mut Clock) -> Option<(u32, Reason)> {
     if settings.flags & FLAG_ALLOW != 0 && ALLOW_LPM.get(Key::new(128, pkt.src)).is_some() {
         return Some((xdp_action::XDP_PASS, Reason::PassAllow));
     }
@@ -131,7 +140,7 @@ fn address_rules(pkt: &Packet, settings: &Settings) -> Option<(u32, Reason)> {
         return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
     }
     if deny & DENY_HAS_EXACT != 0 || settings.flags & FLAG_BANS != 0 {
-        if let Some(verdict) = exact(pkt, index) {
+        if let Some(verdict) = exact(pkt, index, clock) {
             return Some(verdict);
         }
     }
@@ -157,11 +166,6 @@ fn address_rules(pkt: &Packet, settings: &Settings) -> Option<(u32, Reason)> {
     if lpm {
         return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
     }
-    if settings.rate_pps != 0
-        && !take_token(&RATE, &pkt.src, settings.rate_pps, settings.rate_burst)
-    {
-        return Some((xdp_action::XDP_DROP, Reason::DropRateLimit));
-    }
     None
 }
 
@@ -180,7 +184,7 @@ fn v4_bitmap_hit(index: u32, src: &Addr) -> bool {
 /// The exact-address entry, if any: denied by the active buffer, or banned and not expired. The
 /// clock is read only when the source has a ban.
 #[inline(always)]
-fn exact(pkt: &Packet, index: u32) -> Option<(u32, Reason)> {
+fn exact(pkt: &Packet, index: u32, clock: &mut Clock) -> Option<(u32, Reason)> {
     let entry = EXACT.get_ptr(pkt.src)?;
     // SAFETY: the pointer comes from a successful lookup and stays inside the map for this run;
     // an update racing this read can at worst give one packet the verdict of another value.
@@ -188,62 +192,80 @@ fn exact(pkt: &Packet, index: u32) -> Option<(u32, Reason)> {
     if entry.deny & (1 << index) != 0 {
         return Some((xdp_action::XDP_DROP, Reason::DropDenyExact));
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    if entry.ban_expiry_ns != 0 && unsafe { bpf_ktime_get_ns() } < entry.ban_expiry_ns {
+    if entry.ban_expiry_ns != 0 && clock.now() < entry.ban_expiry_ns {
         return Some((xdp_action::XDP_DROP, Reason::DropBan));
     }
     None
 }
 
-/// Take one token from `src`'s bucket (created full on first sight); false when empty.
-/// Concurrent CPUs may race on one bucket; the result is a slightly looser limit, never a fault.
+/// The per-source packet budget, then (for a TCP SYN) the SYN budget; both buckets live in one
+/// LRU entry, so a packet pays at most one lookup. A source seen for the first time gets full
+/// buckets minus this packet. Concurrent CPUs may race on one entry; the result is a slightly
+/// looser limit, never a fault.
 #[inline(always)]
-fn take_token(map: &LruHashMap<Addr, Bucket>, src: &Addr, rate: u64, burst: u64) -> bool {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    match map.get_ptr_mut(src) {
-        Some(b) => {
-            // SAFETY: the pointer comes from a successful lookup and stays valid for this run.
-            let b = unsafe { &mut *b };
-            let elapsed = now.saturating_sub(b.last_ns).min(MAX_REFILL_NS);
-            let tokens = b
-                .tokens
-                .saturating_add(elapsed.wrapping_mul(rate))
-                .min(burst);
-            b.last_ns = now;
-            if tokens >= TOKEN {
-                b.tokens = tokens - TOKEN;
-                true
+fn rate_limits(pkt: &Packet, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
+    let syn = pkt.syn && pkt.protocol == IPPROTO_TCP && settings.syn_pps != 0;
+    if settings.rate_pps == 0 && !syn {
+        return None;
+    }
+    let now = clock.now();
+    let Some(b) = RATE.get_ptr_mut(&pkt.src) else {
+        // Full buckets, minus this packet's token where a limiter counted it.
+        let first = |burst: u64, counted: bool| Bucket {
+            tokens: if counted {
+                burst.saturating_sub(TOKEN)
             } else {
-                b.tokens = tokens;
-                false
-            }
-        }
-        None => {
-            let fresh = Bucket {
-                tokens: burst.saturating_sub(TOKEN),
-                last_ns: now,
-            };
-            let _ = map.insert(src, fresh, 0);
-            true
-        }
+                burst
+            },
+            last_ns: now,
+        };
+        let fresh = Buckets {
+            packets: first(settings.rate_burst, settings.rate_pps != 0),
+            syns: first(settings.syn_burst, syn),
+        };
+        let _ = RATE.insert(&pkt.src, &fresh, 0);
+        return None;
+    };
+    // SAFETY: the pointer comes from a successful lookup and stays valid for this run.
+    let b = unsafe { &mut *b };
+    if settings.rate_pps != 0
+        && !take_token(&mut b.packets, now, settings.rate_pps, settings.rate_burst)
+    {
+        return Some(Reason::DropRateLimit);
+    }
+    if syn && !take_token(&mut b.syns, now, settings.syn_pps, settings.syn_burst) {
+        return Some(Reason::DropSynRateLimit);
+    }
+    None
+}
+
+/// Refill `b` for the time elapsed, then take one token; false when empty.
+#[inline(always)]
+fn take_token(b: &mut Bucket, now: u64, rate: u64, burst: u64) -> bool {
+    let elapsed = now.saturating_sub(b.last_ns).min(MAX_REFILL_NS);
+    let tokens = b
+        .tokens
+        .saturating_add(elapsed.wrapping_mul(rate))
+        .min(burst);
+    b.last_ns = now;
+    if tokens >= TOKEN {
+        b.tokens = tokens - TOKEN;
+        true
+    } else {
+        b.tokens = tokens;
+        false
     }
 }
 
+/// The rule for the exact port, else the protocol's any-port rule (slot of port 0).
 #[inline(always)]
 fn redirect(pkt: &Packet) -> Option<(u32, Reason)> {
-    let exact = RedirectKey {
-        protocol: pkt.protocol,
-        pad: 0,
-        dst_port: pkt.dst_port,
-    };
-    let any = RedirectKey {
-        dst_port: 0,
-        ..exact
-    };
-    let action = REDIRECT.get_ptr(exact).or_else(|| REDIRECT.get_ptr(any))?;
-    // SAFETY: the pointer comes from a successful lookup; rules are replaced whole by userspace.
-    let action = unsafe { *action };
+    let slot = redirect_index(pkt.protocol, pkt.dst_port)?;
+    let any = redirect_index(pkt.protocol, 0)?;
+    let mut action = REDIRECT.get(slot).copied().unwrap_or_default();
+    if action.kind == 0 {
+        action = REDIRECT.get(any).copied().unwrap_or_default();
+    }
     match action.kind {
         REDIRECT_TX => Some((xdp_action::XDP_TX, Reason::Tx)),
         REDIRECT_DEVMAP => {

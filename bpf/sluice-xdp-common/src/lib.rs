@@ -34,13 +34,13 @@ pub const DENY_LPM6_1: &str = "DENY_LPM6_1";
 pub const EXACT: &str = "EXACT";
 /// Allow list (LPM, key `lpm_trie::Key<Addr>`, value `u8`).
 pub const ALLOW_LPM: &str = "ALLOW_LPM";
-/// Per-source packet token buckets (LRU, key [`Addr`], value [`Bucket`]).
+/// Per-source token buckets, packets and TCP SYNs in one entry so that a SYN costs one lookup
+/// (LRU, key [`Addr`], value [`Buckets`]).
 pub const RATE: &str = "RATE";
-/// Per-source TCP SYN token buckets (LRU, key [`Addr`], value [`Bucket`]).
-pub const SYN_RATE: &str = "SYN_RATE";
 /// Settings read by the program (array of one [`Settings`]).
 pub const SETTINGS: &str = "SETTINGS";
-/// Redirect rules (key [`RedirectKey`], value [`RedirectAction`]).
+/// Redirect rules: an array of [`RedirectAction`] indexed by [`redirect_index`] (an array lookup
+/// costs a few ns where a hash lookup costs tens).
 pub const REDIRECT: &str = "REDIRECT";
 /// Redirect targets (DEVMAP, index from [`RedirectAction::devmap_index`]).
 pub const DEVMAP: &str = "DEVMAP";
@@ -60,15 +60,25 @@ pub const EXACT_MAX: u32 = 2 * DENY_EXACT_MAX + BANS_MAX;
 /// Words in each IPv4 /24 bitmap (2^24 bits = 2 MiB).
 pub const V4_BITMAP_WORDS: u32 = 1 << 18;
 /// Capacity of each IPv4 long-prefix (/25-/31) buffer.
-pub const DENY_LPM4_MAX: u32 = 1 << 16;
+pub const DENY_LPM4_MAX: u32 = 1 << 18;
 /// Capacity of each IPv6 prefix buffer.
 pub const DENY_LPM_MAX: u32 = 1 << 18;
 /// Capacity of the allow list.
 pub const ALLOW_LPM_MAX: u32 = 1 << 14;
-/// Number of sources tracked by each rate limiter (LRU).
+/// Number of sources tracked by the rate limiters (LRU).
 pub const RATE_MAX: u32 = 1 << 16;
-/// Capacity of the redirect rule table.
-pub const REDIRECT_MAX: u32 = 256;
+/// Entries in the redirect array: one per (TCP or UDP, destination port).
+pub const REDIRECT_MAX: u32 = 2 << 16;
+
+/// The [`REDIRECT`] slot of a protocol and destination port (port 0: the any-port rule); None
+/// for protocols other than TCP and UDP.
+pub const fn redirect_index(protocol: u8, dst_port: u16) -> Option<u32> {
+    match protocol {
+        6 => Some(dst_port as u32),
+        17 => Some((1 << 16) | dst_port as u32),
+        _ => None,
+    }
+}
 /// Capacity of the redirect device map.
 pub const DEVMAP_MAX: u32 = 64;
 
@@ -104,6 +114,16 @@ pub struct Bucket {
     pub tokens: u64,
     /// `bpf_ktime_get_ns` of the last refill.
     pub last_ns: u64,
+}
+
+/// The packet and SYN buckets of one source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets {
+    /// Every packet.
+    pub packets: Bucket,
+    /// TCP SYNs without ACK.
+    pub syns: Bucket,
 }
 
 /// Program settings; a rate of 0 disables that limiter.

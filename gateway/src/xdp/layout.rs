@@ -44,7 +44,11 @@ pub fn check_limits(set: &DenySet) -> Result<(), XdpError> {
     let layout = DenyLayout::of(set);
     for (what, n, max) in [
         ("exact addresses", layout.exact.len(), DENY_EXACT_MAX),
-        ("IPv4 prefixes longer than /24", layout.lpm4.len(), DENY_LPM4_MAX),
+        (
+            "IPv4 prefixes longer than /24",
+            layout.lpm4.len(),
+            DENY_LPM4_MAX,
+        ),
         ("IPv6 prefixes", layout.lpm6.len(), DENY_LPM_MAX),
     ] {
         if n > max as usize {
@@ -137,7 +141,9 @@ mod tests {
 
     fn bit(l: &DenyLayout, a: [u8; 4]) -> bool {
         let n = u32::from_be_bytes(a) >> 8;
-        l.v4_words.get(&(n >> 6)).is_some_and(|w| w & (1 << (n & 63)) != 0)
+        l.v4_words
+            .get(&(n >> 6))
+            .is_some_and(|w| w & (1 << (n & 63)) != 0)
     }
 
     #[test]

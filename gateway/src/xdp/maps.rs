@@ -30,7 +30,9 @@ pub struct Maps {
     exact: HashMap<MapData, Addr, Exact>,
     allow: LpmTrie<MapData, Addr, u8>,
     settings: Array<MapData, Settings>,
-    redirect: HashMap<MapData, RedirectKey, RedirectAction>,
+    redirect: Array<MapData, RedirectAction>,
+    /// Redirect slots written (and so to clear when their rule goes).
+    redirect_slots: std::collections::BTreeSet<u32>,
     devmap: DevMap<MapData>,
     counters: PerCpuArray<MapData, Counter>,
     /// Which deny buffer the program reads.
@@ -82,7 +84,8 @@ impl Maps {
             exact: HashMap::try_from(take(ebpf, common::EXACT)?).map_err(&e)?,
             allow: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM)?).map_err(&e)?,
             settings: Array::try_from(take(ebpf, common::SETTINGS)?).map_err(&e)?,
-            redirect: HashMap::try_from(take(ebpf, common::REDIRECT)?).map_err(&e)?,
+            redirect: Array::try_from(take(ebpf, common::REDIRECT)?).map_err(&e)?,
+            redirect_slots: Default::default(),
             devmap: DevMap::try_from(take(ebpf, common::DEVMAP)?).map_err(&e)?,
             counters: PerCpuArray::try_from(take(ebpf, common::COUNTERS)?).map_err(&e)?,
             active: 0,
@@ -292,14 +295,24 @@ impl Maps {
                 .map_err(|e| XdpError::Redirect(e.to_string()))?;
         }
         let e = map_err("redirect rules");
-        let old: Vec<RedirectKey> = self.redirect.keys().collect::<Result<_, _>>().map_err(&e)?;
-        for k in old {
-            if !rules.iter().any(|(r, _)| *r == k) {
-                let _ = self.redirect.remove(&k);
-            }
-        }
+        let mut slots = std::collections::BTreeSet::new();
         for (k, v) in rules {
-            self.redirect.insert(k, v, 0).map_err(&e)?;
+            let slot = common::redirect_index(k.protocol, k.dst_port).ok_or_else(|| {
+                XdpError::Config(format!(
+                    "redirect protocol {} is not TCP or UDP",
+                    k.protocol
+                ))
+            })?;
+            self.redirect.set(slot, v, 0).map_err(&e)?;
+            self.redirect_slots.insert(slot);
+            slots.insert(slot);
+        }
+        let stale: Vec<u32> = self.redirect_slots.difference(&slots).copied().collect();
+        for slot in stale {
+            self.redirect
+                .set(slot, RedirectAction::default(), 0)
+                .map_err(&e)?;
+            self.redirect_slots.remove(&slot);
         }
         self.set_flag(FLAG_REDIRECT, !rules.is_empty())
     }
@@ -325,9 +338,7 @@ impl Maps {
             deny: self.deny_bits(&addr),
             pad: 0,
         };
-        self.exact
-            .insert(addr, entry, 0)
-            .map_err(map_err("bans"))?;
+        self.exact.insert(addr, entry, 0).map_err(map_err("bans"))?;
         self.bans.insert(addr, entry.ban_expiry_ns);
         // Never cleared: a stale flag costs one lookup, a missing one would lose a ban.
         self.set_flag(FLAG_BANS, true)
