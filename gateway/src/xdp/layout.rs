@@ -41,15 +41,18 @@ fn mapped_v4(key: &Addr) -> Option<[u8; 4]> {
 /// # Errors
 /// Which table is over its size, and by how much.
 pub fn check_limits(set: &DenySet) -> Result<(), XdpError> {
-    let layout = DenyLayout::of(set);
+    let (mut lpm4, mut lpm6) = (0, 0);
+    for (key, len) in &set.prefixes {
+        match mapped_v4(key) {
+            Some(_) if *len > V4_MAPPED_PREFIX + BITMAP_PREFIX => lpm4 += 1,
+            Some(_) if *len >= V4_MAPPED_PREFIX => {}
+            _ => lpm6 += 1,
+        }
+    }
     for (what, n, max) in [
-        ("exact addresses", layout.exact.len(), DENY_EXACT_MAX),
-        (
-            "IPv4 prefixes longer than /24",
-            layout.lpm4.len(),
-            DENY_LPM4_MAX,
-        ),
-        ("IPv6 prefixes", layout.lpm6.len(), DENY_LPM_MAX),
+        ("exact addresses", set.exact.len(), DENY_EXACT_MAX),
+        ("IPv4 prefixes longer than /24", lpm4, DENY_LPM4_MAX),
+        ("IPv6 prefixes", lpm6, DENY_LPM_MAX),
     ] {
         if n > max as usize {
             return Err(XdpError::Config(format!(

@@ -385,6 +385,11 @@ impl Maps {
         self.lift(addr)
     }
 
+    /// Bans not yet expired at `now_ns`.
+    pub fn live_bans(&self, now_ns: u64) -> usize {
+        self.bans.values().filter(|exp| **exp > now_ns).count()
+    }
+
     /// Every ban with its expiry (expired ones not yet swept included; the caller filters).
     pub fn bans(&self) -> impl Iterator<Item = (&Addr, u64)> + '_ {
         self.bans.iter().map(|(a, e)| (a, *e))

@@ -287,7 +287,11 @@ impl Xdp {
             "# HELP sluice_xdp_bans Active bans in the XDP ban map."
         );
         let _ = writeln!(out, "# TYPE sluice_xdp_bans gauge");
-        let _ = writeln!(out, "sluice_xdp_bans {}", self.bans().len());
+        let now = monotonic_ns();
+        let live = self
+            .with(|inner| Ok(inner.maps.live_bans(now)))
+            .unwrap_or(0);
+        let _ = writeln!(out, "sluice_xdp_bans {live}");
         let _ = writeln!(
             out,
             "# HELP sluice_xdp_deny_entries Entries in the XDP deny set in force."
