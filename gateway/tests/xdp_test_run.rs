@@ -88,6 +88,109 @@ fn bans_drop_until_they_expire_and_can_be_lifted() {
 }
 
 #[test]
+fn long_v4_prefixes_and_v6_prefixes_are_judged_by_family() {
+    let yaml = "interface: lo
+deny: [\"192.0.2.128/25\", \"198.18.40.0/24\", \"2001:db8::/32\", \"::/0\"]
+";
+    let Some(xdp) = load("long_v4_prefixes_and_v6_prefixes", yaml) else {
+        return;
+    };
+    // /25 lives in the IPv4 trie, /24 in the bitmap.
+    assert_eq!(run(&xdp, &v4("192.0.2.129", UDP, 53, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("192.0.2.127", UDP, 53, 0)), XDP_PASS);
+    assert_eq!(run(&xdp, &v4("198.18.40.77", UDP, 53, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.41.77", UDP, 53, 0)), XDP_PASS);
+    // `::/0` denies every IPv6 source but no IPv4 one.
+    assert_eq!(run(&xdp, &v6("2001:db9::1", UDP, 53, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("203.0.113.9", UDP, 53, 0)), XDP_PASS);
+    // An IPv4-mapped IPv6 source is judged by the IPv4 rules.
+    assert_eq!(run(&xdp, &v6("::ffff:192.0.2.130", UDP, 53, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v6("::ffff:203.0.113.9", UDP, 53, 0)), XDP_PASS);
+    assert_eq!(count(&xdp, "drop", "deny_prefix"), 4);
+}
+
+#[test]
+fn bans_and_exact_deny_entries_share_one_hash_without_disturbing_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deny.txt");
+    std::fs::write(&file, "198.18.30.1\n198.18.30.3\n").unwrap();
+    let yaml = "interface: lo\ndeny_files: [deny.txt]\n";
+    let Some(xdp) = load_in("bans_and_exact_deny_entries", yaml, dir.path()) else {
+        return;
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let hour = Some(Duration::from_secs(3600));
+    assert!(BanSink::ban(&*xdp, ip("198.18.30.1"), hour, "test"));
+    assert!(BanSink::ban(&*xdp, ip("198.18.30.2"), hour, "test"));
+    // Denied and banned: the deny entry answers first.
+    assert_eq!(run(&xdp, &v4("198.18.30.1", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(count(&xdp, "drop", "deny_exact"), 1);
+    // The deny entry goes (twice, so both buffers lose it); the ban stays.
+    std::fs::write(&file, "198.18.30.3\n").unwrap();
+    xdp.reload_deny().unwrap();
+    xdp.reload_deny().unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.30.1", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(count(&xdp, "drop", "ban"), 1);
+    assert!(xdp.remove_ban(ip("198.18.30.1")));
+    assert_eq!(run(&xdp, &v4("198.18.30.1", UDP, 1, 0)), XDP_PASS);
+    // Lifting a ban on a denied address keeps the deny entry.
+    assert!(BanSink::ban(&*xdp, ip("198.18.30.3"), hour, "test"));
+    assert!(xdp.remove_ban(ip("198.18.30.3")));
+    assert_eq!(run(&xdp, &v4("198.18.30.3", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(count(&xdp, "drop", "deny_exact"), 2);
+    assert_eq!(run(&xdp, &v4("198.18.30.2", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(xdp.bans().len(), 1);
+}
+
+#[test]
+fn a_full_ban_table_refuses_new_bans_and_evicts_nothing() {
+    let yaml = "interface: lo\ndeny: [\"198.18.50.1\"]\n";
+    let Some(xdp) = load("a_full_ban_table", yaml) else {
+        return;
+    };
+    let max = sluice_xdp_common::BANS_MAX;
+    let addr = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x1e00_0000 + i));
+    // One short ban, the rest long.
+    assert!(BanSink::ban(
+        &*xdp,
+        addr(0),
+        Some(Duration::from_millis(1)),
+        "test"
+    ));
+    for i in 1..max {
+        assert!(
+            BanSink::ban(&*xdp, addr(i), Some(Duration::from_secs(3600)), "test"),
+            "ban {i} of {max} refused"
+        );
+    }
+    // Full: the expired one is swept to make room, then the table is full of live bans.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(BanSink::ban(&*xdp, addr(max), None, "test"));
+    assert!(!BanSink::ban(&*xdp, addr(max + 1), None, "test"));
+    assert!(matches!(
+        xdp.add_ban(addr(max + 1), None),
+        Err(sluice::xdp::XdpError::BansFull(_))
+    ));
+    // Re-banning a held address still works (it takes no new slot).
+    assert!(BanSink::ban(&*xdp, addr(7), None, "test"));
+    // No ban was evicted and the deny entry is intact.
+    for i in [1, 7, max / 2, max - 1, max] {
+        let a = std::net::Ipv4Addr::from(0x1e00_0000 + i).to_string();
+        assert_eq!(run(&xdp, &v4(&a, UDP, 1, 0)), XDP_DROP, "{a}");
+    }
+    assert_eq!(run(&xdp, &v4("198.18.50.1", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(count(&xdp, "drop", "deny_exact"), 1);
+    // Deny entries have their own room: a new exact deny set applies with the bans full.
+    xdp.apply_config(
+        &config("interface: lo\ndeny: [\"198.18.50.1\", \"198.18.50.2\"]\n"),
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.50.2", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(xdp.bans().len(), max as usize);
+}
+
+#[test]
 fn per_source_rate_limit_drops_over_budget_only_for_that_source() {
     let yaml = "interface: lo\nrate_limit: { packets_per_second: 1, burst: 5 }\n";
     let Some(xdp) = load("per_source_rate_limit", yaml) else {

@@ -10,6 +10,8 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 const ETH_HLEN: usize = 14;
+/// The first 12 bytes of an IPv4-mapped IPv6 address.
+const V4_MAPPED_HEAD: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -38,6 +40,8 @@ pub enum Parsed {
 pub struct Packet {
     /// Source address, IPv4 mapped into `::ffff:0:0/96`.
     pub src: Addr,
+    /// The source is IPv4 (or an IPv4-mapped IPv6 address): only the IPv4 tables apply.
+    pub v4: bool,
     /// IP protocol of the L4 header (after IPv6 extension headers).
     pub protocol: u8,
     /// False when the L4 header could not be located or read (truncated, unknown extension).
@@ -102,6 +106,7 @@ fn parse_v4(ctx: &XdpContext, l3: usize) -> Parsed {
     let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     let mut pkt = Packet {
         src,
+        v4: true,
         protocol: ip[9],
         l4_ok: false,
         has_ports: false,
@@ -130,6 +135,7 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
     src.copy_from_slice(&ip[8..24]);
     let mut pkt = Packet {
         src,
+        v4: src[..12] == V4_MAPPED_HEAD,
         protocol: ip[6],
         l4_ok: false,
         has_ports: false,

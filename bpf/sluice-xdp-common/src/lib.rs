@@ -13,27 +13,34 @@ pub type Addr = [u8; 16];
 pub const V4_MAPPED_PREFIX: u32 = 96;
 
 /// Maps whose names end in `_0`/`_1` are double buffered: the program reads the one selected by
-/// [`DENY_ACTIVE`], userspace rewrites the other and then flips the index in one store.
+/// [`DENY_ACTIVE`], userspace rewrites the other and then flips the index in one store. Exact
+/// addresses are not duplicated: each [`EXACT`] entry carries one deny bit per buffer.
 pub const DENY_ACTIVE: &str = "DENY_ACTIVE";
-/// LPM deny prefixes, buffer 0 (key `lpm_trie::Key<Addr>`, value `u8`).
-pub const DENY_LPM_0: &str = "DENY_LPM_0";
-/// LPM deny prefixes, buffer 1.
-pub const DENY_LPM_1: &str = "DENY_LPM_1";
-/// Exact denied addresses, buffer 0 (key [`Addr`], value `u8`).
-pub const DENY_EXACT_0: &str = "DENY_EXACT_0";
-/// Exact denied addresses, buffer 1.
-pub const DENY_EXACT_1: &str = "DENY_EXACT_1";
+/// IPv4 deny prefixes up to /24 as a bitmap of every /24 (2^24 bits in [`V4_BITMAP_WORDS`] u64
+/// words; /24 number `n` is bit `n % 64` of word `n / 64`), buffer 0.
+pub const DENY_V4_0: &str = "DENY_V4_0";
+/// IPv4 /24 bitmap, buffer 1.
+pub const DENY_V4_1: &str = "DENY_V4_1";
+/// IPv4 deny prefixes /25 to /31 (LPM, key `lpm_trie::Key<[u8; 4]>`, value `u8`), buffer 0.
+pub const DENY_LPM4_0: &str = "DENY_LPM4_0";
+/// IPv4 long prefixes, buffer 1.
+pub const DENY_LPM4_1: &str = "DENY_LPM4_1";
+/// IPv6 deny prefixes (LPM, key `lpm_trie::Key<Addr>`, value `u8`), buffer 0.
+pub const DENY_LPM6_0: &str = "DENY_LPM6_0";
+/// IPv6 deny prefixes, buffer 1.
+pub const DENY_LPM6_1: &str = "DENY_LPM6_1";
+/// Exact addresses: denied ones and banned ones in one hash (key [`Addr`], value [`Exact`]), so
+/// that a packet pays one lookup for both.
+pub const EXACT: &str = "EXACT";
 /// Allow list (LPM, key `lpm_trie::Key<Addr>`, value `u8`).
 pub const ALLOW_LPM: &str = "ALLOW_LPM";
-/// Dynamic bans (key [`Addr`], value: expiry in `bpf_ktime_get_ns` nanoseconds).
-pub const BANS: &str = "BANS";
-/// Per-source packet token buckets (LRU, key [`Addr`], value [`Bucket`]).
+/// Per-source token buckets, packets and TCP SYNs in one entry so that a SYN costs one lookup
+/// (LRU, key [`Addr`], value [`Buckets`]).
 pub const RATE: &str = "RATE";
-/// Per-source TCP SYN token buckets (LRU, key [`Addr`], value [`Bucket`]).
-pub const SYN_RATE: &str = "SYN_RATE";
 /// Settings read by the program (array of one [`Settings`]).
 pub const SETTINGS: &str = "SETTINGS";
-/// Redirect rules (key [`RedirectKey`], value [`RedirectAction`]).
+/// Redirect rules: an array of [`RedirectAction`] indexed by [`redirect_index`] (an array lookup
+/// costs a few ns where a hash lookup costs tens).
 pub const REDIRECT: &str = "REDIRECT";
 /// Redirect targets (DEVMAP, index from [`RedirectAction::devmap_index`]).
 pub const DEVMAP: &str = "DEVMAP";
@@ -43,24 +50,61 @@ pub const COUNTERS: &str = "COUNTERS";
 /// The name of the XDP program inside the object (used to find a stale attachment).
 pub const PROGRAM_NAME: &str = "sluice_xdp";
 
-/// Capacity of each exact deny buffer.
-pub const DENY_EXACT_MAX: u32 = 1 << 21;
-/// Capacity of each LPM deny buffer.
+/// Most exact addresses in one deny set (userspace rejects a larger set).
+pub const DENY_EXACT_MAX: u32 = 1 << 20;
+/// Most bans held at once (userspace refuses a new ban beyond this; it never evicts).
+pub const BANS_MAX: u32 = 1 << 20;
+/// Capacity of [`EXACT`]: both deny buffers (disjoint in the worst case, during a switch) plus
+/// every ban, so that neither kind can ever crowd out the other.
+pub const EXACT_MAX: u32 = 2 * DENY_EXACT_MAX + BANS_MAX;
+/// Words in each IPv4 /24 bitmap (2^24 bits = 2 MiB).
+pub const V4_BITMAP_WORDS: u32 = 1 << 18;
+/// Capacity of each IPv4 long-prefix (/25-/31) buffer.
+pub const DENY_LPM4_MAX: u32 = 1 << 18;
+/// Capacity of each IPv6 prefix buffer.
 pub const DENY_LPM_MAX: u32 = 1 << 18;
 /// Capacity of the allow list.
 pub const ALLOW_LPM_MAX: u32 = 1 << 14;
-/// Capacity of the ban map (LRU: the least recently used ban is evicted when full).
-pub const BANS_MAX: u32 = 1 << 18;
-/// Number of sources tracked by each rate limiter (LRU).
+/// Number of sources tracked by the rate limiters (LRU).
 pub const RATE_MAX: u32 = 1 << 16;
-/// Capacity of the redirect rule table.
-pub const REDIRECT_MAX: u32 = 256;
+/// Entries in the redirect array: one per (TCP or UDP, destination port).
+pub const REDIRECT_MAX: u32 = 2 << 16;
+
+/// The [`REDIRECT`] slot of a protocol and destination port (port 0: the any-port rule); None
+/// for protocols other than TCP and UDP.
+pub const fn redirect_index(protocol: u8, dst_port: u16) -> Option<u32> {
+    match protocol {
+        6 => Some(dst_port as u32),
+        17 => Some((1 << 16) | dst_port as u32),
+        _ => None,
+    }
+}
 /// Capacity of the redirect device map.
 pub const DEVMAP_MAX: u32 = 64;
 
 /// One token, in the fixed-point unit of [`Bucket::tokens`] (tokens are counted in nano-tokens so
 /// that refill needs no division on the packet path).
 pub const TOKEN: u64 = 1_000_000_000;
+
+/// An [`EXACT`] entry: present while the address is denied by either deny buffer or banned.
+/// Only userspace writes these (the program never deletes), so an update never races a delete.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exact {
+    /// Ban expiry in `bpf_ktime_get_ns` nanoseconds (CLOCK_MONOTONIC); 0: not banned.
+    pub ban_expiry_ns: u64,
+    /// Bit `i` set: denied by deny buffer `i`.
+    pub deny: u32,
+    /// Always zero.
+    pub pad: u32,
+}
+
+impl Exact {
+    /// True when the entry no longer says anything (then it is deleted).
+    pub const fn is_empty(&self) -> bool {
+        self.ban_expiry_ns == 0 && self.deny == 0
+    }
+}
 
 /// A token bucket for one source.
 #[repr(C)]
@@ -70,6 +114,16 @@ pub struct Bucket {
     pub tokens: u64,
     /// `bpf_ktime_get_ns` of the last refill.
     pub last_ns: u64,
+}
+
+/// The packet and SYN buckets of one source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets {
+    /// Every packet.
+    pub packets: Bucket,
+    /// TCP SYNs without ACK.
+    pub syns: Bucket,
 }
 
 /// Program settings; a rate of 0 disables that limiter.
@@ -98,10 +152,14 @@ pub const FLAG_REDIRECT: u64 = 4;
 /// The [`DENY_ACTIVE`] word: bit 0 is the buffer the program reads; the flag bits say which of
 /// that buffer's tables hold entries, so that index and flags switch in one store.
 pub const DENY_INDEX: u32 = 1;
-/// [`DENY_ACTIVE`] word: the active LPM buffer holds prefixes.
-pub const DENY_HAS_PREFIX: u32 = 2;
-/// [`DENY_ACTIVE`] word: the active exact buffer holds addresses.
+/// [`DENY_ACTIVE`] word: the active IPv4 /24 bitmap has bits set.
+pub const DENY_HAS_V4: u32 = 2;
+/// [`DENY_ACTIVE`] word: the active deny set holds exact addresses.
 pub const DENY_HAS_EXACT: u32 = 4;
+/// [`DENY_ACTIVE`] word: the active IPv4 long-prefix trie holds entries.
+pub const DENY_HAS_LPM4: u32 = 8;
+/// [`DENY_ACTIVE`] word: the active IPv6 prefix trie holds entries.
+pub const DENY_HAS_LPM6: u32 = 16;
 
 /// Key of a redirect rule: IP protocol number and destination port (0: any port).
 #[repr(C)]
@@ -240,6 +298,8 @@ mod pod {
     unsafe impl aya::Pod for super::RedirectAction {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above (u64 + u32 + u32).
+    unsafe impl aya::Pod for super::Exact {}
 }
 
 /// Map an IPv4 address (network byte order octets) into the 16-byte key form.

@@ -82,6 +82,8 @@ where
                     StatusCode::OK,
                     serde_json::json!({ "banned": add.addr, "ttl_secs": ttl.as_secs() }),
                 ),
+                // A full table is the caller's signal to back off, not a server fault.
+                Err(e @ super::XdpError::BansFull(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
             }
         }

@@ -1,6 +1,7 @@
 //! Typed handles on the program's maps and the operations the gateway performs on them.
 //! Control path only: callers serialise access (the runtime holds these behind a mutex).
 
+use std::collections::HashMap as StdHashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -8,28 +9,43 @@ use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, DevMap, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use sluice_xdp_common::{
-    self as common, Addr, Counter, Reason, RedirectAction, RedirectKey, Settings, DENY_HAS_EXACT,
-    DENY_HAS_PREFIX, FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT,
+    self as common, Addr, Counter, Exact, Reason, RedirectAction, RedirectKey, Settings, BANS_MAX,
+    FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT,
 };
 
+use super::layout::{check_limits, DenyLayout};
 use super::rules::{key_addr, DenySet};
 use super::XdpError;
+
+/// How often adding a ban also deletes the expired ones (the program ignores an expired ban, so
+/// this only returns memory; a full map triggers a sweep at once).
+const SWEEP_INTERVAL_NS: u64 = 60_000_000_000;
 
 /// The program's maps, taken out of the loaded object.
 pub struct Maps {
     deny_active: Array<MapData, u32>,
-    deny_lpm: [LpmTrie<MapData, Addr, u8>; 2],
-    deny_exact: [HashMap<MapData, Addr, u8>; 2],
+    deny_v4: [Array<MapData, u64>; 2],
+    deny_lpm4: [LpmTrie<MapData, [u8; 4], u8>; 2],
+    deny_lpm6: [LpmTrie<MapData, Addr, u8>; 2],
+    exact: HashMap<MapData, Addr, Exact>,
     allow: LpmTrie<MapData, Addr, u8>,
-    bans: HashMap<MapData, Addr, u64>,
     settings: Array<MapData, Settings>,
-    redirect: HashMap<MapData, RedirectKey, RedirectAction>,
+    redirect: Array<MapData, RedirectAction>,
+    /// Redirect slots written (and so to clear when their rule goes).
+    redirect_slots: std::collections::BTreeSet<u32>,
     devmap: DevMap<MapData>,
     counters: PerCpuArray<MapData, Counter>,
     /// Which deny buffer the program reads.
     active: u32,
-    /// What each deny buffer holds; None after a failed write (then it is cleared in full).
-    contents: [Option<DenySet>; 2],
+    /// What each deny buffer holds, kept exact write by write (also after a failed write).
+    contents: [DenyLayout; 2],
+    /// Entries in the deny set each buffer was last completed with.
+    entries: [usize; 2],
+    /// Every ban in the map with its expiry: the map is written only from here, so this mirror
+    /// lets bans be counted, listed and swept without walking a million kernel entries.
+    bans: StdHashMap<Addr, u64>,
+    /// Monotonic time of the last sweep of expired bans.
+    last_sweep_ns: u64,
     /// The allow list as written.
     allowed: std::collections::BTreeSet<(Addr, u32)>,
     /// The settings as last written (rates and `FLAG_*` bits).
@@ -53,22 +69,30 @@ impl Maps {
         let e = map_err("open");
         Ok(Maps {
             deny_active: Array::try_from(take(ebpf, common::DENY_ACTIVE)?).map_err(&e)?,
-            deny_lpm: [
-                LpmTrie::try_from(take(ebpf, common::DENY_LPM_0)?).map_err(&e)?,
-                LpmTrie::try_from(take(ebpf, common::DENY_LPM_1)?).map_err(&e)?,
+            deny_v4: [
+                Array::try_from(take(ebpf, common::DENY_V4_0)?).map_err(&e)?,
+                Array::try_from(take(ebpf, common::DENY_V4_1)?).map_err(&e)?,
             ],
-            deny_exact: [
-                HashMap::try_from(take(ebpf, common::DENY_EXACT_0)?).map_err(&e)?,
-                HashMap::try_from(take(ebpf, common::DENY_EXACT_1)?).map_err(&e)?,
+            deny_lpm4: [
+                LpmTrie::try_from(take(ebpf, common::DENY_LPM4_0)?).map_err(&e)?,
+                LpmTrie::try_from(take(ebpf, common::DENY_LPM4_1)?).map_err(&e)?,
             ],
+            deny_lpm6: [
+                LpmTrie::try_from(take(ebpf, common::DENY_LPM6_0)?).map_err(&e)?,
+                LpmTrie::try_from(take(ebpf, common::DENY_LPM6_1)?).map_err(&e)?,
+            ],
+            exact: HashMap::try_from(take(ebpf, common::EXACT)?).map_err(&e)?,
             allow: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM)?).map_err(&e)?,
-            bans: HashMap::try_from(take(ebpf, common::BANS)?).map_err(&e)?,
             settings: Array::try_from(take(ebpf, common::SETTINGS)?).map_err(&e)?,
-            redirect: HashMap::try_from(take(ebpf, common::REDIRECT)?).map_err(&e)?,
+            redirect: Array::try_from(take(ebpf, common::REDIRECT)?).map_err(&e)?,
+            redirect_slots: Default::default(),
             devmap: DevMap::try_from(take(ebpf, common::DEVMAP)?).map_err(&e)?,
             counters: PerCpuArray::try_from(take(ebpf, common::COUNTERS)?).map_err(&e)?,
             active: 0,
-            contents: [Some(DenySet::default()), Some(DenySet::default())],
+            contents: Default::default(),
+            entries: [0; 2],
+            bans: StdHashMap::new(),
+            last_sweep_ns: 0,
             allowed: Default::default(),
             current: Settings::default(),
         })
@@ -79,65 +103,122 @@ impl Maps {
     /// buffer held is written, so re-applying a large set after a small edit is cheap.
     ///
     /// # Errors
-    /// A map write failed (full map); the program keeps reading the previous set.
+    /// The set is larger than the tables, or a map write failed; the program keeps reading the
+    /// previous set.
     pub fn apply_deny(&mut self, set: &DenySet) -> Result<(), XdpError> {
+        check_limits(set)?;
         let idx = (1 - self.active) as usize;
-        let old = match self.contents[idx].take() {
-            Some(old) => old,
-            None => self.clear_buffer(idx)?,
-        };
-        let e = map_err("deny list");
-        for (addr, len) in old.prefixes.difference(&set.prefixes) {
-            let _ = self.deny_lpm[idx].remove(&Key::new(*len, *addr));
-        }
-        for addr in old.exact.difference(&set.exact) {
-            let _ = self.deny_exact[idx].remove(addr);
-        }
-        for (addr, len) in set.prefixes.difference(&old.prefixes) {
-            self.deny_lpm[idx]
-                .insert(&Key::new(*len, *addr), 1, 0)
-                .map_err(&e)?;
-        }
-        for addr in set.exact.difference(&old.exact) {
-            self.deny_exact[idx].insert(addr, 1, 0).map_err(&e)?;
-        }
-        self.contents[idx] = Some(set.clone());
-        let mut word = idx as u32;
-        if !set.prefixes.is_empty() {
-            word |= DENY_HAS_PREFIX;
-        }
-        if !set.exact.is_empty() {
-            word |= DENY_HAS_EXACT;
-        }
+        let target = DenyLayout::of(set);
+        let mut held = std::mem::take(&mut self.contents[idx]);
+        let written = self.write_buffer(idx, &mut held, &target);
+        self.contents[idx] = held;
+        written?;
+        self.entries[idx] = set.len();
         // One 4-byte store switches the buffer and its emptiness flags together.
-        self.deny_active.set(0, word, 0).map_err(&e)?;
+        let word = idx as u32 | target.flags();
+        self.deny_active
+            .set(0, word, 0)
+            .map_err(map_err("deny list"))?;
         self.active = idx as u32;
         Ok(())
     }
 
-    /// Empty a buffer whose contents are unknown; returns the (now empty) set it holds.
-    fn clear_buffer(&mut self, idx: usize) -> Result<DenySet, XdpError> {
+    /// Bring buffer `idx` from `held` to `target`, updating `held` after every kernel write so
+    /// that it stays true if a write fails half way.
+    fn write_buffer(
+        &mut self,
+        idx: usize,
+        held: &mut DenyLayout,
+        target: &DenyLayout,
+    ) -> Result<(), XdpError> {
         let e = map_err("deny list");
-        let keys: Vec<_> = self.deny_lpm[idx]
+        let stale: Vec<u32> = held
+            .v4_words
             .keys()
-            .collect::<Result<_, _>>()
-            .map_err(&e)?;
-        for k in keys {
-            let _ = self.deny_lpm[idx].remove(&k);
+            .filter(|w| !target.v4_words.contains_key(w))
+            .copied()
+            .collect();
+        for word in stale {
+            self.deny_v4[idx].set(word, 0, 0).map_err(&e)?;
+            held.v4_words.remove(&word);
         }
-        let keys: Vec<_> = self.deny_exact[idx]
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(&e)?;
-        for k in keys {
-            let _ = self.deny_exact[idx].remove(&k);
+        for (word, bits) in &target.v4_words {
+            if held.v4_words.get(word) != Some(bits) {
+                self.deny_v4[idx].set(*word, *bits, 0).map_err(&e)?;
+                held.v4_words.insert(*word, *bits);
+            }
         }
-        Ok(DenySet::default())
+        let stale: Vec<_> = held.lpm4.difference(&target.lpm4).copied().collect();
+        for (addr, len) in stale {
+            let _ = self.deny_lpm4[idx].remove(&Key::new(len, addr));
+            held.lpm4.remove(&(addr, len));
+        }
+        let fresh: Vec<_> = target.lpm4.difference(&held.lpm4).copied().collect();
+        for (addr, len) in fresh {
+            self.deny_lpm4[idx]
+                .insert(&Key::new(len, addr), 1, 0)
+                .map_err(&e)?;
+            held.lpm4.insert((addr, len));
+        }
+        let stale: Vec<_> = held.lpm6.difference(&target.lpm6).copied().collect();
+        for (addr, len) in stale {
+            let _ = self.deny_lpm6[idx].remove(&Key::new(len, addr));
+            held.lpm6.remove(&(addr, len));
+        }
+        let fresh: Vec<_> = target.lpm6.difference(&held.lpm6).copied().collect();
+        for (addr, len) in fresh {
+            self.deny_lpm6[idx]
+                .insert(&Key::new(len, addr), 1, 0)
+                .map_err(&e)?;
+            held.lpm6.insert((addr, len));
+        }
+        let bit = 1u32 << idx;
+        let stale: Vec<Addr> = held.exact.difference(&target.exact).copied().collect();
+        for addr in stale {
+            let entry = self.exact_entry(&addr, self.deny_bits(&addr) & !bit);
+            self.write_exact(&addr, entry).map_err(&e)?;
+            held.exact.remove(&addr);
+        }
+        let fresh: Vec<Addr> = target.exact.difference(&held.exact).copied().collect();
+        for addr in fresh {
+            let entry = self.exact_entry(&addr, self.deny_bits(&addr) | bit);
+            self.write_exact(&addr, entry).map_err(&e)?;
+            held.exact.insert(addr);
+        }
+        Ok(())
     }
 
-    /// The deny set the program currently reads.
-    pub fn active_deny(&self) -> Option<&DenySet> {
-        self.contents[self.active as usize].as_ref()
+    /// The deny bits `addr` has in the buffers whose contents are in `self.contents` (the one
+    /// being written is taken out while it is written; its bit is supplied by the caller).
+    fn deny_bits(&self, addr: &Addr) -> u32 {
+        (0..2)
+            .filter(|i| self.contents[*i].exact.contains(addr))
+            .fold(0, |bits, i| bits | 1 << i)
+    }
+
+    fn exact_entry(&self, addr: &Addr, deny: u32) -> Exact {
+        Exact {
+            ban_expiry_ns: self.bans.get(addr).copied().unwrap_or(0),
+            deny,
+            pad: 0,
+        }
+    }
+
+    /// Store `entry`, or delete the key when the entry says nothing any more.
+    fn write_exact(&mut self, addr: &Addr, entry: Exact) -> Result<(), MapError> {
+        if entry.is_empty() {
+            match self.exact.remove(addr) {
+                Err(MapError::KeyNotFound) => Ok(()),
+                other => other,
+            }
+        } else {
+            self.exact.insert(addr, entry, 0)
+        }
+    }
+
+    /// Entries in the deny set the program currently reads.
+    pub fn active_deny_len(&self) -> usize {
+        self.entries[self.active as usize]
     }
 
     /// Replace the allow list (small, config-only: applied as a diff).
@@ -214,38 +295,104 @@ impl Maps {
                 .map_err(|e| XdpError::Redirect(e.to_string()))?;
         }
         let e = map_err("redirect rules");
-        let old: Vec<RedirectKey> = self.redirect.keys().collect::<Result<_, _>>().map_err(&e)?;
-        for k in old {
-            if !rules.iter().any(|(r, _)| *r == k) {
-                let _ = self.redirect.remove(&k);
-            }
-        }
+        let mut slots = std::collections::BTreeSet::new();
         for (k, v) in rules {
-            self.redirect.insert(k, v, 0).map_err(&e)?;
+            let slot = common::redirect_index(k.protocol, k.dst_port).ok_or_else(|| {
+                XdpError::Config(format!(
+                    "redirect protocol {} is not TCP or UDP",
+                    k.protocol
+                ))
+            })?;
+            self.redirect.set(slot, v, 0).map_err(&e)?;
+            self.redirect_slots.insert(slot);
+            slots.insert(slot);
+        }
+        let stale: Vec<u32> = self.redirect_slots.difference(&slots).copied().collect();
+        for slot in stale {
+            self.redirect
+                .set(slot, RedirectAction::default(), 0)
+                .map_err(&e)?;
+            self.redirect_slots.remove(&slot);
         }
         self.set_flag(FLAG_REDIRECT, !rules.is_empty())
     }
 
-    /// Ban `addr` until `expiry_ns` (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns).
+    /// Ban `addr` until `expiry_ns` (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns); `now_ns`
+    /// is the current time on that clock. A ban never evicts anything: when [`BANS_MAX`] bans
+    /// are held, expired ones are swept, and if none has expired the new ban is refused.
     ///
     /// # Errors
-    /// The map write failed.
-    pub fn ban(&mut self, addr: Addr, expiry_ns: u64) -> Result<(), XdpError> {
-        self.bans
-            .insert(addr, expiry_ns, 0)
-            .map_err(map_err("bans"))?;
+    /// The ban table is full of unexpired bans, or the map write failed.
+    pub fn ban(&mut self, addr: Addr, expiry_ns: u64, now_ns: u64) -> Result<(), XdpError> {
+        let full = self.bans.len() >= BANS_MAX as usize;
+        if now_ns.saturating_sub(self.last_sweep_ns) > SWEEP_INTERVAL_NS
+            || (full && !self.bans.contains_key(&addr))
+        {
+            self.sweep(now_ns);
+        }
+        if self.bans.len() >= BANS_MAX as usize && !self.bans.contains_key(&addr) {
+            return Err(XdpError::BansFull(BANS_MAX));
+        }
+        let entry = Exact {
+            ban_expiry_ns: expiry_ns.max(1),
+            deny: self.deny_bits(&addr),
+            pad: 0,
+        };
+        self.exact.insert(addr, entry, 0).map_err(map_err("bans"))?;
+        self.bans.insert(addr, entry.ban_expiry_ns);
         // Never cleared: a stale flag costs one lookup, a missing one would lose a ban.
         self.set_flag(FLAG_BANS, true)
     }
 
-    /// Lift a ban; false when there was none.
-    pub fn unban(&mut self, addr: &Addr) -> bool {
-        self.bans.remove(addr).is_ok()
+    /// Delete the bans that expired by `now_ns` (from the map and the mirror).
+    fn sweep(&mut self, now_ns: u64) {
+        self.last_sweep_ns = now_ns;
+        let expired: Vec<Addr> = self
+            .bans
+            .iter()
+            .filter(|(_, exp)| **exp <= now_ns)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in expired {
+            self.lift(&addr);
+        }
     }
 
-    /// Every ban with its expiry (expired ones included; the caller filters).
-    pub fn bans(&self) -> Vec<(Addr, u64)> {
-        self.bans.iter().filter_map(Result::ok).collect()
+    /// Remove the ban on `addr` from the map (keeping its deny bits) and from the mirror.
+    fn lift(&mut self, addr: &Addr) -> bool {
+        if !self.bans.contains_key(addr) {
+            return false;
+        }
+        let entry = Exact {
+            ban_expiry_ns: 0,
+            deny: self.deny_bits(addr),
+            pad: 0,
+        };
+        match self.write_exact(addr, entry) {
+            Ok(()) => {
+                self.bans.remove(addr);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(addr = %key_addr(addr), error = %e, "XDP ban not lifted");
+                false
+            }
+        }
+    }
+
+    /// Lift a ban; false when there was none.
+    pub fn unban(&mut self, addr: &Addr) -> bool {
+        self.lift(addr)
+    }
+
+    /// Bans not yet expired at `now_ns`.
+    pub fn live_bans(&self, now_ns: u64) -> usize {
+        self.bans.values().filter(|exp| **exp > now_ns).count()
+    }
+
+    /// Every ban with its expiry (expired ones not yet swept included; the caller filters).
+    pub fn bans(&self) -> impl Iterator<Item = (&Addr, u64)> + '_ {
+        self.bans.iter().map(|(a, e)| (a, *e))
     }
 
     /// Packets and bytes per reason, summed over CPUs.

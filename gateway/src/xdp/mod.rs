@@ -9,6 +9,7 @@
 pub mod admin;
 mod attach;
 pub mod cli;
+mod layout;
 mod maps;
 pub mod object;
 mod plan;
@@ -67,6 +68,9 @@ pub enum XdpError {
     /// A deny list entry or file is invalid.
     #[error(transparent)]
     Rule(#[from] rules::RuleError),
+    /// Every ban slot holds an unexpired ban; the new ban is refused rather than evicting one.
+    #[error("XDP ban table full ({0} unexpired bans); the ban is not enforced in the kernel")]
+    BansFull(u32),
     /// The fast path is not running (it was shut down).
     #[error("XDP is not running")]
     Stopped,

@@ -9,6 +9,7 @@ use sluice_xdp_common::{
     Addr, RedirectAction, RedirectKey, Settings, REDIRECT_DEVMAP, REDIRECT_TX, TOKEN,
 };
 
+use super::layout::check_limits;
 use super::rules::{net_key, parse_net, DenySet, RuleError};
 use super::XdpError;
 use crate::config::model::XdpConfig;
@@ -61,6 +62,7 @@ impl Plan {
         }
         let deny_files: Vec<PathBuf> = cfg.deny_files.iter().map(|f| base.join(f)).collect();
         let deny = load_deny(&cfg.deny, &deny_files)?;
+        check_limits(&deny)?;
         let mut settings = Settings::default();
         if let Some(r) = &cfg.rate_limit {
             (settings.rate_pps, settings.rate_burst) =

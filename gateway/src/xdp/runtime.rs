@@ -209,9 +209,10 @@ impl Xdp {
         self.with(|inner| {
             let ttl = ttl.unwrap_or(inner.plan.ban_ttl);
             let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+            let now = monotonic_ns();
             inner
                 .maps
-                .ban(addr_key(addr), monotonic_ns().saturating_add(ttl_ns))?;
+                .ban(addr_key(addr), now.saturating_add(ttl_ns), now)?;
             Ok(ttl)
         })
     }
@@ -229,8 +230,7 @@ impl Xdp {
             Ok(inner
                 .maps
                 .bans()
-                .iter()
-                .filter_map(|(a, exp)| BanEntry::from_map(a, *exp, now))
+                .filter_map(|(a, exp)| BanEntry::from_map(a, exp, now))
                 .collect())
         })
         .unwrap_or_default()
@@ -238,7 +238,7 @@ impl Xdp {
 
     /// Number of entries in the deny set in force.
     pub fn deny_len(&self) -> usize {
-        self.with(|inner| Ok(inner.maps.active_deny().map_or(0, |d| d.len())))
+        self.with(|inner| Ok(inner.maps.active_deny_len()))
             .unwrap_or(0)
     }
 
@@ -287,7 +287,11 @@ impl Xdp {
             "# HELP sluice_xdp_bans Active bans in the XDP ban map."
         );
         let _ = writeln!(out, "# TYPE sluice_xdp_bans gauge");
-        let _ = writeln!(out, "sluice_xdp_bans {}", self.bans().len());
+        let now = monotonic_ns();
+        let live = self
+            .with(|inner| Ok(inner.maps.live_bans(now)))
+            .unwrap_or(0);
+        let _ = writeln!(out, "sluice_xdp_bans {live}");
         let _ = writeln!(
             out,
             "# HELP sluice_xdp_deny_entries Entries in the XDP deny set in force."
@@ -326,8 +330,11 @@ impl Xdp {
     pub fn upgrade(&self, object: &[u8]) -> Result<(), XdpError> {
         self.with(|inner| {
             let (mut ebpf, mut maps) = load_with(object, &inner.plan)?;
+            let now = monotonic_ns();
             for (addr, expiry) in inner.maps.bans() {
-                maps.ban(addr, expiry)?;
+                if expiry > now {
+                    maps.ban(*addr, expiry, now)?;
+                }
             }
             if let Some(id) = inner.link.take() {
                 let link = attach::program(&mut inner.ebpf)?

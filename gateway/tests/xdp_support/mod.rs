@@ -1,6 +1,7 @@
 //! Shared by the XDP tests: loading the program (or skipping loudly), and packet builders.
 #![allow(dead_code)]
 
+pub mod bare;
 pub mod netns;
 
 use std::io::Write as _;
