@@ -20,7 +20,9 @@ use envoy_types::pb::google::rpc::Status;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 
-use super::resources::{Resources, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use super::resources::{
+    Resources, CLUSTER_TYPE, ENDPOINT_TYPE, EXTENSION_TYPE, LISTENER_TYPE, ROUTE_TYPE,
+};
 use crate::config::model::XdsConfig;
 use crate::reload::Reloader;
 
@@ -78,7 +80,7 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
 }
 
-fn json_to_value(v: &serde_json::Value) -> Value {
+pub(crate) fn json_to_value(v: &serde_json::Value) -> Value {
     let kind = match v {
         serde_json::Value::Null => Kind::NullValue(0),
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
@@ -164,10 +166,17 @@ async fn session(
     if let Some(b) = &current {
         subs.names.insert(ENDPOINT_TYPE, b.eds.clone());
         subs.names.insert(ROUTE_TYPE, b.rds.clone());
+        subs.names.insert(EXTENSION_TYPE, b.ecds.clone());
     }
-    for t in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE] {
+    for t in [
+        CLUSTER_TYPE,
+        LISTENER_TYPE,
+        ENDPOINT_TYPE,
+        ROUTE_TYPE,
+        EXTENSION_TYPE,
+    ] {
         if let Some(names) = subs.names.get(t) {
-            if names.is_empty() && (t == ENDPOINT_TYPE || t == ROUTE_TYPE) {
+            if names.is_empty() && t != CLUSTER_TYPE && t != LISTENER_TYPE {
                 continue;
             }
             out.send(request(t, held.version(t), names, "", None))
@@ -239,7 +248,11 @@ async fn handle(
                 None,
             ))
             .await?;
-            for (t, wanted) in [(ROUTE_TYPE, built.rds), (ENDPOINT_TYPE, built.eds)] {
+            for (t, wanted) in [
+                (ROUTE_TYPE, built.rds),
+                (ENDPOINT_TYPE, built.eds),
+                (EXTENSION_TYPE, built.ecds),
+            ] {
                 if subs.names.get(t) != Some(&wanted) {
                     let nonce = subs.nonces.get(t).cloned().unwrap_or_default();
                     out.send(request(t, held.version(t), &wanted, &nonce, None))
@@ -263,9 +276,12 @@ async fn handle(
     Ok(())
 }
 
-/// Map the candidate resources and put them in force. Building a snapshot compiles plugins and
-/// binds sockets: it runs on a blocking thread.
-async fn apply(
+/// Map the candidate resources, get their plugins' code and put them in force. Building a
+/// snapshot compiles plugins and binds sockets: it runs on a blocking thread.
+///
+/// # Errors
+/// Why the update is rejected: the text of the NACK.
+pub(super) async fn apply(
     candidate: &Resources,
     reloader: &Arc<Reloader>,
 ) -> Result<super::resources::Built, String> {
@@ -279,9 +295,10 @@ async fn apply(
         .map(|c| c.name.clone())
         .filter(|n| !overlay_clusters.contains(n))
         .collect();
-    let built = candidate
+    let mut built = candidate
         .build(&|c| file_clusters.contains(c))
         .map_err(|e| e.to_string())?;
+    super::code::resolve(&mut built).await?;
     let overlay = Arc::new(built.overlay.clone());
     let r = reloader.clone();
     match tokio::task::spawn_blocking(move || r.apply_overlay(overlay)).await {

@@ -39,7 +39,6 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
     CodecType, RouteSpecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType as HttpConfigType;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
@@ -49,6 +48,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 
 use super::fields;
+use super::http_filters::{self, FilterSpec};
 use crate::config::model::{
     ClusterConfig, DirectResponseConfig, HeaderMatchConfig, ListenerConfig, LoadBalancing,
     PoolConfig, Protocol, RedirectConfig, RetryConfig, RetryOn, RewriteConfig, RouteConfig,
@@ -72,7 +72,7 @@ pub struct MapError {
     pub message: String,
 }
 
-fn err(resource: &str, message: impl Into<String>) -> MapError {
+pub(super) fn err(resource: &str, message: impl Into<String>) -> MapError {
     MapError {
         resource: resource.to_string(),
         message: message.into(),
@@ -86,6 +86,8 @@ pub struct MappedListener {
     pub listener: ListenerConfig,
     /// The RouteConfiguration to fill the routes from, when not inline.
     pub rds: Option<String>,
+    /// The HTTP filters before the router, some of which may wait for ECDS.
+    pub filters: Vec<FilterSpec>,
 }
 
 /// What a decoded Cluster needs before it can be served.
@@ -112,7 +114,7 @@ pub fn decode_any<M: Message + Name + Default>(any: &Any, what: &str) -> Result<
 }
 
 /// Fail when `rest` (a copy of a message with every handled field cleared) still sets a field.
-fn reject_rest<M: Message>(
+pub(super) fn reject_rest<M: Message>(
     rest: &M,
     table: &[(u32, &str)],
     what: &str,
@@ -235,6 +237,7 @@ pub fn listener(l: &Listener) -> Result<MappedListener, MapError> {
     };
     let hcm: HttpConnectionManager = decode_any(any, what)?;
     let (routes, rds, protocols) = http_connection_manager(&hcm, what)?;
+    let filters = http_filters::http_filters(&hcm.http_filters, &l.name, what)?;
     Ok(MappedListener {
         listener: ListenerConfig {
             name: l.name.clone(),
@@ -246,6 +249,7 @@ pub fn listener(l: &Listener) -> Result<MappedListener, MapError> {
             routes,
         },
         rds,
+        filters,
     })
 }
 
@@ -264,28 +268,6 @@ fn http_connection_manager(hcm: &HttpConnectionManager, what: &str) -> Result<Hc
         Ok(CodecType::Http2) => vec![Protocol::Http2],
         _ => return Err(err(what, "codec_type HTTP3 is not supported")),
     };
-    for (i, f) in hcm.http_filters.iter().enumerate() {
-        let last = i + 1 == hcm.http_filters.len();
-        let is_router = f.name == ROUTER_FILTER
-            || matches!(&f.config_type, Some(HttpConfigType::TypedConfig(a))
-                if a.type_url.ends_with("envoy.extensions.filters.http.router.v3.Router"));
-        if is_router && last {
-            continue;
-        }
-        if is_router {
-            return Err(err(
-                what,
-                format!("{ROUTER_FILTER} must be the last http_filter"),
-            ));
-        }
-        return Err(err(
-            what,
-            format!(
-                "http_filter `{}` is not supported yet (only {ROUTER_FILTER}; see docs/xds.md)",
-                f.name
-            ),
-        ));
-    }
     match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             Ok((Vec::new(), Some(rds.route_config_name.clone()), protocols))

@@ -6,14 +6,16 @@
 //! the reason and the last good config keeps serving. See docs/xds.md for the supported subset.
 
 pub mod client;
+pub mod code;
 mod fields;
+pub mod http_filters;
 pub mod mapping;
 pub mod merge;
 pub mod resources;
 
 use std::sync::Arc;
 
-use crate::config::model::{ClusterConfig, ListenerConfig, XdsConfig};
+use crate::config::model::{ClusterConfig, ListenerConfig, PluginConfig, XdsConfig};
 use crate::reload::Reloader;
 
 /// Listeners and clusters that came from xDS, with what /config shows about them.
@@ -21,6 +23,8 @@ use crate::reload::Reloader;
 pub struct Overlay {
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
+    /// Wasm plugins the listeners' chains use, their code a local file by now.
+    pub plugins: Vec<PluginConfig>,
     /// Per resource type: the accepted version and resource names; and which listeners or
     /// clusters are still waiting for their RDS/EDS/CDS dependencies.
     pub status: serde_json::Value,

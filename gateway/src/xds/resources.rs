@@ -7,11 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 
+use super::http_filters::{self, FilterSpec, MappedFilter, MappedPlugin};
 use super::mapping::{self, MapError};
 use super::Overlay;
 
@@ -20,6 +22,7 @@ pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteCon
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub use super::http_filters::EXTENSION_CONFIG_TYPE as EXTENSION_TYPE;
 
 /// Accepted resources by type, each with the version of the response that carried them.
 #[derive(Clone, Debug, Default)]
@@ -28,6 +31,8 @@ pub struct Resources {
     pub routes: BTreeMap<String, RouteConfiguration>,
     pub clusters: BTreeMap<String, Cluster>,
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// ECDS: HTTP filter configs by name.
+    pub extensions: BTreeMap<String, TypedExtensionConfig>,
     /// type URL → version_info last accepted.
     pub versions: BTreeMap<String, String>,
 }
@@ -38,6 +43,10 @@ pub struct Built {
     pub overlay: Overlay,
     pub rds: BTreeSet<String>,
     pub eds: BTreeSet<String>,
+    /// ECDS names the listeners refer to.
+    pub ecds: BTreeSet<String>,
+    /// The wasm plugins the overlay's chains use, code not yet resolved.
+    pub plugins: Vec<MappedPlugin>,
 }
 
 fn named<M: prost::Message + prost::Name + Default>(
@@ -94,6 +103,13 @@ impl Resources {
                     |c: &ClusterLoadAssignment| c.cluster_name.clone(),
                 )?
             }
+            EXTENSION_TYPE => {
+                self.extensions = named(
+                    resources,
+                    "TypedExtensionConfig",
+                    |t: &TypedExtensionConfig| t.name.clone(),
+                )?
+            }
             other => {
                 return Err(MapError {
                     resource: format!("type {other}"),
@@ -137,15 +153,55 @@ impl Resources {
         let ready: BTreeSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
         let mut listeners = Vec::new();
         let mut rds = BTreeSet::new();
-        for l in self.listeners.values() {
+        let mut extensions = BTreeMap::new();
+        for (name, tec) in &self.extensions {
+            extensions.insert(name.as_str(), http_filters::extension_config(tec)?);
+        }
+        let mut ecds = BTreeSet::new();
+        let mut plugins: BTreeMap<String, MappedPlugin> = BTreeMap::new();
+        'listeners: for l in self.listeners.values() {
             let mut m = mapping::listener(l)?;
+            let mut chain: Vec<&MappedFilter> = Vec::new();
+            for spec in &m.filters {
+                match spec {
+                    FilterSpec::Ready(f) => chain.push(f),
+                    FilterSpec::Discovered {
+                        name,
+                        default,
+                        type_urls,
+                    } => {
+                        ecds.insert(name.clone());
+                        match (extensions.get(name.as_str()), default) {
+                            (Some(f), _) => {
+                                if let Some(tec) = self.extensions.get(name) {
+                                    if !http_filters::type_allowed(tec, type_urls) {
+                                        return Err(MapError {
+                                            resource: format!("TypedExtensionConfig \"{name}\""),
+                                            message: format!(
+                                                "its type is not among listener {}'s type_urls {type_urls:?}",
+                                                l.name
+                                            ),
+                                        });
+                                    }
+                                }
+                                chain.push(f)
+                            }
+                            (None, Some(f)) => chain.push(f),
+                            (None, None) => {
+                                waiting.push(format!("listener {} (ECDS {name})", l.name));
+                                continue 'listeners;
+                            }
+                        }
+                    }
+                }
+            }
             if let Some(name) = &m.rds {
                 rds.insert(name.clone());
                 match self.routes.get(name) {
                     Some(rc) => m.listener.routes = mapping::route_configuration(rc)?,
                     None => {
                         waiting.push(format!("listener {} (RDS {name})", l.name));
-                        continue;
+                        continue 'listeners;
                     }
                 }
             }
@@ -167,6 +223,12 @@ impl Resources {
                 waiting.push(format!("listener {} (cluster {c})", l.name));
                 continue;
             }
+            for f in chain {
+                if let MappedFilter::Wasm(p) = f {
+                    plugins.insert(p.plugin.name.clone(), p.clone());
+                }
+                m.listener.filters.push(f.chain_entry());
+            }
             listeners.push(m.listener);
         }
         let status = serde_json::json!({
@@ -175,16 +237,20 @@ impl Resources {
             "route_configurations": self.routes.keys().collect::<Vec<_>>(),
             "clusters": self.clusters.keys().collect::<Vec<_>>(),
             "cluster_load_assignments": self.endpoints.keys().collect::<Vec<_>>(),
+            "extension_configs": self.extensions.keys().collect::<Vec<_>>(),
             "waiting": waiting,
         });
         Ok(Built {
             overlay: Overlay {
                 listeners,
                 clusters,
+                plugins: Vec::new(),
                 status,
             },
             rds,
             eds,
+            ecds,
+            plugins: plugins.into_values().collect(),
         })
     }
 }
