@@ -1,4 +1,4 @@
-//! The ADS state-of-the-world stream: subscribe, apply, ACK/NACK, resubscribe, reconnect.
+//! The ADS client loop (reconnect with backoff) and the state-of-the-world stream: subscribe, apply, ACK/NACK, resubscribe, reconnect.
 //!
 //! One bidirectional `StreamAggregatedResources` call carries every type. CDS and LDS are
 //! wildcard subscriptions; RDS and EDS subscribe to the names the accepted listeners and clusters
@@ -32,7 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// How long to wait for the TCP/HTTP2 connection to the control plane.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// gRPC INVALID_ARGUMENT: what a NACK's error_detail carries.
-const INVALID_ARGUMENT: i32 = 3;
+pub(super) const INVALID_ARGUMENT: i32 = 3;
 
 /// Why one ADS session ended.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,12 @@ pub async fn run(cfg: XdsConfig, reloader: Arc<Reloader>) {
     let mut failures: u32 = 0;
     loop {
         let mut progressed = false;
-        match session(&cfg, &reloader, &mut held, &mut progressed).await {
+        let ended = if cfg.delta {
+            super::delta::session(&cfg, &reloader, &mut held, &mut progressed).await
+        } else {
+            session(&cfg, &reloader, &mut held, &mut progressed).await
+        };
+        match ended {
             Ok(()) => {
                 tracing::warn!(server = %cfg.server, "xDS stream closed by the server; reconnecting")
             }
@@ -99,7 +104,7 @@ pub(crate) fn json_to_value(v: &serde_json::Value) -> Value {
     Value { kind: Some(kind) }
 }
 
-fn node(cfg: &XdsConfig) -> Node {
+pub(super) fn node(cfg: &XdsConfig) -> Node {
     let metadata = match cfg.node.metadata.as_ref().map(json_to_value) {
         Some(Value {
             kind: Some(Kind::StructValue(s)),
@@ -139,17 +144,22 @@ impl Sender {
     }
 }
 
+/// Open the gRPC channel to the control plane.
+pub(super) async fn connect(cfg: &XdsConfig) -> Result<tonic::transport::Channel, SessionError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(cfg.server.clone())
+        .map_err(|e| SessionError::BadServer(cfg.server.clone(), e.to_string()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect().await?)
+}
+
 async fn session(
     cfg: &XdsConfig,
     reloader: &Arc<Reloader>,
     held: &mut Resources,
     progressed: &mut bool,
 ) -> Result<(), SessionError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(cfg.server.clone())
-        .map_err(|e| SessionError::BadServer(cfg.server.clone(), e.to_string()))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let channel = endpoint.connect().await?;
+    let channel = connect(cfg).await?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     let mut out = Sender {

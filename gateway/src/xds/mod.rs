@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod code;
+pub mod delta;
 mod fields;
 pub mod http_filters;
 pub mod mapping;
@@ -30,11 +31,8 @@ pub struct Overlay {
     pub status: serde_json::Value,
 }
 
-/// Start the ADS client on `rt`. It runs until the process exits, reconnecting with jittered
+/// Start the ADS client (Delta when `xds.delta`, else state of the world) on `rt`. It runs until the process exits, reconnecting with jittered
 /// backoff whenever the stream ends or fails.
 pub fn start(cfg: &XdsConfig, reloader: Arc<Reloader>, rt: &tokio::runtime::Handle) {
-    if cfg.delta {
-        tracing::warn!("xds.delta: true is not implemented yet; using state-of-the-world ADS");
-    }
     rt.spawn(client::run(cfg.clone(), reloader));
 }

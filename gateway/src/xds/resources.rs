@@ -35,6 +35,8 @@ pub struct Resources {
     pub extensions: BTreeMap<String, TypedExtensionConfig>,
     /// type URL → version_info last accepted.
     pub versions: BTreeMap<String, String>,
+    /// type URL → resource name → its version (Delta ADS `initial_resource_versions`).
+    pub resource_versions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// An overlay and the RDS/EDS names it needs subscribed.
@@ -119,7 +121,75 @@ impl Resources {
         }
         self.versions
             .insert(type_url.to_string(), version.to_string());
+        let names = self.names(type_url);
+        self.resource_versions.insert(
+            type_url.to_string(),
+            names
+                .into_iter()
+                .map(|n| (n, version.to_string()))
+                .collect(),
+        );
         Ok(())
+    }
+
+    /// Names held for `type_url`.
+    pub fn names(&self, type_url: &str) -> Vec<String> {
+        match type_url {
+            LISTENER_TYPE => self.listeners.keys().cloned().collect(),
+            ROUTE_TYPE => self.routes.keys().cloned().collect(),
+            CLUSTER_TYPE => self.clusters.keys().cloned().collect(),
+            ENDPOINT_TYPE => self.endpoints.keys().cloned().collect(),
+            EXTENSION_TYPE => self.extensions.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Add or replace some resources of `type_url` (a Delta ADS response): `(version, resource)`.
+    ///
+    /// # Errors
+    /// As [`Resources::replace`].
+    pub fn upsert(
+        &mut self,
+        type_url: &str,
+        system_version: &str,
+        items: &[(String, Any)],
+    ) -> Result<(), MapError> {
+        for (version, any) in items {
+            let mut one = Resources::default();
+            one.replace(type_url, version, std::slice::from_ref(any))?;
+            let versions = self
+                .resource_versions
+                .entry(type_url.to_string())
+                .or_default();
+            for name in one.names(type_url) {
+                versions.insert(name, version.clone());
+            }
+            self.listeners.extend(one.listeners);
+            self.routes.extend(one.routes);
+            self.clusters.extend(one.clusters);
+            self.endpoints.extend(one.endpoints);
+            self.extensions.extend(one.extensions);
+        }
+        self.versions
+            .insert(type_url.to_string(), system_version.to_string());
+        Ok(())
+    }
+
+    /// Drop resources of `type_url` by name (Delta ADS `removed_resources`).
+    pub fn remove(&mut self, type_url: &str, names: &[String]) {
+        for n in names {
+            match type_url {
+                LISTENER_TYPE => drop(self.listeners.remove(n)),
+                ROUTE_TYPE => drop(self.routes.remove(n)),
+                CLUSTER_TYPE => drop(self.clusters.remove(n)),
+                ENDPOINT_TYPE => drop(self.endpoints.remove(n)),
+                EXTENSION_TYPE => drop(self.extensions.remove(n)),
+                _ => {}
+            }
+            if let Some(v) = self.resource_versions.get_mut(type_url) {
+                v.remove(n);
+            }
+        }
     }
 
     /// Map everything into an overlay. `known_cluster` says whether a cluster name outside xDS
