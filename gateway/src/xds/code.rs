@@ -63,3 +63,80 @@ pub async fn resolve(built: &mut Built) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::model::{FilterRef, ListenerConfig, PluginConfig};
+    use crate::xds::http_filters::MappedPlugin;
+    use crate::xds::Overlay;
+
+    fn built(policy: FailurePolicy) -> Built {
+        // Nothing listens on port 1 of loopback: the fetch fails at once.
+        let plugin = PluginConfig {
+            name: "ecds/p".into(),
+            wasm: None,
+            url: None,
+            sha256: None,
+            root_id: String::new(),
+            vm_config: None,
+            config: None,
+            failure_policy: policy,
+            limits: Default::default(),
+            allowed_env: Vec::new(),
+        };
+        let refs = |plugin: Option<&str>, name: Option<&str>| FilterRef {
+            name: name.map(str::to_string),
+            plugin: plugin.map(str::to_string),
+            config: None,
+        };
+        Built {
+            overlay: Overlay {
+                listeners: vec![ListenerConfig {
+                    name: "l".into(),
+                    address: "127.0.0.1:0".into(),
+                    protocols: Vec::new(),
+                    tls: None,
+                    limits: Default::default(),
+                    filters: vec![refs(None, Some("request-id")), refs(Some("ecds/p"), None)],
+                    routes: Vec::new(),
+                }],
+                clusters: Vec::new(),
+                plugins: Vec::new(),
+                status: serde_json::json!({}),
+            },
+            rds: BTreeSet::new(),
+            eds: BTreeSet::new(),
+            ecds: BTreeSet::new(),
+            plugins: vec![MappedPlugin {
+                plugin,
+                code: Code::Remote {
+                    url: "http://127.0.0.1:1/p.wasm".into(),
+                    sha256: "ab".repeat(32),
+                    timeout: Duration::from_secs(5),
+                },
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn unfetchable_code_rejects_a_fail_closed_plugin() {
+        let mut b = built(FailurePolicy::FailClosed);
+        let e = resolve(&mut b).await.expect_err("fetch fails");
+        assert!(e.contains("ecds/p") && e.contains("127.0.0.1:1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unfetchable_code_skips_a_fail_open_plugin_and_its_chain_entry() {
+        let mut b = built(FailurePolicy::FailOpen);
+        resolve(&mut b).await.expect("skipped, not rejected");
+        assert!(b.overlay.plugins.is_empty());
+        let chain = &b.overlay.listeners[0].filters;
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].name.as_deref(), Some("request-id"));
+        assert_eq!(b.overlay.status["skipped_plugins"][0], "ecds/p");
+    }
+}
