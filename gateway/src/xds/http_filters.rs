@@ -80,7 +80,7 @@ pub struct MappedPlugin {
 #[derive(Clone, Debug)]
 pub enum MappedFilter {
     Native(FilterRef),
-    Wasm(MappedPlugin),
+    Wasm(Box<MappedPlugin>),
 }
 
 /// One entry of an HttpConnectionManager's filters, before ECDS is consulted.
@@ -223,7 +223,7 @@ fn typed_filter(any: &Any, plugin_name: &str, what: &str) -> Result<MappedFilter
         let Some(pc) = &w.config else {
             return Err(err(what, "Wasm filter needs a config (PluginConfig)"));
         };
-        return Ok(MappedFilter::Wasm(plugin(pc, plugin_name, what)?));
+        return Ok(MappedFilter::Wasm(Box::new(plugin(pc, plugin_name, what)?)));
     }
     if any.type_url == TYPED_STRUCT_XDS || any.type_url == TYPED_STRUCT_UDPA {
         let ts = TypedStruct::decode_any_inner(any)

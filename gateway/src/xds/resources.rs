@@ -295,7 +295,7 @@ impl Resources {
             }
             for f in chain {
                 if let MappedFilter::Wasm(p) = f {
-                    plugins.insert(p.plugin.name.clone(), p.clone());
+                    plugins.insert(p.plugin.name.clone(), (**p).clone());
                 }
                 m.listener.filters.push(f.chain_entry());
             }
