@@ -29,6 +29,7 @@ use envoy_types::pb::envoy::config::route::v3::redirect_action::{
     PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
 };
 use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_action::{
     ClusterSpecifier, HostRewriteSpecifier,
 };
@@ -88,6 +89,8 @@ pub struct MappedListener {
     pub rds: Option<String>,
     /// The HTTP filters before the router, some of which may wait for ECDS.
     pub filters: Vec<FilterSpec>,
+    /// (cluster, header) of the inline routes' header hash policies (for RING_HASH clusters).
+    pub hashes: Vec<(String, String)>,
 }
 
 /// What a decoded Cluster needs before it can be served.
@@ -238,6 +241,10 @@ pub fn listener(l: &Listener) -> Result<MappedListener, MapError> {
     let hcm: HttpConnectionManager = decode_any(any, what)?;
     let (routes, rds, protocols) = http_connection_manager(&hcm, what)?;
     let filters = http_filters::http_filters(&hcm.http_filters, &l.name, what)?;
+    let hashes = match &hcm.route_specifier {
+        Some(RouteSpecifier::RouteConfig(rc)) => hash_headers(rc)?,
+        _ => Vec::new(),
+    };
     Ok(MappedListener {
         listener: ListenerConfig {
             name: l.name.clone(),
@@ -250,6 +257,7 @@ pub fn listener(l: &Listener) -> Result<MappedListener, MapError> {
         },
         rds,
         filters,
+        hashes,
     })
 }
 
@@ -542,7 +550,9 @@ fn route_action(a: &RouteAction, out: &mut RouteConfig, what: &str) -> Result<()
     rest.timeout = None;
     rest.retry_policy = None;
     rest.host_rewrite_specifier = None;
+    rest.hash_policy.clear();
     reject_rest(&rest, fields::ROUTE_ACTION, what, "RouteAction")?;
+    hash_header(a, what)?;
     match &a.cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => out.cluster = Some(c.clone()),
         Some(ClusterSpecifier::WeightedClusters(w)) => {
@@ -588,6 +598,49 @@ fn route_action(a: &RouteAction, out: &mut RouteConfig, what: &str) -> Result<()
         out.rewrite = Some(rewrite);
     }
     Ok(())
+}
+
+/// The header a route hashes on (`hash_policy` with one `header` policy), lower-cased.
+fn hash_header(a: &RouteAction, what: &str) -> Result<Option<String>, MapError> {
+    match a.hash_policy.as_slice() {
+        [] => Ok(None),
+        [hp] => match &hp.policy_specifier {
+            Some(PolicySpecifier::Header(h)) if h.regex_rewrite.is_none() => {
+                Ok(Some(h.header_name.to_ascii_lowercase()))
+            }
+            _ => Err(err(
+                what,
+                "only a `header` hash_policy (without regex_rewrite) is supported",
+            )),
+        },
+        _ => Err(err(what, "only one hash_policy per route is supported")),
+    }
+}
+
+/// (cluster, header) for every route of `rc` that hashes on a header: Sluice keeps the hash key
+/// on the cluster (`hash_key`), so a RING_HASH cluster takes it from the routes that use it.
+///
+/// # Errors
+/// A hash_policy Sluice cannot express.
+pub fn hash_headers(rc: &RouteConfiguration) -> Result<Vec<(String, String)>, MapError> {
+    let what = format!("RouteConfiguration \"{}\"", rc.name);
+    let mut out = Vec::new();
+    for r in rc.virtual_hosts.iter().flat_map(|vh| vh.routes.iter()) {
+        let Some(Action::Route(a)) = &r.action else {
+            continue;
+        };
+        let Some(header) = hash_header(a, &what)? else {
+            continue;
+        };
+        match &a.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => out.push((c.clone(), header)),
+            Some(ClusterSpecifier::WeightedClusters(w)) => {
+                out.extend(w.clusters.iter().map(|c| (c.name.clone(), header.clone())))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn retry_policy(p: &RetryPolicy, what: &str) -> Result<RetryConfig, MapError> {
@@ -662,14 +715,9 @@ pub fn cluster(c: &Cluster) -> Result<MappedCluster, MapError> {
             ))
         }
     };
-    if load_balancing == LoadBalancing::RingHash {
-        // Sluice hashes a header named by `hash_key`, which comes from the route's hash_policy in
-        // Envoy; without it ring hash has no key.
-        return Err(err(
-            what,
-            "RING_HASH needs a route hash_policy, which is not mapped yet",
-        ));
-    }
+    // RING_HASH: `hash_key` is filled from the routes' hash_policy once listeners are mapped
+    // (resources.rs). ring_hash_lb_config (ring sizes, hash function) is not cleared above, so
+    // setting it is a NACK.
     let mut protocol = Protocol::Http1;
     if c.http2_protocol_options.is_some() {
         protocol = Protocol::Http2;

@@ -16,6 +16,7 @@ use envoy_types::pb::google::protobuf::Any;
 use super::http_filters::{self, FilterSpec, MappedFilter, MappedPlugin};
 use super::mapping::{self, MapError};
 use super::Overlay;
+use crate::config::model::{ClusterConfig, HashKeyConfig, LoadBalancing};
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -65,6 +66,48 @@ fn named<M: prost::Message + prost::Name + Default>(
                 resource: format!("{kind} \"{n}\""),
                 message: "sent twice in one response".into(),
             });
+        }
+    }
+    Ok(out)
+}
+
+/// Give RING_HASH clusters their `hash_key` from the header the routes using them hash on.
+/// One header per cluster; a cluster no served route uses yet waits.
+fn ring_hash_keys(
+    clusters: Vec<ClusterConfig>,
+    hashes: &BTreeMap<String, BTreeSet<String>>,
+    used: &BTreeSet<String>,
+    waiting: &mut Vec<String>,
+) -> Result<Vec<ClusterConfig>, MapError> {
+    let mut out = Vec::with_capacity(clusters.len());
+    for mut c in clusters {
+        if c.load_balancing != LoadBalancing::RingHash {
+            out.push(c);
+            continue;
+        }
+        let what = || format!("Cluster \"{}\"", c.name);
+        match hashes.get(&c.name).map(|h| h.iter().collect::<Vec<_>>()).as_deref() {
+            Some([header]) => {
+                c.hash_key = Some(HashKeyConfig {
+                    header: (*header).clone(),
+                });
+                out.push(c);
+            }
+            Some(several) if several.len() > 1 => {
+                return Err(MapError {
+                    resource: what(),
+                    message: format!(
+                        "RING_HASH: the routes to it hash on different headers {several:?}; Sluice keeps one hash key per cluster"
+                    ),
+                })
+            }
+            _ if used.contains(&c.name) => {
+                return Err(MapError {
+                    resource: what(),
+                    message: "RING_HASH: a route to it has no header hash_policy (Sluice hashes on a request header)".into(),
+                })
+            }
+            _ => waiting.push(format!("cluster {} (RING_HASH without a route hash_policy)", c.name)),
         }
     }
     Ok(out)
@@ -228,6 +271,8 @@ impl Resources {
             extensions.insert(name.as_str(), http_filters::extension_config(tec)?);
         }
         let mut ecds = BTreeSet::new();
+        let mut hashes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut used: BTreeSet<String> = BTreeSet::new();
         let mut plugins: BTreeMap<String, MappedPlugin> = BTreeMap::new();
         'listeners: for l in self.listeners.values() {
             let mut m = mapping::listener(l)?;
@@ -268,7 +313,10 @@ impl Resources {
             if let Some(name) = &m.rds {
                 rds.insert(name.clone());
                 match self.routes.get(name) {
-                    Some(rc) => m.listener.routes = mapping::route_configuration(rc)?,
+                    Some(rc) => {
+                        m.listener.routes = mapping::route_configuration(rc)?;
+                        m.hashes = mapping::hash_headers(rc)?;
+                    }
                     None => {
                         waiting.push(format!("listener {} (RDS {name})", l.name));
                         continue 'listeners;
@@ -293,6 +341,19 @@ impl Resources {
                 waiting.push(format!("listener {} (cluster {c})", l.name));
                 continue;
             }
+            for (cluster, header) in &m.hashes {
+                hashes
+                    .entry(cluster.clone())
+                    .or_default()
+                    .insert(header.clone());
+            }
+            for r in &m.listener.routes {
+                let names = r
+                    .cluster
+                    .iter()
+                    .chain(r.weighted_clusters.iter().flatten().map(|w| &w.name));
+                used.extend(names.cloned());
+            }
             for f in chain {
                 if let MappedFilter::Wasm(p) = f {
                     plugins.insert(p.plugin.name.clone(), (**p).clone());
@@ -301,6 +362,7 @@ impl Resources {
             }
             listeners.push(m.listener);
         }
+        let clusters = ring_hash_keys(clusters, &hashes, &used, &mut waiting)?;
         let status = serde_json::json!({
             "versions": self.versions,
             "listeners": self.listeners.keys().collect::<Vec<_>>(),
@@ -324,3 +386,6 @@ impl Resources {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

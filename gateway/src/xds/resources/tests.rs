@@ -1,0 +1,141 @@
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{Endpoint, LbEndpoint, LocalityLbEndpoints};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain};
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{Header, PolicySpecifier};
+use envoy_types::pb::envoy::config::route::v3::route_action::{ClusterSpecifier, HashPolicy};
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteAction, RouteMatch, VirtualHost};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::util::pack_any;
+
+use super::*;
+
+fn addr(port: u32) -> Address {
+    Address {
+        address: Some(AddressKind::SocketAddress(SocketAddress {
+            address: "127.0.0.1".into(),
+            port_specifier: Some(PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn ring_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        lb_policy: LbPolicy::RingHash as i32,
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                        address: Some(addr(9000)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn listener(cluster: &str, hash_headers: &[&str]) -> Listener {
+    let route = Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+            hash_policy: hash_headers
+                .iter()
+                .map(|h| HashPolicy {
+                    policy_specifier: Some(PolicySpecifier::Header(Header {
+                        header_name: h.to_string(),
+                        regex_rewrite: None,
+                    })),
+                    terminal: false,
+                })
+                .collect(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: "inline".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes: vec![route],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Listener {
+        name: "l".into(),
+        address: Some(addr(8080)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn held(l: Option<Listener>) -> Resources {
+    let mut r = Resources::default();
+    r.clusters.insert("h".into(), ring_cluster("h"));
+    if let Some(l) = l {
+        r.listeners.insert(l.name.clone(), l);
+    }
+    r
+}
+
+#[test]
+fn ring_hash_cluster_takes_its_key_from_the_route_hash_policy() {
+    let built = held(Some(listener("h", &["X-User"])))
+        .build(&|_| false)
+        .expect("builds");
+    let c = &built.overlay.clusters[0];
+    assert_eq!(c.load_balancing, LoadBalancing::RingHash);
+    assert_eq!(
+        c.hash_key.as_ref().map(|k| k.header.as_str()),
+        Some("x-user")
+    );
+    assert_eq!(built.overlay.listeners.len(), 1);
+}
+
+#[test]
+fn ring_hash_cluster_without_a_hash_policy_waits_or_is_rejected() {
+    // No route uses it yet (CDS before LDS): it waits rather than failing the CDS update.
+    let built = held(None).build(&|_| false).expect("builds");
+    assert!(built.overlay.clusters.is_empty());
+    assert!(built.overlay.status["waiting"][0]
+        .as_str()
+        .is_some_and(|w| w.contains("RING_HASH")));
+    // A route to it without a header hash policy cannot pick a ring position.
+    let e = held(Some(listener("h", &[])))
+        .build(&|_| false)
+        .expect_err("no hash policy");
+    assert!(e.message.contains("hash_policy"), "{e}");
+    let e = held(Some(listener("h", &["a", "b"])))
+        .build(&|_| false)
+        .expect_err("two policies");
+    assert!(e.message.contains("one hash_policy"), "{e}");
+}
