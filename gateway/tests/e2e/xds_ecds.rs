@@ -337,3 +337,32 @@ fn ecds_swap(delta: bool) {
         "cached code is not fetched again"
     );
 }
+
+/// The config file's `url:` + `sha256:` plugins go through the same fetch, check and cache.
+#[test]
+fn plugin_url_in_the_config_file_is_fetched_and_checked_by_sha256() {
+    let module = tagged(plugin_bytes("add_header.wasm"));
+    let sha = sha256_hex(&module);
+    let code = CodeServer::start(vec![("add_header.wasm".into(), module)]);
+    let gw = Gateway::start(&format!(
+        r#"
+plugins:
+  - name: remote
+    url: "{}"
+    sha256: "{sha}"
+    config: {{ header: x-hello, value: remote }}
+listeners:
+  - name: main
+    address: "127.0.0.1:{{PORT}}"
+    filters: [{{ plugin: remote }}]
+    routes:
+      - match: {{ path_prefix: "/" }}
+        direct_response: {{ status: 200, body: "ok" }}
+"#,
+        code.url("add_header.wasm")
+    ));
+    let r = get(&gw, "/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-hello"), Some("remote"), "{}", gw.log());
+    assert_eq!(code.hits.load(Ordering::SeqCst), 1);
+}
