@@ -139,3 +139,91 @@ fn ring_hash_cluster_without_a_hash_policy_waits_or_is_rejected() {
         .expect_err("two policies");
     assert!(e.message.contains("one hash_policy"), "{e}");
 }
+
+fn ecds_listener(default: Option<Any>) -> Listener {
+    use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+    use envoy_types::pb::envoy::config::core::v3::{
+        AggregatedConfigSource, ConfigSource, ExtensionConfigSource,
+    };
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_filter, HttpFilter,
+    };
+    let mut l = listener("h", &["x-user"]);
+    let Some(filter::ConfigType::TypedConfig(any)) =
+        l.filter_chains[0].filters[0].config_type.clone()
+    else {
+        panic!("typed config")
+    };
+    let mut hcm: HttpConnectionManager = mapping::decode_any(&any, "t").expect("hcm");
+    hcm.http_filters = vec![HttpFilter {
+        name: "ext".into(),
+        config_type: Some(http_filter::ConfigType::ConfigDiscovery(
+            ExtensionConfigSource {
+                config_source: Some(ConfigSource {
+                    config_source_specifier: Some(ConfigSourceSpecifier::Ads(
+                        AggregatedConfigSource {},
+                    )),
+                    ..Default::default()
+                }),
+                default_config: default,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }];
+    l.filter_chains[0].filters[0].config_type =
+        Some(filter::ConfigType::TypedConfig(pack_any(hcm)));
+    l
+}
+
+fn native(name: &str) -> Any {
+    use prost::Message as _;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct TypedStruct {
+        #[prost(string, tag = "1")]
+        type_url: String,
+    }
+    Any {
+        type_url: "type.googleapis.com/xds.type.v3.TypedStruct".into(),
+        value: TypedStruct {
+            type_url: format!("type.googleapis.com/sluice.filters.{name}"),
+        }
+        .encode_to_vec(),
+    }
+}
+
+#[test]
+fn a_listener_warms_until_its_extension_config_arrives_unless_it_has_a_default() {
+    let warming = held(Some(ecds_listener(None)))
+        .build(&|_| false)
+        .expect("builds");
+    assert!(warming.overlay.listeners.is_empty());
+    assert_eq!(warming.ecds.iter().collect::<Vec<_>>(), ["ext"]);
+    assert!(warming.overlay.status["waiting"]
+        .as_array()
+        .is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|s| s.contains("ECDS ext")))));
+
+    let with_default = held(Some(ecds_listener(Some(native("request-id")))))
+        .build(&|_| false)
+        .expect("builds");
+    assert_eq!(
+        with_default.overlay.listeners[0].filters[0].name.as_deref(),
+        Some("request-id")
+    );
+
+    let mut arrived = held(Some(ecds_listener(Some(native("request-id")))));
+    arrived.extensions.insert(
+        "ext".into(),
+        TypedExtensionConfig {
+            name: "ext".into(),
+            typed_config: Some(native("cors")),
+        },
+    );
+    let built = arrived.build(&|_| false).expect("builds");
+    assert_eq!(
+        built.overlay.listeners[0].filters[0].name.as_deref(),
+        Some("cors")
+    );
+}
