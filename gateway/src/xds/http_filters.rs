@@ -200,7 +200,7 @@ pub fn type_allowed(tec: &TypedExtensionConfig, type_urls: &[String]) -> bool {
     let Some(any) = &tec.typed_config else {
         return false;
     };
-    let t = match TypedStruct::decode_any_inner(any) {
+    let t = match TypedStruct::from_any(any) {
         Some(ts) => ts.type_url,
         None => any.type_url.clone(),
     };
@@ -208,7 +208,7 @@ pub fn type_allowed(tec: &TypedExtensionConfig, type_urls: &[String]) -> bool {
 }
 
 impl TypedStruct {
-    fn decode_any_inner(any: &Any) -> Option<TypedStruct> {
+    fn from_any(any: &Any) -> Option<TypedStruct> {
         use prost::Message as _;
         (any.type_url == TYPED_STRUCT_XDS || any.type_url == TYPED_STRUCT_UDPA)
             .then(|| TypedStruct::decode(any.value.as_slice()).ok())
@@ -226,8 +226,8 @@ fn typed_filter(any: &Any, plugin_name: &str, what: &str) -> Result<MappedFilter
         return Ok(MappedFilter::Wasm(Box::new(plugin(pc, plugin_name, what)?)));
     }
     if any.type_url == TYPED_STRUCT_XDS || any.type_url == TYPED_STRUCT_UDPA {
-        let ts = TypedStruct::decode_any_inner(any)
-            .ok_or_else(|| err(what, "TypedStruct does not decode"))?;
+        let ts =
+            TypedStruct::from_any(any).ok_or_else(|| err(what, "TypedStruct does not decode"))?;
         let Some(name) = ts.type_url.strip_prefix(NATIVE_PREFIX) else {
             return Err(err(
                 what,

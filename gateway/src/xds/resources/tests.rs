@@ -227,3 +227,44 @@ fn a_listener_warms_until_its_extension_config_arrives_unless_it_has_a_default()
         Some("cors")
     );
 }
+
+#[test]
+fn delta_upserts_and_removes_one_resource_at_a_time_with_its_version() {
+    let mut r = Resources::default();
+    r.upsert(
+        CLUSTER_TYPE,
+        "sys-1",
+        &[
+            ("v1".into(), pack_any(ring_cluster("a"))),
+            ("v7".into(), pack_any(ring_cluster("b"))),
+        ],
+    )
+    .expect("upsert");
+    assert_eq!(r.names(CLUSTER_TYPE), ["a", "b"]);
+    assert_eq!(r.resource_versions[CLUSTER_TYPE]["b"], "v7");
+    r.upsert(
+        CLUSTER_TYPE,
+        "sys-2",
+        &[("v2".into(), pack_any(ring_cluster("a")))],
+    )
+    .expect("upsert");
+    assert_eq!(
+        r.names(CLUSTER_TYPE),
+        ["a", "b"],
+        "an upsert keeps the others"
+    );
+    assert_eq!(r.resource_versions[CLUSTER_TYPE]["a"], "v2");
+    assert_eq!(r.version(CLUSTER_TYPE), "sys-2");
+    r.remove(CLUSTER_TYPE, &["b".to_string()]);
+    assert_eq!(r.names(CLUSTER_TYPE), ["a"]);
+    assert!(!r.resource_versions[CLUSTER_TYPE].contains_key("b"));
+    // A resource of another type in the response is refused whole.
+    let e = r
+        .upsert(
+            CLUSTER_TYPE,
+            "sys-3",
+            &[("v3".into(), pack_any(listener("a", &[])))],
+        )
+        .expect_err("wrong type");
+    assert!(e.message.contains("expected"), "{e}");
+}
