@@ -1,7 +1,7 @@
 //! A small ADS control plane for trying Sluice's xDS client: it reads a YAML file describing
 //! listeners, routes, clusters and ECDS filter configs (wasm plugins or Sluice native filters),
-//! turns it into Envoy resources with envoy-types and serves them over state-of-the-world ADS
-//! (gRPC, h2c). It re-reads the file every second and pushes a new version when it changed, so
+//! turns it into Envoy resources with envoy-types and serves them over state-of-the-world
+//! or Delta ADS (gRPC, h2c). It re-reads the file every second and pushes a new version when it changed, so
 //! editing the file changes the running gateway. See examples/xds/README.md.
 //!
 //! ```sh
@@ -48,7 +48,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Value};
 use envoy_types::util::pack_any;
@@ -442,12 +442,96 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<tonic::Response<DeltaStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "this example serves state-of-the-world ADS; set `delta: false`",
-        ))
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let mut state = self.state.clone();
+        tokio::spawn(async move {
+            // Per type: the subscribed names ("*" = all) and what the gateway holds (name → version).
+            let mut subs: HashMap<String, (Vec<String>, HashMap<String, String>)> = HashMap::new();
+            let mut nonce = 0u64;
+            loop {
+                tokio::select! {
+                    m = inbound.message() => {
+                        let Ok(Some(req)) = m else { return };
+                        if let Some(e) = &req.error_detail {
+                            eprintln!("NACK {} (delta): {}", req.type_url, e.message);
+                        } else if !req.response_nonce.is_empty() {
+                            eprintln!("ACK  {} (delta) nonce {}", req.type_url, req.response_nonce);
+                        }
+                        let (names, held) = subs.entry(req.type_url.clone()).or_default();
+                        held.extend(req.initial_resource_versions.clone());
+                        names.extend(req.resource_names_subscribe.iter().cloned());
+                        names.retain(|n| !req.resource_names_unsubscribe.contains(n));
+                        if !req.resource_names_subscribe.is_empty() {
+                            nonce += 1;
+                            let r = delta(&state.borrow(), &req.type_url, names, held, nonce);
+                            if let Some(r) = r {
+                                if tx.send(Ok(r)).await.is_err() { return }
+                            }
+                        }
+                    }
+                    c = state.changed() => {
+                        if c.is_err() { return }
+                        let s = state.borrow_and_update().clone();
+                        for t in [CDS, ECDS, LDS] {
+                            if let Some((names, held)) = subs.get_mut(t) {
+                                nonce += 1;
+                                if let Some(r) = delta(&s, t, names, held, nonce) {
+                                    if tx.send(Ok(r)).await.is_err() { return }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
+}
+
+/// What the gateway lacks of `type_url` (new or changed) and what it holds that is gone.
+fn delta(
+    state: &State,
+    type_url: &str,
+    names: &[String],
+    held: &mut HashMap<String, String>,
+    nonce: u64,
+) -> Option<DeltaDiscoveryResponse> {
+    let version = state.0.to_string();
+    let all = state.1.get(type_url).cloned().unwrap_or_default();
+    let wanted = |n: &String| names.iter().any(|s| s == "*" || s == n);
+    let mut resources = Vec::new();
+    for (name, any) in all.iter().filter(|(n, _)| wanted(n)) {
+        if held.get(name) != Some(&version) {
+            held.insert(name.clone(), version.clone());
+            resources.push(Resource {
+                name: name.clone(),
+                version: version.clone(),
+                resource: Some(any.clone()),
+                ..Default::default()
+            });
+        }
+    }
+    let removed: Vec<String> = held
+        .keys()
+        .filter(|n| !all.iter().any(|(a, _)| a == *n))
+        .cloned()
+        .collect();
+    for n in &removed {
+        held.remove(n);
+    }
+    (!resources.is_empty() || !removed.is_empty()).then(|| DeltaDiscoveryResponse {
+        system_version_info: version,
+        resources,
+        type_url: type_url.to_string(),
+        removed_resources: removed,
+        nonce: nonce.to_string(),
+        ..Default::default()
+    })
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
