@@ -102,13 +102,34 @@ pub fn build(
         plugins: HashMap::new(),
     };
     for (i, p) in config.file.plugins.iter().enumerate() {
-        if p.wasm.is_none() {
-            b.err(
-                format!("plugins[{i}].url"),
-                "remote `url:` plugins are not fetched by the file loader yet; download the module and use `wasm:` with `sha256:`",
-            );
-            continue;
-        }
+        let fetched;
+        let p = match (&p.wasm, &p.url, &p.sha256) {
+            (None, Some(url), Some(sha)) => {
+                // Remote code is fetched once per digest and then read from the disk cache.
+                match crate::plugin_fetch::fetch_blocking(
+                    url,
+                    sha,
+                    crate::plugin_fetch::DEFAULT_FETCH_TIMEOUT,
+                ) {
+                    Ok(path) => {
+                        fetched = model::PluginConfig {
+                            wasm: Some(path.display().to_string()),
+                            url: None,
+                            ..p.clone()
+                        };
+                        &fetched
+                    }
+                    Err(e) => {
+                        b.err(
+                            format!("plugins[{i}].url"),
+                            format!("plugin {}: {e}", p.name),
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => p,
+        };
         match crate::wasm::build_plugin(p, &config.base_dir, services) {
             Ok(plugin) => {
                 b.plugins.insert(p.name.clone(), plugin);

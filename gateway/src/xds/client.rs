@@ -1,4 +1,4 @@
-//! The ADS state-of-the-world stream: subscribe, apply, ACK/NACK, resubscribe, reconnect.
+//! The ADS client loop (reconnect with backoff) and the state-of-the-world stream: subscribe, apply, ACK/NACK, resubscribe, reconnect.
 //!
 //! One bidirectional `StreamAggregatedResources` call carries every type. CDS and LDS are
 //! wildcard subscriptions; RDS and EDS subscribe to the names the accepted listeners and clusters
@@ -20,7 +20,9 @@ use envoy_types::pb::google::rpc::Status;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 
-use super::resources::{Resources, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use super::resources::{
+    Resources, CLUSTER_TYPE, ENDPOINT_TYPE, EXTENSION_TYPE, LISTENER_TYPE, ROUTE_TYPE,
+};
 use crate::config::model::XdsConfig;
 use crate::reload::Reloader;
 
@@ -30,7 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// How long to wait for the TCP/HTTP2 connection to the control plane.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// gRPC INVALID_ARGUMENT: what a NACK's error_detail carries.
-const INVALID_ARGUMENT: i32 = 3;
+pub(super) const INVALID_ARGUMENT: i32 = 3;
 
 /// Why one ADS session ended.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +53,12 @@ pub async fn run(cfg: XdsConfig, reloader: Arc<Reloader>) {
     let mut failures: u32 = 0;
     loop {
         let mut progressed = false;
-        match session(&cfg, &reloader, &mut held, &mut progressed).await {
+        let ended = if cfg.delta {
+            super::delta::session(&cfg, &reloader, &mut held, &mut progressed).await
+        } else {
+            session(&cfg, &reloader, &mut held, &mut progressed).await
+        };
+        match ended {
             Ok(()) => {
                 tracing::warn!(server = %cfg.server, "xDS stream closed by the server; reconnecting")
             }
@@ -78,7 +85,7 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
 }
 
-fn json_to_value(v: &serde_json::Value) -> Value {
+pub(crate) fn json_to_value(v: &serde_json::Value) -> Value {
     let kind = match v {
         serde_json::Value::Null => Kind::NullValue(0),
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
@@ -97,7 +104,7 @@ fn json_to_value(v: &serde_json::Value) -> Value {
     Value { kind: Some(kind) }
 }
 
-fn node(cfg: &XdsConfig) -> Node {
+pub(super) fn node(cfg: &XdsConfig) -> Node {
     let metadata = match cfg.node.metadata.as_ref().map(json_to_value) {
         Some(Value {
             kind: Some(Kind::StructValue(s)),
@@ -137,17 +144,22 @@ impl Sender {
     }
 }
 
+/// Open the gRPC channel to the control plane.
+pub(super) async fn connect(cfg: &XdsConfig) -> Result<tonic::transport::Channel, SessionError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(cfg.server.clone())
+        .map_err(|e| SessionError::BadServer(cfg.server.clone(), e.to_string()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect().await?)
+}
+
 async fn session(
     cfg: &XdsConfig,
     reloader: &Arc<Reloader>,
     held: &mut Resources,
     progressed: &mut bool,
 ) -> Result<(), SessionError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(cfg.server.clone())
-        .map_err(|e| SessionError::BadServer(cfg.server.clone(), e.to_string()))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let channel = endpoint.connect().await?;
+    let channel = connect(cfg).await?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     let mut out = Sender {
@@ -164,10 +176,17 @@ async fn session(
     if let Some(b) = &current {
         subs.names.insert(ENDPOINT_TYPE, b.eds.clone());
         subs.names.insert(ROUTE_TYPE, b.rds.clone());
+        subs.names.insert(EXTENSION_TYPE, b.ecds.clone());
     }
-    for t in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE] {
+    for t in [
+        CLUSTER_TYPE,
+        LISTENER_TYPE,
+        ENDPOINT_TYPE,
+        ROUTE_TYPE,
+        EXTENSION_TYPE,
+    ] {
         if let Some(names) = subs.names.get(t) {
-            if names.is_empty() && (t == ENDPOINT_TYPE || t == ROUTE_TYPE) {
+            if names.is_empty() && t != CLUSTER_TYPE && t != LISTENER_TYPE {
                 continue;
             }
             out.send(request(t, held.version(t), names, "", None))
@@ -239,7 +258,11 @@ async fn handle(
                 None,
             ))
             .await?;
-            for (t, wanted) in [(ROUTE_TYPE, built.rds), (ENDPOINT_TYPE, built.eds)] {
+            for (t, wanted) in [
+                (ROUTE_TYPE, built.rds),
+                (ENDPOINT_TYPE, built.eds),
+                (EXTENSION_TYPE, built.ecds),
+            ] {
                 if subs.names.get(t) != Some(&wanted) {
                     let nonce = subs.nonces.get(t).cloned().unwrap_or_default();
                     out.send(request(t, held.version(t), &wanted, &nonce, None))
@@ -263,9 +286,12 @@ async fn handle(
     Ok(())
 }
 
-/// Map the candidate resources and put them in force. Building a snapshot compiles plugins and
-/// binds sockets: it runs on a blocking thread.
-async fn apply(
+/// Map the candidate resources, get their plugins' code and put them in force. Building a
+/// snapshot compiles plugins and binds sockets: it runs on a blocking thread.
+///
+/// # Errors
+/// Why the update is rejected: the text of the NACK.
+pub(super) async fn apply(
     candidate: &Resources,
     reloader: &Arc<Reloader>,
 ) -> Result<super::resources::Built, String> {
@@ -279,9 +305,10 @@ async fn apply(
         .map(|c| c.name.clone())
         .filter(|n| !overlay_clusters.contains(n))
         .collect();
-    let built = candidate
+    let mut built = candidate
         .build(&|c| file_clusters.contains(c))
         .map_err(|e| e.to_string())?;
+    super::code::resolve(&mut built).await?;
     let overlay = Arc::new(built.overlay.clone());
     let r = reloader.clone();
     match tokio::task::spawn_blocking(move || r.apply_overlay(overlay)).await {

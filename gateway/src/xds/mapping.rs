@@ -29,6 +29,7 @@ use envoy_types::pb::envoy::config::route::v3::redirect_action::{
     PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
 };
 use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_action::{
     ClusterSpecifier, HostRewriteSpecifier,
 };
@@ -39,7 +40,6 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
     CodecType, RouteSpecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType as HttpConfigType;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
@@ -49,6 +49,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 
 use super::fields;
+use super::http_filters::{self, FilterSpec};
 use crate::config::model::{
     ClusterConfig, DirectResponseConfig, HeaderMatchConfig, ListenerConfig, LoadBalancing,
     PoolConfig, Protocol, RedirectConfig, RetryConfig, RetryOn, RewriteConfig, RouteConfig,
@@ -72,7 +73,7 @@ pub struct MapError {
     pub message: String,
 }
 
-fn err(resource: &str, message: impl Into<String>) -> MapError {
+pub(super) fn err(resource: &str, message: impl Into<String>) -> MapError {
     MapError {
         resource: resource.to_string(),
         message: message.into(),
@@ -86,6 +87,10 @@ pub struct MappedListener {
     pub listener: ListenerConfig,
     /// The RouteConfiguration to fill the routes from, when not inline.
     pub rds: Option<String>,
+    /// The HTTP filters before the router, some of which may wait for ECDS.
+    pub filters: Vec<FilterSpec>,
+    /// (cluster, header) of the inline routes' header hash policies (for RING_HASH clusters).
+    pub hashes: Vec<(String, String)>,
 }
 
 /// What a decoded Cluster needs before it can be served.
@@ -112,7 +117,7 @@ pub fn decode_any<M: Message + Name + Default>(any: &Any, what: &str) -> Result<
 }
 
 /// Fail when `rest` (a copy of a message with every handled field cleared) still sets a field.
-fn reject_rest<M: Message>(
+pub(super) fn reject_rest<M: Message>(
     rest: &M,
     table: &[(u32, &str)],
     what: &str,
@@ -235,6 +240,11 @@ pub fn listener(l: &Listener) -> Result<MappedListener, MapError> {
     };
     let hcm: HttpConnectionManager = decode_any(any, what)?;
     let (routes, rds, protocols) = http_connection_manager(&hcm, what)?;
+    let filters = http_filters::http_filters(&hcm.http_filters, &l.name, what)?;
+    let hashes = match &hcm.route_specifier {
+        Some(RouteSpecifier::RouteConfig(rc)) => hash_headers(rc)?,
+        _ => Vec::new(),
+    };
     Ok(MappedListener {
         listener: ListenerConfig {
             name: l.name.clone(),
@@ -246,6 +256,8 @@ pub fn listener(l: &Listener) -> Result<MappedListener, MapError> {
             routes,
         },
         rds,
+        filters,
+        hashes,
     })
 }
 
@@ -264,28 +276,6 @@ fn http_connection_manager(hcm: &HttpConnectionManager, what: &str) -> Result<Hc
         Ok(CodecType::Http2) => vec![Protocol::Http2],
         _ => return Err(err(what, "codec_type HTTP3 is not supported")),
     };
-    for (i, f) in hcm.http_filters.iter().enumerate() {
-        let last = i + 1 == hcm.http_filters.len();
-        let is_router = f.name == ROUTER_FILTER
-            || matches!(&f.config_type, Some(HttpConfigType::TypedConfig(a))
-                if a.type_url.ends_with("envoy.extensions.filters.http.router.v3.Router"));
-        if is_router && last {
-            continue;
-        }
-        if is_router {
-            return Err(err(
-                what,
-                format!("{ROUTER_FILTER} must be the last http_filter"),
-            ));
-        }
-        return Err(err(
-            what,
-            format!(
-                "http_filter `{}` is not supported yet (only {ROUTER_FILTER}; see docs/xds.md)",
-                f.name
-            ),
-        ));
-    }
     match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             Ok((Vec::new(), Some(rds.route_config_name.clone()), protocols))
@@ -560,7 +550,9 @@ fn route_action(a: &RouteAction, out: &mut RouteConfig, what: &str) -> Result<()
     rest.timeout = None;
     rest.retry_policy = None;
     rest.host_rewrite_specifier = None;
+    rest.hash_policy.clear();
     reject_rest(&rest, fields::ROUTE_ACTION, what, "RouteAction")?;
+    hash_header(a, what)?;
     match &a.cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => out.cluster = Some(c.clone()),
         Some(ClusterSpecifier::WeightedClusters(w)) => {
@@ -606,6 +598,49 @@ fn route_action(a: &RouteAction, out: &mut RouteConfig, what: &str) -> Result<()
         out.rewrite = Some(rewrite);
     }
     Ok(())
+}
+
+/// The header a route hashes on (`hash_policy` with one `header` policy), lower-cased.
+fn hash_header(a: &RouteAction, what: &str) -> Result<Option<String>, MapError> {
+    match a.hash_policy.as_slice() {
+        [] => Ok(None),
+        [hp] => match &hp.policy_specifier {
+            Some(PolicySpecifier::Header(h)) if h.regex_rewrite.is_none() => {
+                Ok(Some(h.header_name.to_ascii_lowercase()))
+            }
+            _ => Err(err(
+                what,
+                "only a `header` hash_policy (without regex_rewrite) is supported",
+            )),
+        },
+        _ => Err(err(what, "only one hash_policy per route is supported")),
+    }
+}
+
+/// (cluster, header) for every route of `rc` that hashes on a header: Sluice keeps the hash key
+/// on the cluster (`hash_key`), so a RING_HASH cluster takes it from the routes that use it.
+///
+/// # Errors
+/// A hash_policy Sluice cannot express.
+pub fn hash_headers(rc: &RouteConfiguration) -> Result<Vec<(String, String)>, MapError> {
+    let what = format!("RouteConfiguration \"{}\"", rc.name);
+    let mut out = Vec::new();
+    for r in rc.virtual_hosts.iter().flat_map(|vh| vh.routes.iter()) {
+        let Some(Action::Route(a)) = &r.action else {
+            continue;
+        };
+        let Some(header) = hash_header(a, &what)? else {
+            continue;
+        };
+        match &a.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => out.push((c.clone(), header)),
+            Some(ClusterSpecifier::WeightedClusters(w)) => {
+                out.extend(w.clusters.iter().map(|c| (c.name.clone(), header.clone())))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn retry_policy(p: &RetryPolicy, what: &str) -> Result<RetryConfig, MapError> {
@@ -680,14 +715,9 @@ pub fn cluster(c: &Cluster) -> Result<MappedCluster, MapError> {
             ))
         }
     };
-    if load_balancing == LoadBalancing::RingHash {
-        // Sluice hashes a header named by `hash_key`, which comes from the route's hash_policy in
-        // Envoy; without it ring hash has no key.
-        return Err(err(
-            what,
-            "RING_HASH needs a route hash_policy, which is not mapped yet",
-        ));
-    }
+    // RING_HASH: `hash_key` is filled from the routes' hash_policy once listeners are mapped
+    // (resources.rs). ring_hash_lb_config (ring sizes, hash function) is not cleared above, so
+    // setting it is a NACK.
     let mut protocol = Protocol::Http1;
     if c.http2_protocol_options.is_some() {
         protocol = Protocol::Http2;

@@ -48,6 +48,15 @@ pub fn check(
         }
         merged.clusters.push(c.clone());
     }
+    for p in &overlay.plugins {
+        if merged.plugins.iter().any(|s| s.name == p.name) {
+            return Err(format!(
+                "xDS plugin `{}` has the name of a plugin in the config file",
+                p.name
+            ));
+        }
+        merged.plugins.push(p.clone());
+    }
     let text = serde_yaml::to_string(&merged)
         .map_err(|e| format!("cannot render the merged config: {e}"))?;
     let mut cfg = config::load_str(&text, &file.base_dir, &names).map_err(|d| d.render(LABEL))?;

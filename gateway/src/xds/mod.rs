@@ -6,14 +6,17 @@
 //! the reason and the last good config keeps serving. See docs/xds.md for the supported subset.
 
 pub mod client;
+pub mod code;
+pub mod delta;
 mod fields;
+pub mod http_filters;
 pub mod mapping;
 pub mod merge;
 pub mod resources;
 
 use std::sync::Arc;
 
-use crate::config::model::{ClusterConfig, ListenerConfig, XdsConfig};
+use crate::config::model::{ClusterConfig, ListenerConfig, PluginConfig, XdsConfig};
 use crate::reload::Reloader;
 
 /// Listeners and clusters that came from xDS, with what /config shows about them.
@@ -21,16 +24,15 @@ use crate::reload::Reloader;
 pub struct Overlay {
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
+    /// Wasm plugins the listeners' chains use, their code a local file by now.
+    pub plugins: Vec<PluginConfig>,
     /// Per resource type: the accepted version and resource names; and which listeners or
     /// clusters are still waiting for their RDS/EDS/CDS dependencies.
     pub status: serde_json::Value,
 }
 
-/// Start the ADS client on `rt`. It runs until the process exits, reconnecting with jittered
+/// Start the ADS client (Delta when `xds.delta`, else state of the world) on `rt`. It runs until the process exits, reconnecting with jittered
 /// backoff whenever the stream ends or fails.
 pub fn start(cfg: &XdsConfig, reloader: Arc<Reloader>, rt: &tokio::runtime::Handle) {
-    if cfg.delta {
-        tracing::warn!("xds.delta: true is not implemented yet; using state-of-the-world ADS");
-    }
     rt.spawn(client::run(cfg.clone(), reloader));
 }

@@ -20,3 +20,5 @@ mod tls;
 mod tracing;
 mod upstreams;
 mod xds;
+mod xds_cp;
+mod xds_ecds;

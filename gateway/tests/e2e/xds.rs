@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig};
@@ -20,201 +18,15 @@ use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{QueryParameterMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{HttpConnectionManager, Rds};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{HttpConnectionManager, HttpFilter, Rds};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
-use futures_util::Stream;
-use tokio::sync::{mpsc, watch};
 
 use crate::load::Load;
 use crate::support::*;
+use crate::xds_cp::*;
 
-const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-
-/// What the control plane serves: one version for everything, resources by type URL.
-#[derive(Clone, Debug, Default)]
-struct Resources {
-    version: String,
-    by_type: HashMap<&'static str, Vec<(String, Any)>>,
-}
-
-#[derive(Clone)]
-struct Ads {
-    state: watch::Receiver<Resources>,
-    requests: Arc<Mutex<Vec<DiscoveryRequest>>>,
-}
-
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
-type DeltaStream =
-    Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, tonic::Status>> + Send>>;
-
-fn response(res: &Resources, type_url: &str, names: &[String], nonce: u64) -> DiscoveryResponse {
-    let items = res.by_type.get(type_url).cloned().unwrap_or_default();
-    let resources = items
-        .into_iter()
-        .filter(|(n, _)| names.is_empty() || names.contains(n))
-        .map(|(_, a)| a)
-        .collect();
-    DiscoveryResponse {
-        version_info: res.version.clone(),
-        resources,
-        type_url: type_url.to_string(),
-        nonce: nonce.to_string(),
-        ..Default::default()
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ResponseStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Result<tonic::Response<ResponseStream>, tonic::Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let mut state = self.state.clone();
-        let log = self.requests.clone();
-        tokio::spawn(async move {
-            let mut subscribed: HashMap<String, Vec<String>> = HashMap::new();
-            let mut nonce = 0u64;
-            loop {
-                tokio::select! {
-                    m = inbound.message() => {
-                        let Ok(Some(req)) = m else { return };
-                        log.lock().unwrap().push(req.clone());
-                        let names_changed = subscribed.get(&req.type_url) != Some(&req.resource_names);
-                        subscribed.insert(req.type_url.clone(), req.resource_names.clone());
-                        // A first request or a new set of names gets the current resources;
-                        // an ACK or NACK of what was just sent gets nothing.
-                        if req.response_nonce.is_empty() || names_changed {
-                            nonce += 1;
-                            let res = state.borrow().clone();
-                            if tx.send(Ok(response(&res, &req.type_url, &req.resource_names, nonce))).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    c = state.changed() => {
-                        if c.is_err() { return }
-                        let res = state.borrow_and_update().clone();
-                        // CDS before LDS, as Envoy's ordering guidance says.
-                        for t in [CDS, EDS, LDS, RDS] {
-                            if let Some(names) = subscribed.get(t) {
-                                nonce += 1;
-                                if tx.send(Ok(response(&res, t, names, nonce))).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Ok(tonic::Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<tonic::Response<DeltaStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "delta xDS is not served by this test control plane",
-        ))
-    }
-}
-
-/// A control plane on its own runtime; dropping the runtime kills it like a crashed process.
-struct ControlPlane {
-    addr: SocketAddr,
-    state: watch::Sender<Resources>,
-    requests: Arc<Mutex<Vec<DiscoveryRequest>>>,
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl ControlPlane {
-    fn start(addr: SocketAddr, initial: Resources) -> ControlPlane {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (state, rx) = watch::channel(initial);
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let ads = Ads {
-            state: rx,
-            requests: requests.clone(),
-        };
-        let listener = rt.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                // The port may linger briefly after a restart.
-                match tokio::net::TcpListener::bind(addr).await {
-                    Ok(l) => return l,
-                    Err(e) if Instant::now() > deadline => panic!("bind {addr}: {e}"),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        let addr = listener.local_addr().expect("addr");
-        rt.spawn(
-            tonic::transport::Server::builder()
-                .add_service(AggregatedDiscoveryServiceServer::new(ads))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        ControlPlane {
-            addr,
-            state,
-            requests,
-            rt: Some(rt),
-        }
-    }
-
-    fn push(&self, res: Resources) {
-        self.state.send_replace(res);
-    }
-
-    fn kill(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-
-    /// Wait for a request matching `f` (generous timeout only to avoid hanging).
-    fn wait_request(&self, what: &str, f: impl Fn(&DiscoveryRequest) -> bool) -> DiscoveryRequest {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(r) = self.requests.lock().unwrap().iter().find(|r| f(r)) {
-                return r.clone();
-            }
-            if Instant::now() > deadline {
-                panic!("no {what}; requests: {:#?}", self.requests.lock().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn socket(ip: &str, port: u16) -> Address {
+pub fn socket(ip: &str, port: u16) -> Address {
     Address {
         address: Some(AddressKind::SocketAddress(SocketAddress {
             address: ip.into(),
@@ -224,8 +36,20 @@ fn socket(ip: &str, port: u16) -> Address {
     }
 }
 
-fn listener(name: &str, port: u16, rds: &str) -> Any {
+pub fn listener(name: &str, port: u16, rds: &str) -> Any {
+    listener_with(name, port, rds, Vec::new())
+}
+
+/// A listener whose HttpConnectionManager runs `http_filters` (the router is added last).
+pub fn listener_with(name: &str, port: u16, rds: &str, mut http_filters: Vec<HttpFilter>) -> Any {
+    if !http_filters.is_empty() {
+        http_filters.push(HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            ..Default::default()
+        });
+    }
     let hcm = HttpConnectionManager {
+        http_filters,
         stat_prefix: name.into(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             route_config_name: rds.into(),
@@ -247,7 +71,7 @@ fn listener(name: &str, port: u16, rds: &str) -> Any {
     })
 }
 
-fn route_to(name: &str, cluster: &str) -> Route {
+pub fn route_to(name: &str, cluster: &str) -> Route {
     Route {
         name: name.into(),
         r#match: Some(RouteMatch {
@@ -262,7 +86,7 @@ fn route_to(name: &str, cluster: &str) -> Route {
     }
 }
 
-fn routes(name: &str, route: Route) -> Any {
+pub fn routes(name: &str, route: Route) -> Any {
     pack_any(RouteConfiguration {
         name: name.into(),
         virtual_hosts: vec![VirtualHost {
@@ -275,7 +99,7 @@ fn routes(name: &str, route: Route) -> Any {
     })
 }
 
-fn eds_cluster(name: &str) -> Any {
+pub fn eds_cluster(name: &str) -> Any {
     pack_any(Cluster {
         name: name.into(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -291,7 +115,7 @@ fn eds_cluster(name: &str) -> Any {
     })
 }
 
-fn endpoints(cluster: &str, addr: SocketAddr) -> Any {
+pub fn endpoints(cluster: &str, addr: SocketAddr) -> Any {
     pack_any(ClusterLoadAssignment {
         cluster_name: cluster.into(),
         endpoints: vec![LocalityLbEndpoints {
@@ -309,7 +133,7 @@ fn endpoints(cluster: &str, addr: SocketAddr) -> Any {
 }
 
 /// Listener `xds` on `port` routing everything to `target`; clusters a and b by EDS.
-fn resources(version: &str, port: u16, a: &Upstream, b: &Upstream, route: Route) -> Resources {
+pub fn resources(version: &str, port: u16, a: &Upstream, b: &Upstream, route: Route) -> Resources {
     let mut by_type = HashMap::new();
     by_type.insert(
         LDS,
@@ -336,7 +160,7 @@ fn resources(version: &str, port: u16, a: &Upstream, b: &Upstream, route: Route)
     }
 }
 
-fn gateway(cp: SocketAddr) -> Gateway {
+pub fn gateway(cp: SocketAddr, delta: bool) -> Gateway {
     Gateway::start(&format!(
         r#"
 workers: 2
@@ -349,11 +173,12 @@ listeners:
 xds:
   server: "http://{cp}"
   node: {{ id: edge-1, cluster: edge, metadata: {{ zone: test }} }}
+  delta: {delta}
 "#
     ))
 }
 
-fn get_at(port: u16) -> Result<Resp, String> {
+pub fn get_at(port: u16) -> Result<Resp, String> {
     let req = hyper::Request::builder()
         .uri("/")
         .header("host", "localhost")
@@ -363,7 +188,7 @@ fn get_at(port: u16) -> Result<Resp, String> {
 }
 
 /// Wait until the xDS listener answers from upstream `name`.
-fn wait_served_by(gw: &Gateway, port: u16, name: &str) {
+pub fn wait_served_by(gw: &Gateway, port: u16, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -380,29 +205,31 @@ fn wait_served_by(gw: &Gateway, port: u16, name: &str) {
     );
 }
 
-fn is_ack(r: &DiscoveryRequest, type_url: &str, version: &str) -> bool {
-    r.type_url == type_url
-        && !r.response_nonce.is_empty()
-        && r.version_info == version
-        && r.error_detail.is_none()
+#[test]
+fn xds_sotw_pushes_listener_routes_clusters_and_swaps_them_under_load() {
+    pushes_and_swaps_under_load(false);
 }
 
 #[test]
-fn xds_pushes_listener_routes_clusters_and_swaps_them_under_load() {
+fn xds_delta_pushes_listener_routes_clusters_and_swaps_them_under_load() {
+    pushes_and_swaps_under_load(true);
+}
+
+fn pushes_and_swaps_under_load(delta: bool) {
     let (a, b) = (Upstream::start("A"), Upstream::start("B"));
     let port = free_port();
     let cp = ControlPlane::start(
         "127.0.0.1:0".parse().unwrap(),
         resources("1", port, &a, &b, route_to("r", "a")),
     );
-    let gw = gateway(cp.addr);
+    let gw = gateway(cp.addr, delta);
     wait_served_by(&gw, port, "A");
     let first = cp.wait_request("first request", |r| r.node.is_some());
     let node = first.node.expect("node");
     assert_eq!(node.id, "edge-1");
     assert_eq!(node.cluster, "edge");
     for t in [CDS, LDS, RDS, EDS] {
-        cp.wait_request("ACK of version 1", |r| is_ack(r, t, "1"));
+        cp.wait_request("ACK of version 1", |r| r.is_ack(t, "1"));
     }
     // The static listener keeps serving beside the xDS one.
     assert_eq!(get(&gw, "/").text(), "static");
@@ -423,18 +250,27 @@ fn xds_pushes_listener_routes_clusters_and_swaps_them_under_load() {
         "failed requests during the swap: {:?}",
         report.errors
     );
-    cp.wait_request("ACK of version 2", |r| is_ack(r, RDS, "2"));
+    cp.wait_request("ACK of version 2", |r| r.is_ack(RDS, "2"));
 }
 
 #[test]
-fn xds_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
+fn xds_sotw_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
+    bad_resource_is_nacked(false);
+}
+
+#[test]
+fn xds_delta_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
+    bad_resource_is_nacked(true);
+}
+
+fn bad_resource_is_nacked(delta: bool) {
     let (a, b) = (Upstream::start("A"), Upstream::start("B"));
     let port = free_port();
     let cp = ControlPlane::start(
         "127.0.0.1:0".parse().unwrap(),
         resources("1", port, &a, &b, route_to("r", "a")),
     );
-    let gw = gateway(cp.addr);
+    let gw = gateway(cp.addr, delta);
     wait_served_by(&gw, port, "A");
     // A query-parameter match changes which requests a route takes: Sluice cannot honour it.
     let mut bad = route_to("r", "b");
@@ -446,14 +282,21 @@ fn xds_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
     }
     cp.push(resources("2", port, &a, &b, bad));
     let nack = cp.wait_request("NACK of version 2", |r| {
-        r.type_url == RDS && r.error_detail.is_some()
+        r.type_url == RDS && r.error.is_some()
     });
-    let detail = nack.error_detail.expect("detail").message;
+    let detail = nack.error.expect("detail");
     assert!(detail.contains("query_parameters"), "{detail}");
-    assert_eq!(
-        nack.version_info, "1",
-        "a NACK carries the last accepted version"
-    );
+    if delta {
+        assert_eq!(
+            nack.version, "2",
+            "the NACK names the rejected response's nonce"
+        );
+    } else {
+        assert_eq!(
+            nack.version, "1",
+            "a NACK carries the last accepted version"
+        );
+    }
     for _ in 0..20 {
         let r = get_at(port).expect("request");
         assert_eq!(r.header("x-upstream"), Some("A"));
@@ -469,7 +312,16 @@ fn xds_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
 }
 
 #[test]
-fn xds_control_plane_restart_keeps_serving_and_resubscribes() {
+fn xds_sotw_control_plane_restart_keeps_serving_and_resubscribes() {
+    control_plane_restart(false);
+}
+
+#[test]
+fn xds_delta_control_plane_restart_keeps_serving_and_resubscribes() {
+    control_plane_restart(true);
+}
+
+fn control_plane_restart(delta: bool) {
     let (a, b) = (Upstream::start("A"), Upstream::start("B"));
     let port = free_port();
     let mut cp = ControlPlane::start(
@@ -477,7 +329,7 @@ fn xds_control_plane_restart_keeps_serving_and_resubscribes() {
         resources("1", port, &a, &b, route_to("r", "a")),
     );
     let cp_addr = cp.addr;
-    let gw = gateway(cp_addr);
+    let gw = gateway(cp_addr, delta);
     wait_served_by(&gw, port, "A");
     cp.kill();
     for _ in 0..20 {
@@ -489,12 +341,12 @@ fn xds_control_plane_restart_keeps_serving_and_resubscribes() {
     let first = cp2.wait_request("resubscription", |r| r.node.is_some());
     // The gateway tells the new control plane what it holds.
     assert!(first.type_url == CDS || first.type_url == LDS, "{first:?}");
-    assert_eq!(first.version_info, "1");
+    assert_eq!(first.version, "1");
     wait_served_by(&gw, port, "B");
-    cp2.wait_request("ACK of version 2", |r| is_ack(r, LDS, "2"));
+    cp2.wait_request("ACK of version 2", |r| r.is_ack(LDS, "2"));
 }
 
-fn http_get_json(url: &str) -> serde_json::Value {
+pub fn http_get_json(url: &str) -> serde_json::Value {
     let (ok, out, err) = curl(&["-s", url]);
     assert!(ok, "{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
