@@ -110,7 +110,10 @@ async fn serve(
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let http1 = req.version() < http::Version::HTTP_2;
             let closing = closing.clone();
-            let fut = proxy::handle(w.clone(), conn.clone(), req);
+            // Boxed once here: hyper keeps the service future in its dispatcher and it is moved
+            // a few times on the way there; a pointer moves cheaply, the request path's
+            // future (kilobytes) does not.
+            let fut = Box::pin(proxy::handle(w.clone(), conn.clone(), req));
             async move {
                 let mut resp = fut.await;
                 if let (true, true, Ok(r)) = (http1, closing.get(), resp.as_mut()) {

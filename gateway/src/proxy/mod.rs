@@ -130,7 +130,7 @@ async fn serve(
         let metrics = worker.services.metrics.route(&conn.listener, "", "");
         let r = LocalResponse::new(StatusCode::SERVICE_UNAVAILABLE, "listener_removed")
             .with_body("listener removed\n");
-        return Ok(local(&worker, &conn, ex, None, metrics, r).await);
+        return Ok(Box::pin(local(&worker, &conn, ex, None, metrics, r)).await);
     };
     let route = listener.router.find(&ex.borrow().request).cloned();
     ensure_request_id(&ex);
@@ -151,20 +151,20 @@ async fn serve(
     };
 
     if let Some(r) = chain.request_headers(&ex).await {
-        return Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await);
+        return Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await);
     }
     let Some(route) = route else {
         let r = ProxyError::NoRoute.response(grpc);
-        return Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await);
+        return Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await);
     };
     match &route.action {
         Action::Direct(resp) => {
             let r = resp.clone();
-            Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await)
+            Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await)
         }
         Action::Redirect(rd) => {
             let r = rd.respond(&ex.borrow().request, conn.scheme);
-            Ok(local(&worker, &conn, ex, Some(chain), metrics, r).await)
+            Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await)
         }
         Action::Cluster(_) | Action::Weighted { .. } => Ok(forward(
             &worker, &conn, &snap, &listener, &route, ex, chain, metrics, incoming, on_upgrade,
@@ -204,14 +204,14 @@ async fn forward(
     grpc: bool,
 ) -> Response<ProxyBody> {
     let Some(cluster) = route.action.pick_cluster().cloned() else {
-        return local(
+        return Box::pin(local(
             worker,
             conn,
             ex,
             Some(chain),
             metrics,
             ProxyError::UnknownCluster.response(grpc),
-        )
+        ))
         .await;
     };
     let max_body = listener.config.limits.max_request_body_size.bytes();
@@ -236,14 +236,14 @@ async fn forward(
         }
     };
     let Some((req, hash)) = prepared else {
-        return local(
+        return Box::pin(local(
             worker,
             conn,
             ex,
             Some(chain),
             metrics,
             ProxyError::RequestBodyTooLarge.response(grpc),
-        )
+        ))
         .await;
     };
     let received = Rc::new(Cell::new(0u64));
@@ -278,7 +278,7 @@ async fn forward(
     let method = span.as_ref().map(|_| req.method().clone());
     let send = worker.pools.send(&cluster, req, &opts);
     let (result, tries) = if span.is_some() {
-        crate::telemetry::otel::attempts::collect(send).await
+        Box::pin(crate::telemetry::otel::attempts::collect(send)).await
     } else {
         (send.await, Vec::new())
     };
@@ -303,7 +303,7 @@ async fn forward(
                 tracing::debug!(error = %e, "upstream request failed");
                 ProxyError::from(&e).response(grpc)
             };
-            return local(worker, conn, ex, Some(chain), metrics, r).await;
+            return Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await;
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -152,7 +152,9 @@ impl WorkerPools {
                 }
             }
         }
-        let mut sender = connect_h1(cluster, ep).await?;
+        // Boxed: connecting (TCP, TLS, handshake) is a large future needed only on a pool miss;
+        // inline, it would be moved with every request's future.
+        let mut sender = Box::pin(connect_h1(cluster, ep)).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 self.inner
@@ -193,7 +195,7 @@ impl WorkerPools {
                 }
             }
         }
-        let mut sender = connect_h2(cluster, ep).await?;
+        let mut sender = Box::pin(connect_h2(cluster, ep)).await?;
         match connecting {
             Some(guard) => guard.publish(&sender, cluster.pool),
             None => self
