@@ -540,7 +540,8 @@ impl Vm {
         r
     }
 
-    /// Deliver an event of an open gRPC stream (`proxy_grpc_stream`).
+    /// Deliver an event of an open gRPC stream (`proxy_grpc_stream`). `host` is the stream of
+    /// the context that opened it, when that stream is paused waiting for the event.
     ///
     /// # Errors
     /// The VM failed (now or before).
@@ -549,6 +550,7 @@ impl Vm {
         ctx: u32,
         token: u32,
         event: GrpcEvent,
+        host: Option<&mut dyn StreamHost>,
     ) -> Result<(), Failure> {
         if self.store.data().cancelled.contains(&token) {
             if matches!(event, GrpcEvent::Close(..)) {
@@ -565,7 +567,7 @@ impl Vm {
                     headers,
                     ..Default::default()
                 });
-                self.call(Cb::GrpcInitialMetadata, &[c, t, n], ctx, None)
+                self.call(Cb::GrpcInitialMetadata, &[c, t, n], ctx, host)
             }
             GrpcEvent::Message(body) => {
                 let n = body.len() as i32;
@@ -573,7 +575,7 @@ impl Vm {
                     body,
                     ..Default::default()
                 });
-                self.call(Cb::GrpcReceive, &[c, t, n], ctx, None)
+                self.call(Cb::GrpcReceive, &[c, t, n], ctx, host)
             }
             GrpcEvent::TrailingMetadata(trailers) => {
                 let n = trailers.len() as i32;
@@ -581,13 +583,13 @@ impl Vm {
                     trailers,
                     ..Default::default()
                 });
-                self.call(Cb::GrpcTrailingMetadata, &[c, t, n], ctx, None)
+                self.call(Cb::GrpcTrailingMetadata, &[c, t, n], ctx, host)
             }
             GrpcEvent::Close(code, message) => {
                 let st = self.store.data_mut();
                 st.grpc_streams.remove(&token);
                 st.grpc_status = Some((code, Bytes::from(message)));
-                let r = self.call(Cb::GrpcClose, &[c, t, code as i32], ctx, None);
+                let r = self.call(Cb::GrpcClose, &[c, t, code as i32], ctx, host);
                 self.store.data_mut().grpc_status = None;
                 r
             }
@@ -618,6 +620,12 @@ impl Vm {
             .signals
             .remove(&ctx)
             .unwrap_or_default()
+    }
+
+    /// Whether `ctx` asked something of its stream (continue, local response, close) that was
+    /// not taken yet: a callback of another context did it through `proxy_set_effective_context`.
+    pub fn has_signals(&self, ctx: u32) -> bool {
+        self.store.data().signals.contains_key(&ctx)
     }
 
     /// Tick periods set since the last take: `(root context, period)`.

@@ -112,22 +112,7 @@ pub const CALLBACKS: &[&str] = &[
 /// Checks known to fail because of a documented Sluice design choice (docs/plugins.md,
 /// "Pausing"): (check name, reason). They are shown as failing in docs/conformance.md but do not
 /// fail the test; one that starts passing does, so that this list stays true.
-pub const KNOWN_GAPS: &[(&str, &str)] = &[
-    (
-        "rs_grpc_call: stream to Health/Watch, first message, cancel",
-        "a request never waits on a gRPC stream (streams run in the background), so the Pause \
-         the plugin returns while it waits for the first message does not hold the request",
-    ),
-    (
-        "rs_grpc_call: stream initial metadata",
-        "same as above: the request does not wait for the stream",
-    ),
-    (
-        "rs_abi_010: pause, then proxy_continue_request from on_tick",
-        "a Pause from a header phase without a callout continues at once (headers cannot be \
-         held while the body streams), so the tick finds the request already running",
-    ),
-];
+pub const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 fn known_gap(check: &str) -> Option<&'static str> {
     KNOWN_GAPS
