@@ -278,9 +278,13 @@ impl Vm {
             return Err(self.fail_start("proxy_on_vm_start returned false"));
         }
         let len = plugin_config.len() as i32;
-        self.store.data_mut().plugin_config = plugin_config;
+        let st = self.store.data_mut();
+        st.plugin_config = plugin_config;
+        st.configuring = true;
         let ok = self.call(Cb::Configure, &[id as i32, len], id, None);
-        self.store.data_mut().plugin_config = Bytes::new();
+        let st = self.store.data_mut();
+        st.plugin_config = Bytes::new();
+        st.configuring = false;
         if ok? == 0 {
             return Err(self.fail_start(
                 "proxy_on_configure returned false (the plugin rejected its configuration)",
@@ -438,7 +442,9 @@ impl Vm {
         self.call(Cb::Log, &[ctx as i32], ctx, Some(host)).map(drop)
     }
 
-    /// `proxy_on_done` then `proxy_on_delete`: the context is gone afterwards.
+    /// `proxy_on_done` then `proxy_on_delete`: the context is gone for the host afterwards. A
+    /// plugin that returns false from `proxy_on_done` gets `proxy_on_delete` when it calls
+    /// `proxy_done` for that context (in a later callback), or never if the VM goes first.
     ///
     /// # Errors
     /// The VM failed (now or before).
@@ -446,9 +452,29 @@ impl Vm {
         let st = self.store.data_mut();
         st.live_contexts = st.live_contexts.saturating_sub(1);
         st.signals.remove(&ctx);
-        self.call(Cb::Done, &[ctx as i32], ctx, None)?;
+        st.finishing.insert(ctx);
+        let completed = self.call(Cb::Done, &[ctx as i32], ctx, None)? != 0;
         self.roots.remove(&ctx);
-        self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop)
+        let st = self.store.data_mut();
+        let released = !st.finishing.contains(&ctx);
+        if completed || released {
+            st.finishing.remove(&ctx);
+            st.done_released.retain(|c| *c != ctx);
+            return self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop);
+        }
+        Ok(())
+    }
+
+    /// `proxy_on_delete` for contexts released with `proxy_done` since the last call.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn delete_released(&mut self) -> Result<(), Failure> {
+        let released = std::mem::take(&mut self.store.data_mut().done_released);
+        for ctx in released {
+            self.call(Cb::Delete, &[ctx as i32], ctx, None)?;
+        }
+        Ok(())
     }
 
     /// `proxy_on_tick` for a root context.

@@ -155,6 +155,8 @@ impl WorkerVm {
         let ticks = vm.take_tick_requests();
         let outbox = vm.take_grpc_outbox();
         self.wake_signalled(vm);
+        // A failure here marks the VM failed; the next callback reports it.
+        let _ = vm.delete_released();
         drop(guard);
         self.start_tickers(ticks);
         self.route_grpc(outbox);
@@ -176,6 +178,8 @@ impl WorkerVm {
         let ticks = vm.take_tick_requests();
         let outbox = vm.take_grpc_outbox();
         self.wake_signalled(vm);
+        // A failure here marks the VM failed; the next callback reports it.
+        let _ = vm.delete_released();
         drop(guard);
         self.start_tickers(ticks);
         self.route_grpc(outbox);

@@ -140,6 +140,7 @@ pub fn run(dir: &Path, rec: &mut Recorder) {
         ("rs_metrics", metrics),
         ("rs_foreign", foreign),
         ("rs_log", log),
+        ("rs_lifecycle", lifecycle),
         ("rs_abi_010", abi_010),
     ];
     for (plugin, check) in all {
@@ -858,6 +859,45 @@ fn grpc_call(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             ))
         }),
     );
+    let r = get(&gw, "/g", &[("x-grpc", "stream-close")]);
+    rec.check(
+        p,
+        "stream to Health/Check half-closed: message, trailers, close(0)",
+        &[
+            "proxy_grpc_stream",
+            "proxy_grpc_send",
+            "proxy_grpc_close",
+            "proxy_on_grpc_receive_initial_metadata",
+            "proxy_on_grpc_receive",
+            "proxy_on_grpc_receive_trailing_metadata",
+            "proxy_on_grpc_close",
+        ],
+        r.and_then(|r| {
+            eq("x-grpc-stream-close", r.header("x-grpc-stream-close"), "Ok")
+                .and(eq(
+                    "x-grpc-stream-first-hex",
+                    r.header("x-grpc-stream-first-hex"),
+                    "0801",
+                ))
+                .and(eq(
+                    "x-grpc-stream-close-status",
+                    r.header("x-grpc-stream-close-status"),
+                    "0",
+                ))
+                .and(is(
+                    r.header("x-grpc-stream-trailers")
+                        .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 1)),
+                    format!(
+                        "x-grpc-stream-trailers {:?}",
+                        r.header("x-grpc-stream-trailers")
+                    ),
+                ))
+                .and(is(
+                    r.upstream_saw("x-grpc-stream-close").as_deref() == Some("Ok"),
+                    "the request did not wait for the stream to close",
+                ))
+        }),
+    );
     let r = get(&gw, "/g", &[("x-grpc", "stream")]);
     rec.check(
         p,
@@ -1154,9 +1194,152 @@ fn log(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     );
 }
 
-fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
-    let Some(gw) = start(env, dir, p, None, None, rec) else {
+/// `x-<name>: A=B` with A == B > 0 (a host-reported size against the plugin's own count).
+fn sizes_match(r: &Resp, name: &str) -> Result<(), String> {
+    let v = r.header(name).unwrap_or("none");
+    let ok = v
+        .split_once('=')
+        .is_some_and(|(a, b)| a == b && a.parse::<u64>().is_ok_and(|n| n > 0));
+    is(ok, format!("{name}: {v:?}, want N=N with N > 0"))
+}
+
+/// The plugin's clock (`x-<name>` ns since the epoch) agrees with the runner's, within a minute.
+fn clock_agrees(r: &Resp, name: &str) -> Result<(), String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let got = r.header(name).and_then(|v| v.parse::<u128>().ok());
+    is(
+        got.is_some_and(|t| t.abs_diff(now) < 60_000_000_000),
+        format!("{name}: {got:?}, runner clock {now}"),
+    )
+}
+
+/// Sends requests until `done` holds for one (the lifecycle callbacks of a stream run after its
+/// response went out, so a later request reports them); the last response either way.
+fn until(
+    gw: &Gateway,
+    headers: &[(&str, &str)],
+    done: impl Fn(&Resp) -> bool,
+) -> Result<Resp, String> {
+    let mut last = get(gw, "/later", headers)?;
+    for _ in 0..100 {
+        if done(&last) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        last = get(gw, "/later", headers)?;
+    }
+    Ok(last)
+}
+
+/// The counts of a `log=N,done=N,delete=N,released-deleted=N` report.
+fn lifecycle_counts(r: &Resp, name: &str) -> [u32; 4] {
+    let mut out = [0; 4];
+    for (i, part) in r.header(name).unwrap_or("").split(',').enumerate().take(4) {
+        out[i] = part
+            .split_once('=')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+fn lifecycle(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
+    let Some(gw) = start(env, dir, p, Some("lifecycle-config"), None, rec) else {
         return;
+    };
+    let r = get(&gw, "/lc", &[]);
+    rec.check(
+        p,
+        "current time agrees with the runner's clock",
+        &["proxy_get_current_time_nanoseconds"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| clock_agrees(r, "x-lc-time-ns")),
+    );
+    rec.check(
+        p,
+        "header map size = size of the serialized pairs",
+        &["proxy_get_header_map_size", "proxy_get_header_map_pairs"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| sizes_match(r, "x-lc-map-size")),
+    );
+    rec.check(
+        p,
+        "buffer status of the plugin configuration",
+        &["proxy_get_buffer_status", "proxy_on_configure"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| eq("x-lc-config-size", r.header("x-lc-config-size"), "16=16")),
+    );
+    rec.check(
+        p,
+        "proxy_done from a live stream → NotFound",
+        &["proxy_done"],
+        r.as_ref().map_err(Clone::clone).and_then(|r| {
+            eq(
+                "x-lc-done-outside",
+                r.header("x-lc-done-outside"),
+                "NotFound",
+            )
+        }),
+    );
+    let r = until(&gw, &[], |r| {
+        let [log, done, delete, _] = lifecycle_counts(r, "x-lc-lifecycle");
+        log >= 1 && done >= 1 && delete >= 1
+    });
+    rec.check(
+        p,
+        "on_log, on_done, on_delete after each stream",
+        &["proxy_on_log", "proxy_on_done", "proxy_on_delete"],
+        r.and_then(|r| {
+            let [log, done, delete, _] = lifecycle_counts(&r, "x-lc-lifecycle");
+            is(
+                log >= 1 && done >= 1 && delete >= 1,
+                format!("x-lc-lifecycle {:?}", r.header("x-lc-lifecycle")),
+            )
+        }),
+    );
+    let deferred = get(&gw, "/defer", &[("x-lc-defer-done", "1")]);
+    let r =
+        deferred.and_then(|_| until(&gw, &[], |r| lifecycle_counts(r, "x-lc-lifecycle")[3] >= 1));
+    rec.check(
+        p,
+        "on_done false, then proxy_done from on_tick, then on_delete",
+        &[
+            "proxy_on_done",
+            "proxy_done",
+            "proxy_set_effective_context",
+            "proxy_on_delete",
+        ],
+        r.and_then(|r| {
+            eq("x-lc-proxy-done", r.header("x-lc-proxy-done"), "Ok").and(is(
+                lifecycle_counts(&r, "x-lc-lifecycle")[3] >= 1,
+                format!("x-lc-lifecycle {:?}", r.header("x-lc-lifecycle")),
+            ))
+        }),
+    );
+}
+
+fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
+    // The plugin is in the listener chain so that it runs before the route is chosen again.
+    let routes = "      - name: rerouted\n        match: { path_prefix: \"/\", headers: [{ name: x-route, value: rerouted }] }\n        direct_response: { status: 200, body: \"rerouted\\n\" }\n      - match: { path_prefix: \"/\" }\n        cluster: echo";
+    let extra = "    limits: { pause_timeout: 5s }\n";
+    let yaml = env
+        .yaml(
+            routes,
+            &plugin_def(dir, p, p, Some("abi010-config"), None, extra),
+        )
+        .replacen(
+            "    routes:\n",
+            &format!("    filters: [{{ plugin: {p} }}]\n    routes:\n"),
+            1,
+        );
+    let gw = match Gateway::try_start(&yaml) {
+        Ok(gw) => gw,
+        Err(e) => return rec.check(p, "gateway starts", LIFECYCLE, Err(e)),
     };
     let r = get(&gw, "/a", &[]);
     rec.check(
@@ -1170,13 +1353,64 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             "proxy_add_header_map_value",
             "proxy_on_memory_allocate / malloc",
         ],
-        r.and_then(|r| {
+        r.as_ref().map_err(Clone::clone).and_then(|r| {
             eq(
                 "upstream x-abi",
                 r.upstream_saw("x-abi").as_deref(),
                 "0.1.0",
             )
             .and(eq("x-abi", r.header("x-abi"), "0.1.0"))
+        }),
+    );
+    rec.check(
+        p,
+        "proxy_get_configuration in on_configure",
+        &["proxy_get_configuration", "proxy_on_configure"],
+        r.as_ref().map_err(Clone::clone).and_then(|r| {
+            eq(
+                "x-abi010-config",
+                r.header("x-abi010-config"),
+                "abi010-config",
+            )
+        }),
+    );
+    rec.check(
+        p,
+        "current time agrees with the runner's clock",
+        &["proxy_get_current_time_nanoseconds"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| clock_agrees(r, "x-abi010-time-ns")),
+    );
+    rec.check(
+        p,
+        "header map size = size of the serialized pairs",
+        &["proxy_get_header_map_size", "proxy_get_header_map_pairs"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| sizes_match(r, "x-abi010-map-size")),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    rec.check(
+        p,
+        "proxy_log reaches the gateway log",
+        &["proxy_log"],
+        is(
+            gw.log().contains("sluice-conformance abi010 context"),
+            "no `sluice-conformance abi010` line in the gateway log",
+        ),
+    );
+    let r = post(&gw, "/b", &[], "hello");
+    rec.check(
+        p,
+        "buffer status of the request body",
+        &["proxy_get_buffer_status", "proxy_on_request_body"],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-body-status",
+                r.header("x-abi010-body-status"),
+                "5",
+            )
         }),
     );
     let r = get(&gw, "/a", &[("x-abi010-pause", "1")]);
@@ -1194,6 +1428,78 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
                 "x-abi010-resumed",
                 r.header("x-abi010-resumed"),
                 "0",
+            ))
+        }),
+    );
+    let paused = get(&gw, "/a", &[("x-abi010-pause-response", "1")]);
+    let r = paused.and_then(|first| {
+        eq("status", Some(&first.status.to_string()), "200")?;
+        eq(
+            "x-abi010-paused-response",
+            first.header("x-abi010-paused-response"),
+            "1",
+        )?;
+        get(&gw, "/a", &[])
+    });
+    rec.check(
+        p,
+        "pause on response headers, then proxy_continue_response from on_tick",
+        &[
+            "proxy_on_tick",
+            "proxy_set_effective_context",
+            "proxy_continue_response",
+        ],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-last-response-resume",
+                r.header("x-abi010-last-response-resume"),
+                "0",
+            )
+        }),
+    );
+    let r = get(&gw, "/a", &[("x-abi010-reroute", "1")]);
+    rec.check(
+        p,
+        "proxy_clear_route_cache: the changed request is routed again",
+        &["proxy_clear_route_cache"],
+        r.and_then(|r| {
+            eq("status", Some(&r.status.to_string()), "200").and(eq(
+                "body",
+                Some(r.text().as_str()),
+                "rerouted\n",
+            ))
+        }),
+    );
+    let r = until(&gw, &[], |r| {
+        let [log, done, delete, _] = lifecycle_counts(r, "x-abi010-lifecycle");
+        log >= 1 && done >= 1 && delete >= 1
+    });
+    rec.check(
+        p,
+        "on_log, on_done, on_delete after each stream",
+        &["proxy_on_log", "proxy_on_done", "proxy_on_delete"],
+        r.and_then(|r| {
+            let [log, done, delete, _] = lifecycle_counts(&r, "x-abi010-lifecycle");
+            is(
+                log >= 1 && done >= 1 && delete >= 1,
+                format!("x-abi010-lifecycle {:?}", r.header("x-abi010-lifecycle")),
+            )
+        }),
+    );
+    let deferred = get(&gw, "/defer", &[("x-abi010-defer-done", "1")]);
+    let r = deferred.and_then(|_| {
+        until(&gw, &[], |r| {
+            lifecycle_counts(r, "x-abi010-lifecycle")[3] >= 1
+        })
+    });
+    rec.check(
+        p,
+        "on_done false, then proxy_done from on_tick, then on_delete",
+        &["proxy_on_done", "proxy_done", "proxy_on_delete"],
+        r.and_then(|r| {
+            eq("x-abi010-proxy-done", r.header("x-abi010-proxy-done"), "0").and(is(
+                lifecycle_counts(&r, "x-abi010-lifecycle")[3] >= 1,
+                format!("x-abi010-lifecycle {:?}", r.header("x-abi010-lifecycle")),
             ))
         }),
     );

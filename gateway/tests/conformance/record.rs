@@ -46,8 +46,10 @@ pub const HOST_FUNCTIONS: &[&str] = &[
     "proxy_set_tick_period_milliseconds",
     "proxy_get_property",
     "proxy_set_property",
+    "proxy_get_configuration",
     "proxy_get_buffer_bytes",
     "proxy_set_buffer_bytes",
+    "proxy_get_buffer_status",
     "proxy_get_header_map_pairs",
     "proxy_set_header_map_pairs",
     "proxy_get_header_map_value",
@@ -113,6 +115,27 @@ pub const CALLBACKS: &[&str] = &[
 /// "Pausing"): (check name, reason). They are shown as failing in docs/conformance.md but do not
 /// fail the test; one that starts passing does, so that this list stays true.
 pub const KNOWN_GAPS: &[(&str, &str)] = &[];
+
+/// The L4 callbacks: Sluice runs plugins as HTTP filters only.
+const L4: &str = "proxy_on_new_connection / downstream / upstream data (L4)";
+
+/// Whether `f` exists in `abi`, per the spec's changelog: 0.2.0 replaced
+/// `proxy_continue_request`/`_response` with `proxy_continue_stream` and
+/// `proxy_get_configuration` with buffer reads, removed `proxy_clear_route_cache`, added
+/// `proxy_close_stream` and foreign functions; 0.2.1 added `proxy_get_log_level`.
+pub fn in_abi(f: &str, abi: Abi) -> bool {
+    match f {
+        "proxy_continue_request"
+        | "proxy_continue_response"
+        | "proxy_clear_route_cache"
+        | "proxy_get_configuration" => abi == Abi::V010,
+        "proxy_continue_stream" | "proxy_close_stream" | "proxy_call_foreign_function" => {
+            abi != Abi::V010
+        }
+        "proxy_get_log_level" => abi == Abi::V021,
+        _ => true,
+    }
+}
 
 fn known_gap(check: &str) -> Option<&'static str> {
     KNOWN_GAPS
@@ -223,6 +246,8 @@ impl Recorder {
 
     fn cell(&self, f: &str, abi: Abi) -> String {
         match self.tally.get(&(f.to_string(), abi)) {
+            None if f == L4 => "not applicable: no TCP filters".into(),
+            None if !in_abi(f, abi) => "not in this ABI".into(),
             None => "not tested".into(),
             Some(t) if t.fail == 0 => format!("pass ({})", t.pass),
             Some(t) => format!("**FAIL** ({} of {})", t.fail, t.fail + t.pass),
@@ -243,7 +268,9 @@ impl Recorder {
              callout cluster, an h2c gRPC health server). Each check sends real requests and asserts only \
              on what the client or the upstream sees. A cell counts the checks that exercised that \
              function: `pass (N)` when all N passed. `not tested` means no check observes it — not that \
-             it is missing.\n\n\
+             it is missing. `not in this ABI`: the function does not exist in that version (see the \
+             spec's changelog); `not applicable`: Sluice has no TCP (L4) filter chain, so the L4 \
+             callbacks are never called.\n\n\
              Functional checks: {passed} of {} passed. Hostile scenarios: {} of {} passed.\n",
             self.checks.len(),
             self.hostile.iter().filter(|h| h.ok).count(),
