@@ -244,6 +244,8 @@ impl Inner {
             Some((k, _, eos)) => (Some(*k), *eos),
             None => (None, true),
         };
+        // Trailer phases run inside the body stream and cannot wait.
+        let can_wait = trailers.is_none();
         let body_len;
         let result = {
             let mut host = GatewayStream::new(cx.ex);
@@ -272,7 +274,7 @@ impl Inner {
                 "wasm_plugin_closed_stream",
             ));
         }
-        if action == Action::Continue {
+        if action == Action::Continue || !can_wait {
             // Envoy still sends a callout the stream did not wait for; its answer comes later.
             for c in calls {
                 worker.spawn_detached_callout(c);

@@ -1330,7 +1330,7 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     let yaml = env
         .yaml(
             routes,
-            &plugin_def(dir, p, p, Some("abi010-config"), None, extra),
+            &plugin_def(dir, p, p, Some("abi010-config"), Some("abi010-vm"), extra),
         )
         .replacen(
             "    routes:\n",
@@ -1500,6 +1500,267 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             eq("x-abi010-proxy-done", r.header("x-abi010-proxy-done"), "0").and(is(
                 lifecycle_counts(&r, "x-abi010-lifecycle")[3] >= 1,
                 format!("x-abi010-lifecycle {:?}", r.header("x-abi010-lifecycle")),
+            ))
+        }),
+    );
+    abi_010_probes(&gw, p, rec);
+}
+
+/// The rest of the 0.1.0 surface (rs_abi_010's `probes` module), on the same gateway.
+fn abi_010_probes(gw: &Gateway, p: &str, rec: &mut Recorder) {
+    let r = get(
+        gw,
+        "/p",
+        &[
+            ("x-abi010-probe", "1"),
+            ("x-abi010-replace", "original"),
+            ("x-abi010-remove", "gone"),
+        ],
+    );
+    let with = |f: &dyn Fn(&Resp) -> Result<(), String>| match &r {
+        Ok(r) => f(r),
+        Err(e) => Err(e.clone()),
+    };
+    rec.check(
+        p,
+        "on_vm_start with the VM configuration size",
+        &["_initialize / _start", "proxy_on_vm_start"],
+        with(&|r| eq("x-abi010-vm-start", r.header("x-abi010-vm-start"), "9")),
+    );
+    rec.check(
+        p,
+        "get_property (request.path), set_property then get_property",
+        &["proxy_get_property", "proxy_set_property"],
+        with(&|r| {
+            eq("x-abi010-prop-path", r.header("x-abi010-prop-path"), "/p").and(eq(
+                "x-abi010-prop-set",
+                r.header("x-abi010-prop-set"),
+                "0:v1",
+            ))
+        }),
+    );
+    rec.check(
+        p,
+        "request header replace, remove, whole-map set",
+        &[
+            "proxy_get_header_map_value",
+            "proxy_replace_header_map_value",
+            "proxy_remove_header_map_value",
+            "proxy_get_header_map_pairs",
+            "proxy_set_header_map_pairs",
+        ],
+        with(&|r| {
+            eq(
+                "upstream x-abi010-replace",
+                r.upstream_saw("x-abi010-replace").as_deref(),
+                "replaced",
+            )
+            .and(is(
+                r.upstream_saw("x-abi010-remove").is_none(),
+                "x-abi010-remove reached the upstream",
+            ))
+            .and(eq(
+                "upstream x-abi010-pairs",
+                r.upstream_saw("x-abi010-pairs").as_deref(),
+                "set",
+            ))
+        }),
+    );
+    rec.check(
+        p,
+        "shared data set then get (value and CAS)",
+        &["proxy_set_shared_data", "proxy_get_shared_data"],
+        with(&|r| {
+            eq(
+                "x-abi010-shared",
+                r.header("x-abi010-shared"),
+                "0:true:true",
+            )
+        }),
+    );
+    rec.check(
+        p,
+        "metrics: define, increment, record, get",
+        &[
+            "proxy_define_metric",
+            "proxy_increment_metric",
+            "proxy_record_metric",
+            "proxy_get_metric",
+        ],
+        with(&|r| {
+            let v = r.header("x-abi010-metrics").unwrap_or("");
+            is(
+                v.starts_with("[0, 0, 0, 0]:counter=")
+                    && v.ends_with(":gauge=7")
+                    && !v.contains("counter=0:"),
+                format!("x-abi010-metrics {v:?}"),
+            )
+        }),
+    );
+    let enqueued = with(&|r| eq("x-abi010-enqueue", r.header("x-abi010-enqueue"), "0"));
+    let r = enqueued.and_then(|()| {
+        until(gw, &[("x-abi010-probe", "1")], |r| {
+            r.header("x-abi010-dequeued")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 1)
+        })
+    });
+    rec.check(
+        p,
+        "shared queue: register, resolve, enqueue, on_queue_ready dequeues",
+        &[
+            "proxy_register_shared_queue",
+            "proxy_resolve_shared_queue",
+            "proxy_enqueue_shared_queue",
+            "proxy_dequeue_shared_queue",
+            "proxy_on_queue_ready",
+        ],
+        r.and_then(|r| {
+            is(
+                r.header("x-abi010-dequeued")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 1),
+                format!("x-abi010-dequeued {:?}", r.header("x-abi010-dequeued")),
+            )
+        }),
+    );
+    let r = get(gw, "/l", &[("x-abi010-local", "1")]);
+    rec.check(
+        p,
+        "local response from request headers",
+        &["proxy_send_local_response"],
+        r.and_then(|r| {
+            eq("status", Some(&r.status.to_string()), "418")
+                .and(eq("x-abi010-local", r.header("x-abi010-local"), "1"))
+                .and(eq("body", Some(r.text().as_str()), "abi010 local\n"))
+        }),
+    );
+    let r = post(gw, "/b", &[("x-abi010-body", "1")], "abc");
+    rec.check(
+        p,
+        "request body buffered, read and appended",
+        &[
+            "proxy_on_request_body",
+            "proxy_get_buffer_bytes",
+            "proxy_set_buffer_bytes",
+        ],
+        r.and_then(|r| {
+            eq(
+                "upstream body",
+                r.json().get("body").and_then(|v| v.as_str()),
+                "abc+abi010:3",
+            )
+        }),
+    );
+    let r = get(gw, "/text/abc", &[("x-abi010-response-body", "1")]);
+    rec.check(
+        p,
+        "response body buffered, read and appended",
+        &[
+            "proxy_on_response_body",
+            "proxy_get_buffer_bytes",
+            "proxy_set_buffer_bytes",
+            "proxy_remove_header_map_value",
+        ],
+        r.and_then(|r| eq("client body", Some(r.text().as_str()), "abc+abi010:3")),
+    );
+    let r = get(gw, "/c", &[("x-abi010-callout", "http")]);
+    rec.check(
+        p,
+        "http callout, answer read, continue_request",
+        &[
+            "proxy_http_call",
+            "proxy_on_http_call_response",
+            "proxy_get_header_map_value",
+            "proxy_get_buffer_bytes",
+            "proxy_set_effective_context",
+            "proxy_continue_request",
+        ],
+        r.and_then(|r| {
+            eq("status", Some(&r.status.to_string()), "200")
+                .and(eq(
+                    "x-abi010-callout-status",
+                    r.header("x-abi010-callout-status"),
+                    "200",
+                ))
+                .and(is(
+                    r.header("x-abi010-callout-body")
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .is_some_and(|n| n > 0),
+                    format!(
+                        "x-abi010-callout-body {:?}",
+                        r.header("x-abi010-callout-body")
+                    ),
+                ))
+        }),
+    );
+    let r = get(gw, "/c", &[("x-abi010-callout", "grpc")]);
+    rec.check(
+        p,
+        "unary gRPC call to Health/Check",
+        &[
+            "proxy_grpc_call",
+            "proxy_on_grpc_receive_initial_metadata",
+            "proxy_on_grpc_receive",
+            "proxy_get_buffer_bytes",
+            "proxy_continue_request",
+        ],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-grpc-message",
+                r.header("x-abi010-grpc-message"),
+                "0801",
+            )
+            .and(is(
+                r.header("x-abi010-grpc-initial").is_some(),
+                "no on_grpc_receive_initial_metadata",
+            ))
+        }),
+    );
+    let r = get(gw, "/c", &[("x-abi010-callout", "stream")]);
+    rec.check(
+        p,
+        "gRPC stream: send, half-close, trailers, close; a second one cancelled",
+        &[
+            "proxy_grpc_stream",
+            "proxy_grpc_send",
+            "proxy_grpc_close",
+            "proxy_grpc_cancel",
+            "proxy_on_grpc_receive_initial_metadata",
+            "proxy_on_grpc_receive",
+            "proxy_on_grpc_receive_trailing_metadata",
+            "proxy_on_grpc_close",
+            "proxy_get_status",
+        ],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-grpc-cancel",
+                r.header("x-abi010-grpc-cancel"),
+                "0",
+            )
+            .and(eq(
+                "x-abi010-grpc-send-close",
+                r.header("x-abi010-grpc-send-close"),
+                "0:0",
+            ))
+            .and(eq(
+                "x-abi010-grpc-message",
+                r.header("x-abi010-grpc-message"),
+                "0801",
+            ))
+            .and(is(
+                r.header("x-abi010-grpc-trailers")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 1),
+                format!(
+                    "x-abi010-grpc-trailers {:?}",
+                    r.header("x-abi010-grpc-trailers")
+                ),
+            ))
+            .and(eq(
+                "x-abi010-grpc-close",
+                r.header("x-abi010-grpc-close"),
+                "0:0:",
             ))
         }),
     );

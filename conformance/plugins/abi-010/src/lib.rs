@@ -16,9 +16,11 @@
 //! `proxy_on_log`/`proxy_on_done`/`proxy_on_delete` with `proxy_done` (directive
 //! `x-abi010-defer-done: 1`: on_done returns false and the next tick releases the context).
 
+mod probes;
+
 use std::cell::RefCell;
 
-const MAP_REQUEST_HEADERS: u32 = 0;
+pub(crate) const MAP_REQUEST_HEADERS: u32 = 0;
 const MAP_RESPONSE_HEADERS: u32 = 2;
 const TICK_MS: u32 = 10;
 
@@ -124,19 +126,19 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr`/`len` must be a buffer from `proxy_on_memory_allocate(len)` returned by a host call.
-unsafe fn take(ptr: *mut u8, len: usize) -> Vec<u8> {
+pub(crate) unsafe fn take(ptr: *mut u8, len: usize) -> Vec<u8> {
     if ptr.is_null() {
         return Vec::new();
     }
     Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)).into_vec()
 }
 
-fn add_header(map: u32, key: &str, value: &str) -> u32 {
+pub(crate) fn add_header(map: u32, key: &str, value: &str) -> u32 {
     // SAFETY: both slices are live for the call.
     unsafe { proxy_add_header_map_value(map, key.as_ptr(), key.len(), value.as_ptr(), value.len()) }
 }
 
-fn request_header(key: &str) -> Option<Vec<u8>> {
+pub(crate) fn request_header(key: &str) -> Option<Vec<u8>> {
     let (mut ptr, mut len) = (std::ptr::null_mut(), 0usize);
     // SAFETY: valid key and out-pointers.
     let status = unsafe {
@@ -156,7 +158,8 @@ fn request_header(key: &str) -> Option<Vec<u8>> {
 pub extern "C" fn proxy_on_context_create(_context: u32, _parent: u32) {}
 
 #[no_mangle]
-pub extern "C" fn proxy_on_vm_start(_root: u32, _size: u32) -> u32 {
+pub extern "C" fn proxy_on_vm_start(_root: u32, size: u32) -> u32 {
+    probes::on_vm_start(size);
     1
 }
 
@@ -168,9 +171,46 @@ pub extern "C" fn proxy_on_configure(_root: u32, _size: u32) -> u32 {
         let config = unsafe { take(ptr, len) };
         CONFIG.with(|c| *c.borrow_mut() = config);
     }
+    probes::on_configure();
     // SAFETY: plain integer argument.
     unsafe { proxy_set_tick_period_milliseconds(TICK_MS) };
     1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_queue_ready(_root: u32, queue: u32) {
+    probes::on_queue_ready(queue);
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(
+    _root: u32,
+    token: u32,
+    _headers: u32,
+    body_size: u32,
+    _trailers: u32,
+) {
+    probes::on_http_call_response(token, body_size);
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_receive_initial_metadata(_root: u32, token: u32, elements: u32) {
+    probes::on_grpc_initial_metadata(token, elements);
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_receive(_root: u32, token: u32, size: u32) {
+    probes::on_grpc_receive(token, size);
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(_root: u32, token: u32, elements: u32) {
+    probes::on_grpc_trailing_metadata(token, elements);
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_close(_root: u32, token: u32, code: u32) {
+    probes::on_grpc_close(token, code);
 }
 
 #[no_mangle]
@@ -222,6 +262,9 @@ pub extern "C" fn proxy_on_request_headers(context: u32, _headers: u32) -> u32 {
         // SAFETY: no arguments.
         unsafe { proxy_clear_route_cache() };
     }
+    if probes::on_request_headers(context) {
+        return 1;
+    }
     if request_header("x-abi010-pause").as_deref() == Some(b"1") {
         PAUSED.with(|p| p.borrow_mut().push(context));
         return 1;
@@ -230,20 +273,20 @@ pub extern "C" fn proxy_on_request_headers(context: u32, _headers: u32) -> u32 {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_body(context: u32, _size: u32, _eos: u32) -> u32 {
-    let mut size = 0usize;
+pub extern "C" fn proxy_on_request_body(context: u32, size: u32, eos: u32) -> u32 {
+    let mut buffered = 0usize;
     let mut flags = 0u32;
     // SAFETY: valid out-pointers.
-    if unsafe { proxy_get_buffer_status(BUFFER_REQUEST_BODY, &mut size, &mut flags) } == 0 {
+    if unsafe { proxy_get_buffer_status(BUFFER_REQUEST_BODY, &mut buffered, &mut flags) } == 0 {
         BODY_STATUS.with(|b| {
             let mut list = b.borrow_mut();
             match list.iter_mut().find(|(c, _)| *c == context) {
-                Some(entry) => entry.1 += size,
-                None => list.push((context, size)),
+                Some(entry) => entry.1 = buffered,
+                None => list.push((context, buffered)),
             }
         });
     }
-    0
+    probes::on_request_body(context, size, eos != 0)
 }
 
 #[no_mangle]
@@ -253,6 +296,7 @@ pub extern "C" fn proxy_on_request_trailers(_context: u32, _trailers: u32) -> u3
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(context: u32, _headers: u32) -> u32 {
+    probes::on_response_headers(context);
     add_header(MAP_RESPONSE_HEADERS, "x-abi", "0.1.0");
     let resumed = RESUMED.with(|r| {
         let mut list = r.borrow_mut();
@@ -303,8 +347,8 @@ pub extern "C" fn proxy_on_response_headers(context: u32, _headers: u32) -> u32 
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_body(_context: u32, _size: u32, _eos: u32) -> u32 {
-    0
+pub extern "C" fn proxy_on_response_body(context: u32, size: u32, eos: u32) -> u32 {
+    probes::on_response_body(context, size, eos != 0)
 }
 
 #[no_mangle]
@@ -353,4 +397,5 @@ pub extern "C" fn proxy_on_delete(context: u32) {
     PAUSED_RESPONSE.with(|p| p.borrow_mut().retain(|c| *c != context));
     RESUMED.with(|r| r.borrow_mut().retain(|(c, _)| *c != context));
     BODY_STATUS.with(|b| b.borrow_mut().retain(|(c, _)| *c != context));
+    probes::on_delete(context);
 }
