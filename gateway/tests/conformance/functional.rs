@@ -1325,7 +1325,7 @@ fn lifecycle(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
 
 fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     // The plugin is in the listener chain so that it runs before the route is chosen again.
-    let routes = "      - name: rerouted\n        match: { path_prefix: \"/\", headers: [{ name: x-route, value: rerouted }] }\n        direct_response: { status: 200, body: \"rerouted\\n\" }\n      - match: { path_prefix: \"/\" }\n        cluster: echo";
+    let routes = "      - match: { path_prefix: \"/h2/\" }\n        cluster: echo2\n      - name: rerouted\n        match: { path_prefix: \"/\", headers: [{ name: x-route, value: rerouted }] }\n        direct_response: { status: 200, body: \"rerouted\\n\" }\n      - match: { path_prefix: \"/\" }\n        cluster: echo";
     let extra = "    limits: { pause_timeout: 5s }\n";
     let yaml = env
         .yaml(
@@ -1504,6 +1504,47 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
         }),
     );
     abi_010_probes(&gw, p, rec);
+    abi_010_trailers(&gw, p, rec);
+}
+
+/// Trailers over h2 end to end (the listener chain holds the plugin on `/h2/` too).
+fn abi_010_trailers(gw: &Gateway, p: &str, rec: &mut Recorder) {
+    let req = build("POST", "/h2/t", &[], with_trailers("data", &[("x-t", "1")]));
+    let r = send(gw.addr(), req, true);
+    rec.check(
+        p,
+        "request trailers: one added (h2 end to end)",
+        &["proxy_on_request_trailers", "proxy_add_header_map_value"],
+        r.and_then(|r| {
+            let t = r
+                .json()
+                .get("trailers")
+                .and_then(|t| t.get("x-abi010-trailer"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            eq("upstream trailer x-abi010-trailer", t.as_deref(), "added")
+        }),
+    );
+    let req = build(
+        "GET",
+        "/h2/t",
+        &[("x-up-trailer-x-kept", "1"), ("te", "trailers")],
+        full(""),
+    );
+    let r = send(gw.addr(), req, true);
+    rec.check(
+        p,
+        "response trailers: one added (h2 end to end)",
+        &["proxy_on_response_trailers", "proxy_add_header_map_value"],
+        r.and_then(|r| {
+            eq(
+                "trailer x-abi010-response-trailer",
+                r.trailer("x-abi010-response-trailer"),
+                "added",
+            )
+            .and(eq("trailer x-kept", r.trailer("x-kept"), "1"))
+        }),
+    );
 }
 
 /// The rest of the 0.1.0 surface (rs_abi_010's `probes` module), on the same gateway.

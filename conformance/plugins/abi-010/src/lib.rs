@@ -15,13 +15,17 @@
 //! `proxy_clear_route_cache` (directive `x-abi010-reroute: 1`), and the lifecycle callbacks
 //! `proxy_on_log`/`proxy_on_done`/`proxy_on_delete` with `proxy_done` (directive
 //! `x-abi010-defer-done: 1`: on_done returns false and the next tick releases the context).
+//! Request trailers get `x-abi010-trailer: added`, response trailers
+//! `x-abi010-response-trailer: added`. The `probes` module covers the rest of the ABI.
 
 mod probes;
 
 use std::cell::RefCell;
 
 pub(crate) const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_REQUEST_TRAILERS: u32 = 1;
 const MAP_RESPONSE_HEADERS: u32 = 2;
+const MAP_RESPONSE_TRAILERS: u32 = 3;
 const TICK_MS: u32 = 10;
 
 #[link(wasm_import_module = "env")]
@@ -291,6 +295,7 @@ pub extern "C" fn proxy_on_request_body(context: u32, size: u32, eos: u32) -> u3
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_trailers(_context: u32, _trailers: u32) -> u32 {
+    add_header(MAP_REQUEST_TRAILERS, "x-abi010-trailer", "added");
     0
 }
 
@@ -353,6 +358,7 @@ pub extern "C" fn proxy_on_response_body(context: u32, size: u32, eos: u32) -> u
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_trailers(_context: u32, _trailers: u32) -> u32 {
+    add_header(MAP_RESPONSE_TRAILERS, "x-abi010-response-trailer", "added");
     0
 }
 
