@@ -1194,6 +1194,28 @@ fn log(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     );
 }
 
+/// A stream paused and never resumed ends after `limits.pause_timeout` with the failure policy;
+/// the VM stays in service.
+fn pause_forever(gw: &Gateway, p: &str, rec: &mut Recorder) {
+    let series = format!("sluice_plugin_failures_total{{plugin=\"{p}\",kind=\"pause_timeout\"}}");
+    let before = gw.metric(&series);
+    let result = get(gw, "/forever", &[("x-lc-pause-forever", "1")]).and_then(|r| {
+        eq("status", Some(&r.status.to_string()), "503")?;
+        let after = gw.metric(&series);
+        is(after >= before + 1.0, format!("{series} {before} → {after}"))?;
+        let next = get(gw, "/after", &[])?;
+        eq("next request status", Some(&next.status.to_string()), "200")?;
+        Ok(format!(
+            "503 after the pause timeout; failures_total{{kind=pause_timeout}} {before} → {after}; the next request 200 (same VM)"
+        ))
+    });
+    rec.hostile(
+        "pause-forever",
+        "paused, never resumed: fail_closed 503 after limits.pause_timeout, counted; the VM stays",
+        result,
+    );
+}
+
 /// `x-<name>: A=B` with A == B > 0 (a host-reported size against the plugin's own count).
 fn sizes_match(r: &Resp, name: &str) -> Result<(), String> {
     let v = r.header(name).unwrap_or("none");
@@ -1246,9 +1268,16 @@ fn lifecycle_counts(r: &Resp, name: &str) -> [u32; 4] {
 }
 
 fn lifecycle(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
-    let Some(gw) = start(env, dir, p, Some("lifecycle-config"), None, rec) else {
-        return;
+    let routes = "      - match: { path_prefix: \"/\" }\n        filters: [{ plugin: rs_lifecycle }]\n        cluster: echo";
+    let extra = "    limits: { pause_timeout: 300ms }\n";
+    let gw = match env.gateway(
+        routes,
+        &plugin_def(dir, p, p, Some("lifecycle-config"), None, extra),
+    ) {
+        Ok(gw) => gw,
+        Err(e) => return rec.check(p, "gateway starts", LIFECYCLE, Err(e)),
     };
+    pause_forever(&gw, p, rec);
     let r = get(&gw, "/lc", &[]);
     rec.check(
         p,

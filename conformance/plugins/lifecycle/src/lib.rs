@@ -9,7 +9,8 @@
 //! SDK dropped, which it does in `proxy_on_delete`), `x-lc-done-outside` (`proxy_done` from a live
 //! stream: NotFound) and `x-lc-proxy-done` (the last `proxy_done` a tick made). Directive
 //! `x-lc-defer-done: 1`: this stream's on_done returns false and the root's next tick (10 ms)
-//! releases it with `proxy_set_effective_context` + `proxy_done`.
+//! releases it with `proxy_set_effective_context` + `proxy_done`. Directive
+//! `x-lc-pause-forever: 1`: request headers return Pause and nothing ever resumes the stream.
 
 use std::cell::RefCell;
 use std::time::{Duration, UNIX_EPOCH};
@@ -173,6 +174,10 @@ impl Context for Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.defer = self.get_http_request_header("x-lc-defer-done").as_deref() == Some("1");
+        if self.get_http_request_header("x-lc-pause-forever").as_deref() == Some("1") {
+            // Never resumed: the host's pause timeout must end it.
+            return Action::Pause;
+        }
         Action::Continue
     }
 
