@@ -20,6 +20,8 @@ pub enum FailureKind {
     ProcExit,
     /// Instantiation, `_start`, `on_vm_start` or `on_configure` failed.
     Start,
+    /// A stream stayed paused longer than `limits.pause_timeout` (the VM itself lives on).
+    PauseTimeout,
 }
 
 impl FailureKind {
@@ -32,6 +34,7 @@ impl FailureKind {
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::ProcExit => "proc_exit",
             FailureKind::Start => "start",
+            FailureKind::PauseTimeout => "pause_timeout",
         }
     }
 }
@@ -56,6 +59,12 @@ pub(crate) fn count(plugin: &str, kind: FailureKind) {
         .entry((plugin.to_string(), kind))
         .or_insert_with(|| AtomicU64::new(0))
         .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Count a failure the embedder detected itself (a pause timeout): it shows on `/metrics` with
+/// the VM failures.
+pub fn count_event(plugin: &str, kind: FailureKind) {
+    count(plugin, kind);
 }
 
 /// Every `(plugin, kind, count)` seen since start, sorted.

@@ -11,6 +11,9 @@ pub const DEFAULT_MEMORY: usize = 64 * 1024 * 1024;
 pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_millis(100);
 /// Default bound on a body a plugin buffers.
 pub const DEFAULT_MAX_BUFFERED_BODY: usize = 10 * 1024 * 1024;
+/// Default bound on how long a stream stays paused by a plugin (waiting for
+/// `proxy_continue_stream`, a local response or its callouts) before the failure policy applies.
+pub const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest table a plugin may grow (function pointers); generous for any real program.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
@@ -21,6 +24,8 @@ pub struct Limits {
     pub callback_timeout: Duration,
     pub fuel: Option<u64>,
     pub max_buffered_body: usize,
+    /// How long one pause of a stream may last.
+    pub pause_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -30,6 +35,7 @@ impl Default for Limits {
             callback_timeout: DEFAULT_CALLBACK_TIMEOUT,
             fuel: None,
             max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
+            pause_timeout: DEFAULT_PAUSE_TIMEOUT,
         }
     }
 }

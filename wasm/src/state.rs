@@ -134,6 +134,13 @@ pub struct HostState {
     pub(crate) effective_ctx: u32,
     /// Plugin configuration of the root context being configured.
     pub(crate) plugin_config: Bytes,
+    /// `proxy_on_configure` is running (`proxy_get_configuration` then returns the plugin's).
+    pub(crate) configuring: bool,
+    /// Contexts whose `proxy_on_done` is running or returned false: `proxy_done` from (the
+    /// effective context of) one of them lets the host delete it.
+    pub(crate) finishing: std::collections::HashSet<u32>,
+    /// Contexts the plugin released with `proxy_done` after deferring in `proxy_on_done`.
+    pub(crate) done_released: Vec<u32>,
     pub(crate) callout_response: Option<CalloutResponse>,
     pub(crate) grpc_status: Option<(u32, Bytes)>,
     pub(crate) signals: HashMap<u32, Signals>,
@@ -181,6 +188,9 @@ impl HostState {
             current_ctx: 0,
             effective_ctx: 0,
             plugin_config: Bytes::new(),
+            configuring: false,
+            finishing: Default::default(),
+            done_released: Vec::new(),
             callout_response: None,
             grpc_status: None,
             signals: HashMap::new(),

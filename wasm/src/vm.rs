@@ -278,9 +278,13 @@ impl Vm {
             return Err(self.fail_start("proxy_on_vm_start returned false"));
         }
         let len = plugin_config.len() as i32;
-        self.store.data_mut().plugin_config = plugin_config;
+        let st = self.store.data_mut();
+        st.plugin_config = plugin_config;
+        st.configuring = true;
         let ok = self.call(Cb::Configure, &[id as i32, len], id, None);
-        self.store.data_mut().plugin_config = Bytes::new();
+        let st = self.store.data_mut();
+        st.plugin_config = Bytes::new();
+        st.configuring = false;
         if ok? == 0 {
             return Err(self.fail_start(
                 "proxy_on_configure returned false (the plugin rejected its configuration)",
@@ -438,7 +442,9 @@ impl Vm {
         self.call(Cb::Log, &[ctx as i32], ctx, Some(host)).map(drop)
     }
 
-    /// `proxy_on_done` then `proxy_on_delete`: the context is gone afterwards.
+    /// `proxy_on_done` then `proxy_on_delete`: the context is gone for the host afterwards. A
+    /// plugin that returns false from `proxy_on_done` gets `proxy_on_delete` when it calls
+    /// `proxy_done` for that context (in a later callback), or never if the VM goes first.
     ///
     /// # Errors
     /// The VM failed (now or before).
@@ -446,9 +452,29 @@ impl Vm {
         let st = self.store.data_mut();
         st.live_contexts = st.live_contexts.saturating_sub(1);
         st.signals.remove(&ctx);
-        self.call(Cb::Done, &[ctx as i32], ctx, None)?;
+        st.finishing.insert(ctx);
+        let completed = self.call(Cb::Done, &[ctx as i32], ctx, None)? != 0;
         self.roots.remove(&ctx);
-        self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop)
+        let st = self.store.data_mut();
+        let released = !st.finishing.contains(&ctx);
+        if completed || released {
+            st.finishing.remove(&ctx);
+            st.done_released.retain(|c| *c != ctx);
+            return self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop);
+        }
+        Ok(())
+    }
+
+    /// `proxy_on_delete` for contexts released with `proxy_done` since the last call.
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn delete_released(&mut self) -> Result<(), Failure> {
+        let released = std::mem::take(&mut self.store.data_mut().done_released);
+        for ctx in released {
+            self.call(Cb::Delete, &[ctx as i32], ctx, None)?;
+        }
+        Ok(())
     }
 
     /// `proxy_on_tick` for a root context.
@@ -540,7 +566,8 @@ impl Vm {
         r
     }
 
-    /// Deliver an event of an open gRPC stream (`proxy_grpc_stream`).
+    /// Deliver an event of an open gRPC stream (`proxy_grpc_stream`). `host` is the stream of
+    /// the context that opened it, when that stream is paused waiting for the event.
     ///
     /// # Errors
     /// The VM failed (now or before).
@@ -549,6 +576,7 @@ impl Vm {
         ctx: u32,
         token: u32,
         event: GrpcEvent,
+        host: Option<&mut dyn StreamHost>,
     ) -> Result<(), Failure> {
         if self.store.data().cancelled.contains(&token) {
             if matches!(event, GrpcEvent::Close(..)) {
@@ -565,7 +593,7 @@ impl Vm {
                     headers,
                     ..Default::default()
                 });
-                self.call(Cb::GrpcInitialMetadata, &[c, t, n], ctx, None)
+                self.call(Cb::GrpcInitialMetadata, &[c, t, n], ctx, host)
             }
             GrpcEvent::Message(body) => {
                 let n = body.len() as i32;
@@ -573,7 +601,7 @@ impl Vm {
                     body,
                     ..Default::default()
                 });
-                self.call(Cb::GrpcReceive, &[c, t, n], ctx, None)
+                self.call(Cb::GrpcReceive, &[c, t, n], ctx, host)
             }
             GrpcEvent::TrailingMetadata(trailers) => {
                 let n = trailers.len() as i32;
@@ -581,13 +609,13 @@ impl Vm {
                     trailers,
                     ..Default::default()
                 });
-                self.call(Cb::GrpcTrailingMetadata, &[c, t, n], ctx, None)
+                self.call(Cb::GrpcTrailingMetadata, &[c, t, n], ctx, host)
             }
             GrpcEvent::Close(code, message) => {
                 let st = self.store.data_mut();
                 st.grpc_streams.remove(&token);
                 st.grpc_status = Some((code, Bytes::from(message)));
-                let r = self.call(Cb::GrpcClose, &[c, t, code as i32], ctx, None);
+                let r = self.call(Cb::GrpcClose, &[c, t, code as i32], ctx, host);
                 self.store.data_mut().grpc_status = None;
                 r
             }
@@ -618,6 +646,12 @@ impl Vm {
             .signals
             .remove(&ctx)
             .unwrap_or_default()
+    }
+
+    /// Whether `ctx` asked something of its stream (continue, local response, close) that was
+    /// not taken yet: a callback of another context did it through `proxy_set_effective_context`.
+    pub fn has_signals(&self, ctx: u32) -> bool {
+        self.store.data().signals.contains_key(&ctx)
     }
 
     /// Tick periods set since the last take: `(root context, period)`.

@@ -621,7 +621,7 @@ fn grpc_streams_send_and_receive_messages() {
         GrpcEvent::Close(0, String::new()),
     ];
     for e in events {
-        vm.on_grpc_stream_event(ctx, token, e)
+        vm.on_grpc_stream_event(ctx, token, e, None)
             .unwrap_or_else(|f| panic!("{f}"));
     }
     let last = sluice_wasm::shared::get_data("", b"grpc_last").map(|(v, _)| v);

@@ -481,6 +481,9 @@ pub struct PluginLimits {
     /// Largest body a plugin may buffer when it pauses on body.
     #[serde(default)]
     pub max_buffered_body: Option<Size>,
+    /// Longest a plugin may hold a stream paused before its failure policy applies.
+    #[serde(default)]
+    pub pause_timeout: Option<Dur>,
 }
 
 impl Default for PluginLimits {
@@ -490,6 +493,7 @@ impl Default for PluginLimits {
             callback_timeout: DEFAULT_PLUGIN_CALLBACK_TIMEOUT,
             fuel: None,
             max_buffered_body: None,
+            pause_timeout: None,
         }
     }
 }

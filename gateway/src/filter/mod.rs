@@ -164,6 +164,9 @@ pub struct Exchange {
     pub pending_local: Option<LocalResponse>,
     /// The request's spans, when tracing sampled it.
     pub trace: Option<Box<crate::telemetry::otel::RequestTrace>>,
+    /// A filter changed the request and asked for its route to be chosen again (proxy-wasm
+    /// `proxy_clear_route_cache`); the proxy re-matches after the request-headers phase.
+    pub route_cache_cleared: bool,
     states: Vec<(usize, Box<dyn Any>)>,
 }
 
@@ -179,6 +182,7 @@ impl Exchange {
             local_details: None,
             pending_local: None,
             trace: None,
+            route_cache_cleared: false,
             states: Vec::new(),
         }
     }

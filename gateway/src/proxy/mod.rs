@@ -153,6 +153,16 @@ async fn serve(
     if let Some(r) = chain.request_headers(&ex).await {
         return Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await);
     }
+    // As Envoy: a cleared route cache makes the router match the changed request again; the
+    // filter chain that already ran stays the request's chain.
+    let rematch = std::mem::take(&mut ex.borrow_mut().route_cache_cleared);
+    let route = if rematch {
+        let again = listener.router.find(&ex.borrow().request).cloned();
+        ex.borrow_mut().route = again.as_ref().map(|r| r.name.clone());
+        again
+    } else {
+        route
+    };
     let Some(route) = route else {
         let r = ProxyError::NoRoute.response(grpc);
         return Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await);

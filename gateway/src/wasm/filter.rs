@@ -2,16 +2,19 @@
 //! phases call the plugin's callbacks, act on what it asked (local response, callouts, body
 //! buffering), and apply the failure policy when the VM fails.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use sluice_wasm::{Action, BufferType, Failure, LocalReply, MapType, Signals, Vm};
+use sluice_wasm::{Action, BufferType, Failure, FailureKind, LocalReply, MapType, Vm};
 
 use super::callout::{self, Answer};
 use super::stream::GatewayStream;
-use super::worker_vm::{Unavailable, WorkerVm};
+use super::worker_vm::{Unavailable, Wake, WorkerVm};
 use super::Plugin;
 use crate::config::model::FailurePolicy;
 use crate::filter::{
@@ -241,6 +244,8 @@ impl Inner {
             Some((k, _, eos)) => (Some(*k), *eos),
             None => (None, true),
         };
+        // Trailer phases run inside the body stream and cannot wait.
+        let can_wait = trailers.is_none();
         let body_len;
         let result = {
             let mut host = GatewayStream::new(cx.ex);
@@ -269,14 +274,16 @@ impl Inner {
                 "wasm_plugin_closed_stream",
             ));
         }
-        if action == Action::Pause && !calls.is_empty() {
-            return Outcome::Pause(self.pause(worker, ctx, generation, calls));
+        if action == Action::Continue || !can_wait {
+            // Envoy still sends a callout the stream did not wait for; its answer comes later.
+            for c in calls {
+                worker.spawn_detached_callout(c);
+            }
+            return Outcome::Continue;
         }
-        for c in calls {
-            tracing::debug!(plugin = %self.plugin.name, token = c.token, "callout dropped: the plugin did not pause for it");
-        }
-        match (action, body_kind) {
-            (Action::Pause, Some(kind)) if !end_of_stream => {
+        match body_kind {
+            // StopIterationAndBuffer on a chunk: keep it and call again with the next one.
+            Some(kind) if !end_of_stream && calls.is_empty() => {
                 if body_len > self.plugin.module.info.limits.max_buffered_body {
                     let (status, details) = if kind == BufferType::HttpRequestBody {
                         (
@@ -293,75 +300,177 @@ impl Inner {
                 }
                 Outcome::Buffer
             }
-            _ => Outcome::Continue,
+            // Paused: the stream waits for the plugin to resume it (from a callout answer, a
+            // gRPC stream event, a tick or another context), answer, or for the pause timeout.
+            _ => {
+                let waiting = Waiting::new(&self.plugin, worker, ctx, generation, calls);
+                Outcome::Pause(self.wait(waiting))
+            }
         }
     }
 
-    /// Wait for the stream's callouts, then deliver their answers in the resume step, with the
-    /// stream's heads available to the plugin.
-    fn pause(
-        self: &Arc<Self>,
-        worker: Rc<WorkerVm>,
-        ctx: u32,
-        generation: u64,
-        calls: Vec<sluice_wasm::Callout>,
-    ) -> crate::filter::Pending {
+    /// Wait for the next thing that may resume the stream, then handle it in the resume step,
+    /// with the stream's heads available to the plugin.
+    fn wait(self: &Arc<Self>, mut waiting: Waiting) -> crate::filter::Pending {
         let this = self.clone();
         Box::pin(async move {
-            let answers =
-                futures_util::future::join_all(calls.into_iter().map(callout::send)).await;
-            let resume: Resume = Box::new(move |cx: &mut FilterCx<'_>| {
-                this.resume(cx, worker, ctx, generation, answers)
-            });
+            let event = waiting.next().await;
+            let resume: Resume =
+                Box::new(move |cx: &mut FilterCx<'_>| this.resume(cx, waiting, event));
             resume
         })
     }
 
-    fn resume(
-        self: &Arc<Self>,
-        cx: &mut FilterCx<'_>,
-        worker: Rc<WorkerVm>,
-        ctx: u32,
-        generation: u64,
-        answers: Vec<Answer>,
-    ) -> Flow {
-        let mut signals = Signals::default();
-        for answer in answers {
-            let mut host = GatewayStream::new(cx.ex);
-            let r = worker.with_live_vm(generation, |vm| {
-                answer.deliver(vm, Some(&mut host))?;
-                Ok(vm.take_signals(ctx))
-            });
-            match r {
-                Ok(s) => {
-                    signals.continue_request |= s.continue_request;
-                    signals.continue_response |= s.continue_response;
-                    signals.close |= s.close;
-                    if s.local_reply.is_some() {
-                        signals.local_reply = s.local_reply;
-                        break;
-                    }
-                }
-                Err(Unavailable::Failed) => return self.policy_outcome(cx).flow(),
-            }
+    fn resume(self: &Arc<Self>, cx: &mut FilterCx<'_>, mut w: Waiting, event: Event) -> Flow {
+        let (worker, ctx, generation) = (w.worker.clone(), w.ctx, w.generation);
+        match event {
+            Event::Timeout => return self.pause_timed_out(cx, w),
+            // Only a failed VM releases its paused streams.
+            Event::Closed => return self.policy_outcome(cx).flow(),
+            Event::Answer(_) | Event::Wake(_) => {}
         }
-        let calls = worker.take_callouts(Some(ctx));
+        let signals = {
+            let mut host = GatewayStream::new(cx.ex);
+            worker.with_live_vm(generation, |vm| {
+                match event {
+                    Event::Answer(answer) => answer.deliver(vm, Some(&mut host))?,
+                    Event::Wake(Wake::Grpc(token, e)) => {
+                        vm.on_grpc_stream_event(ctx, token, e, Some(&mut host))?
+                    }
+                    Event::Wake(Wake::Signals) | Event::Timeout | Event::Closed => {}
+                }
+                Ok(vm.take_signals(ctx))
+            })
+        };
+        let signals = match signals {
+            Ok(s) => s,
+            Err(Unavailable::Failed) => return self.policy_outcome(cx).flow(),
+        };
+        w.add_calls(worker.take_callouts(Some(ctx)));
         if let Some(reply) = signals.local_reply {
+            w.finish(cx);
             return Flow::Respond(local_response(reply));
         }
         if signals.close {
+            w.finish(cx);
             return Flow::Respond(LocalResponse::new(
                 StatusCode::BAD_GATEWAY,
                 "wasm_plugin_closed_stream",
             ));
         }
-        if !signals.continue_request && !signals.continue_response && !calls.is_empty() {
-            return Flow::Pause(self.pause(worker, ctx, generation, calls));
+        if signals.continue_request || signals.continue_response {
+            w.finish(cx);
+            return Flow::Continue;
         }
-        if !signals.continue_request && !signals.continue_response {
-            tracing::debug!(plugin = %self.plugin.name, "plugin neither resumed nor answered after its callouts; continuing");
+        Flow::Pause(self.wait(w))
+    }
+
+    /// The plugin held the stream past `limits.pause_timeout`: its context ends, the event is
+    /// counted, and the failure policy answers (the VM itself is fine and stays).
+    fn pause_timed_out(self: &Arc<Self>, cx: &mut FilterCx<'_>, mut w: Waiting) -> Flow {
+        let (worker, ctx, generation) = (w.worker.clone(), w.ctx, w.generation);
+        // The context ends now: answers still in flight have nobody to go to.
+        w.calls = FuturesUnordered::new();
+        drop(w);
+        sluice_wasm::failure::count_event(&self.plugin.name, FailureKind::PauseTimeout);
+        tracing::warn!(plugin = %self.plugin.name, timeout = ?self.plugin.module.info.limits.pause_timeout, policy = ?self.plugin.policy, "plugin kept the stream paused past its pause_timeout; applying the failure policy");
+        if let Some(st) = cx.state::<StreamState>() {
+            st.finished = true;
         }
-        Flow::Continue
+        let _ = worker.with_live_vm(generation, |vm| vm.finish_context(ctx));
+        self.policy_outcome(cx).flow()
+    }
+}
+
+/// What woke a paused stream.
+enum Event {
+    Answer(Answer),
+    Wake(Wake),
+    Timeout,
+    /// The VM went away (its paused streams are released).
+    Closed,
+}
+
+type CalloutFuture = Pin<Box<dyn Future<Output = Answer>>>;
+
+/// A stream its plugin paused: the callouts it waits for, its wake-up channel, its deadline.
+struct Waiting {
+    worker: Rc<WorkerVm>,
+    ctx: u32,
+    generation: u64,
+    wakes: tokio::sync::mpsc::UnboundedReceiver<Wake>,
+    calls: FuturesUnordered<CalloutFuture>,
+    deadline: tokio::time::Instant,
+}
+
+impl Waiting {
+    fn new(
+        plugin: &Plugin,
+        worker: Rc<WorkerVm>,
+        ctx: u32,
+        generation: u64,
+        calls: Vec<sluice_wasm::Callout>,
+    ) -> Self {
+        let wakes = worker.pause(ctx);
+        let mut w = Waiting {
+            worker,
+            ctx,
+            generation,
+            wakes,
+            calls: FuturesUnordered::new(),
+            deadline: tokio::time::Instant::now() + plugin.module.info.limits.pause_timeout,
+        };
+        w.add_calls(calls);
+        w
+    }
+
+    fn add_calls(&mut self, calls: Vec<sluice_wasm::Callout>) {
+        for c in calls {
+            self.calls.push(Box::pin(callout::send(c)));
+        }
+    }
+
+    async fn next(&mut self) -> Event {
+        tokio::select! {
+            Some(answer) = self.calls.next(), if !self.calls.is_empty() => Event::Answer(answer),
+            wake = self.wakes.recv() => wake.map_or(Event::Closed, Event::Wake),
+            () = tokio::time::sleep_until(self.deadline) => Event::Timeout,
+        }
+    }
+
+    /// The stream goes on: gRPC events already queued for it are delivered with its heads, and
+    /// callouts still in flight are answered in the background.
+    fn finish(mut self, cx: &mut FilterCx<'_>) {
+        self.worker.unpause(self.ctx);
+        while let Ok(wake) = self.wakes.try_recv() {
+            if let Wake::Grpc(token, e) = wake {
+                let mut host = GatewayStream::new(cx.ex);
+                let _ = self.worker.with_live_vm(self.generation, |vm| {
+                    vm.on_grpc_stream_event(self.ctx, token, e, Some(&mut host))?;
+                    vm.take_signals(self.ctx);
+                    Ok(())
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.worker.unpause(self.ctx);
+        let calls = std::mem::take(&mut self.calls);
+        if calls.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (worker, generation) = (Rc::downgrade(&self.worker), self.generation);
+        tokio::task::spawn_local(async move {
+            let mut calls = calls;
+            while let Some(answer) = calls.next().await {
+                let Some(w) = worker.upgrade() else { return };
+                let _ = w.with_live_vm(generation, |vm| answer.deliver(vm, None));
+                w.take_callouts(None);
+            }
+        });
     }
 }
 

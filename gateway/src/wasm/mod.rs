@@ -108,6 +108,10 @@ pub fn build_plugin_bytes(
             .map_or(sluice_wasm::limits::DEFAULT_MAX_BUFFERED_BODY, |s| {
                 s.bytes() as usize
             }),
+        pause_timeout: cfg
+            .limits
+            .pause_timeout
+            .map_or(sluice_wasm::limits::DEFAULT_PAUSE_TIMEOUT, |d| d.get()),
     };
     let info = PluginInfo {
         name: name.as_str().into(),

@@ -16,8 +16,6 @@ pub(crate) struct GatewayStream<'a> {
     pub body: Option<(BufferType, &'a mut Bytes)>,
     /// The trailers of a trailers phase.
     pub trailers: Option<(MapType, &'a mut HeaderMap)>,
-    /// Set when the plugin cleared the route cache.
-    pub route_cache_cleared: bool,
 }
 
 impl<'a> GatewayStream<'a> {
@@ -26,7 +24,6 @@ impl<'a> GatewayStream<'a> {
             ex,
             body: None,
             trailers: None,
-            route_cache_cleared: false,
         }
     }
 }
@@ -226,7 +223,7 @@ impl StreamHost for GatewayStream<'_> {
     }
 
     fn clear_route_cache(&mut self) {
-        self.route_cache_cleared = true;
+        self.ex.route_cache_cleared = true;
     }
 }
 

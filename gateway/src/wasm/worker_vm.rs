@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_wasm::{CalloutKind, Failure, FailureKind, GrpcSend, Vm, VmEnv};
+use sluice_wasm::{CalloutKind, Failure, FailureKind, GrpcEvent, GrpcSend, Vm, VmEnv};
 
 use super::callout;
 use super::Plugin;
@@ -33,6 +33,13 @@ pub(crate) fn live_worker_vms() -> u64 {
 
 thread_local! {
     static VMS: RefCell<HashMap<u64, Rc<WorkerVm>>> = RefCell::new(HashMap::new());
+}
+
+/// Something for a stream its plugin paused: it asked to be resumed (or answered) from another
+/// context's callback, or an event arrived on a gRPC stream it opened.
+pub(crate) enum Wake {
+    Signals,
+    Grpc(u32, GrpcEvent),
 }
 
 /// Why a stream cannot use the plugin right now.
@@ -63,6 +70,8 @@ pub(crate) struct WorkerVm {
     grpc_streams: RefCell<HashMap<u32, tokio::sync::mpsc::UnboundedSender<GrpcSend>>>,
     /// Messages sent before their stream's task started.
     grpc_pending: RefCell<HashMap<u32, Vec<GrpcSend>>>,
+    /// Streams their plugin holds paused, by context: where to wake them.
+    paused: RefCell<HashMap<u32, tokio::sync::mpsc::UnboundedSender<Wake>>>,
 }
 
 impl WorkerVm {
@@ -98,6 +107,7 @@ impl WorkerVm {
                 queue_tx: RefCell::new(None),
                 grpc_streams: RefCell::new(HashMap::new()),
                 grpc_pending: RefCell::new(HashMap::new()),
+                paused: RefCell::new(HashMap::new()),
             });
             LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             m.insert(plugin.id, w.clone());
@@ -144,6 +154,9 @@ impl WorkerVm {
         let out = f(vm, root);
         let ticks = vm.take_tick_requests();
         let outbox = vm.take_grpc_outbox();
+        self.wake_signalled(vm);
+        // A failure here marks the VM failed; the next callback reports it.
+        let _ = vm.delete_released();
         drop(guard);
         self.start_tickers(ticks);
         self.route_grpc(outbox);
@@ -164,10 +177,57 @@ impl WorkerVm {
         let out = f(vm);
         let ticks = vm.take_tick_requests();
         let outbox = vm.take_grpc_outbox();
+        self.wake_signalled(vm);
+        // A failure here marks the VM failed; the next callback reports it.
+        let _ = vm.delete_released();
         drop(guard);
         self.start_tickers(ticks);
         self.route_grpc(outbox);
         out.map_err(|f| self.fail(f))
+    }
+
+    /// Register `ctx` as paused; its wakes arrive on the returned receiver until
+    /// [`WorkerVm::unpause`].
+    pub(crate) fn pause(&self, ctx: u32) -> tokio::sync::mpsc::UnboundedReceiver<Wake> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.paused.borrow_mut().insert(ctx, tx);
+        rx
+    }
+
+    /// `ctx` is no longer paused: its gRPC stream events go back to background delivery.
+    pub(crate) fn unpause(&self, ctx: u32) {
+        if let Ok(mut paused) = self.paused.try_borrow_mut() {
+            paused.remove(&ctx);
+        }
+    }
+
+    /// Wake paused streams that a callback of another context resumed or answered (a tick that
+    /// called `proxy_set_effective_context` then `proxy_continue_stream`, for instance).
+    fn wake_signalled(&self, vm: &Vm) {
+        let Ok(paused) = self.paused.try_borrow() else {
+            return;
+        };
+        for (ctx, tx) in paused.iter() {
+            if vm.has_signals(*ctx) {
+                let _ = tx.send(Wake::Signals);
+            }
+        }
+    }
+
+    /// Hand a gRPC stream event to the paused stream that opened it; gives the event back when
+    /// that stream is not paused.
+    fn wake_with_grpc(&self, ctx: u32, token: u32, event: GrpcEvent) -> Option<GrpcEvent> {
+        let paused = self.paused.borrow();
+        let Some(tx) = paused.get(&ctx) else {
+            return Some(event);
+        };
+        match tx.send(Wake::Grpc(token, event)) {
+            Ok(()) => None,
+            Err(e) => match e.0 {
+                Wake::Grpc(_, event) => Some(event),
+                Wake::Signals => None,
+            },
+        }
     }
 
     /// Take the VM's recorded callouts (those of `keep_ctx` are returned; others are sent now).
@@ -258,6 +318,10 @@ impl WorkerVm {
         }
         self.generation.set(self.generation.get() + 1);
         self.dead.set(Some(f.kind));
+        // Streams paused by this VM stop waiting and get the failure policy.
+        if let Ok(mut paused) = self.paused.try_borrow_mut() {
+            paused.clear();
+        }
         if self.policy == FailurePolicy::FailReload {
             let backoff = if self.created.get().elapsed() >= RELOAD_BACKOFF_RESET {
                 RELOAD_BACKOFF_START
@@ -356,8 +420,17 @@ impl WorkerVm {
                 let Some(w) = deliver_to.upgrade() else {
                     return false;
                 };
+                if w.generation() != generation {
+                    return false;
+                }
+                // A stream paused on this gRPC stream gets the event with its headers editable.
+                let Some(event) = w.wake_with_grpc(ctx, token, event) else {
+                    return true;
+                };
                 let ok = w
-                    .with_live_vm(generation, |vm| vm.on_grpc_stream_event(ctx, token, event))
+                    .with_live_vm(generation, |vm| {
+                        vm.on_grpc_stream_event(ctx, token, event, None)
+                    })
                     .is_ok();
                 w.take_callouts(None);
                 ok
@@ -369,7 +442,7 @@ impl WorkerVm {
         });
     }
 
-    fn spawn_detached_callout(self: &Rc<Self>, call: sluice_wasm::Callout) {
+    pub(crate) fn spawn_detached_callout(self: &Rc<Self>, call: sluice_wasm::Callout) {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }

@@ -140,6 +140,7 @@ pub fn run(dir: &Path, rec: &mut Recorder) {
         ("rs_metrics", metrics),
         ("rs_foreign", foreign),
         ("rs_log", log),
+        ("rs_lifecycle", lifecycle),
         ("rs_abi_010", abi_010),
     ];
     for (plugin, check) in all {
@@ -858,6 +859,45 @@ fn grpc_call(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             ))
         }),
     );
+    let r = get(&gw, "/g", &[("x-grpc", "stream-close")]);
+    rec.check(
+        p,
+        "stream to Health/Check half-closed: message, trailers, close(0)",
+        &[
+            "proxy_grpc_stream",
+            "proxy_grpc_send",
+            "proxy_grpc_close",
+            "proxy_on_grpc_receive_initial_metadata",
+            "proxy_on_grpc_receive",
+            "proxy_on_grpc_receive_trailing_metadata",
+            "proxy_on_grpc_close",
+        ],
+        r.and_then(|r| {
+            eq("x-grpc-stream-close", r.header("x-grpc-stream-close"), "Ok")
+                .and(eq(
+                    "x-grpc-stream-first-hex",
+                    r.header("x-grpc-stream-first-hex"),
+                    "0801",
+                ))
+                .and(eq(
+                    "x-grpc-stream-close-status",
+                    r.header("x-grpc-stream-close-status"),
+                    "0",
+                ))
+                .and(is(
+                    r.header("x-grpc-stream-trailers")
+                        .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 1)),
+                    format!(
+                        "x-grpc-stream-trailers {:?}",
+                        r.header("x-grpc-stream-trailers")
+                    ),
+                ))
+                .and(is(
+                    r.upstream_saw("x-grpc-stream-close").as_deref() == Some("Ok"),
+                    "the request did not wait for the stream to close",
+                ))
+        }),
+    );
     let r = get(&gw, "/g", &[("x-grpc", "stream")]);
     rec.check(
         p,
@@ -1154,9 +1194,181 @@ fn log(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     );
 }
 
+/// A stream paused and never resumed ends after `limits.pause_timeout` with the failure policy;
+/// the VM stays in service.
+fn pause_forever(gw: &Gateway, p: &str, rec: &mut Recorder) {
+    let series = format!("sluice_plugin_failures_total{{plugin=\"{p}\",kind=\"pause_timeout\"}}");
+    let before = gw.metric(&series);
+    let result = get(gw, "/forever", &[("x-lc-pause-forever", "1")]).and_then(|r| {
+        eq("status", Some(&r.status.to_string()), "503")?;
+        let after = gw.metric(&series);
+        is(after >= before + 1.0, format!("{series} {before} → {after}"))?;
+        let next = get(gw, "/after", &[])?;
+        eq("next request status", Some(&next.status.to_string()), "200")?;
+        Ok(format!(
+            "503 after the pause timeout; failures_total{{kind=pause_timeout}} {before} → {after}; the next request 200 (same VM)"
+        ))
+    });
+    rec.hostile(
+        "pause-forever",
+        "paused, never resumed: fail_closed 503 after limits.pause_timeout, counted; the VM stays",
+        result,
+    );
+}
+
+/// `x-<name>: A=B` with A == B > 0 (a host-reported size against the plugin's own count).
+fn sizes_match(r: &Resp, name: &str) -> Result<(), String> {
+    let v = r.header(name).unwrap_or("none");
+    let ok = v
+        .split_once('=')
+        .is_some_and(|(a, b)| a == b && a.parse::<u64>().is_ok_and(|n| n > 0));
+    is(ok, format!("{name}: {v:?}, want N=N with N > 0"))
+}
+
+/// The plugin's clock (`x-<name>` ns since the epoch) agrees with the runner's, within a minute.
+fn clock_agrees(r: &Resp, name: &str) -> Result<(), String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let got = r.header(name).and_then(|v| v.parse::<u128>().ok());
+    is(
+        got.is_some_and(|t| t.abs_diff(now) < 60_000_000_000),
+        format!("{name}: {got:?}, runner clock {now}"),
+    )
+}
+
+/// Sends requests until `done` holds for one (the lifecycle callbacks of a stream run after its
+/// response went out, so a later request reports them); the last response either way.
+fn until(
+    gw: &Gateway,
+    headers: &[(&str, &str)],
+    done: impl Fn(&Resp) -> bool,
+) -> Result<Resp, String> {
+    let mut last = get(gw, "/later", headers)?;
+    for _ in 0..100 {
+        if done(&last) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        last = get(gw, "/later", headers)?;
+    }
+    Ok(last)
+}
+
+/// The counts of a `log=N,done=N,delete=N,released-deleted=N` report.
+fn lifecycle_counts(r: &Resp, name: &str) -> [u32; 4] {
+    let mut out = [0; 4];
+    for (i, part) in r.header(name).unwrap_or("").split(',').enumerate().take(4) {
+        out[i] = part
+            .split_once('=')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+fn lifecycle(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
+    let routes = "      - match: { path_prefix: \"/\" }\n        filters: [{ plugin: rs_lifecycle }]\n        cluster: echo";
+    let extra = "    limits: { pause_timeout: 300ms }\n";
+    let gw = match env.gateway(
+        routes,
+        &plugin_def(dir, p, p, Some("lifecycle-config"), None, extra),
+    ) {
+        Ok(gw) => gw,
+        Err(e) => return rec.check(p, "gateway starts", LIFECYCLE, Err(e)),
+    };
+    pause_forever(&gw, p, rec);
+    let r = get(&gw, "/lc", &[]);
+    rec.check(
+        p,
+        "current time agrees with the runner's clock",
+        &["proxy_get_current_time_nanoseconds"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| clock_agrees(r, "x-lc-time-ns")),
+    );
+    rec.check(
+        p,
+        "header map size = size of the serialized pairs",
+        &["proxy_get_header_map_size", "proxy_get_header_map_pairs"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| sizes_match(r, "x-lc-map-size")),
+    );
+    rec.check(
+        p,
+        "buffer status of the plugin configuration",
+        &["proxy_get_buffer_status", "proxy_on_configure"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| eq("x-lc-config-size", r.header("x-lc-config-size"), "16=16")),
+    );
+    rec.check(
+        p,
+        "proxy_done from a live stream → NotFound",
+        &["proxy_done"],
+        r.as_ref().map_err(Clone::clone).and_then(|r| {
+            eq(
+                "x-lc-done-outside",
+                r.header("x-lc-done-outside"),
+                "NotFound",
+            )
+        }),
+    );
+    let r = until(&gw, &[], |r| {
+        let [log, done, delete, _] = lifecycle_counts(r, "x-lc-lifecycle");
+        log >= 1 && done >= 1 && delete >= 1
+    });
+    rec.check(
+        p,
+        "on_log, on_done, on_delete after each stream",
+        &["proxy_on_log", "proxy_on_done", "proxy_on_delete"],
+        r.and_then(|r| {
+            let [log, done, delete, _] = lifecycle_counts(&r, "x-lc-lifecycle");
+            is(
+                log >= 1 && done >= 1 && delete >= 1,
+                format!("x-lc-lifecycle {:?}", r.header("x-lc-lifecycle")),
+            )
+        }),
+    );
+    let deferred = get(&gw, "/defer", &[("x-lc-defer-done", "1")]);
+    let r =
+        deferred.and_then(|_| until(&gw, &[], |r| lifecycle_counts(r, "x-lc-lifecycle")[3] >= 1));
+    rec.check(
+        p,
+        "on_done false, then proxy_done from on_tick, then on_delete",
+        &[
+            "proxy_on_done",
+            "proxy_done",
+            "proxy_set_effective_context",
+            "proxy_on_delete",
+        ],
+        r.and_then(|r| {
+            eq("x-lc-proxy-done", r.header("x-lc-proxy-done"), "Ok").and(is(
+                lifecycle_counts(&r, "x-lc-lifecycle")[3] >= 1,
+                format!("x-lc-lifecycle {:?}", r.header("x-lc-lifecycle")),
+            ))
+        }),
+    );
+}
+
 fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
-    let Some(gw) = start(env, dir, p, None, None, rec) else {
-        return;
+    // The plugin is in the listener chain so that it runs before the route is chosen again.
+    let routes = "      - match: { path_prefix: \"/h2/\" }\n        cluster: echo2\n      - name: rerouted\n        match: { path_prefix: \"/\", headers: [{ name: x-route, value: rerouted }] }\n        direct_response: { status: 200, body: \"rerouted\\n\" }\n      - match: { path_prefix: \"/\" }\n        cluster: echo";
+    let extra = "    limits: { pause_timeout: 5s }\n";
+    let yaml = env
+        .yaml(
+            routes,
+            &plugin_def(dir, p, p, Some("abi010-config"), Some("abi010-vm"), extra),
+        )
+        .replacen(
+            "    routes:\n",
+            &format!("    filters: [{{ plugin: {p} }}]\n    routes:\n"),
+            1,
+        );
+    let gw = match Gateway::try_start(&yaml) {
+        Ok(gw) => gw,
+        Err(e) => return rec.check(p, "gateway starts", LIFECYCLE, Err(e)),
     };
     let r = get(&gw, "/a", &[]);
     rec.check(
@@ -1170,13 +1382,64 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             "proxy_add_header_map_value",
             "proxy_on_memory_allocate / malloc",
         ],
-        r.and_then(|r| {
+        r.as_ref().map_err(Clone::clone).and_then(|r| {
             eq(
                 "upstream x-abi",
                 r.upstream_saw("x-abi").as_deref(),
                 "0.1.0",
             )
             .and(eq("x-abi", r.header("x-abi"), "0.1.0"))
+        }),
+    );
+    rec.check(
+        p,
+        "proxy_get_configuration in on_configure",
+        &["proxy_get_configuration", "proxy_on_configure"],
+        r.as_ref().map_err(Clone::clone).and_then(|r| {
+            eq(
+                "x-abi010-config",
+                r.header("x-abi010-config"),
+                "abi010-config",
+            )
+        }),
+    );
+    rec.check(
+        p,
+        "current time agrees with the runner's clock",
+        &["proxy_get_current_time_nanoseconds"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| clock_agrees(r, "x-abi010-time-ns")),
+    );
+    rec.check(
+        p,
+        "header map size = size of the serialized pairs",
+        &["proxy_get_header_map_size", "proxy_get_header_map_pairs"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| sizes_match(r, "x-abi010-map-size")),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    rec.check(
+        p,
+        "proxy_log reaches the gateway log",
+        &["proxy_log"],
+        is(
+            gw.log().contains("sluice-conformance abi010 context"),
+            "no `sluice-conformance abi010` line in the gateway log",
+        ),
+    );
+    let r = post(&gw, "/b", &[], "hello");
+    rec.check(
+        p,
+        "buffer status of the request body",
+        &["proxy_get_buffer_status", "proxy_on_request_body"],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-body-status",
+                r.header("x-abi010-body-status"),
+                "5",
+            )
         }),
     );
     let r = get(&gw, "/a", &[("x-abi010-pause", "1")]);
@@ -1194,6 +1457,380 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
                 "x-abi010-resumed",
                 r.header("x-abi010-resumed"),
                 "0",
+            ))
+        }),
+    );
+    let paused = get(&gw, "/a", &[("x-abi010-pause-response", "1")]);
+    let r = paused.and_then(|first| {
+        eq("status", Some(&first.status.to_string()), "200")?;
+        eq(
+            "x-abi010-paused-response",
+            first.header("x-abi010-paused-response"),
+            "1",
+        )?;
+        get(&gw, "/a", &[])
+    });
+    rec.check(
+        p,
+        "pause on response headers, then proxy_continue_response from on_tick",
+        &[
+            "proxy_on_tick",
+            "proxy_set_effective_context",
+            "proxy_continue_response",
+        ],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-last-response-resume",
+                r.header("x-abi010-last-response-resume"),
+                "0",
+            )
+        }),
+    );
+    let r = get(&gw, "/a", &[("x-abi010-reroute", "1")]);
+    rec.check(
+        p,
+        "proxy_clear_route_cache: the changed request is routed again",
+        &["proxy_clear_route_cache"],
+        r.and_then(|r| {
+            eq("status", Some(&r.status.to_string()), "200").and(eq(
+                "body",
+                Some(r.text().as_str()),
+                "rerouted\n",
+            ))
+        }),
+    );
+    let r = until(&gw, &[], |r| {
+        let [log, done, delete, _] = lifecycle_counts(r, "x-abi010-lifecycle");
+        log >= 1 && done >= 1 && delete >= 1
+    });
+    rec.check(
+        p,
+        "on_log, on_done, on_delete after each stream",
+        &["proxy_on_log", "proxy_on_done", "proxy_on_delete"],
+        r.and_then(|r| {
+            let [log, done, delete, _] = lifecycle_counts(&r, "x-abi010-lifecycle");
+            is(
+                log >= 1 && done >= 1 && delete >= 1,
+                format!("x-abi010-lifecycle {:?}", r.header("x-abi010-lifecycle")),
+            )
+        }),
+    );
+    let deferred = get(&gw, "/defer", &[("x-abi010-defer-done", "1")]);
+    let r = deferred.and_then(|_| {
+        until(&gw, &[], |r| {
+            lifecycle_counts(r, "x-abi010-lifecycle")[3] >= 1
+        })
+    });
+    rec.check(
+        p,
+        "on_done false, then proxy_done from on_tick, then on_delete",
+        &["proxy_on_done", "proxy_done", "proxy_on_delete"],
+        r.and_then(|r| {
+            eq("x-abi010-proxy-done", r.header("x-abi010-proxy-done"), "0").and(is(
+                lifecycle_counts(&r, "x-abi010-lifecycle")[3] >= 1,
+                format!("x-abi010-lifecycle {:?}", r.header("x-abi010-lifecycle")),
+            ))
+        }),
+    );
+    abi_010_probes(&gw, p, rec);
+    abi_010_trailers(&gw, p, rec);
+}
+
+/// Trailers over h2 end to end (the listener chain holds the plugin on `/h2/` too).
+fn abi_010_trailers(gw: &Gateway, p: &str, rec: &mut Recorder) {
+    let req = build("POST", "/h2/t", &[], with_trailers("data", &[("x-t", "1")]));
+    let r = send(gw.addr(), req, true);
+    rec.check(
+        p,
+        "request trailers: one added (h2 end to end)",
+        &["proxy_on_request_trailers", "proxy_add_header_map_value"],
+        r.and_then(|r| {
+            let t = r
+                .json()
+                .get("trailers")
+                .and_then(|t| t.get("x-abi010-trailer"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            eq("upstream trailer x-abi010-trailer", t.as_deref(), "added")
+        }),
+    );
+    let req = build(
+        "GET",
+        "/h2/t",
+        &[("x-up-trailer-x-kept", "1"), ("te", "trailers")],
+        full(""),
+    );
+    let r = send(gw.addr(), req, true);
+    rec.check(
+        p,
+        "response trailers: one added (h2 end to end)",
+        &["proxy_on_response_trailers", "proxy_add_header_map_value"],
+        r.and_then(|r| {
+            eq(
+                "trailer x-abi010-response-trailer",
+                r.trailer("x-abi010-response-trailer"),
+                "added",
+            )
+            .and(eq("trailer x-kept", r.trailer("x-kept"), "1"))
+        }),
+    );
+}
+
+/// The rest of the 0.1.0 surface (rs_abi_010's `probes` module), on the same gateway.
+fn abi_010_probes(gw: &Gateway, p: &str, rec: &mut Recorder) {
+    let r = get(
+        gw,
+        "/p",
+        &[
+            ("x-abi010-probe", "1"),
+            ("x-abi010-replace", "original"),
+            ("x-abi010-remove", "gone"),
+        ],
+    );
+    let with = |f: &dyn Fn(&Resp) -> Result<(), String>| match &r {
+        Ok(r) => f(r),
+        Err(e) => Err(e.clone()),
+    };
+    rec.check(
+        p,
+        "on_vm_start with the VM configuration size",
+        &["_initialize / _start", "proxy_on_vm_start"],
+        with(&|r| eq("x-abi010-vm-start", r.header("x-abi010-vm-start"), "9")),
+    );
+    rec.check(
+        p,
+        "get_property (request.path), set_property then get_property",
+        &["proxy_get_property", "proxy_set_property"],
+        with(&|r| {
+            eq("x-abi010-prop-path", r.header("x-abi010-prop-path"), "/p").and(eq(
+                "x-abi010-prop-set",
+                r.header("x-abi010-prop-set"),
+                "0:v1",
+            ))
+        }),
+    );
+    rec.check(
+        p,
+        "request header replace, remove, whole-map set",
+        &[
+            "proxy_get_header_map_value",
+            "proxy_replace_header_map_value",
+            "proxy_remove_header_map_value",
+            "proxy_get_header_map_pairs",
+            "proxy_set_header_map_pairs",
+        ],
+        with(&|r| {
+            eq(
+                "upstream x-abi010-replace",
+                r.upstream_saw("x-abi010-replace").as_deref(),
+                "replaced",
+            )
+            .and(is(
+                r.upstream_saw("x-abi010-remove").is_none(),
+                "x-abi010-remove reached the upstream",
+            ))
+            .and(eq(
+                "upstream x-abi010-pairs",
+                r.upstream_saw("x-abi010-pairs").as_deref(),
+                "set",
+            ))
+        }),
+    );
+    rec.check(
+        p,
+        "shared data set then get (value and CAS)",
+        &["proxy_set_shared_data", "proxy_get_shared_data"],
+        with(&|r| {
+            eq(
+                "x-abi010-shared",
+                r.header("x-abi010-shared"),
+                "0:true:true",
+            )
+        }),
+    );
+    rec.check(
+        p,
+        "metrics: define, increment, record, get",
+        &[
+            "proxy_define_metric",
+            "proxy_increment_metric",
+            "proxy_record_metric",
+            "proxy_get_metric",
+        ],
+        with(&|r| {
+            let v = r.header("x-abi010-metrics").unwrap_or("");
+            is(
+                v.starts_with("[0, 0, 0, 0]:counter=")
+                    && v.ends_with(":gauge=7")
+                    && !v.contains("counter=0:"),
+                format!("x-abi010-metrics {v:?}"),
+            )
+        }),
+    );
+    let enqueued = with(&|r| eq("x-abi010-enqueue", r.header("x-abi010-enqueue"), "0"));
+    let r = enqueued.and_then(|()| {
+        until(gw, &[("x-abi010-probe", "1")], |r| {
+            r.header("x-abi010-dequeued")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 1)
+        })
+    });
+    rec.check(
+        p,
+        "shared queue: register, resolve, enqueue, on_queue_ready dequeues",
+        &[
+            "proxy_register_shared_queue",
+            "proxy_resolve_shared_queue",
+            "proxy_enqueue_shared_queue",
+            "proxy_dequeue_shared_queue",
+            "proxy_on_queue_ready",
+        ],
+        r.and_then(|r| {
+            is(
+                r.header("x-abi010-dequeued")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 1),
+                format!("x-abi010-dequeued {:?}", r.header("x-abi010-dequeued")),
+            )
+        }),
+    );
+    let r = get(gw, "/l", &[("x-abi010-local", "1")]);
+    rec.check(
+        p,
+        "local response from request headers",
+        &["proxy_send_local_response"],
+        r.and_then(|r| {
+            eq("status", Some(&r.status.to_string()), "418")
+                .and(eq("x-abi010-local", r.header("x-abi010-local"), "1"))
+                .and(eq("body", Some(r.text().as_str()), "abi010 local\n"))
+        }),
+    );
+    let r = post(gw, "/b", &[("x-abi010-body", "1")], "abc");
+    rec.check(
+        p,
+        "request body buffered, read and appended",
+        &[
+            "proxy_on_request_body",
+            "proxy_get_buffer_bytes",
+            "proxy_set_buffer_bytes",
+        ],
+        r.and_then(|r| {
+            eq(
+                "upstream body",
+                r.json().get("body").and_then(|v| v.as_str()),
+                "abc+abi010:3",
+            )
+        }),
+    );
+    let r = get(gw, "/text/abc", &[("x-abi010-response-body", "1")]);
+    rec.check(
+        p,
+        "response body buffered, read and appended",
+        &[
+            "proxy_on_response_body",
+            "proxy_get_buffer_bytes",
+            "proxy_set_buffer_bytes",
+            "proxy_remove_header_map_value",
+        ],
+        r.and_then(|r| eq("client body", Some(r.text().as_str()), "abc+abi010:3")),
+    );
+    let r = get(gw, "/c", &[("x-abi010-callout", "http")]);
+    rec.check(
+        p,
+        "http callout, answer read, continue_request",
+        &[
+            "proxy_http_call",
+            "proxy_on_http_call_response",
+            "proxy_get_header_map_value",
+            "proxy_get_buffer_bytes",
+            "proxy_set_effective_context",
+            "proxy_continue_request",
+        ],
+        r.and_then(|r| {
+            eq("status", Some(&r.status.to_string()), "200")
+                .and(eq(
+                    "x-abi010-callout-status",
+                    r.header("x-abi010-callout-status"),
+                    "200",
+                ))
+                .and(is(
+                    r.header("x-abi010-callout-body")
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .is_some_and(|n| n > 0),
+                    format!(
+                        "x-abi010-callout-body {:?}",
+                        r.header("x-abi010-callout-body")
+                    ),
+                ))
+        }),
+    );
+    let r = get(gw, "/c", &[("x-abi010-callout", "grpc")]);
+    rec.check(
+        p,
+        "unary gRPC call to Health/Check",
+        &[
+            "proxy_grpc_call",
+            "proxy_on_grpc_receive_initial_metadata",
+            "proxy_on_grpc_receive",
+            "proxy_get_buffer_bytes",
+            "proxy_continue_request",
+        ],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-grpc-message",
+                r.header("x-abi010-grpc-message"),
+                "0801",
+            )
+            .and(is(
+                r.header("x-abi010-grpc-initial").is_some(),
+                "no on_grpc_receive_initial_metadata",
+            ))
+        }),
+    );
+    let r = get(gw, "/c", &[("x-abi010-callout", "stream")]);
+    rec.check(
+        p,
+        "gRPC stream: send, half-close, trailers, close; a second one cancelled",
+        &[
+            "proxy_grpc_stream",
+            "proxy_grpc_send",
+            "proxy_grpc_close",
+            "proxy_grpc_cancel",
+            "proxy_on_grpc_receive_initial_metadata",
+            "proxy_on_grpc_receive",
+            "proxy_on_grpc_receive_trailing_metadata",
+            "proxy_on_grpc_close",
+            "proxy_get_status",
+        ],
+        r.and_then(|r| {
+            eq(
+                "x-abi010-grpc-cancel",
+                r.header("x-abi010-grpc-cancel"),
+                "0",
+            )
+            .and(eq(
+                "x-abi010-grpc-send-close",
+                r.header("x-abi010-grpc-send-close"),
+                "0:0",
+            ))
+            .and(eq(
+                "x-abi010-grpc-message",
+                r.header("x-abi010-grpc-message"),
+                "0801",
+            ))
+            .and(is(
+                r.header("x-abi010-grpc-trailers")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 1),
+                format!(
+                    "x-abi010-grpc-trailers {:?}",
+                    r.header("x-abi010-grpc-trailers")
+                ),
+            ))
+            .and(eq(
+                "x-abi010-grpc-close",
+                r.header("x-abi010-grpc-close"),
+                "0:0:",
             ))
         }),
     );

@@ -46,8 +46,10 @@ pub const HOST_FUNCTIONS: &[&str] = &[
     "proxy_set_tick_period_milliseconds",
     "proxy_get_property",
     "proxy_set_property",
+    "proxy_get_configuration",
     "proxy_get_buffer_bytes",
     "proxy_set_buffer_bytes",
+    "proxy_get_buffer_status",
     "proxy_get_header_map_pairs",
     "proxy_set_header_map_pairs",
     "proxy_get_header_map_value",
@@ -112,22 +114,28 @@ pub const CALLBACKS: &[&str] = &[
 /// Checks known to fail because of a documented Sluice design choice (docs/plugins.md,
 /// "Pausing"): (check name, reason). They are shown as failing in docs/conformance.md but do not
 /// fail the test; one that starts passing does, so that this list stays true.
-pub const KNOWN_GAPS: &[(&str, &str)] = &[
-    (
-        "rs_grpc_call: stream to Health/Watch, first message, cancel",
-        "a request never waits on a gRPC stream (streams run in the background), so the Pause \
-         the plugin returns while it waits for the first message does not hold the request",
-    ),
-    (
-        "rs_grpc_call: stream initial metadata",
-        "same as above: the request does not wait for the stream",
-    ),
-    (
-        "rs_abi_010: pause, then proxy_continue_request from on_tick",
-        "a Pause from a header phase without a callout continues at once (headers cannot be \
-         held while the body streams), so the tick finds the request already running",
-    ),
-];
+pub const KNOWN_GAPS: &[(&str, &str)] = &[];
+
+/// The L4 callbacks: Sluice runs plugins as HTTP filters only.
+const L4: &str = "proxy_on_new_connection / downstream / upstream data (L4)";
+
+/// Whether `f` exists in `abi`, per the spec's changelog: 0.2.0 replaced
+/// `proxy_continue_request`/`_response` with `proxy_continue_stream` and
+/// `proxy_get_configuration` with buffer reads, removed `proxy_clear_route_cache`, added
+/// `proxy_close_stream` and foreign functions; 0.2.1 added `proxy_get_log_level`.
+pub fn in_abi(f: &str, abi: Abi) -> bool {
+    match f {
+        "proxy_continue_request"
+        | "proxy_continue_response"
+        | "proxy_clear_route_cache"
+        | "proxy_get_configuration" => abi == Abi::V010,
+        "proxy_continue_stream" | "proxy_close_stream" | "proxy_call_foreign_function" => {
+            abi != Abi::V010
+        }
+        "proxy_get_log_level" => abi == Abi::V021,
+        _ => true,
+    }
+}
 
 fn known_gap(check: &str) -> Option<&'static str> {
     KNOWN_GAPS
@@ -238,6 +246,8 @@ impl Recorder {
 
     fn cell(&self, f: &str, abi: Abi) -> String {
         match self.tally.get(&(f.to_string(), abi)) {
+            None if f == L4 => "not applicable: no TCP filters".into(),
+            None if !in_abi(f, abi) => "not in this ABI".into(),
             None => "not tested".into(),
             Some(t) if t.fail == 0 => format!("pass ({})", t.pass),
             Some(t) => format!("**FAIL** ({} of {})", t.fail, t.fail + t.pass),
@@ -258,7 +268,9 @@ impl Recorder {
              callout cluster, an h2c gRPC health server). Each check sends real requests and asserts only \
              on what the client or the upstream sees. A cell counts the checks that exercised that \
              function: `pass (N)` when all N passed. `not tested` means no check observes it — not that \
-             it is missing.\n\n\
+             it is missing. `not in this ABI`: the function does not exist in that version (see the \
+             spec's changelog); `not applicable`: Sluice has no TCP (L4) filter chain, so the L4 \
+             callbacks are never called.\n\n\
              Functional checks: {passed} of {} passed. Hostile scenarios: {} of {} passed.\n",
             self.checks.len(),
             self.hostile.iter().filter(|h| h.ok).count(),

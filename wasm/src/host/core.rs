@@ -61,8 +61,14 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(Status::Ok.code())
         },
     )?;
-    l.func_wrap("env", "proxy_done", |_c: C<'_>| -> HostResult {
-        // Graceful VM shutdown is not driven by the host: there is nothing to wait for.
+    l.func_wrap("env", "proxy_done", |mut c: C<'_>| -> HostResult {
+        // Only a context being finished (in or after its `proxy_on_done`) can be released.
+        let st = c.data_mut();
+        let ctx = st.effective_ctx;
+        if !st.finishing.remove(&ctx) {
+            return Ok(Status::NotFound.code());
+        }
+        st.done_released.push(ctx);
         Ok(Status::Ok.code())
     })?;
     l.func_wrap("env", "proxy_call_foreign_function", foreign)?;

@@ -39,6 +39,8 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     l.func_wrap("env", "proxy_get_buffer_bytes", get_buffer)?;
     l.func_wrap("env", "proxy_set_buffer_bytes", set_buffer)?;
+    l.func_wrap("env", "proxy_get_buffer_status", buffer_status)?;
+    l.func_wrap("env", "proxy_get_configuration", get_configuration)?;
     Ok(())
 }
 
@@ -263,6 +265,32 @@ fn get_buffer(
         &data[start..end]
     };
     finish(give(&mut c, slice, ret_ptr, ret_size))
+}
+
+/// ABI 0.1.0: the size of a buffer (`return_unused` is set to 0).
+fn buffer_status(mut c: C<'_>, kind: i32, ret_size: i32, ret_flags: i32) -> HostResult {
+    let Some(kind) = BufferType::from_i32(kind) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Some(data) = buffer(c.data_mut(), kind) else {
+        return Ok(Status::NotFound.code());
+    };
+    if let Err(s) = write_u32(&mut c, ret_size, data.len() as u32) {
+        return Ok(s.code());
+    }
+    finish(write_u32(&mut c, ret_flags, 0).map_err(MemError::from))
+}
+
+/// ABI 0.1.0: the VM configuration in `on_vm_start`, the plugin configuration in
+/// `on_configure` (0.2.x reads both with `proxy_get_buffer_bytes`).
+fn get_configuration(mut c: C<'_>, ret_ptr: i32, ret_size: i32) -> HostResult {
+    let st = c.data();
+    let data = if st.configuring {
+        st.plugin_config.clone()
+    } else {
+        st.info.vm_config.clone()
+    };
+    finish(give(&mut c, &data, ret_ptr, ret_size))
 }
 
 /// Replace `[start, start+size)` of a body with the given bytes: `start == 0, size == 0`

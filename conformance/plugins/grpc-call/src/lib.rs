@@ -3,7 +3,7 @@
 //! Config (JSON, all optional): `{"cluster": "grpc", "service": "grpc.health.v1.Health",
 //! "method": "Check", "stream_method": "Watch", "message_hex": "", "timeout_ms": 5000}`; the
 //! defaults target the standard gRPC health service, whose empty request means "the server".
-//! Directive `x-grpc: unary|stream` (absent: nothing happens). The request is paused until the
+//! Directive `x-grpc: unary|stream|stream-close` (absent: nothing happens). The request is paused until the
 //! result is known, then resumed; the results are added to the request (the upstream sees them)
 //! and to the response. See conformance/README.md for the headers.
 
@@ -102,6 +102,7 @@ impl RootContext for Root {
             report: Vec::new(),
             stream_messages: 0,
             resumed: false,
+            half_close: false,
         }))
     }
 
@@ -115,6 +116,9 @@ struct Grpc {
     report: Vec<(&'static str, String)>,
     stream_messages: u32,
     resumed: bool,
+    /// `stream-close`: the unary method over a stream, half-closed with `proxy_grpc_close`; the
+    /// request resumes when the stream closes (after its trailing metadata).
+    half_close: bool,
 }
 
 impl Grpc {
@@ -154,8 +158,20 @@ impl Context for Grpc {
             .push(("x-grpc-stream-initial-metadata", num_elements.to_string()));
     }
 
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, num_elements: u32) {
+        self.report
+            .push(("x-grpc-stream-trailers", num_elements.to_string()));
+    }
+
     fn on_grpc_stream_message(&mut self, token: u32, message_size: usize) {
         self.stream_messages += 1;
+        if self.half_close {
+            let body = self
+                .get_grpc_stream_message(0, message_size)
+                .unwrap_or_default();
+            self.report.push(("x-grpc-stream-first-hex", hex(&body)));
+            return;
+        }
         if self.stream_messages > 1 || self.resumed {
             return;
         }
@@ -208,6 +224,22 @@ impl HttpContext for Grpc {
                 )
                 .inspect(|token| {
                     self.send_grpc_stream_message(*token, Some(&settings.message), true);
+                }),
+            Some("stream-close") => self
+                .open_grpc_stream(
+                    &settings.cluster,
+                    &settings.service,
+                    &settings.method,
+                    vec![("x-grpc-from", b"rs")],
+                )
+                .inspect(|token| {
+                    self.half_close = true;
+                    self.send_grpc_stream_message(*token, Some(&settings.message), false);
+                    let closed = match proxy_wasm::hostcalls::close_grpc_stream(*token) {
+                        Ok(()) => "Ok",
+                        Err(status) => conformance_common::status_name(status),
+                    };
+                    self.report.push(("x-grpc-stream-close", closed.to_owned()));
                 }),
             _ => return Action::Continue,
         };
