@@ -19,24 +19,33 @@ if [[ ! -f ca.key ]]; then
     -out ca.crt
 fi
 
-# sign NAME SUBJECT EXTENSIONS: NAME.key must exist; writes NAME.crt signed by the CA.
+# New leaf keys and certificates are written aside and renamed into place together at the end,
+# as a rotation should be: a running gateway never sees a key without its certificate.
+next="$(mktemp -d .next.XXXXXX)"
+trap 'rm -rf "$next"' EXIT
+
+# sign NAME SUBJECT EXTENSIONS: $next/NAME.key must exist; writes $next/NAME.crt signed by the CA.
 sign() {
-  openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
-  printf '%b' "$3" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 \
-    -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-  rm -f "$1.csr" "$1.ext"
+  openssl req -new -key "$next/$1.key" -subj "$2" -out "$next/$1.csr"
+  printf '%b' "$3" > "$next/$1.ext"
+  openssl x509 -req -in "$next/$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 \
+    -extfile "$next/$1.ext" -out "$next/$1.crt" 2>/dev/null
+  rm -f "$next/$1.csr" "$next/$1.ext"
 }
 
-ec example.key
+ec "$next/example.key"
 sign example "/CN=example.test" \
   "subjectAltName=DNS:example.test,DNS:*.example.test\nextendedKeyUsage=serverAuth"
 
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out legacy.key 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$next/legacy.key" 2>/dev/null
 sign legacy "/CN=legacy.test" "subjectAltName=DNS:legacy.test\nextendedKeyUsage=serverAuth"
 
-ec client.key
+ec "$next/client.key"
 sign client "/O=Example/CN=billing" \
   "subjectAltName=URI:spiffe://example.org/ns/prod/sa/billing\nextendedKeyUsage=clientAuth"
 
+for f in example legacy client; do
+  mv -f "$next/$f.key" "$f.key"
+  mv -f "$next/$f.crt" "$f.crt"
+done
 echo "certificates written to $(pwd)"

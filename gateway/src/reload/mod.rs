@@ -102,7 +102,18 @@ impl Reloader {
     /// # Errors
     /// Why the new config was rejected; the old one keeps serving.
     pub fn reload(&self) -> Result<String, ReloadError> {
-        self.reload_with(None)
+        self.reload_with(None, true)
+    }
+
+    /// As [`Reloader::reload`], but a rejection is only logged at debug level: not counted, not
+    /// shown in /config. For the file watcher, which retries when the same change goes on (a
+    /// key renamed a moment before its certificate) and reports with [`Reloader::reload`] once
+    /// the files stay still.
+    ///
+    /// # Errors
+    /// Why the new config was rejected; the old one keeps serving.
+    pub fn reload_unreported(&self) -> Result<String, ReloadError> {
+        self.reload_with(None, false)
     }
 
     /// Put new xDS resources in force (merged with the file) and reload. On failure the previous
@@ -111,12 +122,13 @@ impl Reloader {
     /// # Errors
     /// Why the merged config was rejected; the old one keeps serving.
     pub fn apply_overlay(&self, overlay: Arc<crate::xds::Overlay>) -> Result<String, ReloadError> {
-        self.reload_with(Some(overlay))
+        self.reload_with(Some(overlay), true)
     }
 
     fn reload_with(
         &self,
         overlay: Option<Arc<crate::xds::Overlay>>,
+        report_failure: bool,
     ) -> Result<String, ReloadError> {
         let started = Instant::now();
         // One reload at a time; a poisoned lock only means an earlier reload panicked.
@@ -140,6 +152,9 @@ impl Reloader {
                 st.status.reloads += 1;
                 self.gw.services.metrics.reload_succeeded(version);
                 tracing::info!(version = %version, elapsed = ?started.elapsed(), "configuration reloaded");
+            }
+            Err(e) if !report_failure => {
+                tracing::debug!(error = %e, "configuration rejected while its files are changing; waiting for the change to finish");
             }
             Err(e) => {
                 st.status.last_error = Some(e.to_string());

@@ -22,6 +22,11 @@ pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// `..data` swap — or a writer closing the file): only to gather the rest of the burst.
 pub const SETTLE: Duration = Duration::from_millis(2);
 
+/// After a rejected reload, how long the files must stay still before the rejection is reported.
+/// A change made of several renames (a key, then its certificate) is inconsistent between them;
+/// the next event of the same change retries instead.
+pub const REJECT_GRACE: Duration = Duration::from_millis(250);
+
 /// Whether `kind` leaves the file complete: renames are atomic, a close ends a write. (A removal
 /// is often followed by a new copy: it waits the longer period.)
 fn completes_a_change(kind: &notify::EventKind) -> bool {
@@ -85,14 +90,27 @@ pub fn spawn(reloader: Arc<Reloader>) -> std::io::Result<std::thread::JoinHandle
                 return;
             };
             loop {
-                let quiet = if complete { SETTLE } else { DEBOUNCE };
-                match rx.recv_timeout(quiet) {
+                loop {
+                    let quiet = if complete { SETTLE } else { DEBOUNCE };
+                    match rx.recv_timeout(quiet) {
+                        Ok(c) => complete = c,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                if reloader.reload_unreported().is_ok() {
+                    break;
+                }
+                // Rejected: report it only if nothing else changes for a moment.
+                match rx.recv_timeout(REJECT_GRACE) {
                     Ok(c) => complete = c,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = reloader.reload();
+                        break;
+                    }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             }
-            let _ = reloader.reload();
             refresh(&reloader, &mut watcher, &interesting, &mut watched);
         })
 }

@@ -785,3 +785,46 @@ fn ocsp_responses_are_stapled_and_refreshed() {
     let out = status("a.test");
     assert!(out.contains("Cert Status: revoked"), "{out}");
 }
+
+#[test]
+fn a_key_renamed_before_its_certificate_is_not_a_reported_failure() {
+    let m = material();
+    let gw = Gateway::start(&listener_yaml(&m, "", DIRECT));
+    let served_cn = || {
+        let (_, out) = s_client(gw.port, &["-servername", "a.test"]);
+        out.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let config = || {
+        let (_, out, _) = curl(&[&gw.admin_url("/config")]);
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    // A rotation made of two renames, 100 ms apart: the watcher sees a key without its
+    // certificate in between, and must neither report it nor keep the old pair.
+    let (crt, key) = m
+        .pki
+        .server("a2", "a2.test", &["a.test", "*.wild.test"], false);
+    std::fs::rename(&key, &m.a.1).expect("mv key");
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::rename(&crt, &m.a.0).expect("mv crt");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !served_cn().contains("a2.test") {
+        assert!(Instant::now() < deadline, "never rotated: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(config()["last_error"].is_null(), "{}", config());
+    // A key that stays without its certificate is reported, and the last good pair serves.
+    let (_crt, key) = m.pki.server("a3", "a3.test", &["a.test"], false);
+    std::fs::rename(&key, &m.a.1).expect("mv key");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while config()["last_error"].is_null() {
+        assert!(Instant::now() < deadline, "never reported: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let error = config()["last_error"].to_string();
+    assert!(error.contains("key"), "{error}");
+    assert!(served_cn().contains("a2.test"));
+}
