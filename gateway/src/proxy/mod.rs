@@ -268,13 +268,11 @@ async fn forward(
         retries: route.retries.as_ref(),
         hash,
     };
-    let span = ex.borrow().trace.as_ref().map(|t| t.start_upstream());
-    if let Some(s) = &span {
-        req.headers_mut().insert(
-            &crate::telemetry::otel::context::TRACEPARENT,
-            s.traceparent.clone(),
-        );
-    }
+    let span = ex
+        .borrow()
+        .trace
+        .as_ref()
+        .map(|t| t.start_upstream(req.headers_mut()));
     let method = span.as_ref().map(|_| req.method().clone());
     let send = worker.pools.send(&cluster, req, &opts);
     let (result, tries) = if span.is_some() {

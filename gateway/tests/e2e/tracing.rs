@@ -620,3 +620,130 @@ telemetry:
     assert!(phases.contains(&"request_headers"), "{phases:?}");
     assert!(phases.contains(&"response_headers"), "{phases:?}");
 }
+
+mod b3 {
+    use super::*;
+
+    const B3_TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
+    const B3_SPAN: &str = "e457b5a2e4d86bd1";
+
+    fn server_span(rx: &Receiver) -> Span {
+        rx.wait_spans(2)
+            .into_iter()
+            .find(|s| s.kind == SpanKind::Server as i32)
+            .expect("a server span")
+    }
+
+    fn client_span(rx: &Receiver) -> Span {
+        rx.wait_spans(2)
+            .into_iter()
+            .find(|s| s.kind == SpanKind::Client as i32)
+            .expect("an upstream span")
+    }
+
+    #[test]
+    fn single_header_is_continued_and_written_as_w3c_and_multi_headers() {
+        let rx = Receiver::start();
+        let up = Upstream::start("app");
+        // sample_ratio 0 proves the client's sampled flag decided.
+        let gw = Gateway::start(
+            &config(
+                &format!("http://{}", rx.addr),
+                &up,
+                ", propagation: [w3c, b3multi]",
+            )
+            .replace("sample_ratio: 1.0", "sample_ratio: 0.0"),
+        );
+        let b3 = format!("{B3_TRACE}-{B3_SPAN}-1");
+        let r = get_with(&gw, "/api/b3", &[("b3", &b3)]);
+        assert_eq!(r.status, 200);
+        let h = &r.json()["headers"];
+        let server = server_span(&rx);
+        let client = client_span(&rx);
+        assert_eq!(hex(&server.trace_id), B3_TRACE);
+        assert_eq!(hex(&server.parent_span_id), B3_SPAN, "the client's span");
+        assert_eq!(client.parent_span_id, server.span_id);
+        let ours = hex(&client.span_id);
+        assert_eq!(h["x-b3-traceid"][0], B3_TRACE, "{h}");
+        assert_eq!(h["x-b3-spanid"][0], ours.as_str(), "{h}");
+        assert_eq!(h["x-b3-sampled"][0], "1", "{h}");
+        assert_eq!(
+            h["traceparent"][0],
+            format!("00-{B3_TRACE}-{ours}-01").as_str(),
+            "{h}"
+        );
+        assert!(h.get("b3").is_none(), "the client's stale b3 is gone: {h}");
+    }
+
+    #[test]
+    fn multi_headers_are_continued_and_written_as_the_single_header() {
+        let rx = Receiver::start();
+        let up = Upstream::start("app");
+        let gw = Gateway::start(
+            &config(&format!("http://{}", rx.addr), &up, ", propagation: [b3]")
+                .replace("sample_ratio: 1.0", "sample_ratio: 0.0"),
+        );
+        // A 64-bit trace id, as older Zipkin tracers send.
+        let short = &B3_TRACE[16..];
+        let r = get_with(
+            &gw,
+            "/api/multi",
+            &[
+                ("x-b3-traceid", short),
+                ("x-b3-spanid", B3_SPAN),
+                ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+                ("x-b3-sampled", "1"),
+            ],
+        );
+        assert_eq!(r.status, 200);
+        let h = &r.json()["headers"];
+        let server = server_span(&rx);
+        let client = client_span(&rx);
+        let padded = format!("0000000000000000{short}");
+        assert_eq!(hex(&server.trace_id), padded);
+        assert_eq!(hex(&server.parent_span_id), B3_SPAN);
+        assert_eq!(
+            h["b3"][0],
+            format!("{padded}-{}-1", hex(&client.span_id)).as_str(),
+            "{h}"
+        );
+        for stale in [
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+            "traceparent",
+        ] {
+            assert!(
+                h.get(stale).is_none(),
+                "{stale} must not reach the upstream: {h}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsampled_b3_is_passed_through_and_w3c_is_not_read_when_not_configured() {
+        let rx = Receiver::start();
+        let up = Upstream::start("app");
+        let gw = Gateway::start(&config(
+            &format!("http://{}", rx.addr),
+            &up,
+            ", propagation: [b3]",
+        ));
+        let b3 = format!("{B3_TRACE}-{B3_SPAN}-0");
+        let r = get_with(&gw, "/api/no", &[("b3", &b3)]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["headers"]["b3"][0], b3.as_str());
+        // A traceparent is not read under `[b3]`: ratio 1 samples a new root trace.
+        let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-00");
+        let r = get_with(&gw, "/api/root", &[("traceparent", &tp)]);
+        assert_eq!(r.status, 200);
+        let server = server_span(&rx);
+        assert_eq!(attr_str(&server, "url.path"), "/api/root");
+        assert!(server.parent_span_id.is_empty(), "a root span");
+        assert_ne!(hex(&server.trace_id), PARENT_TRACE);
+        assert!(rx
+            .wait_spans(2)
+            .iter()
+            .all(|s| hex(&s.trace_id) != B3_TRACE));
+    }
+}

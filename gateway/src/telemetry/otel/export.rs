@@ -39,6 +39,8 @@ pub enum ExportError {
     Endpoint(String),
     #[error("telemetry.tracing.protocol `{0}` is not `grpc` or `http/protobuf`")]
     Protocol(String),
+    #[error(transparent)]
+    Propagation(#[from] super::propagation::UnknownFormat),
     #[error("cannot start the span exporter thread: {0}")]
     Thread(#[from] std::io::Error),
 }
