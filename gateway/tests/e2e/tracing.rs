@@ -747,3 +747,104 @@ mod b3 {
             .all(|s| hex(&s.trace_id) != B3_TRACE));
     }
 }
+
+/// The conformance plugin `rs_log`, which logs one line per level on request headers.
+fn rs_log_wasm() -> std::path::PathBuf {
+    add_header_wasm().with_file_name("rs_log.wasm")
+}
+
+#[test]
+fn log_lines_of_a_traced_request_carry_its_trace_and_span_ids() {
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, admin_port) = (free_port(), free_port());
+    let config_path = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+admin: {{ address: "127.0.0.1:{admin_port}" }}
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{port}"
+    filters:
+      - plugin: logger
+    routes:
+      - name: api
+        match: {{ path_prefix: "/" }}
+        cluster: app
+clusters:
+  - name: app
+    endpoints: ["{up}"]
+plugins:
+  - name: logger
+    wasm: "{wasm}"
+telemetry:
+  tracing: {{ otlp_endpoint: "http://{rx}", sample_ratio: 0.0 }}
+"#,
+            up = up.addr,
+            wasm = rs_log_wasm().display(),
+            rx = rx.addr,
+        ),
+    )
+    .expect("write config");
+    // The support gateway logs in the human format; this one needs the JSON one.
+    let log_path = dir.path().join("sluice.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .env("SLUICE_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::from(log.try_clone().expect("clone")))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("spawn sluice");
+    let gw = Gateway {
+        child: Some(child),
+        dir,
+        port,
+        admin_port,
+        config_path,
+        log_path,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !curl(&["-f", &gw.admin_url("/ready")]).0 {
+        assert!(Instant::now() < deadline, "not ready: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    assert_eq!(get_with(&gw, "/traced", &[("traceparent", &tp)]).status, 200);
+    // ratio 0 and no parent: not traced.
+    assert_eq!(get(&gw, "/untraced").status, 200);
+    let server = rx
+        .wait_spans(2)
+        .into_iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span");
+
+    let line_of = |path: &str| -> serde_json::Value {
+        let needle = format!("sluice-conformance log info {path}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = gw.log();
+            if let Some(l) = log.lines().find(|l| l.contains(&needle)) {
+                return serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            }
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let traced = line_of("/traced");
+    assert_eq!(traced["span"]["trace_id"], PARENT_TRACE, "{traced}");
+    assert_eq!(
+        traced["span"]["span_id"].as_str(),
+        Some(hex(&server.span_id).as_str()),
+        "{traced}"
+    );
+    let untraced = line_of("/untraced");
+    assert!(untraced.get("span").is_none(), "{untraced}");
+}

@@ -119,6 +119,17 @@ impl RequestTrace {
         (t, sp)
     }
 
+    /// The `tracing` span that the gateway's own log lines emitted while this request is
+    /// handled run in: its `trace_id` and `span_id` fields (lowercase hex) name the server span,
+    /// so a log line can be found from a trace and the other way round.
+    pub fn log_span(&self) -> tracing::Span {
+        let (t, sp) = self.ids_hex();
+        // Hex digits are ASCII: both conversions succeed.
+        let t = std::str::from_utf8(&t).unwrap_or("");
+        let sp = std::str::from_utf8(&sp).unwrap_or("");
+        tracing::info_span!("request", trace_id = t, span_id = sp)
+    }
+
     /// Start a child span for the upstream request and name it as the parent in `headers`, in
     /// every configured propagation format.
     pub fn start_upstream(&self, headers: &mut HeaderMap) -> UpstreamSpan {
