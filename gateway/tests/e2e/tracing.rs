@@ -817,7 +817,10 @@ telemetry:
     }
 
     let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
-    assert_eq!(get_with(&gw, "/traced", &[("traceparent", &tp)]).status, 200);
+    assert_eq!(
+        get_with(&gw, "/traced", &[("traceparent", &tp)]).status,
+        200
+    );
     // ratio 0 and no parent: not traced.
     assert_eq!(get(&gw, "/untraced").status, 200);
     let server = rx
