@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn single_header_rejects_bad_values() {
         let bad = [
-            format!("{T}"),
+            T.to_string(),
             format!("{T}-{S}-x"),
             format!("{T}-0000000000000000-1"),
             format!("00000000000000000000000000000000-{S}-1"),
