@@ -226,6 +226,10 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
     );
     assert_eq!(attr_str(client, "sluice.cluster"), "app");
     assert_eq!(attr_int(client, "http.response.status_code"), 200);
+    assert_eq!(attr_int(client, "server.port"), i64::from(up.addr.port()));
+    assert_eq!(attr_str(client, "server.address"), "127.0.0.1");
+    // One try: no per-try span under the upstream span.
+    assert!(spans.iter().all(|s| !s.name.starts_with("attempt ")));
 
     let filter = spans
         .iter()

@@ -170,6 +170,11 @@ impl RequestTrace {
                 attributes.push(s("error.type", kind));
             }
         }
+        // The endpoint of the last try is the one that answered (or failed last).
+        if let Some(last) = tries.last() {
+            attributes.push(s("server.address", last.endpoint.ip().to_string()));
+            attributes.push(i("server.port", i64::from(last.endpoint.port())));
+        }
         let resends = tries.len().saturating_sub(1);
         if resends > 0 {
             attributes.push(i("http.request.resend_count", resends as i64));
@@ -184,6 +189,10 @@ impl RequestTrace {
             attributes,
             status,
         );
+        // A single try is the upstream span itself: a child span per try only shows retries.
+        if resends == 0 {
+            return;
+        }
         for (n, t) in tries.into_iter().enumerate() {
             let mut attributes = vec![
                 s("server.address", t.endpoint.ip().to_string()),
