@@ -199,6 +199,14 @@ impl Vm {
         self.failure.as_ref()
     }
 
+    /// Bytes of linear memory the VM has now (it only grows while the VM lives).
+    pub fn memory_bytes(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&self.store))
+    }
+
     /// Contexts created and not yet deleted (streams in flight plus root contexts).
     pub fn live_contexts(&self) -> usize {
         self.store.data().live_contexts

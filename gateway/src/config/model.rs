@@ -640,6 +640,9 @@ pub struct TracingConfig {
     /// `service.name` of the exported resource (default `sluice`).
     #[serde(default)]
     pub service_name: Option<String>,
+    /// Trace-context formats read and written: `w3c` (default), `b3`, `b3multi`.
+    #[serde(default)]
+    pub propagation: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -138,6 +138,30 @@ async fn serve(
         let mut e = ex.borrow_mut();
         e.trace = t.start(&e.request.headers);
     }
+    // A traced request's log lines carry its trace and span ids; an untraced one pays nothing.
+    let log_span = ex.borrow().trace.as_ref().map(|t| t.log_span());
+    let run = dispatch(
+        &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
+    );
+    match log_span {
+        Some(s) => tracing::Instrument::instrument(run, s).await,
+        None => run.await,
+    }
+}
+
+/// Run the chains and the route's action for a request whose route is known.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    snap: &Arc<Snapshot>,
+    listener: Arc<ListenerRuntime>,
+    route: Option<Arc<Route>>,
+    ex: SharedExchange,
+    incoming: Incoming,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    grpc: bool,
+) -> Result<Response<ProxyBody>, Infallible> {
     let chain = Chain {
         listener: listener.chain.clone(),
         route: route.as_ref().map(|r| r.chain.clone()),
@@ -151,7 +175,7 @@ async fn serve(
     };
 
     if let Some(r) = chain.request_headers(&ex).await {
-        return Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await);
+        return Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await);
     }
     // As Envoy: a cleared route cache makes the router match the changed request again; the
     // filter chain that already ran stays the request's chain.
@@ -165,20 +189,19 @@ async fn serve(
     };
     let Some(route) = route else {
         let r = ProxyError::NoRoute.response(grpc);
-        return Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await);
+        return Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await);
     };
     match &route.action {
         Action::Direct(resp) => {
             let r = resp.clone();
-            Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await)
+            Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await)
         }
         Action::Redirect(rd) => {
             let r = rd.respond(&ex.borrow().request, conn.scheme);
-            Ok(Box::pin(local(&worker, &conn, ex, Some(chain), metrics, r)).await)
+            Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await)
         }
         Action::Cluster(_) | Action::Weighted { .. } => Ok(forward(
-            &worker, &conn, &snap, &listener, &route, ex, chain, metrics, incoming, on_upgrade,
-            grpc,
+            worker, conn, snap, &listener, &route, ex, chain, metrics, incoming, on_upgrade, grpc,
         )
         .await),
     }
@@ -278,13 +301,11 @@ async fn forward(
         retries: route.retries.as_ref(),
         hash,
     };
-    let span = ex.borrow().trace.as_ref().map(|t| t.start_upstream());
-    if let Some(s) = &span {
-        req.headers_mut().insert(
-            &crate::telemetry::otel::context::TRACEPARENT,
-            s.traceparent.clone(),
-        );
-    }
+    let span = ex
+        .borrow()
+        .trace
+        .as_ref()
+        .map(|t| t.start_upstream(req.headers_mut()));
     let method = span.as_ref().map(|_| req.method().clone());
     let send = worker.pools.send(&cluster, req, &opts);
     let (result, tries) = if span.is_some() {

@@ -12,6 +12,7 @@
 mod exposition;
 mod histogram;
 mod plugin;
+mod plugin_figures;
 mod route;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use route::RouteSeries;
 
 pub use exposition::CONTENT_TYPE;
 pub use plugin::{MetricError, MetricKind, PluginMetric, MAX_PLUGIN_SERIES};
+pub use plugin_figures::{PluginFigures, PluginPhase};
 pub use route::bind_worker;
 
 type RouteKey = (String, String, String);
@@ -44,6 +46,7 @@ pub struct Metrics {
     config_version: Mutex<Option<String>>,
     access_log_dropped: Arc<AtomicU64>,
     plugins: Mutex<PluginMetrics>,
+    plugin_figures: DashMap<String, Arc<PluginFigures>>,
     collectors: Mutex<Vec<Collector>>,
 }
 
@@ -126,6 +129,7 @@ impl Metrics {
             config_version: Mutex::new(None),
             access_log_dropped: Arc::new(AtomicU64::new(0)),
             plugins: Mutex::new(PluginMetrics::default()),
+            plugin_figures: DashMap::new(),
             collectors: Mutex::new(Vec::new()),
         }
     }
@@ -218,6 +222,18 @@ impl Metrics {
         lock(&self.plugins).define(plugin, name, kind)
     }
 
+    /// The figures of the wasm plugin named `plugin` (phase times, VMs, VM memory): resolved
+    /// when the plugin is built, so its streams record without a lookup.
+    pub fn plugin_figures(&self, plugin: &str) -> Arc<PluginFigures> {
+        if let Some(f) = self.plugin_figures.get(plugin) {
+            return f.clone();
+        }
+        self.plugin_figures
+            .entry(plugin.to_string())
+            .or_insert_with(|| Arc::new(PluginFigures::new(self.shards)))
+            .clone()
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
@@ -227,6 +243,7 @@ impl Metrics {
         self.render_endpoints(&mut out);
         self.render_control(&mut out);
         lock(&self.plugins).render(&mut out);
+        self.render_plugin_figures(&mut out);
         let collectors: Vec<Collector> = lock(&self.collectors).clone();
         for c in collectors {
             c(&mut out);
@@ -237,6 +254,16 @@ impl Metrics {
     /// Add a collector whose families are appended to every rendering of `/metrics`.
     pub fn add_collector(&self, c: Collector) {
         lock(&self.collectors).push(c);
+    }
+
+    fn render_plugin_figures(&self, out: &mut String) {
+        let mut plugins: Vec<(String, Arc<PluginFigures>)> = self
+            .plugin_figures
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        plugins.sort_by(|a, b| a.0.cmp(&b.0));
+        plugin_figures::render(out, &plugins);
     }
 
     fn render_routes(&self, out: &mut String) {

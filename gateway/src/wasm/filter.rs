@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -20,6 +21,7 @@ use crate::config::model::FailurePolicy;
 use crate::filter::{
     BodyFlow, Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases, Resume,
 };
+use crate::telemetry::metrics::PluginPhase;
 
 /// One use of a plugin in a chain (its own root context and configuration).
 pub struct WasmFilter {
@@ -231,10 +233,12 @@ impl Inner {
     fn run(
         self: &Arc<Self>,
         cx: &mut FilterCx<'_>,
+        phase: PluginPhase,
         body: Option<(BufferType, &mut Bytes, bool)>,
         trailers: Option<(MapType, &mut HeaderMap)>,
         callback: Box<Callback<'_>>,
     ) -> Outcome {
+        let start = Instant::now();
         let (worker, ctx, generation) = match self.enter(cx) {
             Entered::Stream(w, c, g) => (w, c, g),
             Entered::Skip => return Outcome::Continue,
@@ -260,6 +264,7 @@ impl Inner {
             body_len = host.body.as_ref().map_or(0, |(_, b)| b.len());
             r
         };
+        self.plugin.figures.phase_done(phase, start);
         let (action, signals) = match result {
             Ok(r) => r,
             Err(Unavailable::Failed) => return self.policy_outcome(cx),
@@ -494,6 +499,7 @@ impl HttpFilter for WasmFilter {
         self.inner
             .run(
                 cx,
+                PluginPhase::RequestHeaders,
                 None,
                 None,
                 Box::new(move |vm, ctx, host| vm.on_request_headers(ctx, n, eos, host)),
@@ -511,6 +517,7 @@ impl HttpFilter for WasmFilter {
         self.inner
             .run(
                 cx,
+                PluginPhase::RequestBody,
                 Some((BufferType::HttpRequestBody, data, end_of_stream)),
                 None,
                 Box::new(move |vm, ctx, host| vm.on_request_body(ctx, len, end_of_stream, host)),
@@ -523,6 +530,7 @@ impl HttpFilter for WasmFilter {
         self.inner
             .run(
                 cx,
+                PluginPhase::RequestTrailers,
                 None,
                 Some((MapType::RequestTrailers, trailers)),
                 Box::new(move |vm, ctx, host| vm.on_request_trailers(ctx, n, host)),
@@ -535,6 +543,7 @@ impl HttpFilter for WasmFilter {
         self.inner
             .run(
                 cx,
+                PluginPhase::ResponseHeaders,
                 None,
                 None,
                 Box::new(move |vm, ctx, host| vm.on_response_headers(ctx, n, false, host)),
@@ -552,6 +561,7 @@ impl HttpFilter for WasmFilter {
         self.inner
             .run(
                 cx,
+                PluginPhase::ResponseBody,
                 Some((BufferType::HttpResponseBody, data, end_of_stream)),
                 None,
                 Box::new(move |vm, ctx, host| vm.on_response_body(ctx, len, end_of_stream, host)),
@@ -564,6 +574,7 @@ impl HttpFilter for WasmFilter {
         self.inner
             .run(
                 cx,
+                PluginPhase::ResponseTrailers,
                 None,
                 Some((MapType::ResponseTrailers, trailers)),
                 Box::new(move |vm, ctx, host| vm.on_response_trailers(ctx, n, host)),
@@ -580,11 +591,16 @@ impl HttpFilter for WasmFilter {
         }
         st.finished = true;
         let (worker, ctx, generation) = (st.worker.clone(), st.ctx, st.generation);
+        let start = Instant::now();
         let mut host = GatewayStream::new(cx.ex);
         let _ = worker.with_live_vm(generation, |vm| {
             vm.on_log(ctx, &mut host)?;
             vm.finish_context(ctx)
         });
+        self.inner
+            .plugin
+            .figures
+            .phase_done(PluginPhase::Log, start);
         worker.take_callouts(None);
     }
 }

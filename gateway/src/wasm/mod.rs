@@ -30,6 +30,8 @@ pub struct Plugin {
     pub(crate) policy: FailurePolicy,
     config: Bytes,
     pub(crate) foreign: Arc<dyn ForeignFunctions>,
+    /// Phase times and VM gauges on /metrics.
+    pub(crate) figures: Arc<crate::telemetry::metrics::PluginFigures>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -136,6 +138,7 @@ pub fn build_plugin_bytes(
         foreign: Arc::new(foreign::GatewayForeign {
             services: services.clone(),
         }),
+        figures: services.metrics.plugin_figures(name),
     }))
 }
 

@@ -64,6 +64,9 @@ pub(crate) struct WorkerVm {
     retry_at: Cell<Option<Instant>>,
     backoff: Cell<Duration>,
     created: Cell<Instant>,
+    /// The plugin's figures, and this VM's memory size as they last counted it.
+    figures: Arc<crate::telemetry::metrics::PluginFigures>,
+    memory_seen: Cell<usize>,
     tickers: RefCell<HashMap<u32, Duration>>,
     queue_tx: RefCell<Option<tokio::sync::mpsc::UnboundedSender<(u32, u32)>>>,
     /// Open gRPC streams of this VM: where their outgoing messages go.
@@ -103,6 +106,8 @@ impl WorkerVm {
                 retry_at: Cell::new(None),
                 backoff: Cell::new(RELOAD_BACKOFF_START),
                 created: Cell::new(Instant::now()),
+                figures: plugin.figures.clone(),
+                memory_seen: Cell::new(0),
                 tickers: RefCell::new(HashMap::new()),
                 queue_tx: RefCell::new(None),
                 grpc_streams: RefCell::new(HashMap::new()),
@@ -152,6 +157,7 @@ impl WorkerVm {
             },
         };
         let out = f(vm, root);
+        self.note_memory(vm);
         let ticks = vm.take_tick_requests();
         let outbox = vm.take_grpc_outbox();
         self.wake_signalled(vm);
@@ -175,6 +181,7 @@ impl WorkerVm {
             _ => return Err(Unavailable::Failed),
         };
         let out = f(vm);
+        self.note_memory(vm);
         let ticks = vm.take_tick_requests();
         let outbox = vm.take_grpc_outbox();
         self.wake_signalled(vm);
@@ -297,6 +304,8 @@ impl WorkerVm {
         };
         match Vm::new(&plugin.module, env) {
             Ok(vm) => {
+                self.memory_seen.set(vm.memory_bytes());
+                self.figures.vm_started(vm.memory_bytes());
                 *self.vm.borrow_mut() = Some(vm);
                 self.roots.borrow_mut().clear();
                 self.tickers.borrow_mut().clear();
@@ -311,10 +320,21 @@ impl WorkerVm {
         }
     }
 
+    /// Linear memory only grows, and rarely: compare one load, publish only a change.
+    fn note_memory(&self, vm: &Vm) {
+        let now = vm.memory_bytes();
+        let seen = self.memory_seen.replace(now);
+        if now != seen {
+            self.figures.memory_moved(seen, now);
+        }
+    }
+
     /// The VM failed: drop it, log once, and decide when (if ever) to recreate it.
     fn fail(&self, f: Failure) -> Unavailable {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
-            *vm = None;
+            if vm.take().is_some() {
+                self.figures.vm_stopped(self.memory_seen.replace(0));
+            }
         }
         self.generation.set(self.generation.get() + 1);
         self.dead.set(Some(f.kind));
@@ -465,6 +485,7 @@ impl Drop for WorkerVm {
         let Some(vm) = self.vm.get_mut().as_mut() else {
             return;
         };
+        self.figures.vm_stopped(self.memory_seen.get());
         for (_, root) in self.roots.get_mut().drain() {
             if vm.finish_context(root).is_err() {
                 // A trap here only means the plugin's cleanup failed; the VM is freed anyway.

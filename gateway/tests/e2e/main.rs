@@ -14,6 +14,7 @@ mod hot_swap;
 mod limits;
 mod load;
 mod plugin_cli;
+mod plugin_metrics;
 mod proxy;
 mod reload;
 mod tls;

@@ -226,6 +226,10 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
     );
     assert_eq!(attr_str(client, "sluice.cluster"), "app");
     assert_eq!(attr_int(client, "http.response.status_code"), 200);
+    assert_eq!(attr_int(client, "server.port"), i64::from(up.addr.port()));
+    assert_eq!(attr_str(client, "server.address"), "127.0.0.1");
+    // One try: no per-try span under the upstream span.
+    assert!(spans.iter().all(|s| !s.name.starts_with("attempt ")));
 
     let filter = spans
         .iter()
@@ -619,4 +623,235 @@ telemetry:
         .collect();
     assert!(phases.contains(&"request_headers"), "{phases:?}");
     assert!(phases.contains(&"response_headers"), "{phases:?}");
+}
+
+mod b3 {
+    use super::*;
+
+    const B3_TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
+    const B3_SPAN: &str = "e457b5a2e4d86bd1";
+
+    fn server_span(rx: &Receiver) -> Span {
+        rx.wait_spans(2)
+            .into_iter()
+            .find(|s| s.kind == SpanKind::Server as i32)
+            .expect("a server span")
+    }
+
+    fn client_span(rx: &Receiver) -> Span {
+        rx.wait_spans(2)
+            .into_iter()
+            .find(|s| s.kind == SpanKind::Client as i32)
+            .expect("an upstream span")
+    }
+
+    #[test]
+    fn single_header_is_continued_and_written_as_w3c_and_multi_headers() {
+        let rx = Receiver::start();
+        let up = Upstream::start("app");
+        // sample_ratio 0 proves the client's sampled flag decided.
+        let gw = Gateway::start(
+            &config(
+                &format!("http://{}", rx.addr),
+                &up,
+                ", propagation: [w3c, b3multi]",
+            )
+            .replace("sample_ratio: 1.0", "sample_ratio: 0.0"),
+        );
+        let b3 = format!("{B3_TRACE}-{B3_SPAN}-1");
+        let r = get_with(&gw, "/api/b3", &[("b3", &b3)]);
+        assert_eq!(r.status, 200);
+        let h = &r.json()["headers"];
+        let server = server_span(&rx);
+        let client = client_span(&rx);
+        assert_eq!(hex(&server.trace_id), B3_TRACE);
+        assert_eq!(hex(&server.parent_span_id), B3_SPAN, "the client's span");
+        assert_eq!(client.parent_span_id, server.span_id);
+        let ours = hex(&client.span_id);
+        assert_eq!(h["x-b3-traceid"][0], B3_TRACE, "{h}");
+        assert_eq!(h["x-b3-spanid"][0], ours.as_str(), "{h}");
+        assert_eq!(h["x-b3-sampled"][0], "1", "{h}");
+        assert_eq!(
+            h["traceparent"][0],
+            format!("00-{B3_TRACE}-{ours}-01").as_str(),
+            "{h}"
+        );
+        assert!(h.get("b3").is_none(), "the client's stale b3 is gone: {h}");
+    }
+
+    #[test]
+    fn multi_headers_are_continued_and_written_as_the_single_header() {
+        let rx = Receiver::start();
+        let up = Upstream::start("app");
+        let gw = Gateway::start(
+            &config(&format!("http://{}", rx.addr), &up, ", propagation: [b3]")
+                .replace("sample_ratio: 1.0", "sample_ratio: 0.0"),
+        );
+        // A 64-bit trace id, as older Zipkin tracers send.
+        let short = &B3_TRACE[16..];
+        let r = get_with(
+            &gw,
+            "/api/multi",
+            &[
+                ("x-b3-traceid", short),
+                ("x-b3-spanid", B3_SPAN),
+                ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+                ("x-b3-sampled", "1"),
+            ],
+        );
+        assert_eq!(r.status, 200);
+        let h = &r.json()["headers"];
+        let server = server_span(&rx);
+        let client = client_span(&rx);
+        let padded = format!("0000000000000000{short}");
+        assert_eq!(hex(&server.trace_id), padded);
+        assert_eq!(hex(&server.parent_span_id), B3_SPAN);
+        assert_eq!(
+            h["b3"][0],
+            format!("{padded}-{}-1", hex(&client.span_id)).as_str(),
+            "{h}"
+        );
+        for stale in [
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+            "traceparent",
+        ] {
+            assert!(
+                h.get(stale).is_none(),
+                "{stale} must not reach the upstream: {h}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsampled_b3_is_passed_through_and_w3c_is_not_read_when_not_configured() {
+        let rx = Receiver::start();
+        let up = Upstream::start("app");
+        let gw = Gateway::start(&config(
+            &format!("http://{}", rx.addr),
+            &up,
+            ", propagation: [b3]",
+        ));
+        let b3 = format!("{B3_TRACE}-{B3_SPAN}-0");
+        let r = get_with(&gw, "/api/no", &[("b3", &b3)]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["headers"]["b3"][0], b3.as_str());
+        // A traceparent is not read under `[b3]`: ratio 1 samples a new root trace.
+        let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-00");
+        let r = get_with(&gw, "/api/root", &[("traceparent", &tp)]);
+        assert_eq!(r.status, 200);
+        let server = server_span(&rx);
+        assert_eq!(attr_str(&server, "url.path"), "/api/root");
+        assert!(server.parent_span_id.is_empty(), "a root span");
+        assert_ne!(hex(&server.trace_id), PARENT_TRACE);
+        assert!(rx
+            .wait_spans(2)
+            .iter()
+            .all(|s| hex(&s.trace_id) != B3_TRACE));
+    }
+}
+
+/// The conformance plugin `rs_log`, which logs one line per level on request headers.
+fn rs_log_wasm() -> std::path::PathBuf {
+    add_header_wasm().with_file_name("rs_log.wasm")
+}
+
+#[test]
+fn log_lines_of_a_traced_request_carry_its_trace_and_span_ids() {
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, admin_port) = (free_port(), free_port());
+    let config_path = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+admin: {{ address: "127.0.0.1:{admin_port}" }}
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{port}"
+    filters:
+      - plugin: logger
+    routes:
+      - name: api
+        match: {{ path_prefix: "/" }}
+        cluster: app
+clusters:
+  - name: app
+    endpoints: ["{up}"]
+plugins:
+  - name: logger
+    wasm: "{wasm}"
+telemetry:
+  tracing: {{ otlp_endpoint: "http://{rx}", sample_ratio: 0.0 }}
+"#,
+            up = up.addr,
+            wasm = rs_log_wasm().display(),
+            rx = rx.addr,
+        ),
+    )
+    .expect("write config");
+    // The support gateway logs in the human format; this one needs the JSON one.
+    let log_path = dir.path().join("sluice.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .env("SLUICE_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::from(log.try_clone().expect("clone")))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("spawn sluice");
+    let gw = Gateway {
+        child: Some(child),
+        dir,
+        port,
+        admin_port,
+        config_path,
+        log_path,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !curl(&["-f", &gw.admin_url("/ready")]).0 {
+        assert!(Instant::now() < deadline, "not ready: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    assert_eq!(
+        get_with(&gw, "/traced", &[("traceparent", &tp)]).status,
+        200
+    );
+    // ratio 0 and no parent: not traced.
+    assert_eq!(get(&gw, "/untraced").status, 200);
+    let server = rx
+        .wait_spans(2)
+        .into_iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span");
+
+    let line_of = |path: &str| -> serde_json::Value {
+        let needle = format!("sluice-conformance log info {path}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = gw.log();
+            if let Some(l) = log.lines().find(|l| l.contains(&needle)) {
+                return serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            }
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let traced = line_of("/traced");
+    assert_eq!(traced["span"]["trace_id"], PARENT_TRACE, "{traced}");
+    assert_eq!(
+        traced["span"]["span_id"].as_str(),
+        Some(hex(&server.span_id).as_str()),
+        "{traced}"
+    );
+    let untraced = line_of("/untraced");
+    assert!(untraced.get("span").is_none(), "{untraced}");
 }

@@ -89,6 +89,20 @@ impl Checker<'_> {
                 self.otlp_endpoint("telemetry.tracing.otlp_endpoint", e);
             }
             self.otlp_protocol("telemetry.tracing.protocol", tr.protocol.as_deref());
+            for (i, n) in tr.propagation.iter().flatten().enumerate() {
+                if crate::telemetry::otel::propagation::Format::parse(n).is_none() {
+                    self.push(
+                        Diagnostic::at(
+                            format!("telemetry.tracing.propagation[{i}]"),
+                            format!("propagation format `{n}` is not known"),
+                        )
+                        .fix(format!(
+                            "write {}",
+                            crate::telemetry::otel::propagation::NAMES
+                        )),
+                    );
+                }
+            }
         }
         if let Some(e) = &t.metrics.otlp_endpoint {
             self.otlp_endpoint("telemetry.metrics.otlp_endpoint", e);

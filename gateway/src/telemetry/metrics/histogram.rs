@@ -78,6 +78,11 @@ pub(crate) struct HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
+    /// Whether nothing was observed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counts.iter().all(|c| *c == 0)
+    }
+
     pub(crate) fn merge(&mut self, other: &HistogramSnapshot) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a = a.wrapping_add(*b);

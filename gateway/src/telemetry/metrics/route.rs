@@ -26,7 +26,7 @@ pub fn bind_worker(index: usize) {
 }
 
 #[inline]
-fn shard_index() -> usize {
+pub(super) fn shard_index() -> usize {
     SHARD.with(|s| {
         let mut i = s.get();
         if i == usize::MAX {

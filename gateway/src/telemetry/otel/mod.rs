@@ -5,10 +5,12 @@
 //! object exists, nothing is queued.
 
 pub mod attempts;
+pub mod b3;
 pub mod context;
 pub mod export;
 pub mod metrics_push;
 pub mod prom_to_otlp;
+pub mod propagation;
 pub mod request;
 
 use std::sync::atomic::Ordering;
@@ -20,6 +22,7 @@ use crate::config::model::TracingConfig;
 
 pub use self::export::{ExportError, ExportStats, Exporter, Protocol};
 pub use self::metrics_push::MetricsPusher;
+pub use self::propagation::Propagation;
 pub use self::request::RequestTrace;
 
 /// Default sampling ratio for requests without a sampled parent (CONFIG.md: 0.01).
@@ -35,6 +38,8 @@ pub struct Tracer {
     always: bool,
     /// One child span per filter phase that runs.
     pub filter_spans: bool,
+    /// Formats read from the client and written to the upstream.
+    propagation: Propagation,
     exporter: Exporter,
     /// The settings this tracer was built from (reload compares them).
     pub config: TracingConfig,
@@ -44,7 +49,7 @@ impl Tracer {
     /// Build a tracer and start its exporter. None when `cfg` has no `otlp_endpoint`.
     ///
     /// # Errors
-    /// A bad endpoint or protocol, or the exporter thread cannot start.
+    /// A bad endpoint, protocol or propagation format, or the exporter thread cannot start.
     pub fn new(
         cfg: &TracingConfig,
         stats: Arc<ExportStats>,
@@ -53,6 +58,7 @@ impl Tracer {
             return Ok(None);
         };
         let protocol = export::parse_protocol(cfg.protocol.as_deref())?;
+        let propagation = Propagation::from_names(cfg.propagation.as_deref())?;
         let ratio = cfg
             .sample_ratio
             .unwrap_or(DEFAULT_SAMPLE_RATIO)
@@ -64,6 +70,7 @@ impl Tracer {
             threshold: (ratio * u64::MAX as f64) as u64,
             always: ratio >= 1.0,
             filter_spans: cfg.filter_spans,
+            propagation,
             exporter,
             config: cfg.clone(),
         })))
@@ -72,15 +79,15 @@ impl Tracer {
     /// Decide sampling for a request with `headers` (parent-based, then ratio) and, when
     /// sampled, start its server span.
     pub fn start(self: &Arc<Self>, headers: &HeaderMap) -> Option<Box<RequestTrace>> {
-        let parent = context::extract(headers);
-        let sampled = match parent {
-            Some(p) => p.sampled,
+        let incoming = self.propagation.extract(headers);
+        let sampled = match incoming.and_then(|i| i.sampled) {
+            Some(s) => s,
             None => self.always || rand::random::<u64>() < self.threshold,
         };
         if !sampled {
             return None;
         }
-        Some(Box::new(RequestTrace::new(self.clone(), parent, headers)))
+        Some(Box::new(RequestTrace::new(self.clone(), incoming, headers)))
     }
 
     fn send(&self, span: opentelemetry_proto::tonic::trace::v1::Span) {

@@ -9,7 +9,8 @@ use http::{HeaderMap, HeaderValue};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span, Status};
 
-use super::context::{self, Parent};
+use super::context;
+use super::propagation::Incoming;
 use super::Tracer;
 use crate::filter::Exchange;
 
@@ -76,20 +77,28 @@ fn error_status(message: impl Into<String>) -> Option<Status> {
 }
 
 impl RequestTrace {
-    pub(super) fn new(tracer: Arc<Tracer>, parent: Option<Parent>, headers: &HeaderMap) -> Self {
+    pub(super) fn new(
+        tracer: Arc<Tracer>,
+        incoming: Option<Incoming>,
+        headers: &HeaderMap,
+    ) -> Self {
+        let parent = incoming.and_then(|i| i.parent);
         let trace_id = match parent {
-            Some(p) => p.trace_id,
+            Some((t, _)) => t,
             None => rand::random::<u128>().max(1).to_be_bytes(),
         };
-        let trace_state = match (parent, headers.get(&context::TRACESTATE)) {
-            (Some(_), Some(v)) => v.to_str().unwrap_or("").to_string(),
+        // tracestate belongs to a traceparent; with a B3 parent it describes another trace.
+        let trace_state = match (incoming, headers.get(&context::TRACESTATE)) {
+            (Some(i), Some(v)) if i.w3c && i.parent.is_some() => {
+                v.to_str().unwrap_or("").to_string()
+            }
             _ => String::new(),
         };
         RequestTrace {
             tracer,
             trace_id,
             span_id: new_span_id(),
-            parent_span_id: parent.map(|p| p.span_id),
+            parent_span_id: parent.map(|(_, s)| s),
             trace_state,
             start_unix_nanos: now_unix_nanos(),
             start: Instant::now(),
@@ -110,14 +119,27 @@ impl RequestTrace {
         (t, sp)
     }
 
-    /// Start a child span for the upstream request: its id, to put in the upstream
-    /// `traceparent` (returned), and the headers to add.
-    pub fn start_upstream(&self) -> UpstreamSpan {
+    /// The `tracing` span that the gateway's own log lines emitted while this request is
+    /// handled run in: its `trace_id` and `span_id` fields (lowercase hex) name the server span,
+    /// so a log line can be found from a trace and the other way round.
+    pub fn log_span(&self) -> tracing::Span {
+        let (t, sp) = self.ids_hex();
+        // Hex digits are ASCII: both conversions succeed.
+        let t = std::str::from_utf8(&t).unwrap_or("");
+        let sp = std::str::from_utf8(&sp).unwrap_or("");
+        tracing::info_span!("request", trace_id = t, span_id = sp)
+    }
+
+    /// Start a child span for the upstream request and name it as the parent in `headers`, in
+    /// every configured propagation format.
+    pub fn start_upstream(&self, headers: &mut HeaderMap) -> UpstreamSpan {
         let span_id = new_span_id();
+        self.tracer
+            .propagation
+            .inject(headers, &self.trace_id, &span_id);
         UpstreamSpan {
             span_id,
             start: Instant::now(),
-            traceparent: context::format_traceparent(&self.trace_id, &span_id),
         }
     }
 
@@ -148,6 +170,11 @@ impl RequestTrace {
                 attributes.push(s("error.type", kind));
             }
         }
+        // The endpoint of the last try is the one that answered (or failed last).
+        if let Some(last) = tries.last() {
+            attributes.push(s("server.address", last.endpoint.ip().to_string()));
+            attributes.push(i("server.port", i64::from(last.endpoint.port())));
+        }
         let resends = tries.len().saturating_sub(1);
         if resends > 0 {
             attributes.push(i("http.request.resend_count", resends as i64));
@@ -162,6 +189,10 @@ impl RequestTrace {
             attributes,
             status,
         );
+        // A single try is the upstream span itself: a child span per try only shows retries.
+        if resends == 0 {
+            return;
+        }
         for (n, t) in tries.into_iter().enumerate() {
             let mut attributes = vec![
                 s("server.address", t.endpoint.ip().to_string()),
@@ -329,6 +360,4 @@ fn hv_str(v: &HeaderValue) -> Option<&str> {
 pub struct UpstreamSpan {
     span_id: [u8; 8],
     start: Instant,
-    /// The `traceparent` the upstream receives (this span as its parent).
-    pub traceparent: HeaderValue,
 }
