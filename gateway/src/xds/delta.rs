@@ -4,7 +4,7 @@
 //! one with their own versions and are removed by name, subscriptions change by
 //! `resource_names_subscribe` / `resource_names_unsubscribe`, and a reconnect says what is held in
 //! `initial_resource_versions` so the server sends only what changed. Each response is applied
-//! through the same mapping, code resolution and reload as SotW ([`super::client::apply`]) and
+//! through the same mapping, code resolution and reload as SotW (`client::apply`) and
 //! ACKed or NACKed by its nonce, with `error_detail` on a NACK.
 
 use std::collections::{BTreeMap, BTreeSet};
