@@ -869,6 +869,85 @@ fn clusters(lines: &[&str]) -> String {
 }
 
 #[test]
+fn weighted_endpoints() {
+    let text = clusters(&[
+        "  - name: api",
+        "    endpoints:",
+        "      - 127.0.0.1:9000",
+        "      - { address: \"127.0.0.1:9001\", weight: 3 }",
+        "      - address: backend.internal:9002",
+        "      - { address: \"127.0.0.1:9003\", weight: 0 }",
+        "      - { address: \"127.0.0.1:9004\", weight: 129 }",
+        "      - { address: \"127.0.0.1\", weight: 2 }",
+    ]);
+    let ds = problems(&text);
+    expect_in(
+        &ds,
+        "clusters[0].endpoints[3].weight",
+        12,
+        "weight 0 is out of range",
+    );
+    let d = expect_in(&ds, "clusters[0].endpoints[4].weight", 13, "out of range");
+    assert!(
+        d.fix.unwrap_or_default().contains("from 1 to 128"),
+        "{}",
+        show(&ds)
+    );
+    expect_in(&ds, "clusters[0].endpoints[5].address", 14, "has no port");
+    assert_eq!(ds.len(), 3, "{}", show(&ds));
+
+    let good = good_with(&[
+        "  - name: web",
+        "    endpoints: [\"127.0.0.1:9001\", { address: \"127.0.0.1:9002\", weight: 3 }]",
+    ]);
+    let config = load_str(&good, Path::new("."), NATIVE).expect("loads");
+    let eps = &config.file.clusters[1].endpoints;
+    assert_eq!(
+        eps.iter()
+            .map(|e| (e.address.as_str(), e.weight))
+            .collect::<Vec<_>>(),
+        [("127.0.0.1:9001", 1), ("127.0.0.1:9002", 3)]
+    );
+}
+
+#[test]
+fn weighted_endpoint_shape_problems_point_at_the_entry() {
+    let one = |entry: &str| {
+        clusters(&[
+            "  - name: api",
+            "    endpoints:",
+            &format!("      - {entry}"),
+        ])
+    };
+    let d = expect(
+        &one("{ adress: \"h:1\", weight: 2 }"),
+        "clusters[0].endpoints[0].adress",
+        9,
+        "unknown key `adress`",
+    );
+    assert!(d
+        .fix
+        .unwrap_or_default()
+        .contains("did you mean `address`?"));
+    expect(
+        &one("{ weight: 2 }"),
+        "clusters[0].endpoints[0]",
+        9,
+        "missing required key `address`",
+    );
+    let d = expect(&one("8080"), "clusters[0].endpoints[0]", 9, "is neither");
+    assert!(d.fix.unwrap_or_default().contains("weight: 2"));
+    let ds = problems(&one("{ address: \"h:1\", weight: heavy }"));
+    assert_eq!(ds.len(), 1, "{}", show(&ds));
+    assert_eq!(ds[0].path, "clusters[0].endpoints[0].weight");
+    assert!(
+        ds[0].message.contains("expected a whole number"),
+        "{}",
+        show(&ds)
+    );
+}
+
+#[test]
 fn cluster_names_unique() {
     let text = clusters(&[
         "  - { name: api, endpoints: [\"h:1\"] }",

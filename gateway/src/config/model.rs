@@ -344,7 +344,7 @@ pub enum LoadBalancing {
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub name: String,
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<EndpointConfig>,
     #[serde(default)]
     pub load_balancing: LoadBalancing,
     #[serde(default)]
@@ -362,6 +362,133 @@ pub struct ClusterConfig {
     /// How often DNS names among `endpoints` are re-resolved. Default 30s.
     #[serde(default)]
     pub dns_refresh: Option<Dur>,
+}
+
+/// One entry of a cluster's `endpoints:` list: `"host:port"`, or
+/// `{ address: "host:port", weight: 3 }` when the endpoint takes a larger share of the traffic.
+///
+/// A DNS name's addresses each get the entry's weight (as Envoy's STRICT_DNS does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// `host:port`, a DNS name or an address literal.
+    pub address: String,
+    /// Relative share of the traffic, [`MIN_ENDPOINT_WEIGHT`]..=[`MAX_ENDPOINT_WEIGHT`];
+    /// [`DEFAULT_ENDPOINT_WEIGHT`] when the entry is a plain string.
+    pub weight: u32,
+}
+
+/// The weight of an endpoint written as a plain string.
+pub const DEFAULT_ENDPOINT_WEIGHT: u32 = 1;
+/// The smallest endpoint weight (0 would mean "no traffic": remove the endpoint instead).
+pub const MIN_ENDPOINT_WEIGHT: u32 = 1;
+/// The largest endpoint weight: enough for any ratio a user means, and it bounds the balancer's
+/// tables (round-robin rounds, hash-ring points).
+pub const MAX_ENDPOINT_WEIGHT: u32 = 128;
+
+impl EndpointConfig {
+    /// An endpoint of the default weight.
+    pub fn new(address: impl Into<String>) -> EndpointConfig {
+        EndpointConfig {
+            address: address.into(),
+            weight: DEFAULT_ENDPOINT_WEIGHT,
+        }
+    }
+}
+
+impl From<&str> for EndpointConfig {
+    fn from(address: &str) -> Self {
+        EndpointConfig::new(address)
+    }
+}
+
+impl From<String> for EndpointConfig {
+    fn from(address: String) -> Self {
+        EndpointConfig::new(address)
+    }
+}
+
+/// The mapping form of an endpoint; its own struct so that serde's messages for unknown or
+/// missing keys (`adress`, no `address`) name the valid keys like everywhere else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightedEndpoint {
+    address: String,
+    #[serde(default = "d_endpoint_weight")]
+    weight: u32,
+}
+
+fn d_endpoint_weight() -> u32 {
+    DEFAULT_ENDPOINT_WEIGHT
+}
+
+impl<'de> Deserialize<'de> for EndpointConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EndpointConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`host:port` or a mapping like `{ address: \"host:port\", weight: 3 }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointConfig, E> {
+                Ok(EndpointConfig::new(v))
+            }
+            // Other shapes get a message with a fix (after `; `, see serde_errors.rs).
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EndpointConfig, E> {
+                Err(not_an_endpoint(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<EndpointConfig, E> {
+                Err(not_an_endpoint(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<EndpointConfig, E> {
+                Err(not_an_endpoint(v))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<EndpointConfig, E> {
+                Err(not_an_endpoint(v))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<EndpointConfig, E> {
+                Err(not_an_endpoint("null"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                _: A,
+            ) -> Result<EndpointConfig, A::Error> {
+                Err(not_an_endpoint("a list"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EndpointConfig, A::Error> {
+                let w = WeightedEndpoint::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(EndpointConfig {
+                    address: w.address,
+                    weight: w.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn not_an_endpoint<E: serde::de::Error>(found: impl std::fmt::Display) -> E {
+    E::custom(format!(
+        "endpoint `{found}` is neither `host:port` nor a mapping; write e.g. \"10.0.0.1:8080\" or {{ address: \"10.0.0.1:8080\", weight: 2 }}"
+    ))
+}
+
+impl Serialize for EndpointConfig {
+    /// The form the user would write: a plain string unless the weight is not the default.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        if self.weight == DEFAULT_ENDPOINT_WEIGHT {
+            return s.serialize_str(&self.address);
+        }
+        let mut m = s.serialize_struct("EndpointConfig", 2)?;
+        m.serialize_field("address", &self.address)?;
+        m.serialize_field("weight", &self.weight)?;
+        m.end()
+    }
 }
 
 fn default_cluster_protocol() -> Protocol {

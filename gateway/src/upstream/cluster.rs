@@ -16,7 +16,7 @@ use crate::config::model::{
 };
 use crate::services::Services;
 
-use super::dns::{self, Target};
+use super::dns::{self, Target, WeightedAddr};
 use super::endpoint::{ActiveGuard, Endpoint, EndpointSet};
 use super::lb::{self, Tried};
 use super::pool::PoolKey;
@@ -102,13 +102,13 @@ impl Cluster {
         let targets: Arc<[Target]> = cfg
             .endpoints
             .iter()
-            .map(|e| Target::parse(name, e))
+            .map(|e| Target::parse(name, &e.address, e.weight))
             .collect::<Result<Vec<_>, _>>()?
             .into();
-        let literals: Vec<(SocketAddr, Arc<str>)> = targets
+        let literals: Vec<WeightedAddr> = targets
             .iter()
             .filter_map(|t| match t {
-                Target::Addr(a, authority) => Some((*a, Arc::clone(authority))),
+                Target::Addr(a, authority, w) => Some((*a, Arc::clone(authority), *w)),
                 Target::Name { .. } => None,
             })
             .collect();
@@ -236,8 +236,8 @@ impl Cluster {
         self.endpoints.load_full()
     }
 
-    /// Publish a DNS round's addresses (with the authority each came from).
-    pub(crate) fn set_addresses(&self, addrs: Vec<(SocketAddr, Arc<str>)>) {
+    /// Publish a DNS round's addresses (with the authority and weight each came from).
+    pub(crate) fn set_addresses(&self, addrs: Vec<WeightedAddr>) {
         self.install(addrs, true, true);
     }
 
@@ -263,36 +263,34 @@ impl Cluster {
     }
 
     /// Swap in the endpoints for `addrs`, keeping the existing `Endpoint` (and its health and
-    /// counters) of every address already present. Unchanged lists are not swapped.
-    fn install(&self, mut addrs: Vec<(SocketAddr, Arc<str>)>, complete: bool, from_dns: bool) {
+    /// counters) of every address already present with the same weight. Unchanged lists are
+    /// not swapped. An address listed twice (a literal and a name's answer) keeps its first entry.
+    fn install(&self, mut addrs: Vec<WeightedAddr>, complete: bool, from_dns: bool) {
         let mut seen = std::collections::HashSet::with_capacity(addrs.len());
-        addrs.retain(|(a, _)| seen.insert(*a));
+        addrs.retain(|(a, _, _)| seen.insert(*a));
+        let same = |e: &Arc<Endpoint>, (a, _, w): &WeightedAddr| e.addr == *a && e.weight == *w;
         let with_ring = self.lb == LoadBalancing::RingHash;
         let previous = self.endpoints.rcu(|cur| {
-            if cur.all.len() == addrs.len()
-                && cur.all.iter().zip(&addrs).all(|(e, (a, _))| e.addr == *a)
-            {
+            if cur.all.len() == addrs.len() && cur.all.iter().zip(&addrs).all(|(e, t)| same(e, t)) {
                 return Arc::clone(cur);
             }
             let existing: HashMap<SocketAddr, &Arc<Endpoint>> =
                 cur.all.iter().map(|e| (e.addr, e)).collect();
             let all = addrs
                 .iter()
-                .map(|(a, authority)| match existing.get(a) {
-                    Some(e) => Arc::clone(e),
-                    None => Endpoint::new(*a, Arc::clone(authority)),
+                .map(|(a, authority, w)| match existing.get(a) {
+                    // A weight only changes when DNS moves an address to an entry of another
+                    // weight: rare enough that starting that endpoint's state afresh is fine.
+                    Some(e) if e.weight == *w => Arc::clone(e),
+                    _ => Endpoint::new(*a, Arc::clone(authority), *w),
                 })
                 .collect();
             Arc::new(EndpointSet::new(all, with_ring))
         });
         let changed = previous.all.len() != addrs.len()
-            || previous
-                .all
-                .iter()
-                .zip(&addrs)
-                .any(|(e, (a, _))| e.addr != *a);
+            || previous.all.iter().zip(&addrs).any(|(e, t)| !same(e, t));
         if changed && from_dns {
-            let list: Vec<String> = addrs.iter().map(|(a, _)| a.to_string()).collect();
+            let list: Vec<String> = addrs.iter().map(|(a, _, _)| a.to_string()).collect();
             tracing::info!(cluster = %self.name, endpoints = ?list, "DNS changed the cluster's endpoints");
         }
         if complete {

@@ -25,25 +25,30 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One entry of a cluster's `endpoints:` list.
 pub(crate) enum Target {
-    /// An address literal.
-    Addr(SocketAddr, Arc<str>),
-    /// A DNS name and port; `authority` is the entry as written.
+    /// An address literal, the entry as written, and its weight.
+    Addr(SocketAddr, Arc<str>, u32),
+    /// A DNS name and port; `authority` is the entry as written. Every address of the name
+    /// gets `weight`.
     Name {
         host: String,
         port: u16,
         authority: Arc<str>,
+        weight: u32,
     },
 }
+
+/// One address to balance over: where to connect, the entry it came from, its weight.
+pub(crate) type WeightedAddr = (SocketAddr, Arc<str>, u32);
 
 impl Target {
     /// Parse `host:port` or an address literal.
     ///
     /// # Errors
     /// A message naming the entry and how to fix it.
-    pub fn parse(cluster: &str, s: &str) -> Result<Target, String> {
+    pub fn parse(cluster: &str, s: &str, weight: u32) -> Result<Target, String> {
         let authority: Arc<str> = s.into();
         if let Ok(addr) = s.parse::<SocketAddr>() {
-            return Ok(Target::Addr(addr, authority));
+            return Ok(Target::Addr(addr, authority, weight));
         }
         let bad = |why: &str| {
             format!("cluster `{cluster}`: endpoint `{s}` {why}; write `host:port`, e.g. `backend.internal:8080` or `10.0.0.1:8080`")
@@ -61,6 +66,7 @@ impl Target {
             host: host.to_string(),
             port,
             authority,
+            weight,
         })
     }
 }
@@ -98,7 +104,7 @@ pub(crate) async fn refresh_loop(
     let mut last: Vec<Option<Vec<SocketAddr>>> = targets
         .iter()
         .map(|t| match t {
-            Target::Addr(a, _) => Some(vec![*a]),
+            Target::Addr(a, _, _) => Some(vec![*a]),
             Target::Name { .. } => None,
         })
         .collect();
@@ -122,13 +128,18 @@ pub(crate) async fn refresh_loop(
             return;
         };
         let resolved = targets.iter().zip(&last).flat_map(|(t, addrs)| {
-            let authority = match t {
-                Target::Addr(_, a) | Target::Name { authority: a, .. } => a,
+            let (authority, weight) = match t {
+                Target::Addr(_, a, w)
+                | Target::Name {
+                    authority: a,
+                    weight: w,
+                    ..
+                } => (a, *w),
             };
             addrs
                 .iter()
                 .flatten()
-                .map(move |a| (*a, Arc::clone(authority)))
+                .map(move |a| (*a, Arc::clone(authority), weight))
         });
         strong.set_addresses(resolved.collect());
         drop(strong);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::lb::Ring;
+use super::lb::{Ring, Weighted};
 
 /// A resolved upstream address. Shared by all workers; its counters are atomics.
 ///
@@ -18,6 +18,8 @@ pub(crate) struct Endpoint {
     pub label: Box<str>,
     /// The `host:port` the user wrote (a DNS name or an address): the Host of health checks.
     pub authority: Arc<str>,
+    /// Relative share of the traffic (1..=128; 1 unless configured).
+    pub weight: u32,
     healthy: AtomicBool,
     /// Exchanges in flight: counted from the pick until the response headers arrive (or the
     /// exchange fails). The response body is not counted: `send` hands it to the caller as is.
@@ -27,11 +29,12 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, authority: Arc<str>) -> Arc<Endpoint> {
+    pub fn new(addr: SocketAddr, authority: Arc<str>, weight: u32) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             addr,
             label: addr.to_string().into_boxed_str(),
             authority,
+            weight: weight.max(1),
             healthy: AtomicBool::new(true),
             active: AtomicU64::new(0),
             hc_streak: AtomicU32::new(0),
@@ -108,6 +111,9 @@ pub(crate) struct EndpointSet {
     pub healthy: Vec<u32>,
     /// The consistent-hash ring over the healthy endpoints (ring_hash clusters only).
     pub ring: Option<Ring>,
+    /// Tables for weighted picks, when the healthy endpoints' weights differ. None keeps the
+    /// equal-weight paths, which need no table.
+    pub weighted: Option<Weighted>,
 }
 
 impl EndpointSet {
@@ -117,7 +123,13 @@ impl EndpointSet {
             .filter(|&i| all[i as usize].is_healthy())
             .collect();
         let ring = with_ring.then(|| Ring::build(&all, &healthy));
-        EndpointSet { all, healthy, ring }
+        let weighted = Weighted::build(&all, &healthy);
+        EndpointSet {
+            all,
+            healthy,
+            ring,
+            weighted,
+        }
     }
 
     /// Whether the derived views still match the endpoints' health flags.
@@ -142,7 +154,7 @@ mod tests {
 
     #[test]
     fn health_flips_only_after_consecutive_results() {
-        let ep = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1)), "x:1".into());
+        let ep = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1)), "x:1".into(), 1);
         assert_eq!(ep.record_check(false, 2, 3), None);
         assert_eq!(ep.record_check(false, 2, 3), None);
         assert_eq!(
@@ -160,7 +172,7 @@ mod tests {
 
     #[test]
     fn active_counts_until_the_guard_drops() {
-        let ep = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1)), "x:1".into());
+        let ep = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1)), "x:1".into(), 1);
         let guard = ep.begin();
         assert_eq!(ep.active(), 1);
         drop(guard);

@@ -10,8 +10,6 @@
 //! not look at must still be seen to be rejected.
 #![allow(deprecated)]
 
-use std::collections::BTreeMap;
-
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, LbPolicy,
 };
@@ -51,9 +49,9 @@ use prost::{Message, Name};
 use super::fields;
 use super::http_filters::{self, FilterSpec};
 use crate::config::model::{
-    ClusterConfig, DirectResponseConfig, HeaderMatchConfig, ListenerConfig, LoadBalancing,
-    PoolConfig, Protocol, RedirectConfig, RetryConfig, RetryOn, RewriteConfig, RouteConfig,
-    RouteMatchConfig, WeightedCluster,
+    ClusterConfig, DirectResponseConfig, EndpointConfig, HeaderMatchConfig, ListenerConfig,
+    LoadBalancing, PoolConfig, Protocol, RedirectConfig, RetryConfig, RetryOn, RewriteConfig,
+    RouteConfig, RouteMatchConfig, WeightedCluster, MAX_ENDPOINT_WEIGHT,
 };
 use crate::config::units::Dur;
 
@@ -783,14 +781,15 @@ pub fn cluster(c: &Cluster) -> Result<MappedCluster, MapError> {
     })
 }
 
-/// The endpoints of a ClusterLoadAssignment that may take traffic, as `host:port`.
+/// The endpoints of a ClusterLoadAssignment that may take traffic, as `host:port` with their
+/// `load_balancing_weight` (see [`endpoint_weights`]).
 ///
 /// # Errors
-/// Localities with priorities, endpoint weights that differ, or unsupported fields.
+/// Localities with priorities, a weight of 0, or unsupported fields.
 pub fn cluster_load_assignment(
     cla: &ClusterLoadAssignment,
     parent: &str,
-) -> Result<Vec<String>, MapError> {
+) -> Result<Vec<EndpointConfig>, MapError> {
     let what = format!("{parent} ClusterLoadAssignment \"{}\"", cla.cluster_name);
     let what = what.as_str();
     let mut rest = cla.clone();
@@ -804,7 +803,7 @@ pub fn cluster_load_assignment(
         "ClusterLoadAssignment",
     )?;
     let mut out = Vec::new();
-    let mut weights = BTreeMap::new();
+    let mut weights = Vec::new();
     for loc in &cla.endpoints {
         let mut lrest = loc.clone();
         lrest.lb_endpoints.clear();
@@ -838,17 +837,50 @@ pub fn cluster_load_assignment(
                 continue;
             }
             let w = e.load_balancing_weight.as_ref().map_or(1, |w| w.value);
-            weights.insert(w, ());
+            if w == 0 {
+                return Err(err(
+                    what,
+                    "lb_endpoint load_balancing_weight must be at least 1",
+                ));
+            }
+            weights.push(w);
             out.push(socket_address(ep.address.as_ref(), what)?);
         }
     }
-    if weights.len() > 1 {
-        return Err(err(
-            what,
-            "endpoints with different load_balancing_weight are not supported yet",
-        ));
+    Ok(out
+        .into_iter()
+        .zip(endpoint_weights(&weights))
+        .map(|(address, weight)| EndpointConfig { address, weight })
+        .collect())
+}
+
+/// Envoy's endpoint weights (1..=u32::MAX, relative) as Sluice's (1..=MAX_ENDPOINT_WEIGHT):
+/// divided by their greatest common divisor, so equal weights become the default and small
+/// ratios stay exact; then, if the largest is still above the maximum, scaled down
+/// proportionally (rounded, at least 1).
+fn endpoint_weights(weights: &[u32]) -> Vec<u32> {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
     }
-    Ok(out)
+    let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w))).max(1);
+    let max = weights.iter().map(|&w| u64::from(w) / g).max().unwrap_or(1);
+    let cap = u64::from(MAX_ENDPOINT_WEIGHT);
+    weights
+        .iter()
+        .map(|&w| {
+            let w = u64::from(w) / g;
+            let scaled = if max <= cap {
+                w
+            } else {
+                ((w * cap + max / 2) / max).max(1)
+            };
+            u32::try_from(scaled).unwrap_or(MAX_ENDPOINT_WEIGHT)
+        })
+        .collect()
 }
 
 #[cfg(test)]

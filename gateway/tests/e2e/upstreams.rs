@@ -131,3 +131,46 @@ clusters:
     let back = (0..20).any(|_| get(&gw, "/").header("x-upstream") == Some("b"));
     assert!(back, "restored endpoint never served again");
 }
+
+#[test]
+fn endpoint_weights_split_traffic() {
+    let heavy = Upstream::start("heavy");
+    let light = Upstream::start("light");
+    let endpoints = format!(
+        r#"[{{ address: "{}", weight: 3 }}, "{}"]"#,
+        heavy.addr, light.addr
+    );
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 2
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - {{ match: {{ path_prefix: "/rr" }}, cluster: rr }}
+      - {{ match: {{ path_prefix: "/random" }}, cluster: random }}
+clusters:
+  - name: rr
+    endpoints: {endpoints}
+    load_balancing: round_robin
+  - name: random
+    endpoints: {endpoints}
+    load_balancing: random
+"#
+    ));
+    let mut before = 0;
+    for path in ["/rr", "/random"] {
+        for _ in 0..400 {
+            assert_eq!(get(&gw, path).status, 200);
+        }
+        let total = heavy.requests.load(Ordering::SeqCst);
+        let got = total - before;
+        before = total;
+        // 300 expected (exactly, for round robin); equal weights would give about 200.
+        assert!((250..=350).contains(&got), "{path}: heavy got {got} of 400");
+    }
+    assert_eq!(
+        heavy.requests.load(Ordering::SeqCst) + light.requests.load(Ordering::SeqCst),
+        800
+    );
+}

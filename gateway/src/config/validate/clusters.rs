@@ -1,10 +1,13 @@
-//! Clusters: names, endpoints, load balancing and hashing, upstream TLS, pools, health checks.
+//! Clusters: names, endpoints and their weights, load balancing and hashing, upstream TLS, pools, health checks.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{header_name_problem, Checker};
 use crate::config::diagnostics::Diagnostic;
-use crate::config::model::{ClusterConfig, HealthCheckConfig, LoadBalancing};
+use crate::config::model::{
+    ClusterConfig, HealthCheckConfig, LoadBalancing, DEFAULT_ENDPOINT_WEIGHT, MAX_ENDPOINT_WEIGHT,
+    MIN_ENDPOINT_WEIGHT,
+};
 
 /// More idle connections than this per endpoint is a typo (each holds a socket and buffers).
 const MAX_POOL_IDLE: u32 = 100_000;
@@ -33,8 +36,24 @@ impl Checker<'_> {
             );
         }
         for (i, e) in c.endpoints.iter().enumerate() {
-            if let Err((problem, fix)) = check_endpoint(e) {
-                self.push(Diagnostic::at(format!("{path}.endpoints[{i}]"), problem).fix(fix));
+            let at = if e.weight == DEFAULT_ENDPOINT_WEIGHT {
+                format!("{path}.endpoints[{i}]")
+            } else {
+                format!("{path}.endpoints[{i}].address")
+            };
+            if let Err((problem, fix)) = check_endpoint(&e.address) {
+                self.push(Diagnostic::at(at, problem).fix(fix));
+            }
+            if !(MIN_ENDPOINT_WEIGHT..=MAX_ENDPOINT_WEIGHT).contains(&e.weight) {
+                self.push(
+                    Diagnostic::at(
+                        format!("{path}.endpoints[{i}].weight"),
+                        format!("endpoint weight {} is out of range", e.weight),
+                    )
+                    .fix(format!(
+                        "use a weight from {MIN_ENDPOINT_WEIGHT} to {MAX_ENDPOINT_WEIGHT} (relative to the other endpoints; the default is {DEFAULT_ENDPOINT_WEIGHT}), or remove the endpoint"
+                    )),
+                );
             }
         }
         let ring = c.load_balancing == LoadBalancing::RingHash;

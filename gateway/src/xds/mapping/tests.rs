@@ -1,6 +1,8 @@
 #![allow(deprecated)]
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::core::v3::SocketAddress;
+use envoy_types::pb::envoy::config::endpoint::v3::{Endpoint, LbEndpoint, LocalityLbEndpoints};
 use envoy_types::pb::envoy::config::route::v3::{QueryParameterMatcher, RouteMatch, VirtualHost};
 use envoy_types::pb::google::protobuf::UInt32Value;
 
@@ -104,4 +106,75 @@ fn eds_cluster_waits_for_its_assignment_and_maps_lb_and_http2() {
     let mut bad = c.clone();
     bad.lb_policy = LbPolicy::Maglev as i32;
     assert!(cluster(&bad).is_err());
+}
+
+fn weighted_assignment(endpoints: &[(u16, Option<u32>, HealthStatus)]) -> ClusterLoadAssignment {
+    let lb_endpoints = endpoints
+        .iter()
+        .map(|&(port, weight, health)| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(AddressKind::SocketAddress(SocketAddress {
+                        address: "10.0.0.1".into(),
+                        port_specifier: Some(PortSpecifier::PortValue(port.into())),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            health_status: health as i32,
+            load_balancing_weight: weight.map(|value| UInt32Value { value }),
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: "svc".into(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn endpoint_weights_map_onto_the_file_model() {
+    use HealthStatus::{Healthy, Unhealthy, Unknown};
+    let got = |eps: &[(u16, Option<u32>, HealthStatus)]| -> Vec<(String, u32)> {
+        cluster_load_assignment(&weighted_assignment(eps), "EDS")
+            .expect("maps")
+            .into_iter()
+            .map(|e| (e.address, e.weight))
+            .collect()
+    };
+    // Different weights are kept (divided by their common divisor); unhealthy ones are left out.
+    assert_eq!(
+        got(&[
+            (1, Some(30), Healthy),
+            (2, Some(10), Unknown),
+            (3, Some(50), Unhealthy)
+        ]),
+        [("10.0.0.1:1".to_string(), 3), ("10.0.0.1:2".to_string(), 1)]
+    );
+    // Equal weights, set or not, are the default weight.
+    assert_eq!(
+        got(&[(1, Some(7), Healthy), (2, Some(7), Healthy)]),
+        [("10.0.0.1:1".to_string(), 1), ("10.0.0.1:2".to_string(), 1)]
+    );
+    assert_eq!(got(&[(1, None, Healthy)]), [("10.0.0.1:1".to_string(), 1)]);
+    // Ratios beyond the file model's range are scaled into it.
+    assert_eq!(
+        got(&[
+            (1, Some(1000), Healthy),
+            (2, Some(1), Healthy),
+            (3, Some(500), Healthy)
+        ]),
+        [
+            ("10.0.0.1:1".to_string(), MAX_ENDPOINT_WEIGHT),
+            ("10.0.0.1:2".to_string(), 1),
+            ("10.0.0.1:3".to_string(), 64)
+        ]
+    );
+    let zero = cluster_load_assignment(&weighted_assignment(&[(1, Some(0), Healthy)]), "EDS");
+    assert!(zero.is_err_and(|e| e.to_string().contains("at least 1")));
 }
