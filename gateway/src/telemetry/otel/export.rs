@@ -16,9 +16,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use tokio::sync::Notify;
+
+use super::record::SpanRecord;
 
 /// Spans waiting for export at most; past this, new spans are dropped.
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -82,7 +84,7 @@ impl Drop for Closer {
 #[derive(Clone)]
 pub struct Exporter {
     // Declared before `_closer`: the channel is closed when the closer wakes the exporter.
-    tx: SyncSender<Span>,
+    tx: SyncSender<SpanRecord>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
     _closer: Arc<Closer>,
@@ -132,7 +134,7 @@ impl Exporter {
     }
 
     /// Queue a finished span; never waits. A full queue drops it (counted).
-    pub fn send(&self, span: Span) {
+    pub fn send(&self, span: SpanRecord) {
         if self.tx.try_send(span).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -196,7 +198,7 @@ async fn run(
     uri: http::Uri,
     protocol: Protocol,
     resource: Resource,
-    rx: Receiver<Span>,
+    rx: Receiver<SpanRecord>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
 ) {
@@ -232,7 +234,12 @@ async fn run(
     }
 }
 
-async fn export(sender: &mut Sender, resource: &Resource, batch: Vec<Span>, stats: &ExportStats) {
+async fn export(
+    sender: &mut Sender,
+    resource: &Resource,
+    batch: Vec<SpanRecord>,
+    stats: &ExportStats,
+) {
     let n = batch.len() as u64;
     let req = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -243,7 +250,7 @@ async fn export(sender: &mut Sender, resource: &Resource, batch: Vec<Span>, stat
                     version: env!("CARGO_PKG_VERSION").into(),
                     ..Default::default()
                 }),
-                spans: batch,
+                spans: batch.into_iter().map(SpanRecord::into_span).collect(),
                 schema_url: String::new(),
             }],
             schema_url: String::new(),
