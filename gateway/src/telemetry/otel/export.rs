@@ -277,14 +277,14 @@ enum Sender {
         Option<TraceServiceClient<tonic::transport::Channel>>,
         http::Uri,
     ),
-    Http(http::Uri),
+    Http(HttpPoster),
 }
 
 impl Sender {
     fn new(uri: http::Uri, protocol: Protocol) -> Self {
         match protocol {
             Protocol::Grpc => Sender::Grpc(None, uri),
-            Protocol::HttpProtobuf => Sender::Http(uri),
+            Protocol::HttpProtobuf => Sender::Http(HttpPoster::new(uri)),
         }
     }
 
@@ -294,34 +294,142 @@ impl Sender {
                 let c = client.get_or_insert_with(|| TraceServiceClient::new(lazy_channel(uri)));
                 c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
             }
-            Sender::Http(uri) => post_protobuf(uri, "/v1/traces", req.encode_to_vec()).await,
+            Sender::Http(poster) => poster.post("/v1/traces", req.encode_to_vec()).await,
         }
     }
 }
 
-/// POST an OTLP/HTTP protobuf body to `path` on the collector at `base` (one connection per
-/// export: exports are rare, at most a few per second).
-pub async fn post_protobuf(base: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), String> {
-    let authority = base.authority().ok_or("endpoint has no host")?.clone();
+type HttpConn = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// POSTs OTLP/HTTP protobuf bodies to one collector over a connection kept open between
+/// exports (at 100 % sampling a busy gateway exports many times a second: a connect, and its
+/// TIME_WAIT, per export showed up on the proxy's core). A connection the collector closed is
+/// replaced before the next export.
+pub struct HttpPoster {
+    base: http::Uri,
+    conn: Option<HttpConn>,
+}
+
+impl HttpPoster {
+    /// A poster for the collector at `base` (connects on first use).
+    pub fn new(base: http::Uri) -> Self {
+        HttpPoster { base, conn: None }
+    }
+
+    /// POST `body` to `path` under the endpoint's own path.
+    ///
+    /// # Errors
+    /// The connection or the request failed, or the collector answered other than 2xx; the
+    /// connection is dropped after a transport error.
+    pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(), String> {
+        let authority = self.base.authority().ok_or("endpoint has no host")?.clone();
+        let kept = match self.conn.take() {
+            Some(mut c) if !c.is_closed() => c.ready().await.is_ok().then_some(c),
+            _ => None,
+        };
+        let mut conn = match kept {
+            Some(c) => c,
+            None => connect(&authority).await?,
+        };
+        let prefix = self.base.path().trim_end_matches('/');
+        let req = http::Request::post(format!("{prefix}{path}"))
+            .header(http::header::HOST, authority.as_str())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        // The body must be read to the end before the connection can carry the next request.
+        let drained = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .is_ok();
+        if drained {
+            self.conn = Some(conn);
+        }
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("collector answered {status}"))
+        }
+    }
+}
+
+async fn connect(authority: &http::uri::Authority) -> Result<HttpConn, String> {
     let port = authority.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((authority.host(), port))
         .await
         .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
     let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+    let (send, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let prefix = base.path().trim_end_matches('/');
-    let req = http::Request::post(format!("{prefix}{path}"))
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("collector answered {}", resp.status()))
+    Ok(send)
+}
+
+/// POST an OTLP/HTTP protobuf body to `path` on the collector at `base` over a connection of
+/// its own (for rare exports, such as metrics pushes).
+///
+/// # Errors
+/// As [`HttpPoster::post`].
+pub async fn post_protobuf(base: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), String> {
+    HttpPoster::new(base.clone()).post(path, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A collector stand-in on loopback that answers 200 to every POST and counts connections.
+    async fn collector() -> (http::Uri, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let posts = Arc::new(AtomicUsize::new(0));
+        let (c, p) = (conns.clone(), posts.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let p = p.clone();
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let p = p.clone();
+                    async move {
+                        let ok = req.uri().path() == "/otlp/v1/traces";
+                        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                        p.fetch_add(1, Ordering::SeqCst);
+                        let status = if ok { 200 } else { 404 };
+                        http::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"")))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
+            }
+        });
+        let uri = format!("http://{addr}/otlp").parse().expect("uri");
+        (uri, conns, posts)
+    }
+
+    #[tokio::test]
+    async fn exports_share_one_connection() {
+        let (uri, conns, posts) = collector().await;
+        let mut poster = HttpPoster::new(uri);
+        for _ in 0..3 {
+            poster
+                .post("/v1/traces", vec![1, 2, 3])
+                .await
+                .expect("export accepted");
+        }
+        assert_eq!(posts.load(Ordering::SeqCst), 3);
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        // An error status keeps the connection usable too.
+        assert!(poster.post("/other", vec![]).await.is_err());
+        poster.post("/v1/traces", vec![]).await.expect("accepted");
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 }
