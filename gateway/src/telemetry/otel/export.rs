@@ -12,14 +12,13 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use tokio::sync::Notify;
 
+use super::encode::BatchEncoder;
 use super::record::SpanRecord;
 
 /// Spans waiting for export at most; past this, new spans are dropped.
@@ -203,6 +202,7 @@ async fn run(
     stats: Arc<ExportStats>,
 ) {
     let mut sender = Sender::new(uri, protocol);
+    let mut encoder = BatchEncoder::new(&resource);
     loop {
         // Woken early by a full batch or the last sender leaving; else every BATCH_DELAY.
         let _ = tokio::time::timeout(BATCH_DELAY, shared.wake.notified()).await;
@@ -222,7 +222,7 @@ async fn run(
             shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             let full = batch.len() == MAX_BATCH;
             if !batch.is_empty() {
-                export(&mut sender, &resource, batch, &stats).await;
+                export(&mut sender, &mut encoder, batch, &stats).await;
             }
             if closed {
                 return;
@@ -236,27 +236,15 @@ async fn run(
 
 async fn export(
     sender: &mut Sender,
-    resource: &Resource,
+    encoder: &mut BatchEncoder,
     batch: Vec<SpanRecord>,
     stats: &ExportStats,
 ) {
     let n = batch.len() as u64;
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "sluice".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans: batch.into_iter().map(SpanRecord::into_span).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
-    match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(req)).await {
+    let body = encoder.encode(&batch);
+    // The records (and the route, cluster and request text they share) are freed here.
+    drop(batch);
+    match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(body)).await {
         Ok(Ok(())) => {
             stats.exported.fetch_add(n, Ordering::Relaxed);
         }
@@ -274,7 +262,7 @@ async fn export(
 /// One export transport.
 enum Sender {
     Grpc(
-        Option<TraceServiceClient<tonic::transport::Channel>>,
+        Option<tonic::client::Grpc<tonic::transport::Channel>>,
         http::Uri,
     ),
     Http(HttpPoster),
@@ -288,14 +276,73 @@ impl Sender {
         }
     }
 
-    async fn export(&mut self, req: ExportTraceServiceRequest) -> Result<(), String> {
+    /// Send an encoded `ExportTraceServiceRequest`.
+    async fn export(&mut self, body: Vec<u8>) -> Result<(), String> {
         match self {
             Sender::Grpc(client, uri) => {
-                let c = client.get_or_insert_with(|| TraceServiceClient::new(lazy_channel(uri)));
-                c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
+                let c = client.get_or_insert_with(|| tonic::client::Grpc::new(lazy_channel(uri)));
+                c.ready().await.map_err(|e| e.to_string())?;
+                let path = http::uri::PathAndQuery::from_static(
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                );
+                c.unary(tonic::Request::new(body), path, RawCodec)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.to_string())
             }
-            Sender::Http(poster) => poster.post("/v1/traces", req.encode_to_vec()).await,
+            Sender::Http(poster) => poster.post("/v1/traces", body).await,
         }
+    }
+}
+
+/// A tonic codec whose requests are already-encoded protobuf bytes; the response
+/// (`ExportTraceServiceResponse`) is decoded with prost.
+struct RawCodec;
+
+struct RawEncoder;
+
+struct ResponseDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod attempts;
 pub mod b3;
 pub mod context;
+pub mod encode;
 pub mod export;
 pub mod metrics_push;
 pub mod prom_to_otlp;

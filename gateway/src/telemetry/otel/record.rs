@@ -79,27 +79,27 @@ pub struct FilterSpan {
     pub outcome: &'static str,
 }
 
-fn kv(key: &'static str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
+/// Where a span's attributes go: OTLP structs, or protobuf bytes directly.
+pub trait AttributeSink {
+    /// A string attribute.
+    fn str(&mut self, key: &'static str, v: &str);
+    /// An integer attribute.
+    fn int(&mut self, key: &'static str, v: i64);
+}
+
+/// `v` in decimal, written at the end of `buf` (no allocation, no `core::fmt`).
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
-}
-
-fn s(key: &'static str, v: impl Into<String>) -> KeyValue {
-    kv(key, any_value::Value::StringValue(v.into()))
-}
-
-fn i(key: &'static str, v: i64) -> KeyValue {
-    kv(key, any_value::Value::IntValue(v))
-}
-
-fn error_status(message: impl Into<String>) -> Option<Status> {
-    Some(Status {
-        message: message.into(),
-        code: StatusCode::Error as i32,
-    })
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("")
 }
 
 fn protocol_version(v: http::Version) -> &'static str {
@@ -112,31 +112,43 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-/// The IP of `addr` as text, without going through `core::fmt` for IPv4 (the common case).
-fn ip_string(addr: &SocketAddr) -> String {
-    match addr {
+/// The IP of `addr` as text into `buf`, without `core::fmt` for IPv4 (the common case).
+fn ip_text<'b>(addr: &SocketAddr, buf: &'b mut [u8; 48]) -> &'b str {
+    let len = match addr {
         SocketAddr::V4(a) => {
-            let mut out = String::with_capacity(15);
+            let mut at = 0;
             for (n, octet) in a.ip().octets().iter().enumerate() {
                 if n > 0 {
-                    out.push('.');
+                    buf[at] = b'.';
+                    at += 1;
                 }
-                push_decimal(&mut out, *octet);
+                let mut d = [0u8; 20];
+                let s = decimal(u64::from(*octet), &mut d);
+                buf[at..at + s.len()].copy_from_slice(s.as_bytes());
+                at += s.len();
             }
-            out
+            at
         }
-        SocketAddr::V6(a) => a.ip().to_string(),
-    }
+        SocketAddr::V6(a) => {
+            use std::io::Write;
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            // 45 bytes is the longest IPv6 text; the buffer holds 48.
+            let _ = write!(cur, "{}", a.ip());
+            usize::try_from(cur.position()).unwrap_or(0)
+        }
+    };
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
-fn push_decimal(out: &mut String, v: u8) {
-    if v >= 100 {
-        out.push(char::from(b'0' + v / 100));
-    }
-    if v >= 10 {
-        out.push(char::from(b'0' + v / 10 % 10));
-    }
-    out.push(char::from(b'0' + v % 10));
+fn addr_attrs(sink: &mut impl AttributeSink, ep: &SocketAddr) {
+    let mut b = [0u8; 48];
+    sink.str("server.address", ip_text(ep, &mut b));
+    sink.int("server.port", i64::from(ep.port()));
+}
+
+fn error_type(sink: &mut impl AttributeSink, code: u16) {
+    let mut d = [0u8; 20];
+    sink.str("error.type", decimal(u64::from(code), &mut d));
 }
 
 impl ServerSpan {
@@ -156,142 +168,162 @@ impl ServerSpan {
         self.has_ua.then(|| self.text.get(ua).unwrap_or(""))
     }
 
-    fn name(&self) -> String {
-        match &self.route {
-            Some(r) => format!("{} {r}", self.method),
-            None => self.method.to_string(),
-        }
-    }
-
-    fn attributes(&self) -> (Vec<KeyValue>, Option<Status>) {
-        let mut attributes = Vec::with_capacity(16);
-        attributes.extend([
-            s("http.request.method", self.method.as_str()),
-            s("url.path", self.path()),
-            s("url.scheme", self.scheme),
-            s("network.protocol.name", "http"),
-            s("network.protocol.version", protocol_version(self.version)),
-            s("server.address", self.host()),
-            i("server.port", i64::from(self.local_port)),
-            s("client.address", ip_string(&self.client)),
-            i("client.port", i64::from(self.client.port())),
-            i("http.response.status_code", i64::from(self.status)),
-        ]);
+    fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'static str> {
+        a.str("http.request.method", self.method.as_str());
+        a.str("url.path", self.path());
+        a.str("url.scheme", self.scheme);
+        a.str("network.protocol.name", "http");
+        a.str("network.protocol.version", protocol_version(self.version));
+        a.str("server.address", self.host());
+        a.int("server.port", i64::from(self.local_port));
+        let mut b = [0u8; 48];
+        a.str("client.address", ip_text(&self.client, &mut b));
+        a.int("client.port", i64::from(self.client.port()));
+        a.int("http.response.status_code", i64::from(self.status));
         if let Some(q) = self.query() {
-            attributes.push(s("url.query", q));
+            a.str("url.query", q);
         }
         if let Some(r) = self.route.as_deref() {
-            attributes.push(s("http.route", r));
+            a.str("http.route", r);
         }
         if let Some(ua) = self.user_agent() {
-            attributes.push(s("user_agent.original", ua));
+            a.str("user_agent.original", ua);
         }
         if let Some(c) = self.cluster.as_deref() {
-            attributes.push(s("sluice.cluster", c));
+            a.str("sluice.cluster", c);
         }
         if let Some(d) = self.details {
-            attributes.push(s("sluice.details", d));
+            a.str("sluice.details", d);
         }
         // Server spans: only 5xx is an error (4xx is the client's).
-        let status = if self.status >= 500 {
-            attributes.push(s("error.type", self.status.to_string()));
-            error_status("")
-        } else {
-            None
-        };
-        (attributes, status)
+        if self.status >= 500 {
+            error_type(a, self.status);
+            return Some("");
+        }
+        None
     }
 }
 
 impl UpstreamSpan {
-    fn attributes(self) -> (Vec<KeyValue>, Option<Status>) {
-        let mut attributes = Vec::with_capacity(7);
-        attributes.extend([
-            s("http.request.method", self.method.as_str()),
-            s("sluice.cluster", &*self.cluster),
-        ]);
+    fn attributes<'s>(&'s self, a: &mut impl AttributeSink) -> Option<&'s str> {
+        a.str("http.request.method", self.method.as_str());
+        a.str("sluice.cluster", &self.cluster);
         let mut status = None;
-        match self.result {
+        match &self.result {
             Ok(code) => {
-                attributes.push(i("http.response.status_code", i64::from(code)));
-                if code >= 400 {
-                    attributes.push(s("error.type", code.to_string()));
-                    status = error_status("");
+                a.int("http.response.status_code", i64::from(*code));
+                if *code >= 400 {
+                    error_type(a, *code);
+                    status = Some("");
                 }
             }
             Err(kind) => {
-                status = error_status(kind.clone());
-                attributes.push(s("error.type", kind));
+                a.str("error.type", kind);
+                status = Some(kind.as_str());
             }
         }
-        if let Some(ep) = self.endpoint {
-            attributes.push(s("server.address", ip_string(&ep)));
-            attributes.push(i("server.port", i64::from(ep.port())));
+        // The endpoint of the last try is the one that answered (or failed last).
+        if let Some(ep) = &self.endpoint {
+            addr_attrs(a, ep);
         }
         if self.resends > 0 {
-            attributes.push(i("http.request.resend_count", self.resends as i64));
+            a.int("http.request.resend_count", self.resends as i64);
         }
-        (attributes, status)
+        status
     }
 }
 
 impl AttemptSpan {
-    fn attributes(self) -> (Vec<KeyValue>, Option<Status>) {
-        let mut attributes = vec![
-            s("server.address", ip_string(&self.endpoint)),
-            i("server.port", i64::from(self.endpoint.port())),
-            i("sluice.attempt", self.number as i64),
-        ];
-        let status = match self.result {
+    fn attributes<'s>(&'s self, a: &mut impl AttributeSink) -> Option<&'s str> {
+        addr_attrs(a, &self.endpoint);
+        a.int("sluice.attempt", self.number as i64);
+        match &self.result {
             Ok(code) => {
-                attributes.push(i("http.response.status_code", i64::from(code)));
-                (code >= 500).then(|| error_status("")).flatten()
+                a.int("http.response.status_code", i64::from(*code));
+                (*code >= 500).then_some("")
             }
             Err(kind) => {
-                let st = error_status(kind.clone());
-                attributes.push(s("error.type", kind));
-                st
+                a.str("error.type", kind);
+                Some(kind.as_str())
             }
-        };
-        (attributes, status)
+        }
     }
 }
 
 impl FilterSpan {
-    fn attributes(&self) -> (Vec<KeyValue>, Option<Status>) {
-        let attributes = vec![
-            s("sluice.filter", &*self.filter),
-            s("sluice.phase", self.phase),
-            s("sluice.outcome", self.outcome),
-        ];
-        let status = (self.outcome == "error")
-            .then(|| error_status("filter failed"))
-            .flatten();
-        (attributes, status)
+    fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'static str> {
+        a.str("sluice.filter", &self.filter);
+        a.str("sluice.phase", self.phase);
+        a.str("sluice.outcome", self.outcome);
+        (self.outcome == "error").then_some("filter failed")
     }
 }
 
 impl SpanRecord {
-    /// The OTLP span this record stands for.
-    pub fn into_span(self) -> Span {
-        let (name, kind, (attributes, status)) = match self.detail {
-            Detail::Server(sv) => (sv.name(), SpanKind::Server, sv.attributes()),
-            Detail::Upstream(up) => (
-                up.method.as_str().to_string(),
-                SpanKind::Client,
-                up.attributes(),
-            ),
-            Detail::Attempt(a) => (
-                format!("attempt {}", a.number),
-                SpanKind::Internal,
-                a.attributes(),
-            ),
-            Detail::Filter(f) => (
-                format!("{} {}", f.filter, f.phase),
-                SpanKind::Internal,
-                f.attributes(),
-            ),
-        };
+    /// The span's name, written into `out` (cleared first).
+    pub fn name_into(&self, out: &mut String) {
+        out.clear();
+        match &self.detail {
+            Detail::Server(sv) => {
+                out.push_str(sv.method.as_str());
+                if let Some(r) = &sv.route {
+                    out.push(' ');
+                    out.push_str(r);
+                }
+            }
+            Detail::Upstream(up) => out.push_str(up.method.as_str()),
+            Detail::Attempt(at) => {
+                let mut d = [0u8; 20];
+                out.push_str("attempt ");
+                out.push_str(decimal(at.number as u64, &mut d));
+            }
+            Detail::Filter(f) => {
+                out.push_str(&f.filter);
+                out.push(' ');
+                out.push_str(f.phase);
+            }
+        }
+    }
+
+    /// The OTLP span kind.
+    pub fn kind(&self) -> SpanKind {
+        match self.detail {
+            Detail::Server(_) => SpanKind::Server,
+            Detail::Upstream(_) => SpanKind::Client,
+            Detail::Attempt(_) | Detail::Filter(_) => SpanKind::Internal,
+        }
+    }
+
+    /// Hand the attributes to `sink`, in a fixed order; the result is the message of an error
+    /// status (`Some("")` for an error without message), none when the span is not an error.
+    pub fn attributes<'s>(&'s self, sink: &mut impl AttributeSink) -> Option<&'s str> {
+        match &self.detail {
+            Detail::Server(sv) => sv.attributes(sink),
+            Detail::Upstream(up) => up.attributes(sink),
+            Detail::Attempt(at) => at.attributes(sink),
+            Detail::Filter(f) => f.attributes(sink),
+        }
+    }
+
+    /// The OTLP span this record stands for, as `opentelemetry-proto` structs.
+    pub fn to_span(&self) -> Span {
+        struct Kvs(Vec<KeyValue>);
+        impl AttributeSink for Kvs {
+            fn str(&mut self, key: &'static str, v: &str) {
+                self.0
+                    .push(kv(key, any_value::Value::StringValue(v.to_string())));
+            }
+            fn int(&mut self, key: &'static str, v: i64) {
+                self.0.push(kv(key, any_value::Value::IntValue(v)));
+            }
+        }
+        let mut kvs = Kvs(Vec::new());
+        let status = self.attributes(&mut kvs).map(|m| Status {
+            message: m.to_string(),
+            code: StatusCode::Error as i32,
+        });
+        let mut name = String::new();
+        self.name_into(&mut name);
         Span {
             trace_id: self.trace_id.to_vec(),
             span_id: self.span_id.to_vec(),
@@ -302,13 +334,21 @@ impl SpanRecord {
             parent_span_id: self.parent_span_id.map_or_else(Vec::new, |p| p.to_vec()),
             flags: self.flags,
             name,
-            kind: kind as i32,
+            kind: self.kind() as i32,
             start_time_unix_nano: self.start_unix_nanos,
             end_time_unix_nano: self.end_unix_nanos,
-            attributes,
+            attributes: kvs.0,
             status,
             ..Default::default()
         }
+    }
+}
+
+fn kv(key: &'static str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
     }
 }
 
@@ -326,10 +366,19 @@ mod tests {
             "1.99.100.9",
         ] {
             let addr: SocketAddr = format!("{ip}:80").parse().expect("address");
-            assert_eq!(ip_string(&addr), ip);
+            assert_eq!(ip_text(&addr, &mut [0; 48]), ip);
         }
-        let v6: SocketAddr = "[::1]:80".parse().expect("address");
-        assert_eq!(ip_string(&v6), "::1");
+        for ip in [
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "2001:db8::1",
+        ] {
+            let addr: SocketAddr = format!("[{ip}]:80").parse().expect("address");
+            let expect = addr.ip().to_string();
+            assert_eq!(ip_text(&addr, &mut [0; 48]), expect);
+        }
+        assert_eq!(decimal(0, &mut [0; 20]), "0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
     }
 
     #[test]
@@ -355,6 +404,18 @@ mod tests {
         assert_eq!(sv.query(), Some("x=1"));
         assert_eq!(sv.host(), "example.com");
         assert_eq!(sv.user_agent(), Some("curl"));
-        assert_eq!(sv.name(), "GET r");
+        let rec = SpanRecord {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            flags: 0x101,
+            trace_state: None,
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            detail: Detail::Server(sv),
+        };
+        let mut name = String::new();
+        rec.name_into(&mut name);
+        assert_eq!(name, "GET r");
     }
 }
