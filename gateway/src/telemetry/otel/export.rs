@@ -12,13 +12,14 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use tokio::sync::Notify;
+
+use super::encode::BatchEncoder;
+use super::record::SpanRecord;
 
 /// Spans waiting for export at most; past this, new spans are dropped.
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -82,7 +83,7 @@ impl Drop for Closer {
 #[derive(Clone)]
 pub struct Exporter {
     // Declared before `_closer`: the channel is closed when the closer wakes the exporter.
-    tx: SyncSender<Span>,
+    tx: SyncSender<SpanRecord>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
     _closer: Arc<Closer>,
@@ -132,7 +133,7 @@ impl Exporter {
     }
 
     /// Queue a finished span; never waits. A full queue drops it (counted).
-    pub fn send(&self, span: Span) {
+    pub fn send(&self, span: SpanRecord) {
         if self.tx.try_send(span).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -196,11 +197,12 @@ async fn run(
     uri: http::Uri,
     protocol: Protocol,
     resource: Resource,
-    rx: Receiver<Span>,
+    rx: Receiver<SpanRecord>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
 ) {
     let mut sender = Sender::new(uri, protocol);
+    let mut encoder = BatchEncoder::new(&resource);
     loop {
         // Woken early by a full batch or the last sender leaving; else every BATCH_DELAY.
         let _ = tokio::time::timeout(BATCH_DELAY, shared.wake.notified()).await;
@@ -220,7 +222,7 @@ async fn run(
             shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             let full = batch.len() == MAX_BATCH;
             if !batch.is_empty() {
-                export(&mut sender, &resource, batch, &stats).await;
+                export(&mut sender, &mut encoder, batch, &stats).await;
             }
             if closed {
                 return;
@@ -232,24 +234,17 @@ async fn run(
     }
 }
 
-async fn export(sender: &mut Sender, resource: &Resource, batch: Vec<Span>, stats: &ExportStats) {
+async fn export(
+    sender: &mut Sender,
+    encoder: &mut BatchEncoder,
+    batch: Vec<SpanRecord>,
+    stats: &ExportStats,
+) {
     let n = batch.len() as u64;
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "sluice".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans: batch,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
-    match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(req)).await {
+    let body = encoder.encode(&batch);
+    // The records (and the route, cluster and request text they share) are freed here.
+    drop(batch);
+    match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(body)).await {
         Ok(Ok(())) => {
             stats.exported.fetch_add(n, Ordering::Relaxed);
         }
@@ -267,54 +262,221 @@ async fn export(sender: &mut Sender, resource: &Resource, batch: Vec<Span>, stat
 /// One export transport.
 enum Sender {
     Grpc(
-        Option<TraceServiceClient<tonic::transport::Channel>>,
+        Option<tonic::client::Grpc<tonic::transport::Channel>>,
         http::Uri,
     ),
-    Http(http::Uri),
+    Http(HttpPoster),
 }
 
 impl Sender {
     fn new(uri: http::Uri, protocol: Protocol) -> Self {
         match protocol {
             Protocol::Grpc => Sender::Grpc(None, uri),
-            Protocol::HttpProtobuf => Sender::Http(uri),
+            Protocol::HttpProtobuf => Sender::Http(HttpPoster::new(uri)),
         }
     }
 
-    async fn export(&mut self, req: ExportTraceServiceRequest) -> Result<(), String> {
+    /// Send an encoded `ExportTraceServiceRequest`.
+    async fn export(&mut self, body: Vec<u8>) -> Result<(), String> {
         match self {
             Sender::Grpc(client, uri) => {
-                let c = client.get_or_insert_with(|| TraceServiceClient::new(lazy_channel(uri)));
-                c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
+                let c = client.get_or_insert_with(|| tonic::client::Grpc::new(lazy_channel(uri)));
+                c.ready().await.map_err(|e| e.to_string())?;
+                let path = http::uri::PathAndQuery::from_static(
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                );
+                c.unary(tonic::Request::new(body), path, RawCodec)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.to_string())
             }
-            Sender::Http(uri) => post_protobuf(uri, "/v1/traces", req.encode_to_vec()).await,
+            Sender::Http(poster) => poster.post("/v1/traces", body).await,
         }
     }
 }
 
-/// POST an OTLP/HTTP protobuf body to `path` on the collector at `base` (one connection per
-/// export: exports are rare, at most a few per second).
-pub async fn post_protobuf(base: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), String> {
-    let authority = base.authority().ok_or("endpoint has no host")?.clone();
+/// A tonic codec whose requests are already-encoded protobuf bytes; the response
+/// (`ExportTraceServiceResponse`) is decoded with prost.
+struct RawCodec;
+
+struct RawEncoder;
+
+struct ResponseDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+type HttpConn = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// POSTs OTLP/HTTP protobuf bodies to one collector over a connection kept open between
+/// exports (at 100 % sampling a busy gateway exports many times a second: a connect, and its
+/// TIME_WAIT, per export showed up on the proxy's core). A connection the collector closed is
+/// replaced before the next export.
+pub struct HttpPoster {
+    base: http::Uri,
+    conn: Option<HttpConn>,
+}
+
+impl HttpPoster {
+    /// A poster for the collector at `base` (connects on first use).
+    pub fn new(base: http::Uri) -> Self {
+        HttpPoster { base, conn: None }
+    }
+
+    /// POST `body` to `path` under the endpoint's own path.
+    ///
+    /// # Errors
+    /// The connection or the request failed, or the collector answered other than 2xx; the
+    /// connection is dropped after a transport error.
+    pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(), String> {
+        let authority = self.base.authority().ok_or("endpoint has no host")?.clone();
+        let kept = match self.conn.take() {
+            Some(mut c) if !c.is_closed() => c.ready().await.is_ok().then_some(c),
+            _ => None,
+        };
+        let mut conn = match kept {
+            Some(c) => c,
+            None => connect(&authority).await?,
+        };
+        let prefix = self.base.path().trim_end_matches('/');
+        let req = http::Request::post(format!("{prefix}{path}"))
+            .header(http::header::HOST, authority.as_str())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        // The body must be read to the end before the connection can carry the next request.
+        let drained = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .is_ok();
+        if drained {
+            self.conn = Some(conn);
+        }
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("collector answered {status}"))
+        }
+    }
+}
+
+async fn connect(authority: &http::uri::Authority) -> Result<HttpConn, String> {
     let port = authority.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((authority.host(), port))
         .await
         .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
     let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+    let (send, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let prefix = base.path().trim_end_matches('/');
-    let req = http::Request::post(format!("{prefix}{path}"))
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("collector answered {}", resp.status()))
+    Ok(send)
+}
+
+/// POST an OTLP/HTTP protobuf body to `path` on the collector at `base` over a connection of
+/// its own (for rare exports, such as metrics pushes).
+///
+/// # Errors
+/// As [`HttpPoster::post`].
+pub async fn post_protobuf(base: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), String> {
+    HttpPoster::new(base.clone()).post(path, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A collector stand-in on loopback that answers 200 to every POST and counts connections.
+    async fn collector() -> (http::Uri, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let posts = Arc::new(AtomicUsize::new(0));
+        let (c, p) = (conns.clone(), posts.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let p = p.clone();
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let p = p.clone();
+                    async move {
+                        let ok = req.uri().path() == "/otlp/v1/traces";
+                        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                        p.fetch_add(1, Ordering::SeqCst);
+                        let status = if ok { 200 } else { 404 };
+                        http::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"")))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
+            }
+        });
+        let uri = format!("http://{addr}/otlp").parse().expect("uri");
+        (uri, conns, posts)
+    }
+
+    #[tokio::test]
+    async fn exports_share_one_connection() {
+        let (uri, conns, posts) = collector().await;
+        let mut poster = HttpPoster::new(uri);
+        for _ in 0..3 {
+            poster
+                .post("/v1/traces", vec![1, 2, 3])
+                .await
+                .expect("export accepted");
+        }
+        assert_eq!(posts.load(Ordering::SeqCst), 3);
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        // An error status keeps the connection usable too.
+        assert!(poster.post("/other", vec![]).await.is_err());
+        poster.post("/v1/traces", vec![]).await.expect("accepted");
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 }

@@ -1,5 +1,5 @@
-//! OpenTelemetry traces: sampling, W3C propagation, spans built as plain OTLP data on the
-//! request path (only for sampled requests) and exported off it by [`export::Exporter`].
+//! OpenTelemetry traces: sampling, W3C propagation, spans recorded as compact
+//! fixed structs on the request path (only for sampled requests) and exported off it by [`export::Exporter`].
 //!
 //! The cost when a request is not sampled is one header lookup and one random number: no span
 //! object exists, nothing is queued.
@@ -7,10 +7,12 @@
 pub mod attempts;
 pub mod b3;
 pub mod context;
+pub mod encode;
 pub mod export;
 pub mod metrics_push;
 pub mod prom_to_otlp;
 pub mod propagation;
+pub mod record;
 pub mod request;
 
 use std::sync::atomic::Ordering;
@@ -90,7 +92,7 @@ impl Tracer {
         Some(Box::new(RequestTrace::new(self.clone(), incoming, headers)))
     }
 
-    fn send(&self, span: opentelemetry_proto::tonic::trace::v1::Span) {
+    fn send(&self, span: record::SpanRecord) {
         self.exporter.send(span);
     }
 }

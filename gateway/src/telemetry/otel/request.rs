@@ -1,16 +1,18 @@
 //! The spans of one sampled request: the server span, the upstream span and, when enabled, one
-//! span per filter phase. Built directly as OTLP `Span` values and queued when they end.
+//! span per filter phase. Recorded as
+//! compact [`SpanRecord`]s when they end; the exporter thread turns them into OTLP spans.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span, Status};
 
 use super::context;
 use super::propagation::Incoming;
+use super::record::{
+    AttemptSpan, Detail, FilterSpan, ServerSpan, SpanRecord, UpstreamSpan as UpstreamRecord,
+};
 use super::Tracer;
 use crate::filter::Exchange;
 
@@ -20,7 +22,8 @@ pub struct RequestTrace {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     parent_span_id: Option<[u8; 8]>,
-    trace_state: String,
+    /// Shared by every span of the request; none (no allocation) when the client sent none.
+    trace_state: Option<Arc<str>>,
     start_unix_nanos: u64,
     start: Instant,
 }
@@ -43,39 +46,6 @@ fn new_span_id() -> [u8; 8] {
     id.to_be_bytes()
 }
 
-fn kv(key: &'static str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn s(key: &'static str, v: impl Into<String>) -> KeyValue {
-    kv(key, any_value::Value::StringValue(v.into()))
-}
-
-fn i(key: &'static str, v: i64) -> KeyValue {
-    kv(key, any_value::Value::IntValue(v))
-}
-
-fn protocol_version(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
-fn error_status(message: impl Into<String>) -> Option<Status> {
-    Some(Status {
-        message: message.into(),
-        code: StatusCode::Error as i32,
-    })
-}
-
 impl RequestTrace {
     pub(super) fn new(
         tracer: Arc<Tracer>,
@@ -90,9 +60,9 @@ impl RequestTrace {
         // tracestate belongs to a traceparent; with a B3 parent it describes another trace.
         let trace_state = match (incoming, headers.get(&context::TRACESTATE)) {
             (Some(i), Some(v)) if i.w3c && i.parent.is_some() => {
-                v.to_str().unwrap_or("").to_string()
+                v.to_str().ok().filter(|s| !s.is_empty()).map(Arc::from)
             }
-            _ => String::new(),
+            _ => None,
         };
         RequestTrace {
             tracer,
@@ -148,77 +118,41 @@ impl RequestTrace {
         &self,
         up: UpstreamSpan,
         method: &http::Method,
-        cluster: &str,
+        cluster: &Arc<str>,
         result: Result<u16, String>,
         tries: Vec<super::attempts::Attempt>,
     ) {
-        let mut attributes = vec![
-            s("http.request.method", method.as_str()),
-            s("sluice.cluster", cluster),
-        ];
-        let mut status = None;
-        match result {
-            Ok(code) => {
-                attributes.push(i("http.response.status_code", i64::from(code)));
-                if code >= 400 {
-                    attributes.push(s("error.type", code.to_string()));
-                    status = error_status("");
-                }
-            }
-            Err(kind) => {
-                status = error_status(kind.clone());
-                attributes.push(s("error.type", kind));
-            }
-        }
-        // The endpoint of the last try is the one that answered (or failed last).
-        if let Some(last) = tries.last() {
-            attributes.push(s("server.address", last.endpoint.ip().to_string()));
-            attributes.push(i("server.port", i64::from(last.endpoint.port())));
-        }
         let resends = tries.len().saturating_sub(1);
-        if resends > 0 {
-            attributes.push(i("http.request.resend_count", resends as i64));
-        }
+        // The endpoint of the last try is the one that answered (or failed last).
+        let endpoint = tries.last().map(|t| t.endpoint);
         self.emit(
-            method.as_str().to_string(),
-            SpanKind::Client,
             up.span_id,
             Some(self.span_id),
             up.start,
             Instant::now(),
-            attributes,
-            status,
+            Detail::Upstream(UpstreamRecord {
+                method: method.clone(),
+                cluster: cluster.clone(),
+                result,
+                endpoint,
+                resends,
+            }),
         );
         // A single try is the upstream span itself: a child span per try only shows retries.
         if resends == 0 {
             return;
         }
         for (n, t) in tries.into_iter().enumerate() {
-            let mut attributes = vec![
-                s("server.address", t.endpoint.ip().to_string()),
-                i("server.port", i64::from(t.endpoint.port())),
-                i("sluice.attempt", n as i64 + 1),
-            ];
-            let status = match t.result {
-                Ok(code) => {
-                    attributes.push(i("http.response.status_code", i64::from(code)));
-                    (code >= 500).then(|| error_status("")).flatten()
-                }
-                Err(kind) => {
-                    let st = error_status(kind.clone());
-                    attributes.push(s("error.type", kind));
-                    st
-                }
-            };
             self.emit(
-                format!("attempt {}", n + 1),
-                SpanKind::Internal,
                 new_span_id(),
                 Some(up.span_id),
                 t.start,
                 t.end,
-                attributes,
-                status,
+                Detail::Attempt(AttemptSpan {
+                    number: n + 1,
+                    endpoint: t.endpoint,
+                    result: t.result,
+                }),
             );
         }
     }
@@ -231,34 +165,22 @@ impl RequestTrace {
         start: Instant,
         outcome: &'static str,
     ) {
-        let attributes = vec![
-            s("sluice.filter", filter),
-            s("sluice.phase", phase),
-            s("sluice.outcome", outcome),
-        ];
-        let status = (outcome == "error")
-            .then(|| error_status("filter failed"))
-            .flatten();
         self.emit(
-            format!("{filter} {phase}"),
-            SpanKind::Internal,
             new_span_id(),
             Some(self.span_id),
             start,
             Instant::now(),
-            attributes,
-            status,
+            Detail::Filter(FilterSpan {
+                filter: Arc::from(filter),
+                phase,
+                outcome,
+            }),
         );
     }
 
     /// End the server span when the exchange finishes.
     pub fn finish(self, e: &Exchange, status: u16, conn_local: SocketAddr) {
         let req = &e.request;
-        let route = e.route.as_deref();
-        let name = match route {
-            Some(r) => format!("{} {r}", req.method),
-            None => req.method.to_string(),
-        };
         let host = req
             .uri
             .host()
@@ -269,69 +191,56 @@ impl RequestTrace {
                     .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
             })
             .unwrap_or("");
-        let mut attributes = vec![
-            s("http.request.method", req.method.as_str()),
-            s("url.path", req.uri.path()),
-            s("url.scheme", e.info.scheme),
-            s("network.protocol.name", "http"),
-            s("network.protocol.version", protocol_version(req.version)),
-            s("server.address", host),
-            i("server.port", i64::from(conn_local.port())),
-            s("client.address", e.info.client_addr.ip().to_string()),
-            i("client.port", i64::from(e.info.client_addr.port())),
-            i("http.response.status_code", i64::from(status)),
-        ];
-        if let Some(q) = req.uri.query() {
-            attributes.push(s("url.query", q));
-        }
-        if let Some(r) = route {
-            attributes.push(s("http.route", r));
-        }
-        if let Some(ua) = req.headers.get(http::header::USER_AGENT).and_then(hv_str) {
-            attributes.push(s("user_agent.original", ua));
-        }
-        if let Some(c) = e.cluster.as_deref() {
-            attributes.push(s("sluice.cluster", c));
-        }
-        if let Some(d) = e.local_details {
-            attributes.push(s("sluice.details", d));
-        }
-        // Server spans: only 5xx is an error (4xx is the client's).
-        let st = if status >= 500 {
-            attributes.push(s("error.type", status.to_string()));
-            error_status("")
-        } else {
-            None
-        };
+        let path = req.uri.path();
+        let query = req.uri.query();
+        let ua = req.headers.get(http::header::USER_AGENT).and_then(hv_str);
+        let q = query.unwrap_or("");
+        let u = ua.unwrap_or("");
+        let mut text = String::with_capacity(path.len() + q.len() + host.len() + u.len());
+        text.push_str(path);
+        let query_at = text.len();
+        text.push_str(q);
+        let host_at = text.len();
+        text.push_str(host);
+        let ua_at = text.len();
+        text.push_str(u);
         self.emit(
-            name,
-            SpanKind::Server,
             self.span_id,
             self.parent_span_id,
             self.start,
             Instant::now(),
-            attributes,
-            st,
+            Detail::Server(ServerSpan {
+                method: req.method.clone(),
+                text,
+                query_at,
+                host_at,
+                ua_at,
+                has_query: query.is_some(),
+                has_ua: ua.is_some(),
+                scheme: e.info.scheme,
+                version: req.version,
+                local_port: conn_local.port(),
+                client: e.info.client_addr,
+                status,
+                route: e.route.clone(),
+                cluster: e.cluster.clone(),
+                details: e.local_details,
+            }),
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
-        name: String,
-        kind: SpanKind,
         span_id: [u8; 8],
         parent: Option<[u8; 8]>,
         start: Instant,
         end: Instant,
-        attributes: Vec<KeyValue>,
-        status: Option<Status>,
+        detail: Detail,
     ) {
-        let span = Span {
-            trace_id: self.trace_id.to_vec(),
-            span_id: span_id.to_vec(),
-            trace_state: self.trace_state.clone(),
-            parent_span_id: parent.map_or_else(Vec::new, |p| p.to_vec()),
+        self.tracer.send(SpanRecord {
+            trace_id: self.trace_id,
+            span_id,
+            parent_span_id: parent,
             // Bit 0x100: whether the parent is remote is known (0x200: it is).
             flags: 1
                 | 0x100
@@ -340,15 +249,11 @@ impl RequestTrace {
                 } else {
                     0
                 },
-            name,
-            kind: kind as i32,
-            start_time_unix_nano: unix_nanos(self.start, self.start_unix_nanos, start),
-            end_time_unix_nano: unix_nanos(self.start, self.start_unix_nanos, end),
-            attributes,
-            status,
-            ..Default::default()
-        };
-        self.tracer.send(span);
+            trace_state: self.trace_state.clone(),
+            start_unix_nanos: unix_nanos(self.start, self.start_unix_nanos, start),
+            end_unix_nanos: unix_nanos(self.start, self.start_unix_nanos, end),
+            detail,
+        });
     }
 }
 
