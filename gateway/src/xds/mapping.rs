@@ -782,7 +782,7 @@ pub fn cluster(c: &Cluster) -> Result<MappedCluster, MapError> {
 }
 
 /// The endpoints of a ClusterLoadAssignment that may take traffic, as `host:port` with their
-/// `load_balancing_weight` (see [`endpoint_weights`]).
+/// `load_balancing_weight` (see `endpoint_weights`).
 ///
 /// # Errors
 /// Localities with priorities, a weight of 0, or unsupported fields.
