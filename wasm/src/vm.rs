@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wasmtime::{Func, Store, Trap, Val};
+use wasmtime::{Func, Store, Trap, TypedFunc, Val};
 
 use crate::abi::{AbiVersion, Action};
 use crate::engine::deadline_ticks;
@@ -90,6 +90,69 @@ struct Export {
     func: Func,
     params: usize,
     results: Vec<Val>,
+    /// The same function with its signature checked once, when it is one of the shapes proxy-wasm
+    /// callbacks have (1 to 5 `i32` parameters, no result or one `i32`): a dynamic
+    /// [`Func::call`] checks every argument's type against the engine's registry on each call.
+    typed: Option<Typed>,
+}
+
+/// A callback export with its signature checked once (see [`Export::typed`]).
+#[derive(Clone)]
+enum Typed {
+    P1(TypedFunc<i32, ()>),
+    P1R(TypedFunc<i32, i32>),
+    P2(TypedFunc<(i32, i32), ()>),
+    P2R(TypedFunc<(i32, i32), i32>),
+    P3(TypedFunc<(i32, i32, i32), ()>),
+    P3R(TypedFunc<(i32, i32, i32), i32>),
+    P4(TypedFunc<(i32, i32, i32, i32), ()>),
+    P4R(TypedFunc<(i32, i32, i32, i32), i32>),
+    P5(TypedFunc<(i32, i32, i32, i32, i32), ()>),
+    P5R(TypedFunc<(i32, i32, i32, i32, i32), i32>),
+}
+
+impl Typed {
+    /// `func` as a typed function, when its signature is one of the callback shapes.
+    fn of(func: &Func, store: &Store<HostState>) -> Option<Typed> {
+        let t = |r: wasmtime::Result<Typed>| r.ok();
+        let ty = func.ty(store);
+        let has_result = match ty.results().len() {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let params = ty.params().len();
+        match (params, has_result) {
+            (1, false) => t(func.typed(store).map(Typed::P1)),
+            (1, true) => t(func.typed(store).map(Typed::P1R)),
+            (2, false) => t(func.typed(store).map(Typed::P2)),
+            (2, true) => t(func.typed(store).map(Typed::P2R)),
+            (3, false) => t(func.typed(store).map(Typed::P3)),
+            (3, true) => t(func.typed(store).map(Typed::P3R)),
+            (4, false) => t(func.typed(store).map(Typed::P4)),
+            (4, true) => t(func.typed(store).map(Typed::P4R)),
+            (5, false) => t(func.typed(store).map(Typed::P5)),
+            (5, true) => t(func.typed(store).map(Typed::P5R)),
+            _ => None,
+        }
+    }
+
+    /// Call with `args` (missing ones are 0); the result, or 0 for a callback without one.
+    fn call(&self, store: &mut Store<HostState>, args: &[i32]) -> wasmtime::Result<i32> {
+        let a = |i: usize| args.get(i).copied().unwrap_or(0);
+        match self {
+            Typed::P1(f) => f.call(store, a(0)).map(|()| 0),
+            Typed::P1R(f) => f.call(store, a(0)),
+            Typed::P2(f) => f.call(store, (a(0), a(1))).map(|()| 0),
+            Typed::P2R(f) => f.call(store, (a(0), a(1))),
+            Typed::P3(f) => f.call(store, (a(0), a(1), a(2))).map(|()| 0),
+            Typed::P3R(f) => f.call(store, (a(0), a(1), a(2))),
+            Typed::P4(f) => f.call(store, (a(0), a(1), a(2), a(3))).map(|()| 0),
+            Typed::P4R(f) => f.call(store, (a(0), a(1), a(2), a(3))),
+            Typed::P5(f) => f.call(store, (a(0), a(1), a(2), a(3), a(4))).map(|()| 0),
+            Typed::P5R(f) => f.call(store, (a(0), a(1), a(2), a(3), a(4))),
+        }
+    }
 }
 
 /// A running plugin VM.
@@ -151,10 +214,12 @@ impl Vm {
                 let ty = func.ty(&store);
                 let params = ty.params().len();
                 let results = ty.results().map(|t| zero_of(&t)).collect();
+                let typed = Typed::of(&func, &store);
                 Export {
                     func,
                     params,
                     results,
+                    typed,
                 }
             });
             exports.push(export);
@@ -233,15 +298,22 @@ impl Vm {
         st.effective_ctx = ctx;
         // Always overwrite: a stale pointer from an earlier call must never be seen.
         st.stream = stream.map(StreamPtr::new);
-        self.args.clear();
-        self.args
-            .extend((0..export.params).map(|i| Val::I32(args.get(i).copied().unwrap_or(0))));
-        self.results.clear();
-        self.results.extend(export.results.iter().cloned());
-        let outcome = func.call(&mut self.store, &self.args, &mut self.results);
+        let outcome = match &export.typed {
+            Some(typed) => typed.call(&mut self.store, args),
+            None => {
+                self.args.clear();
+                self.args.extend(
+                    (0..export.params).map(|i| Val::I32(args.get(i).copied().unwrap_or(0))),
+                );
+                self.results.clear();
+                self.results.extend(export.results.iter().cloned());
+                func.call(&mut self.store, &self.args, &mut self.results)
+                    .map(|()| self.results.first().and_then(Val::i32).unwrap_or(0))
+            }
+        };
         self.store.data_mut().stream = None;
         match outcome {
-            Ok(()) => Ok(self.results.first().and_then(Val::i32).unwrap_or(0)),
+            Ok(r) => Ok(r),
             Err(e) => {
                 let kind = classify(&mut self.store, &e).unwrap_or(FailureKind::Trap);
                 let failure = Failure {
