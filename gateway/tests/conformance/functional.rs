@@ -1216,6 +1216,28 @@ fn pause_forever(gw: &Gateway, p: &str, rec: &mut Recorder) {
     );
 }
 
+/// The two probes both lifecycle plugins report on every response: their clock
+/// (`<prefix>-time-ns`) and the request header map's size against its serialized pairs
+/// (`<prefix>-map-size`).
+fn clock_and_map_size(rec: &mut Recorder, p: &str, r: &Result<Resp, String>, prefix: &str) {
+    rec.check(
+        p,
+        "current time agrees with the runner's clock",
+        &["proxy_get_current_time_nanoseconds"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| clock_agrees(r, &format!("{prefix}-time-ns"))),
+    );
+    rec.check(
+        p,
+        "header map size = size of the serialized pairs",
+        &["proxy_get_header_map_size", "proxy_get_header_map_pairs"],
+        r.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| sizes_match(r, &format!("{prefix}-map-size"))),
+    );
+}
+
 /// `x-<name>: A=B` with A == B > 0 (a host-reported size against the plugin's own count).
 fn sizes_match(r: &Resp, name: &str) -> Result<(), String> {
     let v = r.header(name).unwrap_or("none");
@@ -1279,22 +1301,7 @@ fn lifecycle(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     };
     pause_forever(&gw, p, rec);
     let r = get(&gw, "/lc", &[]);
-    rec.check(
-        p,
-        "current time agrees with the runner's clock",
-        &["proxy_get_current_time_nanoseconds"],
-        r.as_ref()
-            .map_err(Clone::clone)
-            .and_then(|r| clock_agrees(r, "x-lc-time-ns")),
-    );
-    rec.check(
-        p,
-        "header map size = size of the serialized pairs",
-        &["proxy_get_header_map_size", "proxy_get_header_map_pairs"],
-        r.as_ref()
-            .map_err(Clone::clone)
-            .and_then(|r| sizes_match(r, "x-lc-map-size")),
-    );
+    clock_and_map_size(rec, p, &r, "x-lc");
     rec.check(
         p,
         "buffer status of the plugin configuration",
@@ -1403,22 +1410,7 @@ fn abi_010(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             )
         }),
     );
-    rec.check(
-        p,
-        "current time agrees with the runner's clock",
-        &["proxy_get_current_time_nanoseconds"],
-        r.as_ref()
-            .map_err(Clone::clone)
-            .and_then(|r| clock_agrees(r, "x-abi010-time-ns")),
-    );
-    rec.check(
-        p,
-        "header map size = size of the serialized pairs",
-        &["proxy_get_header_map_size", "proxy_get_header_map_pairs"],
-        r.as_ref()
-            .map_err(Clone::clone)
-            .and_then(|r| sizes_match(r, "x-abi010-map-size")),
-    );
+    clock_and_map_size(rec, p, &r, "x-abi010");
     std::thread::sleep(Duration::from_millis(200));
     rec.check(
         p,
