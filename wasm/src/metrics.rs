@@ -135,34 +135,75 @@ pub fn plugin_metrics(plugin: &str) -> Vec<MetricValue> {
         .collect()
 }
 
+/// Names the gateway itself renders under `sluice_plugin_` (its per-plugin figures): a plugin
+/// metric with one of these names is rendered as `sluice_plugin_user_<name>` instead, so that a
+/// plugin can never break the exposition of /metrics.
+const RESERVED: &[&str] = &["failures_total", "phase_seconds", "vms", "vm_memory_bytes"];
+
 /// Prometheus text for every plugin metric: `sluice_plugin_<name>{plugin="..."}`.
+///
+/// One `# TYPE` line per metric family, followed by every plugin's sample: several plugins (or
+/// several uses of one plugin module) commonly define the same metric name. A name defined with
+/// different kinds gets the later kinds' name suffixed (`_gauge`, `_counter`, `_histogram`), and
+/// a name the gateway uses itself is prefixed with `user_`.
 pub fn render_prometheus() -> String {
     let mut out = String::new();
     let Ok(all) = registry().metrics.read() else {
         return out;
     };
+    // family name → (kind, samples), in name order for a stable exposition.
+    let mut families: std::collections::BTreeMap<String, (MetricType, Vec<&Metric>)> =
+        std::collections::BTreeMap::new();
     for m in all.iter() {
-        let name = sanitize(&m.name);
-        let plugin = m.plugin.replace('\\', "\\\\").replace('"', "\\\"");
-        let v = m.value.load(Ordering::Relaxed);
-        match m.kind {
-            MetricType::Counter => {
-                let _ = writeln!(out, "# TYPE sluice_plugin_{name} counter");
-                let _ = writeln!(out, "sluice_plugin_{name}{{plugin=\"{plugin}\"}} {v}");
+        let mut name = sanitize(&m.name);
+        if RESERVED
+            .iter()
+            .any(|r| name == *r || name.strip_prefix(r).is_some_and(|s| s.starts_with('_')))
+        {
+            name = format!("user_{name}");
+        }
+        if let Some((kind, _)) = families.get(&name) {
+            if *kind != m.kind {
+                name = format!("{name}_{}", kind_name(m.kind));
             }
-            MetricType::Gauge => {
-                let _ = writeln!(out, "# TYPE sluice_plugin_{name} gauge");
-                let _ = writeln!(out, "sluice_plugin_{name}{{plugin=\"{plugin}\"}} {v}");
-            }
-            MetricType::Histogram => {
-                let c = m.count.load(Ordering::Relaxed);
-                let _ = writeln!(out, "# TYPE sluice_plugin_{name} summary");
-                let _ = writeln!(out, "sluice_plugin_{name}_sum{{plugin=\"{plugin}\"}} {v}");
-                let _ = writeln!(out, "sluice_plugin_{name}_count{{plugin=\"{plugin}\"}} {c}");
+        }
+        families
+            .entry(name)
+            .or_insert_with(|| (m.kind, Vec::new()))
+            .1
+            .push(m);
+    }
+    for (name, (kind, metrics)) in &families {
+        let prom_type = match kind {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "summary",
+        };
+        let _ = writeln!(out, "# TYPE sluice_plugin_{name} {prom_type}");
+        for m in metrics {
+            let plugin = m.plugin.replace('\\', "\\\\").replace('"', "\\\"");
+            let v = m.value.load(Ordering::Relaxed);
+            match kind {
+                MetricType::Counter | MetricType::Gauge => {
+                    let _ = writeln!(out, "sluice_plugin_{name}{{plugin=\"{plugin}\"}} {v}");
+                }
+                MetricType::Histogram => {
+                    let c = m.count.load(Ordering::Relaxed);
+                    let _ = writeln!(out, "sluice_plugin_{name}_sum{{plugin=\"{plugin}\"}} {v}");
+                    let _ = writeln!(out, "sluice_plugin_{name}_count{{plugin=\"{plugin}\"}} {c}");
+                }
             }
         }
     }
     out
+}
+
+fn kind_name(k: MetricType) -> &'static str {
+    match k {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+    }
 }
 
 fn sanitize(name: &str) -> String {
@@ -175,4 +216,44 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_have_one_type_line_and_never_clash_with_the_gateways_names() {
+        let a = define("t-a", MetricType::Counter, "t_hits");
+        let b = define("t-b", MetricType::Counter, "t_hits");
+        let _ = increment(a, 2);
+        let _ = increment(b, 3);
+        define("t-a", MetricType::Gauge, "vms");
+        define("t-a", MetricType::Counter, "t_mixed");
+        define("t-b", MetricType::Gauge, "t_mixed");
+        let text = render_prometheus();
+        let types = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("# TYPE {family} ")))
+                .count()
+        };
+        assert_eq!(types("sluice_plugin_t_hits"), 1, "{text}");
+        assert!(
+            text.contains("sluice_plugin_t_hits{plugin=\"t-a\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_plugin_t_hits{plugin=\"t-b\"} 3"),
+            "{text}"
+        );
+        assert_eq!(types("sluice_plugin_vms"), 0, "{text}");
+        assert_eq!(types("sluice_plugin_user_vms"), 1, "{text}");
+        assert_eq!(types("sluice_plugin_t_mixed"), 1, "{text}");
+        assert_eq!(types("sluice_plugin_t_mixed_gauge"), 1, "{text}");
+        // Every family's TYPE line comes before its samples, and each family appears once.
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(l.to_string()), "repeated: {l}");
+        }
+    }
 }
