@@ -816,6 +816,17 @@ fn a_key_renamed_before_its_certificate_is_not_a_reported_failure() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(config()["last_error"].is_null(), "{}", config());
+    // A success clears last_error, so the counter is what shows the moment in between was not
+    // reported as a failure.
+    let failures = || {
+        let (_, metrics, _) = curl(&[&gw.admin_url("/metrics")]);
+        metrics
+            .lines()
+            .find(|l| l.starts_with("sluice_config_reload_failures_total"))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(failures(), "0", "{}", gw.log());
     // A key that stays without its certificate is reported, and the last good pair serves.
     let (_crt, key) = m.pki.server("a3", "a3.test", &["a.test"], false);
     std::fs::rename(&key, &m.a.1).expect("mv key");
@@ -826,5 +837,6 @@ fn a_key_renamed_before_its_certificate_is_not_a_reported_failure() {
     }
     let error = config()["last_error"].to_string();
     assert!(error.contains("key"), "{error}");
+    assert_eq!(failures(), "1", "reported once");
     assert!(served_cn().contains("a2.test"));
 }
