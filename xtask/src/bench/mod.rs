@@ -56,7 +56,7 @@ pub struct BenchArgs {
     /// Run only these peers (comma-separated names, e.g. `nginx,haproxy`); the others are noted.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     peers: Option<Vec<String>>,
-    /// Use the existing target/release/sluice instead of building it.
+    /// Use the existing release binary (under `CARGO_TARGET_DIR` or target/) instead of building it.
     #[arg(long)]
     no_build: bool,
     /// Print the generated configs and exit.
@@ -147,7 +147,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .any(|p| matches!(p.kind, PeerKind::Sluice { .. }));
     let sluice = match &args.sluice_bin {
         Some(bin) => bin.clone(),
-        None if args.no_build || !needs_sluice => root.join("target/release/sluice"),
+        None if args.no_build || !needs_sluice => tools::release_binary(&root),
         None => tools::build_sluice(&root)?,
     };
     anyhow::ensure!(

@@ -97,7 +97,17 @@ pub fn build_sluice(root: &Path) -> anyhow::Result<PathBuf> {
         status.success(),
         "cargo build --release -p sluice failed ({status})"
     );
-    Ok(root.join("target/release/sluice"))
+    Ok(release_binary(root))
+}
+
+/// Where `cargo build --release -p sluice` puts the binary: under `CARGO_TARGET_DIR` when it is
+/// set (CI and `.ci/run` keep the target directory outside the clone), else `target/`.
+pub fn release_binary(root: &Path) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(PathBuf::from(dir)),
+        _ => root.join("target"),
+    };
+    target.join("release/sluice")
 }
 
 /// `git describe`-like identification of the tree being measured.
