@@ -7,6 +7,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod h1;
 pub mod listener;
 pub mod plugin_fetch;
 pub mod plugin_test;

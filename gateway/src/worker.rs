@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::proxy::finish::FinishSink;
 use crate::server::Gateway;
 use crate::services::Services;
 use crate::snapshot::Snapshot;
-use crate::upstream::{SendOptions, UpstreamError, UpstreamErrorKind, WorkerPools};
+use crate::upstream::{SendOptions, UpstreamBody, UpstreamError, UpstreamErrorKind, WorkerPools};
 
 /// What a worker owns.
 pub struct WorkerCtx {
@@ -102,6 +101,6 @@ pub async fn dispatch(
         retries: None,
         hash: None,
     };
-    let resp: Response<Incoming> = w.pools.send(&c, req, &opts).await?;
+    let resp: Response<UpstreamBody> = w.pools.send(&c, req, &opts).await?;
     Ok(resp.map(crate::body::boxed))
 }

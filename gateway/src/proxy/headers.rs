@@ -15,6 +15,31 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including any named by `Connection`.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass of cheap name comparisons first: most heads carry at most `Connection`, and a
+    // removal hashes the name and shifts the map, several times per request otherwise.
+    if h.keys().any(|n| is_hop_by_hop(n, keep_upgrade)) {
+        remove_listed(h, keep_upgrade);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether `name` is removed by [`remove_hop_by_hop`] whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+        || (!keep_upgrade
+            && (*name == header::UPGRADE
+                || *name == header::PROXY_AUTHENTICATE
+                || *name == header::PROXY_AUTHORIZATION))
+}
+
+fn remove_listed(h: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(conn) = h.get(header::CONNECTION) {
         if let Ok(list) = conn.to_str() {
             let named: Vec<HeaderName> = list
@@ -38,9 +63,7 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     ] {
         h.remove(name);
     }
-    if keep_upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    if !keep_upgrade {
         h.remove(header::CONNECTION);
         h.remove(header::UPGRADE);
         h.remove(header::PROXY_AUTHENTICATE);
@@ -73,28 +96,32 @@ pub fn client_value(client: IpAddr) -> Option<HeaderValue> {
 
 /// [`set_forwarded`] with the client address already rendered by [`client_value`].
 pub fn set_forwarded_value(h: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
-    // A previous value that is not visible ASCII is replaced, not joined (as before).
-    let prev = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    let joined = prev.map(|prev| {
-        let mut joined = Vec::with_capacity(prev.len() + 2 + client.len());
-        joined.extend_from_slice(prev.as_bytes());
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(client.as_bytes());
-        HeaderValue::from_maybe_shared(Bytes::from(joined))
-    });
-    match joined {
-        None => {
-            h.insert(X_FORWARDED_FOR.clone(), client.clone());
+    // One hash per header (entry), not a lookup and then an insert.
+    match h.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(v) => {
+            v.insert(client.clone());
         }
-        Some(Ok(v)) => {
-            h.insert(X_FORWARDED_FOR.clone(), v);
+        header::Entry::Occupied(mut o) => {
+            // A previous value that is not visible ASCII is replaced, not joined (as before).
+            let joined = match o.get().to_str() {
+                Ok(prev) => {
+                    let mut joined = Vec::with_capacity(prev.len() + 2 + client.len());
+                    joined.extend_from_slice(prev.as_bytes());
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(client.as_bytes());
+                    // Both parts are visible ASCII, so this does not fail; if it did, the header
+                    // would stay as it was.
+                    HeaderValue::from_maybe_shared(Bytes::from(joined)).ok()
+                }
+                Err(_) => Some(client.clone()),
+            };
+            if let Some(v) = joined {
+                o.insert(v);
+            }
         }
-        // Both parts are visible ASCII, so this does not happen; keep the header as it was.
-        Some(Err(_)) => {}
     }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    }
+    h.entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static(scheme));
 }
 
 fn itoa_ip(ip: IpAddr) -> String {
@@ -192,6 +219,25 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn hop_by_hop_fast_path_and_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("h"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, x-a"));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(!h.contains_key("x-a"), "named by Connection");
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        remove_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key(header::UPGRADE));
+        assert!(!h.contains_key(header::CONNECTION));
     }
 
     #[test]

@@ -338,8 +338,7 @@ async fn forward(
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down) = on_upgrade {
-            let up = hyper::upgrade::on(&mut resp);
+        if let (Some(down), Some(up)) = (on_upgrade, resp.body_mut().take_upgraded()) {
             upgrade::splice(down, up);
         }
     }

@@ -16,18 +16,25 @@ pub fn is_upgrade<B>(req: &http::Request<B>) -> bool {
         })
 }
 
-/// Splice the downstream and upstream upgraded streams on the current worker.
-pub fn splice(down: OnUpgrade, up: OnUpgrade) {
+/// Splice the downstream upgraded stream and the upstream connection (and the bytes it sent
+/// after its 101 head) on the current worker.
+pub fn splice(down: OnUpgrade, up: crate::h1::Conn) {
     tokio::task::spawn_local(async move {
-        let (down, up) = match tokio::try_join!(down, up) {
-            Ok(pair) => pair,
+        let down = match down.await {
+            Ok(d) => d,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
                 return;
             }
         };
         let mut down = TokioIo::new(down);
-        let mut up = TokioIo::new(up);
+        let crate::h1::Conn { io: mut up, buf } = up;
+        if !buf.is_empty() {
+            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut down, &buf).await {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+                return;
+            }
+        }
         if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
             tracing::debug!(error = %e, "upgraded connection ended with an error");
         }

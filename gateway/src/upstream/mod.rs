@@ -19,15 +19,16 @@
 //!   (`retry.rs`); a stale keep-alive connection is retried once transparently (`send.rs`).
 //! - "Active requests" count an exchange until its response headers arrive (`endpoint.rs`).
 
+mod body;
 mod cluster;
 mod dns;
 mod endpoint;
 mod health;
 mod lb;
-mod pool;
-mod retry;
+pub(crate) mod pool;
+pub(crate) mod retry;
 mod send;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use crate::config::model::{ClusterConfig, RetryConfig};
 use crate::services::Services;
 
+pub use body::UpstreamBody;
 pub use cluster::Cluster;
 pub use pool::WorkerPools;
 pub use tls::UpstreamTls;

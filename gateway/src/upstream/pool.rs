@@ -4,13 +4,13 @@
 //! never borrowed across an `.await`. Pools are keyed by endpoint address (one map per
 //! protocol), not by cluster, so connections survive a reload that rebuilds the clusters.
 //!
-//! HTTP/1.1: a FIFO of keep-alive connections per endpoint. A connection goes back into the FIFO
-//! as soon as its response headers arrive; hyper makes its `SendRequest` ready again only after
-//! that response's body has been read to the end, so `take` skips connections that are not ready
-//! yet (their response is still streaming) and drops closed or expired ones. FIFO order hands
-//! out the connection returned longest ago, the one most likely to be ready. At most
-//! `max_idle_per_endpoint` connections are kept per endpoint (those still finishing a response
-//! included); a connection that finds the FIFO full closes after its exchange.
+//! HTTP/1.1: a stack of idle keep-alive connections per endpoint ([`crate::h1::Conn`]). A
+//! connection is taken for one exchange and comes back when its response body has been read to
+//! the end ([`Recycle`]), so every pooled connection is ready. The most recently returned one
+//! is handed out first: under load a few connections stay hot, and the ones left over age out
+//! by `idle_timeout`. `take` drops connections the upstream closed meanwhile (seen without a
+//! system call unless the socket became readable). At most `max_idle_per_endpoint`
+//! connections are kept per endpoint; one returned to a full pool is closed.
 //!
 //! HTTP/2: one multiplexed connection per endpoint per worker, replaced when it closes. While it
 //! is being opened, other requests to that endpoint wait for it rather than open their own.
@@ -19,14 +19,14 @@
 //! and by a sweeper task that runs on the worker while the pools exist.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -138,12 +138,12 @@ pub(crate) struct Pools {
 }
 
 struct H1Pool {
-    conns: VecDeque<H1Idle>,
+    conns: Vec<H1Idle>,
     idle_timeout: Duration,
 }
 
 struct H1Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: crate::h1::Conn,
     since: Instant,
 }
 
@@ -192,58 +192,69 @@ impl Drop for ConnectingGuard {
 
 /// A pooled HTTP/1.1 connection taken for one exchange.
 pub(crate) struct TakenH1 {
-    pub sender: http1::SendRequest<ProxyBody>,
-    /// How long it sat in the pool: the longer, the likelier the upstream closed it meanwhile.
-    pub idle_for: Duration,
+    pub conn: crate::h1::Conn,
+}
+
+/// Takes an HTTP/1.1 connection back into its worker's pool when its response body is complete
+/// (held by the body; dropped unused when the connection may not be reused).
+pub(crate) struct Recycle {
+    pools: Weak<Pools>,
+    key: PoolKey,
+    settings: PoolSettings,
+}
+
+impl Recycle {
+    pub(crate) fn recycle(self, conn: crate::h1::Conn) {
+        if let Some(pools) = self.pools.upgrade() {
+            pools.put_h1(self.key, conn, self.settings);
+        }
+    }
 }
 
 impl Pools {
-    /// A ready HTTP/1.1 connection to `addr`, if one is pooled.
+    /// A usable idle HTTP/1.1 connection to `addr`, if one is pooled (newest first).
     pub fn take_h1(&self, addr: PoolKey, now: Instant) -> Option<TakenH1> {
         let mut map = self.h1.borrow_mut();
         let pool = map.get_mut(&addr)?;
-        for _ in 0..pool.conns.len() {
-            let conn = pool.conns.pop_front()?;
-            let idle_for = now.saturating_duration_since(conn.since);
-            if conn.sender.is_closed() || idle_for >= pool.idle_timeout {
-                continue;
+        while let Some(mut idle) = pool.conns.pop() {
+            if now.saturating_duration_since(idle.since) >= pool.idle_timeout {
+                // Older ones sit below: all expired.
+                pool.conns.clear();
+                return None;
             }
-            if conn.sender.is_ready() {
-                return Some(TakenH1 {
-                    sender: conn.sender,
-                    idle_for,
-                });
+            if idle.conn.is_idle_usable() {
+                return Some(TakenH1 { conn: idle.conn });
             }
-            pool.conns.push_back(conn);
         }
         None
     }
 
-    /// Return an HTTP/1.1 connection after its response headers arrived.
-    pub fn put_h1(
-        self: &Rc<Self>,
-        addr: PoolKey,
-        sender: http1::SendRequest<ProxyBody>,
-        settings: PoolSettings,
-    ) {
-        if settings.max_idle == 0 || sender.is_closed() {
+    /// What takes a connection to `addr` back after its exchange.
+    pub(crate) fn recycler(self: &Rc<Self>, addr: PoolKey, settings: PoolSettings) -> Recycle {
+        Recycle {
+            pools: Rc::downgrade(self),
+            key: addr,
+            settings,
+        }
+    }
+
+    /// Return an HTTP/1.1 connection whose exchange is complete.
+    fn put_h1(self: &Rc<Self>, addr: PoolKey, conn: crate::h1::Conn, settings: PoolSettings) {
+        if settings.max_idle == 0 {
             return;
         }
         self.ensure_sweeper();
         let mut map = self.h1.borrow_mut();
         let pool = map.entry(addr).or_insert_with(|| H1Pool {
-            conns: VecDeque::new(),
+            conns: Vec::new(),
             idle_timeout: settings.idle_timeout,
         });
         pool.idle_timeout = settings.idle_timeout;
         if pool.conns.len() >= settings.max_idle {
-            pool.conns.retain(|c| !c.sender.is_closed());
-            if pool.conns.len() >= settings.max_idle {
-                return;
-            }
+            return;
         }
-        pool.conns.push_back(H1Idle {
-            sender,
+        pool.conns.push(H1Idle {
+            conn,
             since: Instant::now(),
         });
     }
@@ -307,8 +318,8 @@ impl Pools {
         let mut shortest = SWEEP_MAX * 2;
         self.h1.borrow_mut().retain(|_, pool| {
             let timeout = pool.idle_timeout;
-            pool.conns.retain(|c| {
-                !c.sender.is_closed() && now.saturating_duration_since(c.since) < timeout
+            pool.conns.retain_mut(|c| {
+                now.saturating_duration_since(c.since) < timeout && c.conn.is_idle_usable()
             });
             shortest = shortest.min(timeout);
             !pool.conns.is_empty()
@@ -411,23 +422,12 @@ fn handshake_error(cluster: &Cluster, ep: &Endpoint, e: hyper::Error) -> Upstrea
     )
 }
 
-/// A new HTTP/1.1 connection to `ep`; its task runs on the worker.
+/// A new HTTP/1.1 connection to `ep` (TCP, then TLS when the cluster has `tls:`).
 pub(crate) async fn connect_h1(
     cluster: &Cluster,
     ep: &Endpoint,
-) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
-    let stream = connect_io(cluster, ep).await?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| handshake_error(cluster, ep, e))?;
-    // `with_upgrades` so a 101 answer hands the connection over for a WebSocket splice.
-    tokio::task::spawn_local(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
-        }
-    });
-    Ok(sender)
+) -> Result<crate::h1::Conn, UpstreamError> {
+    Ok(crate::h1::Conn::new(connect_io(cluster, ep).await?))
 }
 
 /// A new HTTP/2 connection (prior knowledge, h2c) to `ep`; its tasks run on the worker.

@@ -4,21 +4,18 @@
 //! The keep-alive race: an upstream may close an idle keep-alive connection just as we reuse it.
 //! Two cases are resent once on a new connection to the same endpoint, with or without a retry
 //! policy and without counting as a retry:
-//! - hyper hands the request back unsent (the connection was found closed before writing): any
-//!   request, since the upstream never saw it;
+//! - the request never left (the pooled connection failed on the first write, or hyper's HTTP/2
+//!   client handed it back unsent): any request, since the upstream never saw it;
 //! - the request was written but the connection closed or reset before any response byte, and
-//!   the request is idempotent without a body (retry-safe by definition). Resending needs a copy
-//!   of the request head, made before sending only when the pooled connection was idle for at
-//!   least [`STALE_RISK_IDLE`]: a connection reused a moment after its last response is not one
-//!   an upstream idle timeout closes, so the hot path under load copies nothing.
+//!   the request is idempotent without a body (retry-safe by definition). The HTTP/1.1 client
+//!   consumes nothing of such a request before the response arrives, so it comes back whole:
+//!   nothing is copied on the hot path.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{header, Request, Response, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{self, ProxyBody};
@@ -28,12 +25,10 @@ use super::cluster::Cluster;
 use super::endpoint::Endpoint;
 use super::lb::Tried;
 use super::pool::{connect_h1, connect_h2, H2Slot, WorkerPools};
-use super::{retry, SendOptions, UpstreamError, UpstreamErrorKind};
+use super::{retry, SendOptions, UpstreamBody, UpstreamError, UpstreamErrorKind};
+use crate::h1::SendError;
 
-/// A pooled connection idle at least this long may have been closed by its upstream meanwhile.
-const STALE_RISK_IDLE: Duration = Duration::from_millis(500);
-
-type Outcome = Result<Response<Incoming>, UpstreamError>;
+type Outcome = Result<Response<UpstreamBody>, UpstreamError>;
 
 impl WorkerPools {
     /// Send `req` (absolute-form or origin-form URI; Host header already set) to `cluster`,
@@ -50,7 +45,7 @@ impl WorkerPools {
         cluster: &Arc<Cluster>,
         req: Request<ProxyBody>,
         opts: &SendOptions<'_>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // Zero means no route timeout (Envoy's convention); so does one beyond the clock's range.
         let deadline = match Instant::now().checked_add(opts.timeout) {
             Some(deadline) if !opts.timeout.is_zero() => deadline,
@@ -130,38 +125,31 @@ impl WorkerPools {
         ep: &Endpoint,
         mut req: Request<ProxyBody>,
     ) -> Outcome {
-        // Always HTTP/1.1 upstream, whatever the client spoke: keep-alive is what pooling needs.
-        *req.version_mut() = Version::HTTP_11;
-        if let Some(mut taken) = self.inner.take_h1(cluster.pool_key(ep), Instant::now()) {
-            let copy = (taken.idle_for >= STALE_RISK_IDLE && resendable(&req))
-                .then(|| request_head_copy(&req));
-            match taken.sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.inner
-                        .put_h1(cluster.pool_key(ep), taken.sender, cluster.pool);
-                    return Ok(resp);
+        let key = cluster.pool_key(ep);
+        if let Some(taken) = self.inner.take_h1(key, Instant::now()) {
+            let recycle = self.inner.recycler(key, cluster.pool);
+            match taken.conn.send(req, true, recycle).await {
+                Ok(resp) => return Ok(resp.map(UpstreamBody::H1)),
+                Err(SendError::Unsent(unsent, e)) => {
+                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %e,
+                        "pooled connection closed by the upstream; sending on a new connection");
+                    req = unsent;
                 }
-                Err(mut e) => {
-                    req = match (e.take_message(), copy) {
-                        (Some(unsent), _) => unsent,
-                        (None, Some(copy)) if is_stale(e.error()) => copy,
-                        _ => return Err(classify(cluster, ep, e.error())),
-                    };
-                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %e.error(),
+                Err(SendError::Stale(Some(back), e)) if resendable(&back) => {
+                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %e,
                         "pooled connection closed by the upstream; resending on a new connection");
+                    req = back;
                 }
+                Err(e) => return Err(classify_h1(cluster, ep, e)),
             }
         }
-        // Boxed: connecting (TCP, TLS, handshake) is a large future needed only on a pool miss;
-        // inline, it would be moved with every request's future.
-        let mut sender = Box::pin(connect_h1(cluster, ep)).await?;
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                self.inner
-                    .put_h1(cluster.pool_key(ep), sender, cluster.pool);
-                Ok(resp)
-            }
-            Err(e) => Err(classify(cluster, ep, e.error())),
+        // Boxed: connecting (TCP, TLS) is a large future needed only on a pool miss; inline, it
+        // would be moved with every request's future.
+        let conn = Box::pin(connect_h1(cluster, ep)).await?;
+        let recycle = self.inner.recycler(key, cluster.pool);
+        match conn.send(req, false, recycle).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
+            Err(e) => Err(classify_h1(cluster, ep, e)),
         }
     }
 
@@ -178,7 +166,7 @@ impl WorkerPools {
         for _ in 0..2 {
             match self.inner.h2(cluster.pool_key(ep), Instant::now()) {
                 H2Slot::Open(mut sender) => match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp),
+                    Ok(resp) => return Ok(resp.map(UpstreamBody::H2)),
                     Err(mut e) => match e.take_message() {
                         // The connection is going away and never saw the request.
                         Some(unsent) => {
@@ -205,6 +193,7 @@ impl WorkerPools {
         sender
             .try_send_request(req)
             .await
+            .map(|r| r.map(UpstreamBody::H2))
             .map_err(|e| classify(cluster, ep, e.error()))
     }
 }
@@ -231,16 +220,6 @@ fn head_copy(parts: &http::request::Parts) -> Request<ProxyBody> {
     req
 }
 
-fn request_head_copy(src: &Request<ProxyBody>) -> Request<ProxyBody> {
-    let mut req = Request::new(body::empty());
-    *req.method_mut() = src.method().clone();
-    *req.uri_mut() = src.uri().clone();
-    *req.version_mut() = src.version();
-    *req.headers_mut() = src.headers().clone();
-    *req.extensions_mut() = src.extensions().clone();
-    req
-}
-
 /// HTTP/2 needs `:scheme` and `:authority`: complete an origin-form URI from the Host header
 /// (or the endpoint address when there is none); `https` to a TLS cluster.
 fn absolute_uri(req: &mut Request<ProxyBody>, ep: &Endpoint, tls: bool) {
@@ -264,33 +243,6 @@ fn absolute_uri(req: &mut Request<ProxyBody>, ep: &Endpoint, tls: bool) {
     }
 }
 
-/// The connection closed or was reset under a request before any response.
-fn is_stale(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        return true;
-    }
-    io_error(e).is_some_and(|io| {
-        matches!(
-            io.kind(),
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::UnexpectedEof
-        )
-    })
-}
-
-fn io_error(e: &hyper::Error) -> Option<&std::io::Error> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        source = s.source();
-    }
-    None
-}
-
 /// Map a failed exchange to its kind: unparsable answers are `BadResponse`, everything else
 /// (closed, reset, aborted, protocol errors) is `Reset`.
 fn classify(cluster: &Cluster, ep: &Endpoint, e: &hyper::Error) -> UpstreamError {
@@ -306,4 +258,14 @@ fn classify(cluster: &Cluster, ep: &Endpoint, e: &hyper::Error) -> UpstreamError
         None => format!("{}: {e}", ep.label),
     };
     cluster.error(kind, detail)
+}
+
+/// Map a failed HTTP/1.1 exchange to its kind: unparsable answers are `BadResponse`, everything
+/// else (closed, reset, a failed request body) is `Reset`.
+fn classify_h1(cluster: &Cluster, ep: &Endpoint, e: SendError) -> UpstreamError {
+    let kind = match e {
+        SendError::BadResponse(_) => UpstreamErrorKind::BadResponse,
+        _ => UpstreamErrorKind::Reset,
+    };
+    cluster.error(kind, format!("{}: {e}", ep.label))
 }

@@ -1,0 +1,237 @@
+//! Header fields between httparse and `http` types: a parsed head becomes a `HeaderMap` whose
+//! values are slices of the one buffer the head was read into (no copy per value), and a
+//! `HeaderMap` is written back as `name: value` lines.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// The most header fields a head may have (as hyper's default).
+pub const MAX_FIELDS: usize = 100;
+
+/// The length of the head at the front of `buf` (through the empty line that ends it), if it
+/// is complete. Accepts bare LF line ends, as httparse does.
+pub fn head_len(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let at = from + i;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            Some(_) => from = at + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// `value` (a slice of `head`) as a header value sharing `head`'s storage; `None` if it holds a
+/// byte a header value may not (httparse already refuses CR, LF and NUL).
+pub fn value_from(head: &Bytes, value: &[u8]) -> Option<HeaderValue> {
+    if value.is_empty() {
+        return Some(HeaderValue::from_static(""));
+    }
+    HeaderValue::from_maybe_shared(head.slice_ref(value)).ok()
+}
+
+/// Why a head's fields could not become a `HeaderMap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadField;
+
+/// The fields httparse found in `head`, as a `HeaderMap` (values share `head`).
+///
+/// # Errors
+/// A field name or value that `http` refuses.
+pub fn fields_to_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, BadField> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| BadField)?;
+        let value = value_from(head, f.value).ok_or(BadField)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Append every field of `map` as `name: value\r\n`.
+pub fn write_fields(map: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in map {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Whether a comma-separated header value list contains `token` (case-insensitive), in any of
+/// the field's lines.
+pub fn has_token(map: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    map.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Whether the last transfer coding of the `Transfer-Encoding` field(s) is `chunked`.
+pub fn chunked_last(map: &HeaderMap) -> bool {
+    let Some(last) = map
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    else {
+        return false;
+    };
+    last.as_bytes()
+        .rsplit(|b| *b == b',')
+        .next()
+        .is_some_and(|t| trim(t).eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The `Content-Length` of `map`: `Ok(None)` when absent, an error when unparsable or when
+/// several values disagree (RFC 9112 §6.3: the message is invalid).
+pub fn content_length(map: &HeaderMap) -> Result<Option<u64>, BadField> {
+    let mut found = None;
+    for v in map.get_all(http::header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = parse_u64(trim(part)).ok_or(BadField)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(BadField);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
+    let s = &s[start..];
+    let end = s
+        .iter()
+        .rev()
+        .take_while(|b| **b == b' ' || **b == b'\t')
+        .count();
+    &s[..s.len() - end]
+}
+
+/// Append `n` in decimal.
+pub fn write_u64(n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn content_length_rules() {
+        assert_eq!(content_length(&map(&[])), Ok(None));
+        assert_eq!(
+            content_length(&map(&[("content-length", "42")])),
+            Ok(Some(42))
+        );
+        assert_eq!(
+            content_length(&map(&[("content-length", "42, 42")])),
+            Ok(Some(42))
+        );
+        assert_eq!(
+            content_length(&map(&[("content-length", "42"), ("content-length", "43")])),
+            Err(BadField)
+        );
+        assert_eq!(
+            content_length(&map(&[("content-length", "-1")])),
+            Err(BadField)
+        );
+        assert_eq!(
+            content_length(&map(&[("content-length", "+1")])),
+            Err(BadField)
+        );
+        assert_eq!(
+            content_length(&map(&[("content-length", "")])),
+            Err(BadField)
+        );
+        assert_eq!(
+            content_length(&map(&[("content-length", "99999999999999999999")])),
+            Err(BadField)
+        );
+    }
+
+    #[test]
+    fn transfer_coding_and_tokens() {
+        assert!(chunked_last(&map(&[(
+            "transfer-encoding",
+            "gzip, Chunked "
+        )])));
+        assert!(!chunked_last(&map(&[(
+            "transfer-encoding",
+            "chunked, gzip"
+        )])));
+        assert!(chunked_last(&map(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked")
+        ])));
+        assert!(has_token(
+            &map(&[("connection", "keep-alive, Close")]),
+            &http::header::CONNECTION,
+            "close"
+        ));
+        assert!(!has_token(
+            &map(&[("connection", "closed")]),
+            &http::header::CONNECTION,
+            "close"
+        ));
+    }
+
+    #[test]
+    fn head_ends() {
+        assert_eq!(head_len(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), Some(25));
+        assert_eq!(head_len(b"HTTP/1.1 200 OK\nA: b\n\nbody"), Some(22));
+        assert_eq!(head_len(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(head_len(b"HTTP/1.1 200 OK\r\nA: b\r\n\r"), None);
+        assert_eq!(head_len(b""), None);
+    }
+
+    #[test]
+    fn values_share_the_head() {
+        let head = Bytes::from_static(b"x-a: hello\r\n\r\n");
+        let v = value_from(&head, &head[5..10]).unwrap();
+        assert_eq!(v, "hello");
+        let mut out = Vec::new();
+        write_u64(0, &mut out);
+        out.push(b' ');
+        write_u64(1234567890, &mut out);
+        assert_eq!(out, b"0 1234567890");
+    }
+}
