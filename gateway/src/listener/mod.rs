@@ -1,8 +1,10 @@
 //! Listening sockets (one SO_REUSEPORT socket per worker per listener), the accept loop, and
-//! serving a connection with hyper: HTTP/1.1 and h2c by prior knowledge on plain listeners,
-//! TLS first (`tls.rs`) then HTTP/1.1 or h2 per ALPN on TLS listeners.
+//! serving a connection: TLS first on TLS listeners (`tls.rs`), then HTTP/1.1 with Sluice's own
+//! server (`crate::h1`), or HTTP/2 with hyper — by ALPN on TLS, by the client's preface (h2c
+//! with prior knowledge) on plain listeners.
 
 pub mod bind;
+pub mod rewind;
 pub mod tls;
 
 use std::future::Future;
@@ -11,14 +13,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::proxy::{self, ConnState};
+use crate::proxy::{self, ConnState, RequestBody};
 use crate::worker::WorkerCtx;
+
+use self::rewind::Rewind;
+use self::tls::ConnIo;
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Spawns hyper's background tasks (h2 streams) on the worker's LocalSet.
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,7 +71,7 @@ async fn serve(
     name: Arc<str>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let snap = w.snapshot();
     let Some(l) = snap.listener(&name).cloned() else {
@@ -101,46 +109,104 @@ async fn serve(
         conn.tls = tls;
     }
     let conn = Rc::new(conn);
-
-    // Set once the connection drains: HTTP/1 responses then say `Connection: close`, so a
-    // keep-alive client learns it must reconnect from a response instead of racing a close.
-    let closing = Rc::new(std::cell::Cell::new(false));
-    let svc = {
-        let (w, conn, closing) = (w.clone(), conn.clone(), closing.clone());
-        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let http1 = req.version() < http::Version::HTTP_2;
-            let closing = closing.clone();
-            // Boxed once here: hyper keeps the service future in its dispatcher and it is moved
-            // a few times on the way there; a pointer moves cheaply, the request path's
-            // future (kilobytes) does not.
-            let fut = Box::pin(proxy::handle(w.clone(), conn.clone(), req));
-            async move {
-                let mut resp = fut.await;
-                if let (true, true, Ok(r)) = (http1, closing.get(), resp.as_mut()) {
-                    r.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
-                resp
-            }
-        })
-    };
-    let mut builder = auto::Builder::new(LocalExec);
+    let limits = &l.config.limits;
     let header_limit = limits
         .max_request_headers_size
         .bytes()
         .clamp(8192, u32::MAX as u64);
+    let settings = crate::h1::Settings {
+        header_read_timeout: limits.header_read_timeout.get(),
+        idle_timeout: limits.idle_timeout.get(),
+        max_head: header_limit as usize,
+        drain_grace: DRAIN_IDLE_GRACE,
+    };
+    let (http1, http2) = (l.http1, l.http2);
+    drop(l);
+    let alpn = conn.tls.as_ref().and_then(|t| t.alpn.as_deref());
+    let mut first = BytesMut::new();
+    let mut io = io;
+    let h2 = match (http1, http2, alpn) {
+        (_, true, Some("h2")) | (false, true, _) => true,
+        (true, _, Some("http/1.1")) | (true, false, _) => false,
+        // Plain h2c by prior knowledge, or TLS without ALPN: the client's first bytes tell.
+        _ => match sniff_h2(&mut io, &mut first, settings.header_read_timeout).await {
+            Some(h2) => h2,
+            None => return,
+        },
+    };
+    if !h2 {
+        let (w, conn) = (w.clone(), conn.clone());
+        crate::h1::server::serve(io, first, settings, shutdown, move |req, upgrade| {
+            proxy::handle_h1(w.clone(), conn.clone(), req, upgrade)
+        })
+        .await;
+        return;
+    }
+    serve_h2(
+        w,
+        name,
+        peer,
+        Rewind::new(first.freeze(), io),
+        conn,
+        shutdown,
+        &settings,
+        header_limit as u32,
+    )
+    .await;
+}
+
+/// Whether the client speaks HTTP/2 with prior knowledge: read until its first bytes match the
+/// preface or cannot. What was read stays in `buf`. `None`: the client left or said nothing in
+/// time.
+async fn sniff_h2(io: &mut ConnIo, buf: &mut BytesMut, timeout: Duration) -> Option<bool> {
+    let read = async {
+        loop {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            match std::future::poll_fn(|cx| crate::h1::io::poll_read_buf(io, cx, buf)).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.ok().flatten()
+}
+
+/// Serve an HTTP/2 connection with hyper until it ends, drains, or stays idle too long.
+#[allow(clippy::too_many_arguments)]
+async fn serve_h2(
+    w: Rc<WorkerCtx>,
+    name: Arc<str>,
+    peer: std::net::SocketAddr,
+    io: Rewind<ConnIo>,
+    conn: Rc<ConnState>,
+    mut shutdown: watch::Receiver<bool>,
+    settings: &crate::h1::Settings,
+    header_limit: u32,
+) {
+    let svc = {
+        let (w, conn) = (w.clone(), conn.clone());
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            // Boxed once here: hyper keeps the service future in its dispatcher and it is moved
+            // a few times on the way there; a pointer moves cheaply, the request path's
+            // future (kilobytes) does not.
+            Box::pin(proxy::handle(
+                w.clone(),
+                conn.clone(),
+                req.map(RequestBody::H2),
+                None,
+            ))
+        })
+    };
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.get())
-        .max_buf_size(header_limit as usize)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(header_limit as u32)
+        .max_header_list_size(header_limit)
         .max_concurrent_streams(DEFAULT_H2_MAX_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
@@ -148,14 +214,8 @@ async fn serve(
         // they are served, or keeps provoking stream errors, gets a GOAWAY.
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    if !l.http2 {
-        builder = builder.http1_only();
-    } else if !l.http1 {
-        builder = builder.http2_only();
-    }
-    let idle = limits.idle_timeout.get();
-    drop(l);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let idle = settings.idle_timeout;
+    let served = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(served);
     let mut draining = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -169,9 +229,8 @@ async fn serve(
                 break;
             }
             _ = shutdown.changed(), if !draining && drain_deadline.is_none() => {
-                // Busy keep-alive connections close after their next response; idle ones after
-                // a short grace (a request already on its way still gets its answer).
-                closing.set(true);
+                // Streams in flight finish; a short grace lets a request already on its way
+                // in still get its answer.
                 drain_deadline = Some(tokio::time::Instant::now() + DRAIN_IDLE_GRACE);
             }
             _ = sleep_opt(drain_deadline), if !draining && drain_deadline.is_some() => {

@@ -5,6 +5,7 @@ pub mod body_filter;
 pub mod finish;
 pub mod headers;
 pub mod limits;
+pub mod request_body;
 pub mod upgrade;
 
 use std::cell::{Cell, RefCell};
@@ -17,7 +18,6 @@ use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
 use crate::error::{self, ProxyError};
@@ -31,6 +31,8 @@ use crate::worker::WorkerCtx;
 use self::body_filter::FilteredBody;
 use self::finish::{Finish, FinishBody};
 use self::limits::LimitedBody;
+pub use self::request_body::RequestBody;
+use self::upgrade::Downstream;
 
 /// Per-connection state shared by its requests.
 pub struct ConnState {
@@ -80,11 +82,13 @@ impl ConnState {
     }
 }
 
-/// Serve one request. Never fails: every problem becomes a response.
+/// Serve one request. Never fails: every problem becomes a response. `upgrade`: where the
+/// downstream connection goes if the request asks for an upgrade and the upstream agrees.
 pub async fn handle(
     worker: Rc<WorkerCtx>,
     conn: Rc<ConnState>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
+    upgrade: Option<Downstream>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let snap = worker.snapshot();
     // `debug.config_version_header`: name the snapshot this request runs on, whatever answers.
@@ -92,17 +96,38 @@ pub async fn handle(
         let name = http::HeaderName::from_bytes(d.config_version_header.as_ref()?.as_bytes());
         Some((name.ok()?, HeaderValue::from_str(snap.version()).ok()?))
     });
-    let mut resp = serve(worker, conn, req, snap).await;
+    let mut resp = serve(worker, conn, req, upgrade, snap).await;
     if let (Ok(r), Some((name, value))) = (resp.as_mut(), tag) {
         r.headers_mut().insert(name, value);
     }
     resp
 }
 
+/// [`handle`] for a request of Sluice's HTTP/1.1 server.
+pub async fn handle_h1(
+    worker: Rc<WorkerCtx>,
+    conn: Rc<ConnState>,
+    req: Request<crate::h1::ServerBody>,
+    upgrade: Option<crate::h1::OnUpgrade>,
+) -> Response<ProxyBody> {
+    match handle(
+        worker,
+        conn,
+        req.map(RequestBody::H1),
+        upgrade.map(Downstream::H1),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
 async fn serve(
     worker: Rc<WorkerCtx>,
     conn: Rc<ConnState>,
-    mut req: Request<Incoming>,
+    req: Request<RequestBody>,
+    on_upgrade: Option<Downstream>,
     snap: Arc<Snapshot>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     conn.request_started();
@@ -115,11 +140,6 @@ async fn serve(
         tls: conn.tls.clone(),
         start,
         worker: worker.index,
-    };
-    let on_upgrade = if upgrade::is_upgrade(&req) {
-        Some(hyper::upgrade::on(&mut req))
-    } else {
-        None
     };
     let (parts, incoming) = req.into_parts();
     let grpc = error::is_grpc(&parts.headers);
@@ -158,8 +178,8 @@ async fn dispatch(
     listener: Arc<ListenerRuntime>,
     route: Option<Arc<Route>>,
     ex: SharedExchange,
-    incoming: Incoming,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    incoming: RequestBody,
+    on_upgrade: Option<Downstream>,
     grpc: bool,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let chain = Chain {
@@ -232,8 +252,8 @@ async fn forward(
     ex: SharedExchange,
     chain: Chain,
     metrics: crate::telemetry::metrics::RouteMetrics,
-    incoming: Incoming,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    incoming: RequestBody,
+    on_upgrade: Option<Downstream>,
     grpc: bool,
 ) -> Response<ProxyBody> {
     let Some(cluster) = route.action.pick_cluster().cloned() else {
