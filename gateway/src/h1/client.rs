@@ -402,12 +402,18 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
     } else {
         Version::HTTP_11
     };
-    let headers = head::fields_to_map(&head, resp.headers)
+    // Hop-by-hop fields are dropped here: the proxy would remove them anyway, and callouts
+    // never see them (as with Envoy's codec).
+    let (mut headers, scan) = head::fields_to_map(&head, resp.headers, 2, true)
         .map_err(|_| SendError::BadResponse("invalid header field"))?;
-    let (framing, mut keep_alive) = response_framing(status, head_request, &headers)?;
+    if scan.transfer_encoding && (scan.content_length.is_some() || scan.bad_length) {
+        // The chunked framing wins; a length forwarded with it would lie (RFC 9112 §6.3).
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let (framing, mut keep_alive) = response_framing(status, head_request, &scan)?;
     keep_alive &= match version {
-        Version::HTTP_10 => head::has_token(&headers, &header::CONNECTION, "keep-alive"),
-        _ => !head::has_token(&headers, &header::CONNECTION, "close"),
+        Version::HTTP_10 => scan.keep_alive,
+        _ => !scan.close,
     };
     let mut r = Response::new(());
     *r.status_mut() = status;
@@ -426,7 +432,7 @@ const SMALL_FIELDS: usize = 32;
 fn response_framing(
     status: StatusCode,
     head_request: bool,
-    headers: &HeaderMap,
+    scan: &head::Scan,
 ) -> Result<(Framing, bool), SendError> {
     if head_request
         || status.is_informational()
@@ -435,20 +441,22 @@ fn response_framing(
     {
         return Ok((Framing::Length(0), true));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if scan.transfer_encoding {
         // Both framings present is how request smuggling starts: use chunked, never reuse.
-        let reuse = !headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(if head::chunked_last(headers) {
+        let reuse = scan.content_length.is_none() && !scan.bad_length;
+        return Ok(if scan.chunked {
             (Framing::Chunked(chunked::Decoder::new()), reuse)
         } else {
             (Framing::Close, false)
         });
     }
-    match head::content_length(headers) {
-        Ok(Some(n)) => Ok((Framing::Length(n), true)),
-        Ok(None) => Ok((Framing::Close, false)),
-        Err(_) => Err(SendError::BadResponse("invalid content-length")),
+    if scan.bad_length {
+        return Err(SendError::BadResponse("invalid content-length"));
     }
+    Ok(match scan.content_length {
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::Close, false),
+    })
 }
 
 /// Why writing a request stopped.

@@ -37,18 +37,116 @@ pub fn value_from(head: &Bytes, value: &[u8]) -> Option<HeaderValue> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadField;
 
-/// The fields httparse found in `head`, as a `HeaderMap` (values share `head`).
+/// What the fields of a head say about framing and the connection, gathered while the map is
+/// built (no lookups afterwards).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    /// `Content-Length`, when present and valid.
+    pub content_length: Option<u64>,
+    /// A `Content-Length` that does not parse, or several that disagree.
+    pub bad_length: bool,
+    /// `Transfer-Encoding` is present.
+    pub transfer_encoding: bool,
+    /// The last transfer coding is chunked.
+    pub chunked: bool,
+    /// `Connection` tokens.
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade_token: bool,
+    /// `Connection` names other fields (they are hop-by-hop too).
+    pub names_fields: bool,
+    /// An `Upgrade` field.
+    pub upgrade: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// `TE` includes `trailers`.
+    pub te_trailers: bool,
+}
+
+/// The fields httparse found in `head`, as a `HeaderMap` (values share `head`), with room for
+/// `extra` more fields (a proxy adds a few: growing a map rehashes it), and what they say about
+/// framing. With `strip_hop_by_hop`, the connection's own fields (`Connection` unless it names
+/// other fields, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`) are
+/// left out of the map: what they say is in the [`Scan`].
 ///
 /// # Errors
 /// A field name or value that `http` refuses.
-pub fn fields_to_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, BadField> {
-    let mut map = HeaderMap::with_capacity(fields.len());
+pub fn fields_to_map(
+    head: &Bytes,
+    fields: &[httparse::Header<'_>],
+    extra: usize,
+    strip_hop_by_hop: bool,
+) -> Result<(HeaderMap, Scan), BadField> {
+    let mut map = HeaderMap::with_capacity(fields.len() + extra);
+    let mut scan = Scan::default();
     for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| BadField)?;
+        let hop = scan_field(&mut scan, &name, f.value);
+        if strip_hop_by_hop && hop {
+            continue;
+        }
         let value = value_from(head, f.value).ok_or(BadField)?;
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, scan))
+}
+
+/// Note what field `name: value` says; true if it is a hop-by-hop field that may be dropped
+/// (a `Connection` naming other fields is kept, so that they can be removed by name later).
+fn scan_field(scan: &mut Scan, name: &HeaderName, value: &[u8]) -> bool {
+    use http::header;
+    if *name == header::CONTENT_LENGTH {
+        for part in value.split(|b| *b == b',') {
+            match parse_u64(trim(part)) {
+                Some(n) if scan.content_length.is_none_or(|c| c == n) => {
+                    scan.content_length = Some(n)
+                }
+                _ => scan.bad_length = true,
+            }
+        }
+        false
+    } else if *name == header::TRANSFER_ENCODING {
+        scan.transfer_encoding = true;
+        scan.chunked = value
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
+        true
+    } else if *name == header::CONNECTION {
+        let mut other = false;
+        for t in value
+            .split(|b| *b == b',')
+            .map(trim)
+            .filter(|t| !t.is_empty())
+        {
+            if t.eq_ignore_ascii_case(b"close") {
+                scan.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                scan.keep_alive = true;
+            } else if t.eq_ignore_ascii_case(b"upgrade") {
+                scan.upgrade_token = true;
+            } else {
+                other = true;
+            }
+        }
+        scan.names_fields |= other;
+        !other
+    } else if *name == header::UPGRADE {
+        scan.upgrade = true;
+        false
+    } else if *name == header::EXPECT {
+        scan.expect_continue |= trim(value).eq_ignore_ascii_case(b"100-continue");
+        false
+    } else if *name == header::TE {
+        scan.te_trailers |= value
+            .split(|b| *b == b',')
+            .any(|t| trim(t).eq_ignore_ascii_case(b"trailers"));
+        true
+    } else {
+        *name == header::TRAILER
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+    }
 }
 
 /// Append every field of `map` as `name: value\r\n`.

@@ -74,6 +74,9 @@ pub struct Settings {
 /// Header fields parsed without a heap allocation; a head with more is parsed again with room
 /// for [`MAX_FIELDS`].
 const SMALL_FIELDS: usize = 32;
+/// Room left in a request's header map for what the request path adds (x-request-id,
+/// X-Forwarded-For, X-Forwarded-Proto, a trace context, filters' headers).
+const PROXY_FIELDS: usize = 8;
 /// The longest request target accepted (as hyper: longer gets 414).
 const MAX_URI: usize = 65534;
 /// After a response that closes the connection with request bytes still unread, how long and
@@ -335,25 +338,17 @@ fn parse_request(head: &Bytes) -> Result<(http::request::Parts, Reading, Flags),
         Some(1) => Version::HTTP_11,
         _ => return Err(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
     };
-    let headers = head::fields_to_map(head, req.headers).map_err(|_| StatusCode::BAD_REQUEST)?;
-    let reading = request_framing(&headers)?;
+    let (headers, scan) = head::fields_to_map(head, req.headers, PROXY_FIELDS, false)
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    let reading = request_framing(&scan)?;
     let http10 = version == Version::HTTP_10;
-    let keep_alive = if http10 {
-        head::has_token(&headers, &header::CONNECTION, "keep-alive")
-    } else {
-        !head::has_token(&headers, &header::CONNECTION, "close")
-    };
     let flags = Flags {
         method_head: method == Method::HEAD,
         http10,
-        keep_alive,
-        expect_continue: !http10
-            && headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
-        upgrade: headers.contains_key(header::UPGRADE)
-            && head::has_token(&headers, &header::CONNECTION, "upgrade"),
-        te_trailers: head::has_token(&headers, &header::TE, "trailers"),
+        keep_alive: if http10 { scan.keep_alive } else { !scan.close },
+        expect_continue: !http10 && scan.expect_continue,
+        upgrade: scan.upgrade && scan.upgrade_token,
+        te_trailers: scan.te_trailers,
     };
     let mut r = Request::new(());
     *r.method_mut() = method;
@@ -366,18 +361,20 @@ fn parse_request(head: &Bytes) -> Result<(http::request::Parts, Reading, Flags),
 /// RFC 9112 §6.1–6.3 for requests: chunked when `Transfer-Encoding` ends with chunked (any other
 /// transfer coding, or `Content-Length` alongside, is refused), else `Content-Length`, else no
 /// body.
-fn request_framing(headers: &HeaderMap) -> Result<Reading, StatusCode> {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if !head::chunked_last(headers) || headers.contains_key(header::CONTENT_LENGTH) {
+fn request_framing(scan: &head::Scan) -> Result<Reading, StatusCode> {
+    if scan.transfer_encoding {
+        if !scan.chunked || scan.content_length.is_some() || scan.bad_length {
             return Err(StatusCode::BAD_REQUEST);
         }
         return Ok(Reading::Chunked(chunked::Decoder::new()));
     }
-    match head::content_length(headers) {
-        Ok(Some(0)) | Ok(None) => Ok(Reading::Done),
-        Ok(Some(n)) => Ok(Reading::Length(n)),
-        Err(_) => Err(StatusCode::BAD_REQUEST),
+    if scan.bad_length {
+        return Err(StatusCode::BAD_REQUEST);
     }
+    Ok(match scan.content_length {
+        Some(0) | None => Reading::Done,
+        Some(n) => Reading::Length(n),
+    })
 }
 
 /// How a response body is delimited on the wire.

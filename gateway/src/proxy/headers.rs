@@ -40,34 +40,27 @@ fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool) -> bool {
 }
 
 fn remove_listed(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
+    // Only the names present are removed: a removal hashes and shifts the map.
+    let mut present: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_hop_by_hop(n, keep_upgrade))
+        .cloned()
+        .collect();
+    for conn in h.get_all(header::CONNECTION) {
+        let Ok(list) = conn.to_str() else { continue };
+        present.extend(
+            list.split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .collect();
-            for n in named {
-                h.remove(n);
-            }
-        }
+                .filter(|t| {
+                    !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close")
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+        );
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        h.remove(name);
-    }
-    if !keep_upgrade {
-        h.remove(header::CONNECTION);
-        h.remove(header::UPGRADE);
-        h.remove(header::PROXY_AUTHENTICATE);
-        h.remove(header::PROXY_AUTHORIZATION);
+    for n in present {
+        h.remove(n);
     }
 }
 
