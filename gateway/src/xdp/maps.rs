@@ -10,10 +10,12 @@ use aya::maps::{Array, DevMap, HashMap, LpmTrie, Map, MapData, MapError, PerCpuA
 use aya::Ebpf;
 use sluice_xdp_common::{
     self as common, Addr, Counter, Exact, Reason, RedirectAction, RedirectKey, Settings, BANS_MAX,
-    FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT,
+    EXACT_DENY, EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4, FLAG_BANS,
+    FLAG_COARSE_CLOCK, FLAG_REDIRECT,
 };
 
-use super::layout::{check_limits, DenyLayout};
+use super::clock;
+use super::layout::{AllowLayout, Bitmap, DenyLayout};
 use super::rules::{key_addr, DenySet};
 use super::XdpError;
 
@@ -25,10 +27,11 @@ const SWEEP_INTERVAL_NS: u64 = 60_000_000_000;
 pub struct Maps {
     deny_active: Array<MapData, u32>,
     deny_v4: [Array<MapData, u64>; 2],
-    deny_lpm4: [LpmTrie<MapData, [u8; 4], u8>; 2],
     deny_lpm6: [LpmTrie<MapData, Addr, u8>; 2],
     exact: HashMap<MapData, Addr, Exact>,
-    allow: LpmTrie<MapData, Addr, u8>,
+    allow_v4: Array<MapData, u64>,
+    allow_lpm4: LpmTrie<MapData, [u8; 4], u8>,
+    allow_lpm6: LpmTrie<MapData, Addr, u8>,
     settings: Array<MapData, Settings>,
     redirect: Array<MapData, RedirectAction>,
     /// Redirect slots written (and so to clear when their rule goes).
@@ -46,9 +49,9 @@ pub struct Maps {
     bans: StdHashMap<Addr, u64>,
     /// Monotonic time of the last sweep of expired bans.
     last_sweep_ns: u64,
-    /// The allow list as written.
-    allowed: std::collections::BTreeSet<(Addr, u32)>,
-    /// The settings as last written (rates and `FLAG_*` bits).
+    /// The allow list as written, table by table (kept exact write by write).
+    allowed: AllowLayout,
+    /// The settings as last written (rates, `FLAG_*` bits, the rate-set seed).
     current: Settings,
 }
 
@@ -73,16 +76,14 @@ impl Maps {
                 Array::try_from(take(ebpf, common::DENY_V4_0)?).map_err(&e)?,
                 Array::try_from(take(ebpf, common::DENY_V4_1)?).map_err(&e)?,
             ],
-            deny_lpm4: [
-                LpmTrie::try_from(take(ebpf, common::DENY_LPM4_0)?).map_err(&e)?,
-                LpmTrie::try_from(take(ebpf, common::DENY_LPM4_1)?).map_err(&e)?,
-            ],
             deny_lpm6: [
                 LpmTrie::try_from(take(ebpf, common::DENY_LPM6_0)?).map_err(&e)?,
                 LpmTrie::try_from(take(ebpf, common::DENY_LPM6_1)?).map_err(&e)?,
             ],
             exact: HashMap::try_from(take(ebpf, common::EXACT)?).map_err(&e)?,
-            allow: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM)?).map_err(&e)?,
+            allow_v4: Array::try_from(take(ebpf, common::ALLOW_V4)?).map_err(&e)?,
+            allow_lpm4: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM4)?).map_err(&e)?,
+            allow_lpm6: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM6)?).map_err(&e)?,
             settings: Array::try_from(take(ebpf, common::SETTINGS)?).map_err(&e)?,
             redirect: Array::try_from(take(ebpf, common::REDIRECT)?).map_err(&e)?,
             redirect_slots: Default::default(),
@@ -93,8 +94,12 @@ impl Maps {
             entries: [0; 2],
             bans: StdHashMap::new(),
             last_sweep_ns: 0,
-            allowed: Default::default(),
-            current: Settings::default(),
+            allowed: AllowLayout::default(),
+            // A fresh key per load: nobody outside can aim sources at one rate set.
+            current: Settings {
+                seed: rand::random(),
+                ..Settings::default()
+            },
         })
     }
 
@@ -106,9 +111,8 @@ impl Maps {
     /// The set is larger than the tables, or a map write failed; the program keeps reading the
     /// previous set.
     pub fn apply_deny(&mut self, set: &DenySet) -> Result<(), XdpError> {
-        check_limits(set)?;
         let idx = (1 - self.active) as usize;
-        let target = DenyLayout::of(set);
+        let target = DenyLayout::of(set)?;
         let mut held = std::mem::take(&mut self.contents[idx]);
         let written = self.write_buffer(idx, &mut held, &target);
         self.contents[idx] = held;
@@ -132,34 +136,7 @@ impl Maps {
         target: &DenyLayout,
     ) -> Result<(), XdpError> {
         let e = map_err("deny list");
-        let stale: Vec<u32> = held
-            .v4_words
-            .keys()
-            .filter(|w| !target.v4_words.contains_key(w))
-            .copied()
-            .collect();
-        for word in stale {
-            self.deny_v4[idx].set(word, 0, 0).map_err(&e)?;
-            held.v4_words.remove(&word);
-        }
-        for (word, bits) in &target.v4_words {
-            if held.v4_words.get(word) != Some(bits) {
-                self.deny_v4[idx].set(*word, *bits, 0).map_err(&e)?;
-                held.v4_words.insert(*word, *bits);
-            }
-        }
-        let stale: Vec<_> = held.lpm4.difference(&target.lpm4).copied().collect();
-        for (addr, len) in stale {
-            let _ = self.deny_lpm4[idx].remove(&Key::new(len, addr));
-            held.lpm4.remove(&(addr, len));
-        }
-        let fresh: Vec<_> = target.lpm4.difference(&held.lpm4).copied().collect();
-        for (addr, len) in fresh {
-            self.deny_lpm4[idx]
-                .insert(&Key::new(len, addr), 1, 0)
-                .map_err(&e)?;
-            held.lpm4.insert((addr, len));
-        }
+        write_bitmap(&mut self.deny_v4[idx], &mut held.v4_words, &target.v4_words).map_err(&e)?;
         let stale: Vec<_> = held.lpm6.difference(&target.lpm6).copied().collect();
         for (addr, len) in stale {
             let _ = self.deny_lpm6[idx].remove(&Key::new(len, addr));
@@ -172,28 +149,60 @@ impl Maps {
                 .map_err(&e)?;
             held.lpm6.insert((addr, len));
         }
-        let bit = 1u32 << idx;
-        let stale: Vec<Addr> = held.exact.difference(&target.exact).copied().collect();
-        for addr in stale {
-            let entry = self.exact_entry(&addr, self.deny_bits(&addr) & !bit);
-            self.write_exact(&addr, entry).map_err(&e)?;
-            held.exact.remove(&addr);
-        }
-        let fresh: Vec<Addr> = target.exact.difference(&held.exact).copied().collect();
-        for addr in fresh {
-            let entry = self.exact_entry(&addr, self.deny_bits(&addr) | bit);
-            self.write_exact(&addr, entry).map_err(&e)?;
-            held.exact.insert(addr);
+        for kind in [EXACT_DENY, EXACT_PREFIX] {
+            let (have, want) = match kind {
+                EXACT_DENY => (&held.exact, &target.exact),
+                _ => (&held.prefix_hosts, &target.prefix_hosts),
+            };
+            let stale: Vec<Addr> = have.difference(want).copied().collect();
+            let fresh: Vec<Addr> = want.difference(have).copied().collect();
+            for (addrs, present) in [(stale, false), (fresh, true)] {
+                for addr in addrs {
+                    self.set_deny_bit(idx, held, &addr, kind, present)
+                        .map_err(&e)?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// The deny bits `addr` has in the buffers whose contents are in `self.contents` (the one
-    /// being written is taken out while it is written; its bit is supplied by the caller).
+    /// Set or clear `kind` ([`EXACT_DENY`] or [`EXACT_PREFIX`]) for buffer `idx` on `addr`'s
+    /// exact entry, keeping its other bits and its ban; `held` (the buffer's contents, taken out
+    /// of `self.contents` while it is written) is updated once the kernel has the entry.
+    fn set_deny_bit(
+        &mut self,
+        idx: usize,
+        held: &mut DenyLayout,
+        addr: &Addr,
+        kind: u32,
+        present: bool,
+    ) -> Result<(), MapError> {
+        let other = 1 - idx;
+        let mut bits =
+            layout_bits(&self.contents[other], other, addr) | layout_bits(held, idx, addr);
+        if present {
+            bits |= kind << idx;
+        } else {
+            bits &= !(kind << idx);
+        }
+        self.write_exact(addr, self.exact_entry(addr, bits))?;
+        let set = if kind == EXACT_DENY {
+            &mut held.exact
+        } else {
+            &mut held.prefix_hosts
+        };
+        if present {
+            set.insert(*addr);
+        } else {
+            set.remove(addr);
+        }
+        Ok(())
+    }
+
+    /// The deny bits `addr` has in both buffers (outside a deny switch, both are in
+    /// `self.contents`).
     fn deny_bits(&self, addr: &Addr) -> u32 {
-        (0..2)
-            .filter(|i| self.contents[*i].exact.contains(addr))
-            .fold(0, |bits, i| bits | 1 << i)
+        layout_bits(&self.contents[0], 0, addr) | layout_bits(&self.contents[1], 1, addr)
     }
 
     fn exact_entry(&self, addr: &Addr, deny: u32) -> Exact {
@@ -221,7 +230,9 @@ impl Maps {
         self.entries[self.active as usize]
     }
 
-    /// Replace the allow list (small, config-only: applied as a diff).
+    /// Replace the allow list (small, config-only: applied as a diff, table by table). A table
+    /// that becomes empty stops being looked up before its entries go; one that gains its
+    /// first entries is looked up only once they are in.
     ///
     /// # Errors
     /// A map write failed.
@@ -230,48 +241,76 @@ impl Maps {
         allow: std::collections::BTreeSet<(Addr, u32)>,
     ) -> Result<(), XdpError> {
         let e = map_err("allow list");
-        if allow.is_empty() {
-            // Stop the lookups before the entries go, so no packet sees a half-emptied list.
-            self.set_flag(FLAG_ALLOW, false)?;
+        let target = AllowLayout::of(&allow);
+        let mask = FLAG_ALLOW_V4 | FLAG_ALLOW_LPM4 | FLAG_ALLOW_LPM6;
+        let kept = self.allowed.flags() & target.flags();
+        self.set_flags(mask, kept)?;
+        let mut held = std::mem::take(&mut self.allowed);
+        let written = self.write_allow(&mut held, &target);
+        self.allowed = held;
+        written.map_err(&e)?;
+        self.set_flags(mask, target.flags())
+    }
+
+    fn write_allow(
+        &mut self,
+        held: &mut AllowLayout,
+        target: &AllowLayout,
+    ) -> Result<(), MapError> {
+        write_bitmap(&mut self.allow_v4, &mut held.v4_words, &target.v4_words)?;
+        let stale: Vec<_> = held.lpm4.difference(&target.lpm4).copied().collect();
+        for (addr, len) in stale {
+            let _ = self.allow_lpm4.remove(&Key::new(len, addr));
+            held.lpm4.remove(&(addr, len));
         }
-        for (addr, len) in self.allowed.difference(&allow) {
-            let _ = self.allow.remove(&Key::new(*len, *addr));
+        let fresh: Vec<_> = target.lpm4.difference(&held.lpm4).copied().collect();
+        for (addr, len) in fresh {
+            self.allow_lpm4.insert(&Key::new(len, addr), 1, 0)?;
+            held.lpm4.insert((addr, len));
         }
-        for (addr, len) in allow.difference(&self.allowed) {
-            self.allow
-                .insert(&Key::new(*len, *addr), 1, 0)
-                .map_err(&e)?;
+        let stale: Vec<_> = held.lpm6.difference(&target.lpm6).copied().collect();
+        for (addr, len) in stale {
+            let _ = self.allow_lpm6.remove(&Key::new(len, addr));
+            held.lpm6.remove(&(addr, len));
         }
-        if !allow.is_empty() {
-            self.set_flag(FLAG_ALLOW, true)?;
+        let fresh: Vec<_> = target.lpm6.difference(&held.lpm6).copied().collect();
+        for (addr, len) in fresh {
+            self.allow_lpm6.insert(&Key::new(len, addr), 1, 0)?;
+            held.lpm6.insert((addr, len));
         }
-        self.allowed = allow;
         Ok(())
     }
 
-    /// Write the rate-limit settings.
+    /// Write the rate-limit settings, with the clock chosen for them (see `clock`).
     ///
     /// # Errors
     /// The map write failed.
     pub fn apply_settings(&mut self, settings: Settings) -> Result<(), XdpError> {
+        let chosen = clock::choose(settings, clock::coarse_tick_ns());
         let next = Settings {
-            flags: self.current.flags,
-            ..settings
+            flags: (self.current.flags & !FLAG_COARSE_CLOCK) | (chosen.flags & FLAG_COARSE_CLOCK),
+            seed: self.current.seed,
+            ..chosen
         };
         self.write_settings(next)
     }
 
-    fn set_flag(&mut self, flag: u64, on: bool) -> Result<(), XdpError> {
+    /// The settings the program reads.
+    pub fn settings(&self) -> &Settings {
+        &self.current
+    }
+
+    fn set_flags(&mut self, mask: u64, value: u64) -> Result<(), XdpError> {
         let mut next = self.current;
-        if on {
-            next.flags |= flag;
-        } else {
-            next.flags &= !flag;
-        }
+        next.flags = (next.flags & !mask) | (value & mask);
         if next == self.current {
             return Ok(());
         }
         self.write_settings(next)
+    }
+
+    fn set_flag(&mut self, flag: u64, on: bool) -> Result<(), XdpError> {
+        self.set_flags(flag, if on { flag } else { 0 })
     }
 
     fn write_settings(&mut self, next: Settings) -> Result<(), XdpError> {
@@ -414,6 +453,43 @@ impl Maps {
             })
             .collect()
     }
+}
+
+/// The deny bits a buffer's contents give `addr` in an exact entry.
+fn layout_bits(layout: &DenyLayout, idx: usize, addr: &Addr) -> u32 {
+    let mut bits = 0;
+    if layout.exact.contains(addr) {
+        bits |= EXACT_DENY << idx;
+    }
+    if layout.prefix_hosts.contains(addr) {
+        bits |= EXACT_PREFIX << idx;
+    }
+    bits
+}
+
+/// Bring a bitmap map from `held` to `target`, word by word, keeping `held` true after every
+/// write.
+fn write_bitmap(
+    map: &mut Array<MapData, u64>,
+    held: &mut Bitmap,
+    target: &Bitmap,
+) -> Result<(), MapError> {
+    let stale: Vec<u32> = held
+        .keys()
+        .filter(|w| !target.contains_key(w))
+        .copied()
+        .collect();
+    for word in stale {
+        map.set(word, 0, 0)?;
+        held.remove(&word);
+    }
+    for (word, bits) in target {
+        if held.get(word) != Some(bits) {
+            map.set(*word, *bits, 0)?;
+            held.insert(*word, *bits);
+        }
+    }
+    Ok(())
 }
 
 /// A ban as the admin API shows it.
