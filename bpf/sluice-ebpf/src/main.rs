@@ -23,11 +23,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sluice_xdp_common::{
-    redirect_index, words_addr, words_v4, Addr, AddrWords, Counter, Exact, Reason, RedirectAction,
-    Settings, ALLOW_LPM_MAX, DENY_HAS_EXACT, DENY_HAS_LPM6, DENY_HAS_V4, DENY_INDEX, DENY_LPM_MAX,
-    DEVMAP_MAX, EXACT_DENY, EXACT_MAX, EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6,
-    FLAG_ALLOW_V4, FLAG_BANS, FLAG_REDIRECT, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX,
-    REDIRECT_TX, V4_BITMAP_WORDS,
+    addr_hash, exact_filter_bit, redirect_index, words_addr, words_v4, Addr, AddrWords, Counter,
+    Exact, Reason, RedirectAction, Settings, ALLOW_LPM_MAX, DENY_HAS_EXACT, DENY_HAS_LPM6,
+    DENY_HAS_V4, DENY_INDEX, DENY_LPM_MAX, DEVMAP_MAX, EXACT_DENY, EXACT_FILTER_WORDS, EXACT_MAX,
+    EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4, FLAG_BANS, FLAG_REDIRECT,
+    REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX, REDIRECT_TX, V4_BITMAP_WORDS,
 };
 
 use parse::{parse, Packet, Parsed};
@@ -49,6 +49,8 @@ static DENY_LPM6_1: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(DENY_LPM_MAX, 
 /// Keyed by the address's 16 bytes (as words: same bytes, aligned).
 #[map]
 static EXACT: HashMap<AddrWords, Exact> = HashMap::with_max_entries(EXACT_MAX, BPF_F_NO_PREALLOC);
+#[map]
+static EXACT_FILTER: Array<u64> = Array::with_max_entries(EXACT_FILTER_WORDS, 0);
 #[map]
 static ALLOW_V4: Array<u64> = Array::with_max_entries(V4_BITMAP_WORDS, 0);
 #[map]
@@ -129,10 +131,12 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
         coarse: 0,
         precise: 0,
     };
-    if let Some(verdict) = address_rules(&pkt, settings, &mut clock) {
+    // One keyed hash of the source serves the exact-table filter and the rate-limit sets.
+    let h = addr_hash(&settings.seed, &pkt.src);
+    if let Some(verdict) = address_rules(&pkt, h, settings, &mut clock) {
         return verdict;
     }
-    if let Some(reason) = rate::rate_limits(&pkt, settings, &mut clock) {
+    if let Some(reason) = rate::rate_limits(&pkt, h, settings, &mut clock) {
         return (xdp_action::XDP_DROP, reason);
     }
     if !pkt.l4_ok {
@@ -150,7 +154,12 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
 /// Allow, deny and ban: the rules that need only the source address. Tables that userspace
 /// marked empty are not looked up (a hash lookup costs 10-30 ns, a trie walk more).
 #[inline(always)]
-fn address_rules(pkt: &Packet, settings: &Settings, clock: &mut Clock) -> Option<(u32, Reason)> {
+fn address_rules(
+    pkt: &Packet,
+    h: u64,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Option<(u32, Reason)> {
     let flags = settings.flags;
     // The IPv4 address with its octets in memory order, and its /24 number.
     let v4 = words_v4(&pkt.src);
@@ -176,7 +185,10 @@ fn address_rules(pkt: &Packet, settings: &Settings, clock: &mut Clock) -> Option
             return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
         }
     }
-    if deny & DENY_HAS_EXACT != 0 || flags & FLAG_BANS != 0 {
+    // A clear filter bit proves the source is not in the exact table (no hash lookup).
+    if (deny & DENY_HAS_EXACT != 0 || flags & FLAG_BANS != 0)
+        && bitmap_hit(&EXACT_FILTER, exact_filter_bit(h))
+    {
         if let Some(verdict) = exact(pkt, index, clock) {
             return Some(verdict);
         }
@@ -195,7 +207,8 @@ fn address_rules(pkt: &Packet, settings: &Settings, clock: &mut Clock) -> Option
     None
 }
 
-/// Is /24 number `n` set in `bitmap`? An array lookup the verifier inlines.
+/// Is bit `n` set in `bitmap` (for the /24 bitmaps, `n` is the /24 number)? An array lookup the
+/// verifier inlines.
 #[inline(always)]
 fn bitmap_hit(bitmap: &Array<u64>, n: u32) -> bool {
     bitmap

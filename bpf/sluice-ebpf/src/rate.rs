@@ -1,8 +1,9 @@
 //! Per-source token buckets without a helper call: an array of two-slot sets indexed by a keyed
-//! hash of the source ([`rate_set`]), the full address stored in each slot to tell colliding
-//! sources apart. A source not in its set takes the slot refilled least recently and starts
-//! with full buckets, exactly as a source evicted from an LRU map did. The array lookup is
-//! inlined by the verifier; the set is read and written in place.
+//! hash of the source ([`rate_set`] of [`sluice_xdp_common::addr_hash`]), the full address
+//! stored in each slot to tell colliding sources apart. A source not in its set takes the slot
+//! refilled least recently (see `replace_first`) and starts with full buckets, exactly as a
+//! source evicted from an LRU map did. The array lookup is inlined by the verifier; the set is
+//! read and written in place.
 
 use aya_ebpf::{macros::map, maps::Array};
 use sluice_xdp_common::{
@@ -23,12 +24,12 @@ static RATE: Array<RateSet> = Array::with_max_entries(RATE_MAX / 2, 0);
 /// on one slot; the result is a slightly looser limit (or, for two colliding sources on two
 /// CPUs in the same instant, one source briefly seeing the other's bucket), never a fault.
 #[inline(always)]
-pub fn rate_limits(pkt: &Packet, s: &Settings, clock: &mut Clock) -> Option<Reason> {
+pub fn rate_limits(pkt: &Packet, h: u64, s: &Settings, clock: &mut Clock) -> Option<Reason> {
     let syn = pkt.syn && pkt.protocol == IPPROTO_TCP && s.syn_pps != 0;
     if s.rate_pps == 0 && !syn {
         return None;
     }
-    let set = RATE.get_ptr_mut(rate_set(&s.seed, &pkt.src))?;
+    let set = RATE.get_ptr_mut(rate_set(h))?;
     // SAFETY: the pointer comes from a successful array lookup: it points at a RateSet inside
     // the map for the whole run. Other CPUs may write the same set concurrently (see above).
     let [a, b] = unsafe { &mut (*set).slots };
@@ -44,7 +45,7 @@ pub fn rate_limits(pkt: &Packet, s: &Settings, clock: &mut Clock) -> Option<Reas
     } else if b.addr == pkt.src && b.last_used() != 0 {
         b
     } else {
-        let victim = if a.last_used() <= b.last_used() { a } else { b };
+        let victim = if replace_first(a, b) { a } else { b };
         fresh(victim, pkt, s, syn, now);
         return None;
     };
@@ -55,6 +56,18 @@ pub fn rate_limits(pkt: &Packet, s: &Settings, clock: &mut Clock) -> Option<Reas
         return Some(Reason::DropSynRateLimit);
     }
     None
+}
+
+/// Which slot a new source takes: the one refilled least recently; on a tie (one tick of the
+/// coarse clock), the one holding more tokens, whose reset to a full bucket gives away least.
+/// A drained source is never reset in favour of a colliding one seen in the same instant.
+#[inline(always)]
+fn replace_first(a: &RateSlot, b: &RateSlot) -> bool {
+    let (ta, tb) = (a.last_used(), b.last_used());
+    ta < tb
+        || (ta == tb
+            && a.packets.tokens.saturating_add(a.syns.tokens)
+                >= b.packets.tokens.saturating_add(b.syns.tokens))
 }
 
 /// Give `slot` to this packet's source: full buckets, minus this packet's token where a limiter

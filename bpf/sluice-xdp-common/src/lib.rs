@@ -29,6 +29,10 @@ pub const DENY_LPM6_1: &str = "DENY_LPM6_1";
 /// that an IPv4 packet never walks a trie) and banned ones, in one hash (key [`Addr`], value
 /// [`Exact`]), so that a packet pays one lookup for all three.
 pub const EXACT: &str = "EXACT";
+/// One bit per value of [`exact_filter_bit`]: set for every key present in [`EXACT`] (userspace
+/// sets it before inserting a key and clears it only after the last key with that bit is
+/// deleted), so a clear bit proves a miss without the hash lookup (array of u64 words).
+pub const EXACT_FILTER: &str = "EXACT_FILTER";
 /// IPv4 allow prefixes up to /24 as a bitmap of every /24, laid out as [`DENY_V4_0`].
 pub const ALLOW_V4: &str = "ALLOW_V4";
 /// IPv4 allow prefixes /25 to /32 (LPM, key `lpm_trie::Key<[u8; 4]>`, value `u8`).
@@ -65,6 +69,11 @@ pub const V4_BITMAP_WORDS: u32 = 1 << 18;
 pub const DENY_LPM_MAX: u32 = 1 << 18;
 /// Capacity of each allow trie.
 pub const ALLOW_LPM_MAX: u32 = 1 << 14;
+/// log2 of the number of bits in [`EXACT_FILTER`] (2^26 bits = 8 MiB: about 3% of misses still
+/// look the hash up with 2 million keys).
+pub const EXACT_FILTER_BITS: u32 = 26;
+/// Words in [`EXACT_FILTER`].
+pub const EXACT_FILTER_WORDS: u32 = 1 << (EXACT_FILTER_BITS - 6);
 /// log2 of the number of [`RateSet`]s.
 pub const RATE_SET_BITS: u32 = 15;
 /// Number of sources the rate limiters track at once (two slots in each of 2^15 sets).
@@ -138,19 +147,31 @@ pub const fn words_v4(words: &AddrWords) -> u32 {
     u32::from_ne_bytes([b[4], b[5], b[6], b[7]])
 }
 
-/// The [`RATE`] set of a source: multiply-add-shift hashing of the address's four 32-bit words
+/// The keyed hash of a source: multiply-add-shift hashing of the address's four 32-bit words
 /// with the random 64-bit key in [`Settings::seed`] (Thorup's strongly universal family: for
-/// any two distinct addresses chosen without knowing the key, the chance that they share a set
-/// is 2^-[`RATE_SET_BITS`]). Used by the program and by userspace tests alike.
+/// any two distinct addresses chosen without knowing the key, the chance that the top `l` bits
+/// agree is 2^-l). [`rate_set`] and [`exact_filter_bit`] take its top bits. Used by the program
+/// and by userspace alike.
 #[inline(always)]
-pub const fn rate_set(seed: &[u64; 5], src: &AddrWords) -> u32 {
-    let h = seed[0]
+pub const fn addr_hash(seed: &[u64; 5], src: &AddrWords) -> u64 {
+    seed[0]
         .wrapping_mul(src[0] & 0xffff_ffff)
         .wrapping_add(seed[1].wrapping_mul(src[0] >> 32))
         .wrapping_add(seed[2].wrapping_mul(src[1] & 0xffff_ffff))
         .wrapping_add(seed[3].wrapping_mul(src[1] >> 32))
-        .wrapping_add(seed[4]);
+        .wrapping_add(seed[4])
+}
+
+/// The [`RATE`] set of a source with hash `h` ([`addr_hash`]).
+#[inline(always)]
+pub const fn rate_set(h: u64) -> u32 {
     (h >> (64 - RATE_SET_BITS)) as u32
+}
+
+/// The [`EXACT_FILTER`] bit of a source with hash `h` ([`addr_hash`]).
+#[inline(always)]
+pub const fn exact_filter_bit(h: u64) -> u32 {
+    (h >> (64 - EXACT_FILTER_BITS)) as u32
 }
 /// Capacity of the redirect device map.
 pub const DEVMAP_MAX: u32 = 64;

@@ -29,6 +29,11 @@ pub struct Maps {
     deny_v4: [Array<MapData, u64>; 2],
     deny_lpm6: [LpmTrie<MapData, Addr, u8>; 2],
     exact: HashMap<MapData, Addr, Exact>,
+    exact_filter: Array<MapData, u64>,
+    /// Keys in `exact` per filter bit (bits with none are absent), and the filter words as
+    /// written: a bit is set before its first key goes in and cleared after its last key goes.
+    filter_keys: StdHashMap<u32, u32>,
+    filter_words: Vec<u64>,
     allow_v4: Array<MapData, u64>,
     allow_lpm4: LpmTrie<MapData, [u8; 4], u8>,
     allow_lpm6: LpmTrie<MapData, Addr, u8>,
@@ -81,6 +86,9 @@ impl Maps {
                 LpmTrie::try_from(take(ebpf, common::DENY_LPM6_1)?).map_err(&e)?,
             ],
             exact: HashMap::try_from(take(ebpf, common::EXACT)?).map_err(&e)?,
+            exact_filter: Array::try_from(take(ebpf, common::EXACT_FILTER)?).map_err(&e)?,
+            filter_keys: StdHashMap::new(),
+            filter_words: vec![0; common::EXACT_FILTER_WORDS as usize],
             allow_v4: Array::try_from(take(ebpf, common::ALLOW_V4)?).map_err(&e)?,
             allow_lpm4: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM4)?).map_err(&e)?,
             allow_lpm6: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM6)?).map_err(&e)?,
@@ -180,12 +188,13 @@ impl Maps {
         let other = 1 - idx;
         let mut bits =
             layout_bits(&self.contents[other], other, addr) | layout_bits(held, idx, addr);
+        let was = bits != 0 || self.bans.contains_key(addr);
         if present {
             bits |= kind << idx;
         } else {
             bits &= !(kind << idx);
         }
-        self.write_exact(addr, self.exact_entry(addr, bits))?;
+        self.write_exact(addr, was, self.exact_entry(addr, bits))?;
         let set = if kind == EXACT_DENY {
             &mut held.exact
         } else {
@@ -213,16 +222,77 @@ impl Maps {
         }
     }
 
-    /// Store `entry`, or delete the key when the entry says nothing any more.
-    fn write_exact(&mut self, addr: &Addr, entry: Exact) -> Result<(), MapError> {
+    /// Store `entry`, or delete the key when the entry says nothing any more; `was` says
+    /// whether the key is in the map now (from the mirrors, which follow the map write by
+    /// write). The filter bit of a new key is set before the key goes in, and cleared only
+    /// after the last key with that bit is gone, so the filter never misses a key.
+    fn write_exact(&mut self, addr: &Addr, was: bool, entry: Exact) -> Result<(), MapError> {
         if entry.is_empty() {
-            match self.exact.remove(addr) {
-                Err(MapError::KeyNotFound) => Ok(()),
-                other => other,
+            if !was {
+                return Ok(());
             }
+            match self.exact.remove(addr) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+            self.filter_release(addr)
         } else {
-            self.exact.insert(addr, entry, 0)
+            if !was {
+                self.filter_claim(addr)?;
+            }
+            let inserted = self.exact.insert(addr, entry, 0);
+            if inserted.is_err() && !was {
+                // Best effort: a bit left set only costs a hash lookup.
+                let _ = self.filter_release(addr);
+            }
+            inserted
         }
+    }
+
+    fn filter_bit(&self, addr: &Addr) -> u32 {
+        let h = common::addr_hash(&self.current.seed, &common::addr_words(addr));
+        common::exact_filter_bit(h)
+    }
+
+    /// Count one more key on `addr`'s filter bit, setting the bit in the kernel first if it
+    /// was clear.
+    fn filter_claim(&mut self, addr: &Addr) -> Result<(), MapError> {
+        let bit = self.filter_bit(addr);
+        let keys = self.filter_keys.get(&bit).copied().unwrap_or(0);
+        if keys == 0 {
+            let word = (bit >> 6) as usize;
+            let value = self.filter_words[word] | 1 << (bit & 63);
+            self.exact_filter.set(word as u32, value, 0)?;
+            self.filter_words[word] = value;
+        }
+        self.filter_keys.insert(bit, keys + 1);
+        Ok(())
+    }
+
+    /// Count one key less on `addr`'s filter bit (the key is already gone from the map),
+    /// clearing the bit when it was the last.
+    fn filter_release(&mut self, addr: &Addr) -> Result<(), MapError> {
+        let bit = self.filter_bit(addr);
+        match self.filter_keys.get(&bit).copied() {
+            Some(keys) if keys > 1 => {
+                self.filter_keys.insert(bit, keys - 1);
+                Ok(())
+            }
+            Some(_) => {
+                let word = (bit >> 6) as usize;
+                let value = self.filter_words[word] & !(1 << (bit & 63));
+                self.exact_filter.set(word as u32, value, 0)?;
+                self.filter_words[word] = value;
+                self.filter_keys.remove(&bit);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Keys the exact-table filter counts (every key of the map); for tests.
+    pub fn filter_key_count(&self) -> u64 {
+        self.filter_keys.values().map(|n| u64::from(*n)).sum()
     }
 
     /// Entries in the deny set the program currently reads.
@@ -372,12 +442,15 @@ impl Maps {
         if self.bans.len() >= BANS_MAX as usize && !self.bans.contains_key(&addr) {
             return Err(XdpError::BansFull(BANS_MAX));
         }
+        let deny = self.deny_bits(&addr);
         let entry = Exact {
             ban_expiry_ns: expiry_ns.max(1),
-            deny: self.deny_bits(&addr),
+            deny,
             pad: 0,
         };
-        self.exact.insert(addr, entry, 0).map_err(map_err("bans"))?;
+        let was = deny != 0 || self.bans.contains_key(&addr);
+        self.write_exact(&addr, was, entry)
+            .map_err(map_err("bans"))?;
         self.bans.insert(addr, entry.ban_expiry_ns);
         // Never cleared: a stale flag costs one lookup, a missing one would lose a ban.
         self.set_flag(FLAG_BANS, true)
@@ -407,7 +480,7 @@ impl Maps {
             deny: self.deny_bits(addr),
             pad: 0,
         };
-        match self.write_exact(addr, entry) {
+        match self.write_exact(addr, true, entry) {
             Ok(()) => {
                 self.bans.remove(addr);
                 true

@@ -242,10 +242,10 @@ impl Xdp {
     pub fn rate_set_of(&self, addr: IpAddr) -> Option<u32> {
         self.with(|inner| {
             let seed = inner.maps.settings().seed;
-            Ok(sluice_xdp_common::rate_set(
-                &seed,
-                &sluice_xdp_common::addr_words(&addr_key(addr)),
-            ))
+            let words = sluice_xdp_common::addr_words(&addr_key(addr));
+            Ok(sluice_xdp_common::rate_set(sluice_xdp_common::addr_hash(
+                &seed, &words,
+            )))
         })
         .ok()
     }
@@ -257,6 +257,13 @@ impl Xdp {
             Ok(inner.maps.settings().flags & sluice_xdp_common::FLAG_COARSE_CLOCK != 0)
         })
         .unwrap_or(false)
+    }
+
+    /// Keys the exact-table filter accounts for (it must equal the keys of the exact table:
+    /// every deny address of either buffer and every ban). For tests.
+    pub fn exact_filter_keys(&self) -> u64 {
+        self.with(|inner| Ok(inner.maps.filter_key_count()))
+            .unwrap_or(0)
     }
 
     /// Number of entries in the deny set in force.
