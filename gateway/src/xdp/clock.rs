@@ -34,7 +34,7 @@ pub fn coarse_tick_ns() -> Option<u64> {
     }
     let secs = u64::try_from(ts.tv_sec).ok()?;
     let nanos = u64::try_from(ts.tv_nsec).ok()?;
-    Some(secs.checked_mul(1_000_000_000)?.checked_add(nanos)?)
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// Does a limiter of `rate` per second and `burst` (in [`sluice_xdp_common::TOKEN`] units; the
