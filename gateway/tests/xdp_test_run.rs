@@ -246,6 +246,17 @@ redirect:
     assert_eq!(run(&xdp, &v4("198.18.0.2", UDP, 5353, 0)), XDP_REDIRECT);
     assert_eq!(count(&xdp, "tx", "tx"), 2);
     assert_eq!(count(&xdp, "redirect", "redirect"), 2);
+    // The any-port rules follow the config: UDP's goes, TCP gets one.
+    let next = "interface: lo
+redirect:
+  - { match: { protocol: udp, dst_port: 53 }, tx: true }
+  - { match: { protocol: tcp }, tx: true }
+";
+    xdp.apply_config(&config(next), std::path::Path::new("."))
+        .unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.0.2", UDP, 5353, 0)), XDP_PASS);
+    assert_eq!(run(&xdp, &v4("198.18.0.2", UDP, 53, 0)), XDP_TX);
+    assert_eq!(run(&xdp, &v4("198.18.0.2", TCP, 8444, SYN)), XDP_TX);
 }
 
 #[test]

@@ -27,7 +27,8 @@ use sluice_xdp_common::{
     Exact, Reason, RedirectAction, Settings, ALLOW_LPM_MAX, DENY_HAS_EXACT, DENY_HAS_LPM6,
     DENY_HAS_V4, DENY_INDEX, DENY_LPM_MAX, DEVMAP_MAX, EXACT_DENY, EXACT_FILTER_WORDS, EXACT_MAX,
     EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4, FLAG_BANS, FLAG_REDIRECT,
-    REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX, REDIRECT_TX, V4_BITMAP_WORDS,
+    FLAG_REDIRECT_ANY_TCP, FLAG_REDIRECT_ANY_UDP, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX,
+    REDIRECT_TX, V4_BITMAP_WORDS,
 };
 
 use parse::{parse, Packet, Parsed};
@@ -144,7 +145,7 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
         return (xdp_action::XDP_PASS, Reason::PassMalformed);
     }
     if pkt.has_ports && settings.flags & FLAG_REDIRECT != 0 {
-        if let Some(verdict) = redirect(&pkt) {
+        if let Some(verdict) = redirect(&pkt, settings.flags) {
             return verdict;
         }
     }
@@ -239,13 +240,19 @@ fn exact(pkt: &Packet, index: u32, clock: &mut Clock) -> Option<(u32, Reason)> {
     None
 }
 
-/// The rule for the exact port, else the protocol's any-port rule (slot of port 0).
+/// The rule for the exact port, else the protocol's any-port rule (slot of port 0), read only
+/// when userspace flagged that one exists.
 #[inline(always)]
-fn redirect(pkt: &Packet) -> Option<(u32, Reason)> {
+fn redirect(pkt: &Packet, flags: u64) -> Option<(u32, Reason)> {
     let slot = redirect_index(pkt.protocol, pkt.dst_port)?;
     let any = redirect_index(pkt.protocol, 0)?;
+    let any_flag = if pkt.protocol == parse::IPPROTO_TCP {
+        FLAG_REDIRECT_ANY_TCP
+    } else {
+        FLAG_REDIRECT_ANY_UDP
+    };
     let mut action = REDIRECT.get(slot).copied().unwrap_or_default();
-    if action.kind == 0 {
+    if action.kind == 0 && flags & any_flag != 0 {
         action = REDIRECT.get(any).copied().unwrap_or_default();
     }
     match action.kind {

@@ -281,6 +281,10 @@ pub const FLAG_ALLOW_LPM6: u64 = 16;
 /// [`Settings::flags`]: the token buckets read `bpf_ktime_get_coarse_ns` (set by userspace
 /// only when every limiter's burst is at least two ticks of refill; see docs/xdp.md).
 pub const FLAG_COARSE_CLOCK: u64 = 32;
+/// [`Settings::flags`]: a TCP any-port redirect rule exists (otherwise its slot is not read).
+pub const FLAG_REDIRECT_ANY_TCP: u64 = 64;
+/// [`Settings::flags`]: a UDP any-port redirect rule exists.
+pub const FLAG_REDIRECT_ANY_UDP: u64 = 128;
 
 /// The [`DENY_ACTIVE`] word: bit 0 is the buffer the program reads; the flag bits say which of
 /// that buffer's tables hold entries, so that index and flags switch in one store.

@@ -11,7 +11,7 @@ use aya::Ebpf;
 use sluice_xdp_common::{
     self as common, Addr, Counter, Exact, Reason, RedirectAction, RedirectKey, Settings, BANS_MAX,
     EXACT_DENY, EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4, FLAG_BANS,
-    FLAG_COARSE_CLOCK, FLAG_REDIRECT,
+    FLAG_COARSE_CLOCK, FLAG_REDIRECT, FLAG_REDIRECT_ANY_TCP, FLAG_REDIRECT_ANY_UDP,
 };
 
 use super::clock;
@@ -423,7 +423,20 @@ impl Maps {
                 .map_err(&e)?;
             self.redirect_slots.remove(&slot);
         }
-        self.set_flag(FLAG_REDIRECT, !rules.is_empty())
+        let mut flags = 0;
+        if !rules.is_empty() {
+            flags |= FLAG_REDIRECT;
+        }
+        for (k, _) in rules.iter().filter(|(k, _)| k.dst_port == 0) {
+            flags |= match k.protocol {
+                6 => FLAG_REDIRECT_ANY_TCP,
+                _ => FLAG_REDIRECT_ANY_UDP,
+            };
+        }
+        self.set_flags(
+            FLAG_REDIRECT | FLAG_REDIRECT_ANY_TCP | FLAG_REDIRECT_ANY_UDP,
+            flags,
+        )
     }
 
     /// Ban `addr` until `expiry_ns` (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns); `now_ns`
