@@ -14,6 +14,10 @@
 //!    per packet of the sending thread (which also runs the receive path on a veth).
 //!
 //! The tables are printed as markdown; docs/performance.md ("XDP fast path") records them.
+//!
+//! While iterating, `SLUICE_XDP_BENCH_CASES=floor,full` runs only the named rows of part 1
+//! (`floor`, `empty`, `v4`, `v4long`, `v6`, `exact`, `full`), and `SLUICE_XDP_DUMP=DIR` writes
+//! the full pipeline's translated and JITed program there (bpftool needed).
 
 mod xdp_support;
 
@@ -116,6 +120,36 @@ fn ban_all(xdp: &Xdp, addrs: &[IpAddr]) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// Whether row `name` runs (all unless SLUICE_XDP_BENCH_CASES lists some).
+fn case(name: &str) -> bool {
+    match std::env::var("SLUICE_XDP_BENCH_CASES") {
+        Ok(list) if !list.is_empty() => list.split(',').any(|c| c.trim() == name),
+        _ => true,
+    }
+}
+
+/// With SLUICE_XDP_DUMP=DIR, the loaded program as the kernel runs it (translated and JITed).
+fn dump_program() {
+    let Ok(dir) = std::env::var("SLUICE_XDP_DUMP") else {
+        return;
+    };
+    for kind in ["xlated", "jited"] {
+        let out = Command::new("bpftool")
+            .args([
+                "prog",
+                "dump",
+                kind,
+                "name",
+                sluice_xdp_common::PROGRAM_NAME,
+            ])
+            .output()
+            .expect("bpftool");
+        let path = std::path::Path::new(&dir).join(format!("sluice_xdp.{kind}"));
+        std::fs::write(&path, &out.stdout).expect("write dump");
+        println!("dumped {}", path.display());
+    }
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
 }
@@ -128,86 +162,105 @@ fn test_run_ns_per_packet() {
     let miss = v4("198.18.0.5", UDP, 53, 0);
     println!("\n| case | entries | miss → pass (ns) | hit → drop (ns) |");
     println!("|---|---|---|---|");
-    let bare = Bare::load().expect("load the bare program");
-    let floor = median(
-        (0..RUNS)
-            .map(|_| bare.test_run(&miss, REPEAT).expect("test run").1.as_nanos())
-            .collect(),
-    );
-    println!("| `return XDP_PASS` (harness floor) | – | {floor} | – |");
-    drop(bare);
+    if case("floor") {
+        let bare = Bare::load().expect("load the bare program");
+        let floor = median(
+            (0..RUNS)
+                .map(|_| bare.test_run(&miss, REPEAT).expect("test run").1.as_nanos())
+                .collect(),
+        );
+        println!("| `return XDP_PASS` (harness floor) | – | {floor} | – |");
+        drop(bare);
+    }
 
-    let (empty, _) = load_timed("interface: lo\n");
-    println!(
-        "| Sluice, no rules | 0 | {} | – |",
-        ns_per_packet(&empty, &miss, XDP_PASS)
-    );
-    let empty_exact = map_memlock(EXACT_MAX).into_iter().max().unwrap_or(0);
-    drop(empty);
+    let mut empty_exact = 0;
+    if case("empty") {
+        let (empty, _) = load_timed("interface: lo\n");
+        println!(
+            "| Sluice, no rules | 0 | {} | – |",
+            ns_per_packet(&empty, &miss, XDP_PASS)
+        );
+        empty_exact = map_memlock(EXACT_MAX).into_iter().max().unwrap_or(0);
+        drop(empty);
+    }
 
-    let (xdp, load) = load_timed(&deny_yaml(&prefixes(100_000)));
-    println!(
-        "| IPv4 /24 prefixes (bitmap) | 100 000 (loaded in {load:.1} s) | {} | {} |",
-        ns_per_packet(&xdp, &miss, XDP_PASS),
-        ns_per_packet(&xdp, &v4("11.1.134.9", UDP, 53, 0), XDP_DROP)
-    );
-    drop(xdp);
+    if case("v4") {
+        let (xdp, load) = load_timed(&deny_yaml(&prefixes(100_000)));
+        println!(
+            "| IPv4 /24 prefixes (bitmap) | 100 000 (loaded in {load:.1} s) | {} | {} |",
+            ns_per_packet(&xdp, &miss, XDP_PASS),
+            ns_per_packet(&xdp, &v4("11.1.134.9", UDP, 53, 0), XDP_DROP)
+        );
+        drop(xdp);
+    }
 
-    let (xdp, load) = load_timed(&deny_yaml(&v4_prefixes(100_000, 28)));
-    println!(
-        "| IPv4 /28 prefixes (v4 LPM trie) | 100 000 (loaded in {load:.1} s) | {} | {} |",
-        ns_per_packet(&xdp, &miss, XDP_PASS),
-        ns_per_packet(&xdp, &v4("11.0.134.9", UDP, 53, 0), XDP_DROP)
-    );
-    drop(xdp);
+    if case("v4long") {
+        // 65 000 /28s are 1 040 000 addresses, expanded into the exact hash (its limit: 2^20).
+        let (xdp, load) = load_timed(&deny_yaml(&v4_prefixes(65_000, 28)));
+        println!(
+            "| IPv4 /28 prefixes (expanded into the exact hash) | 65 000 (loaded in {load:.1} s) | {} | {} |",
+            ns_per_packet(&xdp, &miss, XDP_PASS),
+            ns_per_packet(&xdp, &v4("11.0.134.9", UDP, 53, 0), XDP_DROP)
+        );
+        drop(xdp);
+    }
 
-    let (xdp, load) = load_timed(&deny_yaml(&v6_prefixes(100_000)));
-    println!(
+    if case("v6") {
+        let (xdp, load) = load_timed(&deny_yaml(&v6_prefixes(100_000)));
+        println!(
         "| IPv6 /48 prefixes (v6 LPM trie), IPv6 packets | 100 000 (loaded in {load:.1} s) | {} | {} |",
         ns_per_packet(&xdp, &v6("2001:db7::5", UDP, 53, 0), XDP_PASS),
         ns_per_packet(&xdp, &v6("2001:db9:1234::9", UDP, 53, 0), XDP_DROP)
     );
-    drop(xdp);
+        drop(xdp);
+    }
 
     // 1M exact deny entries and 1M bans share one hash: one lookup answers both.
     let deny: Vec<String> = hosts(1_000_000, 20).iter().map(|a| a.to_string()).collect();
-    let (xdp, load) = load_timed(&deny_yaml(&deny));
     let banned = hosts(1_000_000, 30);
-    let ban_secs = ban_all(&xdp, &banned);
-    let full_exact = map_memlock(EXACT_MAX).into_iter().max().unwrap_or(0);
-    println!(
+    let mut full_exact = 0;
+    if case("exact") {
+        let (xdp, load) = load_timed(&deny_yaml(&deny));
+        let ban_secs = ban_all(&xdp, &banned);
+        full_exact = map_memlock(EXACT_MAX).into_iter().max().unwrap_or(0);
+        println!(
         "| exact deny + bans (one hash) | 1 000 000 + 1 000 000 (loaded in {load:.1} s + {ban_secs:.1} s) | {} | deny {} / ban {} |",
         ns_per_packet(&xdp, &miss, XDP_PASS),
         ns_per_packet(&xdp, &v4("20.9.8.7", UDP, 53, 0), XDP_DROP),
         ns_per_packet(&xdp, &v4("30.9.8.7", UDP, 53, 0), XDP_DROP)
     );
-    drop(xdp);
+        drop(xdp);
+    }
 
-    // Everything at once: a TCP SYN that misses every table walks the whole program (allow
-    // list, bitmap, exact hash, both tries, packet and SYN buckets, redirect lookups).
-    let mut entries = prefixes(100_000);
-    entries.extend(
-        v4_prefixes(1_000, 28)
-            .into_iter()
-            .map(|p| p.replacen("11.", "13.", 1)),
-    );
-    entries.extend(v6_prefixes(1_000));
-    entries.extend(deny);
-    let yaml = format!(
+    if case("full") {
+        // Everything at once: a TCP SYN that misses every table walks the whole program (allow
+        // list, bitmap, exact hash, packet and SYN buckets, redirect lookups).
+        let mut entries = prefixes(100_000);
+        entries.extend(
+            v4_prefixes(1_000, 28)
+                .into_iter()
+                .map(|p| p.replacen("11.", "13.", 1)),
+        );
+        entries.extend(v6_prefixes(1_000));
+        entries.extend(deny);
+        let yaml = format!(
         "{}allow: [\"10.1.0.0/16\", \"2001:db8:ffff::/48\"]\nrate_limit: {{ packets_per_second: 100000000, burst: 1000000000 }}\nsyn_rate_limit: {{ per_second: 100000000, burst: 1000000000 }}\nredirect:\n  - {{ match: {{ protocol: udp, dst_port: 5353 }}, tx: true }}\n  - {{ match: {{ protocol: tcp, dst_port: 7 }}, tx: true }}\n",
         deny_yaml(&entries)
     );
-    let (xdp, load) = load_timed(&yaml);
-    let ban_secs = ban_all(&xdp, &banned);
-    let syn = v4("198.18.0.5", TCP, 80, SYN);
-    println!(
-        "| full pipeline (all of the above + allow list, rate and SYN limits, redirect rules) | 1 102 000 deny + 1 000 000 bans (loaded in {load:.1} s + {ban_secs:.1} s) | {} (TCP SYN) | /24 {} / deny {} / ban {} |",
+        let (xdp, load) = load_timed(&yaml);
+        let ban_secs = ban_all(&xdp, &banned);
+        let syn = v4("198.18.0.5", TCP, 80, SYN);
+        dump_program();
+        println!(
+        "| full pipeline (all of the above + allow list, rate and SYN limits, redirect rules) | 1 102 000 deny + 1 000 000 bans (loaded in {load:.1} s + {ban_secs:.1} s) | {} (TCP SYN) | /24 {} / /28 {} / deny {} / ban {} |",
         ns_per_packet(&xdp, &syn, XDP_PASS),
         ns_per_packet(&xdp, &v4("11.1.134.9", TCP, 80, SYN), XDP_DROP),
+        ns_per_packet(&xdp, &v4("13.0.3.9", TCP, 80, SYN), XDP_DROP),
         ns_per_packet(&xdp, &v4("20.9.8.7", TCP, 80, SYN), XDP_DROP),
         ns_per_packet(&xdp, &v4("30.9.8.7", TCP, 80, SYN), XDP_DROP)
     );
-    drop(xdp);
+        drop(xdp);
+    }
     println!(
         "\nEXACT map memlock: {} empty, {} with 1M deny + 1M bans",
         mib(empty_exact),

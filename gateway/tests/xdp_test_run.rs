@@ -246,6 +246,17 @@ redirect:
     assert_eq!(run(&xdp, &v4("198.18.0.2", UDP, 5353, 0)), XDP_REDIRECT);
     assert_eq!(count(&xdp, "tx", "tx"), 2);
     assert_eq!(count(&xdp, "redirect", "redirect"), 2);
+    // The any-port rules follow the config: UDP's goes, TCP gets one.
+    let next = "interface: lo
+redirect:
+  - { match: { protocol: udp, dst_port: 53 }, tx: true }
+  - { match: { protocol: tcp }, tx: true }
+";
+    xdp.apply_config(&config(next), std::path::Path::new("."))
+        .unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.0.2", UDP, 5353, 0)), XDP_PASS);
+    assert_eq!(run(&xdp, &v4("198.18.0.2", UDP, 53, 0)), XDP_TX);
+    assert_eq!(run(&xdp, &v4("198.18.0.2", TCP, 8444, SYN)), XDP_TX);
 }
 
 #[test]
@@ -473,4 +484,184 @@ fn unavailable_fast_path_is_a_warning_unless_required() {
         .expect("required: an error");
     assert!(err.is_unavailable());
     assert!(err.to_string().contains("sluice-nonexistent0"), "{err}");
+}
+
+#[test]
+fn allow_bitmap_and_per_family_tries() {
+    let yaml = "interface: lo
+allow: [\"198.18.1.0/24\", \"198.18.2.4/32\", \"::/0\"]
+deny: [\"198.18.0.0/15\"]
+";
+    let Some(xdp) = load("allow_bitmap_and_per_family_tries", yaml) else {
+        return;
+    };
+    // Bitmap hit and miss.
+    assert_eq!(run(&xdp, &v4("198.18.1.200", TCP, 80, SYN)), XDP_PASS);
+    assert_eq!(run(&xdp, &v4("198.18.3.200", TCP, 80, SYN)), XDP_DROP);
+    // A /32 lives in the IPv4 trie.
+    assert_eq!(run(&xdp, &v4("198.18.2.4", TCP, 80, SYN)), XDP_PASS);
+    assert_eq!(run(&xdp, &v4("198.18.2.5", TCP, 80, SYN)), XDP_DROP);
+    // `::/0` allows every IPv6 source and no IPv4 one (mapped sources are IPv4).
+    assert_eq!(run(&xdp, &v6("2001:db8::1", UDP, 53, 0)), XDP_PASS);
+    assert_eq!(run(&xdp, &v6("::ffff:198.18.3.1", UDP, 53, 0)), XDP_DROP);
+    assert_eq!(count(&xdp, "pass", "allow"), 3);
+    assert_eq!(count(&xdp, "drop", "deny_prefix"), 3);
+    // A new allow list replaces the old one in every table.
+    let next = "interface: lo\nallow: [\"198.18.3.0/24\"]\ndeny: [\"198.18.0.0/15\"]\n";
+    xdp.apply_config(&config(next), std::path::Path::new("."))
+        .unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.1.200", TCP, 80, SYN)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.2.4", TCP, 80, SYN)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.3.200", TCP, 80, SYN)), XDP_PASS);
+    assert_eq!(run(&xdp, &v6("2001:db8::1", UDP, 53, 0)), XDP_PASS);
+    xdp.apply_config(&config(BASE), std::path::Path::new("."))
+        .unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.1.200", TCP, 80, SYN)), XDP_PASS);
+    assert_eq!(count(&xdp, "pass", "allow"), 4);
+}
+
+#[test]
+fn long_v4_prefixes_expand_into_the_exact_table_and_count_as_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deny.txt");
+    std::fs::write(&file, "198.18.60.16/28\n198.18.60.17\n").unwrap();
+    let yaml = "interface: lo\ndeny_files: [deny.txt]\n";
+    let Some(xdp) = load_in("long_v4_prefixes_expand", yaml, dir.path()) else {
+        return;
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert!(BanSink::ban(
+        &*xdp,
+        ip("198.18.60.18"),
+        Some(Duration::from_secs(3600)),
+        "test"
+    ));
+    // Inside the /28: the address entry first, then the ban, then the prefix.
+    assert_eq!(run(&xdp, &v4("198.18.60.17", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.60.18", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.60.16", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.60.31", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.60.15", UDP, 1, 0)), XDP_PASS);
+    assert_eq!(run(&xdp, &v4("198.18.60.32", UDP, 1, 0)), XDP_PASS);
+    assert_eq!(count(&xdp, "drop", "deny_exact"), 1);
+    assert_eq!(count(&xdp, "drop", "ban"), 1);
+    assert_eq!(count(&xdp, "drop", "deny_prefix"), 2);
+    // 16 addresses, the listed one among them: 16 keys, the ban shares one.
+    assert_eq!(xdp.exact_filter_keys(), 16);
+    // The prefix goes (twice, so both buffers lose it); the address and the ban stay.
+    std::fs::write(&file, "198.18.60.17\n").unwrap();
+    xdp.reload_deny().unwrap();
+    xdp.reload_deny().unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.60.16", UDP, 1, 0)), XDP_PASS);
+    assert_eq!(run(&xdp, &v4("198.18.60.17", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("198.18.60.18", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(xdp.exact_filter_keys(), 2);
+    assert!(xdp.remove_ban(ip("198.18.60.18")));
+    std::fs::write(&file, "").unwrap();
+    xdp.reload_deny().unwrap();
+    xdp.reload_deny().unwrap();
+    assert_eq!(run(&xdp, &v4("198.18.60.17", UDP, 1, 0)), XDP_PASS);
+    assert_eq!(xdp.exact_filter_keys(), 0);
+}
+
+#[test]
+fn a_deny_set_whose_long_prefixes_do_not_fit_is_rejected_whole() {
+    // 8192 /25s are 2^20 addresses, the most one deny set may put in the exact table.
+    let fits: Vec<String> = (0..8192u32)
+        .map(|i| {
+            format!(
+                "\"{}/25\"",
+                std::net::Ipv4Addr::from(0x0b00_0000 + (i << 7))
+            )
+        })
+        .collect();
+    let yaml = format!("interface: lo\ndeny: [{}]\n", fits.join(", "));
+    let over = yaml.replace("deny: [", "deny: [\"12.0.0.1\", ");
+    let err = sluice::xdp::validate(&config(&over), std::path::Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("1048577 exact addresses"), "{err}");
+    let Some(xdp) = load("a_deny_set_whose_long_prefixes_do_not_fit", &yaml) else {
+        return;
+    };
+    assert_eq!(run(&xdp, &v4("11.0.255.255", UDP, 1, 0)), XDP_DROP);
+    assert!(xdp
+        .apply_config(&config(&over), std::path::Path::new("."))
+        .is_err());
+    assert_eq!(run(&xdp, &v4("11.0.255.255", UDP, 1, 0)), XDP_DROP);
+    assert_eq!(run(&xdp, &v4("12.0.0.1", UDP, 1, 0)), XDP_PASS);
+}
+
+/// Three sources in one rate-limit set (two slots), found with this load's hash key.
+fn colliding(xdp: &sluice::xdp::Xdp) -> [String; 3] {
+    let mut by_set: std::collections::HashMap<u32, Vec<String>> = Default::default();
+    for i in 0..(1u32 << 17) {
+        let a = std::net::Ipv4Addr::from(0xc612_0000 + i);
+        let set = xdp.rate_set_of(IpAddr::V4(a)).expect("running");
+        let v = by_set.entry(set).or_default();
+        v.push(a.to_string());
+        if v.len() == 3 {
+            return [v[0].clone(), v[1].clone(), v[2].clone()];
+        }
+    }
+    panic!("no three sources share a set among 2^17");
+}
+
+#[test]
+fn rate_slots_tell_colliding_sources_apart_and_replace_the_least_recent() {
+    let yaml = "interface: lo\nrate_limit: { packets_per_second: 1, burst: 3 }\n";
+    let Some(xdp) = load("rate_slots_collide", yaml) else {
+        return;
+    };
+    let [a, b, c] = colliding(&xdp);
+    let send = |src: &str| run(&xdp, &v4(src, UDP, 53, 0));
+    assert_eq!(
+        [send(&a), send(&a), send(&a), send(&a)],
+        [XDP_PASS, XDP_PASS, XDP_PASS, XDP_DROP]
+    );
+    // B takes the set's other slot: a full bucket of its own, and A's stays empty.
+    assert_eq!(send(&b), XDP_PASS);
+    assert_eq!(send(&a), XDP_DROP);
+    // C replaces the slot refilled least recently (B's): A is still limited.
+    assert_eq!(send(&c), XDP_PASS);
+    assert_eq!(send(&a), XDP_DROP);
+    // B comes back without a slot: it takes C's (now the least recent) with a full bucket,
+    // as a source evicted from an LRU did.
+    assert_eq!(
+        [send(&b), send(&b), send(&b), send(&b)],
+        [XDP_PASS, XDP_PASS, XDP_PASS, XDP_DROP]
+    );
+    assert_eq!(send(&a), XDP_DROP);
+    assert_eq!(count(&xdp, "drop", "rate_limit"), 5);
+}
+
+#[test]
+fn the_bucket_clock_follows_the_burst_rule() {
+    // 1/s with a burst of 5 holds two 4 ms ticks of refill many times over: coarse clock.
+    let Some(coarse) = load(
+        "bucket_clock_coarse",
+        "interface: lo\nrate_limit: { packets_per_second: 1, burst: 5 }\n",
+    ) else {
+        return;
+    };
+    assert!(coarse.coarse_clock());
+    // 1000/s with a burst of 1: a tick's refill (4 at HZ=250, 1 at HZ=1000) is at least the
+    // burst, so the precise clock stays, and the limit still holds.
+    let precise = load(
+        "bucket_clock_precise",
+        "interface: lo\nrate_limit: { packets_per_second: 1000, burst: 1 }\n",
+    )
+    .unwrap();
+    assert!(!precise.coarse_clock());
+    let verdicts: Vec<u32> = (0..20)
+        .map(|_| run(&precise, &v4("198.18.9.9", UDP, 53, 0)))
+        .collect();
+    assert_eq!(verdicts[0], XDP_PASS);
+    assert!(verdicts.contains(&XDP_DROP), "{verdicts:?}");
+    // A config reload that shrinks the burst switches the clock back.
+    coarse
+        .apply_config(
+            &config("interface: lo\nrate_limit: { packets_per_second: 1000, burst: 1 }\n"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+    assert!(!coarse.coarse_clock());
 }

@@ -2,39 +2,39 @@
 //!
 //! For every packet: parse Ethernet (one 802.1Q/802.1ad tag), IPv4 (with options) or IPv6 (with up
 //! to [`MAX_EXT_HEADERS`] extension headers), then TCP/UDP, and decide in this order: allow list →
-//! pass; IPv4 /24 bitmap, exact address (deny or unexpired ban, one lookup), long IPv4 or IPv6
-//! prefix → drop; per-source packet and TCP SYN token buckets → drop over budget; redirect rule
-//! → redirect or XDP_TX; otherwise pass. The cheap tables come first: an array bit test, then one
-//! hash lookup, and a trie walk only for the prefixes the bitmap cannot hold. Address rules
-//! apply as soon as the IP header parsed, so a truncated L4 header cannot slip past a deny entry.
-//! Each verdict is counted per CPU by reason.
+//! pass; IPv4 /24 bitmap, exact address (deny, unexpired ban, or an address of a denied IPv4
+//! /25-/31 prefix, one lookup), IPv6 prefix → drop; per-source packet and TCP SYN token buckets
+//! → drop over budget; redirect rule → redirect or XDP_TX; otherwise pass. The cheap tables come
+//! first: array bit tests, then one hash lookup; an IPv4 packet never walks a trie unless the
+//! allow list has IPv4 entries longer than /24. Address rules apply as soon as the IP header
+//! parsed, so a truncated L4 header cannot slip past a deny entry. Each verdict is counted per
+//! CPU by reason.
 #![no_std]
 #![no_main]
 
 mod parse;
+mod rate;
 
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, DevMap, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
 use sluice_xdp_common::{
-    redirect_index, Addr, Bucket, Buckets, Counter, Exact, Reason, RedirectAction, Settings,
-    ALLOW_LPM_MAX, DENY_HAS_EXACT, DENY_HAS_LPM4, DENY_HAS_LPM6, DENY_HAS_V4, DENY_INDEX,
-    DENY_LPM4_MAX, DENY_LPM_MAX, DEVMAP_MAX, EXACT_MAX, FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT,
-    RATE_MAX, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX, REDIRECT_TX, TOKEN, V4_BITMAP_WORDS,
+    addr_hash, exact_filter_bit, redirect_index, words_addr, words_v4, Addr, AddrWords, Counter,
+    Exact, Reason, RedirectAction, Settings, ALLOW_LPM_MAX, DENY_HAS_EXACT, DENY_HAS_LPM6,
+    DENY_HAS_V4, DENY_INDEX, DENY_LPM_MAX, DEVMAP_MAX, EXACT_DENY, EXACT_FILTER_WORDS, EXACT_MAX,
+    EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4, FLAG_BANS, FLAG_REDIRECT,
+    FLAG_REDIRECT_ANY_TCP, FLAG_REDIRECT_ANY_UDP, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX,
+    REDIRECT_TX, V4_BITMAP_WORDS,
 };
 
-use parse::{parse, Packet, Parsed, IPPROTO_TCP};
+use parse::{parse, Packet, Parsed};
 
 /// Hash maps that grow to a million entries allocate per element instead of up front.
 const BPF_F_NO_PREALLOC: u32 = 1;
-
-/// Longest refill interval considered (100 s): bounds `elapsed * rate` well inside u64 for the
-/// rates userspace accepts (≤ 10^8 per second).
-const MAX_REFILL_NS: u64 = 100_000_000_000;
 
 #[map]
 static DENY_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
@@ -43,20 +43,21 @@ static DENY_V4_0: Array<u64> = Array::with_max_entries(V4_BITMAP_WORDS, 0);
 #[map]
 static DENY_V4_1: Array<u64> = Array::with_max_entries(V4_BITMAP_WORDS, 0);
 #[map]
-static DENY_LPM4_0: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(DENY_LPM4_MAX, 0);
-#[map]
-static DENY_LPM4_1: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(DENY_LPM4_MAX, 0);
-#[map]
 static DENY_LPM6_0: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(DENY_LPM_MAX, 0);
 #[map]
 static DENY_LPM6_1: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(DENY_LPM_MAX, 0);
 /// Not an LRU: a full map refuses a new ban instead of evicting a deny entry or another ban.
+/// Keyed by the address's 16 bytes (as words: same bytes, aligned).
 #[map]
-static EXACT: HashMap<Addr, Exact> = HashMap::with_max_entries(EXACT_MAX, BPF_F_NO_PREALLOC);
+static EXACT: HashMap<AddrWords, Exact> = HashMap::with_max_entries(EXACT_MAX, BPF_F_NO_PREALLOC);
 #[map]
-static ALLOW_LPM: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(ALLOW_LPM_MAX, 0);
+static EXACT_FILTER: Array<u64> = Array::with_max_entries(EXACT_FILTER_WORDS, 0);
 #[map]
-static RATE: LruHashMap<Addr, Buckets> = LruHashMap::with_max_entries(RATE_MAX, 0);
+static ALLOW_V4: Array<u64> = Array::with_max_entries(V4_BITMAP_WORDS, 0);
+#[map]
+static ALLOW_LPM4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(ALLOW_LPM_MAX, 0);
+#[map]
+static ALLOW_LPM6: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(ALLOW_LPM_MAX, 0);
 #[map]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
@@ -86,30 +87,33 @@ fn count(reason: Reason, bytes: u64) {
     }
 }
 
-/// CLOCK_MONOTONIC, read at most once per packet and only by the rules that need it.
-struct Clock(u64);
+/// CLOCK_MONOTONIC, each flavour read at most once per packet and only by the rules that need
+/// it.
+pub struct Clock {
+    coarse: u64,
+    precise: u64,
+}
 
 impl Clock {
-    /// Precise time (`bpf_ktime_get_ns`): token buckets need it, a refill at tick resolution
-    /// would let a small burst through once per tick at a high rate.
+    /// Precise time (`bpf_ktime_get_ns`, a clocksource read: about 25 ns on a VM).
     #[inline(always)]
-    fn now(&mut self) -> u64 {
-        if self.0 == 0 {
+    pub fn precise(&mut self) -> u64 {
+        if self.precise == 0 {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
-            self.0 = unsafe { bpf_ktime_get_ns() };
+            self.precise = unsafe { bpf_ktime_get_ns() };
         }
-        self.0
+        self.precise
     }
 
-    /// Time at tick resolution (`bpf_ktime_get_coarse_ns`, no clocksource read: about a
-    /// third of a ban hit's cost on a VM otherwise). A ban may outlive its expiry by one tick.
+    /// Time at tick resolution (`bpf_ktime_get_coarse_ns`, no clocksource read); it lags the
+    /// precise clock by less than one tick.
     #[inline(always)]
-    fn coarse(&mut self) -> u64 {
-        if self.0 != 0 {
-            return self.0;
+    pub fn coarse(&mut self) -> u64 {
+        if self.coarse == 0 {
+            // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+            self.coarse = unsafe { bpf_ktime_get_coarse_ns() };
         }
-        // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-        unsafe { bpf_ktime_get_coarse_ns() }
+        self.coarse
     }
 }
 
@@ -120,12 +124,20 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
         Parsed::Malformed => return (xdp_action::XDP_PASS, Reason::PassMalformed),
         Parsed::Ip(pkt) => pkt,
     };
-    let settings = SETTINGS.get(0).copied().unwrap_or_default();
-    let mut clock = Clock(0);
-    if let Some(verdict) = address_rules(&pkt, &settings, &mut clock) {
+    let Some(settings) = SETTINGS.get(0) else {
+        // Unreachable: index 0 of a one-element array.
+        return (xdp_action::XDP_PASS, Reason::PassDefault);
+    };
+    let mut clock = Clock {
+        coarse: 0,
+        precise: 0,
+    };
+    // One keyed hash of the source serves the exact-table filter and the rate-limit sets.
+    let h = addr_hash(&settings.seed, &pkt.src);
+    if let Some(verdict) = address_rules(&pkt, h, settings, &mut clock) {
         return verdict;
     }
-    if let Some(reason) = rate_limits(&pkt, &settings, &mut clock) {
+    if let Some(reason) = rate::rate_limits(&pkt, h, settings, &mut clock) {
         return (xdp_action::XDP_DROP, reason);
     }
     if !pkt.l4_ok {
@@ -133,7 +145,7 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
         return (xdp_action::XDP_PASS, Reason::PassMalformed);
     }
     if pkt.has_ports && settings.flags & FLAG_REDIRECT != 0 {
-        if let Some(verdict) = redirect(&pkt) {
+        if let Some(verdict) = redirect(&pkt, settings.flags) {
             return verdict;
         }
     }
@@ -141,142 +153,106 @@ fn decide(ctx: &XdpContext) -> (u32, Reason) {
 }
 
 /// Allow, deny and ban: the rules that need only the source address. Tables that userspace
-/// marked empty are not looked up (each map lookup costs 10-30 ns, a trie walk more).
+/// marked empty are not looked up (a hash lookup costs 10-30 ns, a trie walk more).
 #[inline(always)]
-fn address_rules(pkt: &Packet, settings: &Settings, clock: &mut Clock) -> Option<(u32, Reason)> {
-    if settings.flags & FLAG_ALLOW != 0 && ALLOW_LPM.get(Key::new(128, pkt.src)).is_some() {
+fn address_rules(
+    pkt: &Packet,
+    h: u64,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Option<(u32, Reason)> {
+    let flags = settings.flags;
+    // The IPv4 address with its octets in memory order, and its /24 number.
+    let v4 = words_v4(&pkt.src);
+    let slash24 = u32::from_be(v4) >> 8;
+    let allowed = if pkt.v4 {
+        (flags & FLAG_ALLOW_V4 != 0 && bitmap_hit(&ALLOW_V4, slash24))
+            || (flags & FLAG_ALLOW_LPM4 != 0
+                && ALLOW_LPM4.get(&Key::new(32, v4.to_ne_bytes())).is_some())
+    } else {
+        flags & FLAG_ALLOW_LPM6 != 0
+            && ALLOW_LPM6
+                .get(&Key::new(128, words_addr(&pkt.src)))
+                .is_some()
+    };
+    if allowed {
         return Some((xdp_action::XDP_PASS, Reason::PassAllow));
     }
     let deny = DENY_ACTIVE.get(0).copied().unwrap_or(0);
     let index = deny & DENY_INDEX;
-    if pkt.v4 && deny & DENY_HAS_V4 != 0 && v4_bitmap_hit(index, &pkt.src) {
-        return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
+    if pkt.v4 && deny & DENY_HAS_V4 != 0 {
+        let bitmap = if index == 0 { &DENY_V4_0 } else { &DENY_V4_1 };
+        if bitmap_hit(bitmap, slash24) {
+            return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
+        }
     }
-    if deny & DENY_HAS_EXACT != 0 || settings.flags & FLAG_BANS != 0 {
+    // A clear filter bit proves the source is not in the exact table (no hash lookup).
+    if (deny & DENY_HAS_EXACT != 0 || flags & FLAG_BANS != 0)
+        && bitmap_hit(&EXACT_FILTER, exact_filter_bit(h))
+    {
         if let Some(verdict) = exact(pkt, index, clock) {
             return Some(verdict);
         }
     }
-    let lpm = if pkt.v4 {
-        deny & DENY_HAS_LPM4 != 0 && {
-            let key = Key::new(32, [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]]);
-            if index == 0 {
-                DENY_LPM4_0.get(&key).is_some()
-            } else {
-                DENY_LPM4_1.get(&key).is_some()
-            }
+    if !pkt.v4 && deny & DENY_HAS_LPM6 != 0 {
+        let key = Key::new(128, words_addr(&pkt.src));
+        let hit = if index == 0 {
+            DENY_LPM6_0.get(&key).is_some()
+        } else {
+            DENY_LPM6_1.get(&key).is_some()
+        };
+        if hit {
+            return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
         }
-    } else {
-        deny & DENY_HAS_LPM6 != 0 && {
-            let key = Key::new(128, pkt.src);
-            if index == 0 {
-                DENY_LPM6_0.get(&key).is_some()
-            } else {
-                DENY_LPM6_1.get(&key).is_some()
-            }
-        }
-    };
-    if lpm {
-        return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
     }
     None
 }
 
-/// Is the source's /24 set in the active IPv4 bitmap? An array lookup the verifier inlines.
+/// Is bit `n` set in `bitmap` (for the /24 bitmaps, `n` is the /24 number)? An array lookup the
+/// verifier inlines.
 #[inline(always)]
-fn v4_bitmap_hit(index: u32, src: &Addr) -> bool {
-    let n = u32::from_be_bytes([0, src[12], src[13], src[14]]);
-    let word = if index == 0 {
-        DENY_V4_0.get(n >> 6)
-    } else {
-        DENY_V4_1.get(n >> 6)
-    };
-    word.is_some_and(|w| *w & (1u64 << (n & 63)) != 0)
+fn bitmap_hit(bitmap: &Array<u64>, n: u32) -> bool {
+    bitmap
+        .get(n >> 6)
+        .is_some_and(|w| *w & (1u64 << (n & 63)) != 0)
 }
 
-/// The exact-address entry, if any: denied by the active buffer, or banned and not expired. The
-/// clock is read only when the source has a ban.
+/// The exact-address entry, if any: denied by the active buffer as an address, banned and not
+/// expired, or inside a denied IPv4 /25-/31 prefix (in that order, as the reasons were counted
+/// when those prefixes lived in a trie looked up after this table). The clock is read only when
+/// the source has a ban.
 #[inline(always)]
 fn exact(pkt: &Packet, index: u32, clock: &mut Clock) -> Option<(u32, Reason)> {
-    let entry = EXACT.get_ptr(pkt.src)?;
+    let entry = EXACT.get_ptr(&pkt.src)?;
     // SAFETY: the pointer comes from a successful lookup and stays inside the map for this run;
     // an update racing this read can at worst give one packet the verdict of another value.
     let entry = unsafe { *entry };
-    if entry.deny & (1 << index) != 0 {
+    let bits = entry.deny >> index;
+    if bits & EXACT_DENY != 0 {
         return Some((xdp_action::XDP_DROP, Reason::DropDenyExact));
     }
     if entry.ban_expiry_ns != 0 && clock.coarse() < entry.ban_expiry_ns {
         return Some((xdp_action::XDP_DROP, Reason::DropBan));
     }
-    None
-}
-
-/// The per-source packet budget, then (for a TCP SYN) the SYN budget; both buckets live in one
-/// LRU entry, so a packet pays at most one lookup. A source seen for the first time gets full
-/// buckets minus this packet. Concurrent CPUs may race on one entry; the result is a slightly
-/// looser limit, never a fault.
-#[inline(always)]
-fn rate_limits(pkt: &Packet, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
-    let syn = pkt.syn && pkt.protocol == IPPROTO_TCP && settings.syn_pps != 0;
-    if settings.rate_pps == 0 && !syn {
-        return None;
-    }
-    let now = clock.now();
-    let Some(b) = RATE.get_ptr_mut(&pkt.src) else {
-        // Full buckets, minus this packet's token where a limiter counted it.
-        let first = |burst: u64, counted: bool| Bucket {
-            tokens: if counted {
-                burst.saturating_sub(TOKEN)
-            } else {
-                burst
-            },
-            last_ns: now,
-        };
-        let fresh = Buckets {
-            packets: first(settings.rate_burst, settings.rate_pps != 0),
-            syns: first(settings.syn_burst, syn),
-        };
-        let _ = RATE.insert(&pkt.src, &fresh, 0);
-        return None;
-    };
-    // SAFETY: the pointer comes from a successful lookup and stays valid for this run.
-    let b = unsafe { &mut *b };
-    if settings.rate_pps != 0
-        && !take_token(&mut b.packets, now, settings.rate_pps, settings.rate_burst)
-    {
-        return Some(Reason::DropRateLimit);
-    }
-    if syn && !take_token(&mut b.syns, now, settings.syn_pps, settings.syn_burst) {
-        return Some(Reason::DropSynRateLimit);
+    if bits & EXACT_PREFIX != 0 {
+        return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
     }
     None
 }
 
-/// Refill `b` for the time elapsed, then take one token; false when empty.
+/// The rule for the exact port, else the protocol's any-port rule (slot of port 0), read only
+/// when userspace flagged that one exists.
 #[inline(always)]
-fn take_token(b: &mut Bucket, now: u64, rate: u64, burst: u64) -> bool {
-    let elapsed = now.saturating_sub(b.last_ns).min(MAX_REFILL_NS);
-    let tokens = b
-        .tokens
-        .saturating_add(elapsed.wrapping_mul(rate))
-        .min(burst);
-    b.last_ns = now;
-    if tokens >= TOKEN {
-        b.tokens = tokens - TOKEN;
-        true
-    } else {
-        b.tokens = tokens;
-        false
-    }
-}
-
-/// The rule for the exact port, else the protocol's any-port rule (slot of port 0).
-#[inline(always)]
-fn redirect(pkt: &Packet) -> Option<(u32, Reason)> {
+fn redirect(pkt: &Packet, flags: u64) -> Option<(u32, Reason)> {
     let slot = redirect_index(pkt.protocol, pkt.dst_port)?;
     let any = redirect_index(pkt.protocol, 0)?;
+    let any_flag = if pkt.protocol == parse::IPPROTO_TCP {
+        FLAG_REDIRECT_ANY_TCP
+    } else {
+        FLAG_REDIRECT_ANY_UDP
+    };
     let mut action = REDIRECT.get(slot).copied().unwrap_or_default();
-    if action.kind == 0 {
+    if action.kind == 0 && flags & any_flag != 0 {
         action = REDIRECT.get(any).copied().unwrap_or_default();
     }
     match action.kind {

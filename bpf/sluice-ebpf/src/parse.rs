@@ -2,7 +2,7 @@
 //! `data_end` that the verifier can follow, and every offset is bounded by construction.
 
 use aya_ebpf::programs::XdpContext;
-use sluice_xdp_common::{v4_mapped, Addr};
+use sluice_xdp_common::{v4_words, words_are_v4, AddrWords};
 
 /// IP protocol number of TCP.
 pub const IPPROTO_TCP: u8 = 6;
@@ -10,8 +10,6 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 const ETH_HLEN: usize = 14;
-/// The first 12 bytes of an IPv4-mapped IPv6 address.
-const V4_MAPPED_HEAD: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -38,8 +36,8 @@ pub enum Parsed {
 
 /// The fields the rules need.
 pub struct Packet {
-    /// Source address, IPv4 mapped into `::ffff:0:0/96`.
-    pub src: Addr,
+    /// Source address, IPv4 mapped into `::ffff:0:0/96`, as two words.
+    pub src: AddrWords,
     /// The source is IPv4 (or an IPv4-mapped IPv6 address): only the IPv4 tables apply.
     pub v4: bool,
     /// IP protocol of the L4 header (after IPv6 extension headers).
@@ -102,7 +100,8 @@ fn parse_v4(ctx: &XdpContext, l3: usize) -> Parsed {
     if ip[0] >> 4 != 4 || ihl < 20 {
         return Parsed::Malformed;
     }
-    let src = v4_mapped([ip[12], ip[13], ip[14], ip[15]]);
+    let v4 = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let src = v4_words(v4);
     let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     let mut pkt = Packet {
         src,
@@ -131,11 +130,22 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
     if ip[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&ip[8..24]);
+    let word = |at: usize| {
+        u64::from_ne_bytes([
+            ip[at],
+            ip[at + 1],
+            ip[at + 2],
+            ip[at + 3],
+            ip[at + 4],
+            ip[at + 5],
+            ip[at + 6],
+            ip[at + 7],
+        ])
+    };
+    let src = [word(8), word(16)];
     let mut pkt = Packet {
         src,
-        v4: src[..12] == V4_MAPPED_HEAD,
+        v4: words_are_v4(&src),
         protocol: ip[6],
         l4_ok: false,
         has_ports: false,

@@ -14,28 +14,33 @@ pub const V4_MAPPED_PREFIX: u32 = 96;
 
 /// Maps whose names end in `_0`/`_1` are double buffered: the program reads the one selected by
 /// [`DENY_ACTIVE`], userspace rewrites the other and then flips the index in one store. Exact
-/// addresses are not duplicated: each [`EXACT`] entry carries one deny bit per buffer.
+/// addresses are not duplicated: each [`EXACT`] entry carries its deny bits per buffer.
 pub const DENY_ACTIVE: &str = "DENY_ACTIVE";
 /// IPv4 deny prefixes up to /24 as a bitmap of every /24 (2^24 bits in [`V4_BITMAP_WORDS`] u64
 /// words; /24 number `n` is bit `n % 64` of word `n / 64`), buffer 0.
 pub const DENY_V4_0: &str = "DENY_V4_0";
 /// IPv4 /24 bitmap, buffer 1.
 pub const DENY_V4_1: &str = "DENY_V4_1";
-/// IPv4 deny prefixes /25 to /31 (LPM, key `lpm_trie::Key<[u8; 4]>`, value `u8`), buffer 0.
-pub const DENY_LPM4_0: &str = "DENY_LPM4_0";
-/// IPv4 long prefixes, buffer 1.
-pub const DENY_LPM4_1: &str = "DENY_LPM4_1";
 /// IPv6 deny prefixes (LPM, key `lpm_trie::Key<Addr>`, value `u8`), buffer 0.
 pub const DENY_LPM6_0: &str = "DENY_LPM6_0";
 /// IPv6 deny prefixes, buffer 1.
 pub const DENY_LPM6_1: &str = "DENY_LPM6_1";
-/// Exact addresses: denied ones and banned ones in one hash (key [`Addr`], value [`Exact`]), so
-/// that a packet pays one lookup for both.
+/// Exact addresses: denied ones, the addresses of denied IPv4 /25-/31 prefixes (expanded, so
+/// that an IPv4 packet never walks a trie) and banned ones, in one hash (key [`Addr`], value
+/// [`Exact`]), so that a packet pays one lookup for all three.
 pub const EXACT: &str = "EXACT";
-/// Allow list (LPM, key `lpm_trie::Key<Addr>`, value `u8`).
-pub const ALLOW_LPM: &str = "ALLOW_LPM";
-/// Per-source token buckets, packets and TCP SYNs in one entry so that a SYN costs one lookup
-/// (LRU, key [`Addr`], value [`Buckets`]).
+/// One bit per value of [`exact_filter_bit`]: set for every key present in [`EXACT`] (userspace
+/// sets it before inserting a key and clears it only after the last key with that bit is
+/// deleted), so a clear bit proves a miss without the hash lookup (array of u64 words).
+pub const EXACT_FILTER: &str = "EXACT_FILTER";
+/// IPv4 allow prefixes up to /24 as a bitmap of every /24, laid out as [`DENY_V4_0`].
+pub const ALLOW_V4: &str = "ALLOW_V4";
+/// IPv4 allow prefixes /25 to /32 (LPM, key `lpm_trie::Key<[u8; 4]>`, value `u8`).
+pub const ALLOW_LPM4: &str = "ALLOW_LPM4";
+/// IPv6 allow prefixes (LPM, key `lpm_trie::Key<Addr>`, value `u8`).
+pub const ALLOW_LPM6: &str = "ALLOW_LPM6";
+/// Per-source token buckets: an array of [`RateSet`]s indexed by [`rate_set`], two slots per
+/// set, packets and TCP SYNs in one slot, so a SYN costs one array read and no helper call.
 pub const RATE: &str = "RATE";
 /// Settings read by the program (array of one [`Settings`]).
 pub const SETTINGS: &str = "SETTINGS";
@@ -50,7 +55,8 @@ pub const COUNTERS: &str = "COUNTERS";
 /// The name of the XDP program inside the object (used to find a stale attachment).
 pub const PROGRAM_NAME: &str = "sluice_xdp";
 
-/// Most exact addresses in one deny set (userspace rejects a larger set).
+/// Most exact addresses in one deny set, counting every address of a denied IPv4 /25-/31
+/// prefix (userspace rejects a larger set).
 pub const DENY_EXACT_MAX: u32 = 1 << 20;
 /// Most bans held at once (userspace refuses a new ban beyond this; it never evicts).
 pub const BANS_MAX: u32 = 1 << 20;
@@ -59,14 +65,19 @@ pub const BANS_MAX: u32 = 1 << 20;
 pub const EXACT_MAX: u32 = 2 * DENY_EXACT_MAX + BANS_MAX;
 /// Words in each IPv4 /24 bitmap (2^24 bits = 2 MiB).
 pub const V4_BITMAP_WORDS: u32 = 1 << 18;
-/// Capacity of each IPv4 long-prefix (/25-/31) buffer.
-pub const DENY_LPM4_MAX: u32 = 1 << 18;
 /// Capacity of each IPv6 prefix buffer.
 pub const DENY_LPM_MAX: u32 = 1 << 18;
-/// Capacity of the allow list.
+/// Capacity of each allow trie.
 pub const ALLOW_LPM_MAX: u32 = 1 << 14;
-/// Number of sources tracked by the rate limiters (LRU).
-pub const RATE_MAX: u32 = 1 << 16;
+/// log2 of the number of bits in [`EXACT_FILTER`] (2^26 bits = 8 MiB: about 3% of misses still
+/// look the hash up with 2 million keys).
+pub const EXACT_FILTER_BITS: u32 = 26;
+/// Words in [`EXACT_FILTER`].
+pub const EXACT_FILTER_WORDS: u32 = 1 << (EXACT_FILTER_BITS - 6);
+/// log2 of the number of [`RateSet`]s.
+pub const RATE_SET_BITS: u32 = 15;
+/// Number of sources the rate limiters track at once (two slots in each of 2^15 sets).
+pub const RATE_MAX: u32 = 2 << RATE_SET_BITS;
 /// Entries in the redirect array: one per (TCP or UDP, destination port).
 pub const REDIRECT_MAX: u32 = 2 << 16;
 
@@ -78,6 +89,89 @@ pub const fn redirect_index(protocol: u8, dst_port: u16) -> Option<u32> {
         17 => Some((1 << 16) | dst_port as u32),
         _ => None,
     }
+}
+
+/// An address as the program holds it: the 16 bytes of [`Addr`] read as two native-endian
+/// words (same bytes in memory, 8-byte aligned, compared in two instructions).
+pub type AddrWords = [u64; 2];
+
+/// The words of an [`Addr`].
+pub const fn addr_words(addr: &Addr) -> AddrWords {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    let mut i = 0;
+    while i < 8 {
+        hi[i] = addr[i];
+        lo[i] = addr[8 + i];
+        i += 1;
+    }
+    [u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)]
+}
+
+/// The [`Addr`] of some words (inverse of [`addr_words`]).
+pub const fn words_addr(words: &AddrWords) -> Addr {
+    let hi = words[0].to_ne_bytes();
+    let lo = words[1].to_ne_bytes();
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 8 {
+        addr[i] = hi[i];
+        addr[8 + i] = lo[i];
+        i += 1;
+    }
+    addr
+}
+
+/// The words of the IPv4-mapped form of an IPv4 address (its four octets in memory order,
+/// as read by `u32::from_ne_bytes`).
+#[inline(always)]
+pub const fn v4_words(v4: u32) -> AddrWords {
+    let o = v4.to_ne_bytes();
+    [
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]]),
+    ]
+}
+
+/// True when the words hold an IPv4-mapped address.
+#[inline(always)]
+pub const fn words_are_v4(words: &AddrWords) -> bool {
+    let b = words[1].to_ne_bytes();
+    words[0] == 0 && b[0] == 0 && b[1] == 0 && b[2] == 0xff && b[3] == 0xff
+}
+
+/// The IPv4 address inside mapped words (octets in memory order, as [`v4_words`] takes it).
+#[inline(always)]
+pub const fn words_v4(words: &AddrWords) -> u32 {
+    let b = words[1].to_ne_bytes();
+    u32::from_ne_bytes([b[4], b[5], b[6], b[7]])
+}
+
+/// The keyed hash of a source: multiply-add-shift hashing of the address's four 32-bit words
+/// with the random 64-bit key in [`Settings::seed`] (Thorup's strongly universal family: for
+/// any two distinct addresses chosen without knowing the key, the chance that the top `l` bits
+/// agree is 2^-l). [`rate_set`] and [`exact_filter_bit`] take its top bits. Used by the program
+/// and by userspace alike.
+#[inline(always)]
+pub const fn addr_hash(seed: &[u64; 5], src: &AddrWords) -> u64 {
+    seed[0]
+        .wrapping_mul(src[0] & 0xffff_ffff)
+        .wrapping_add(seed[1].wrapping_mul(src[0] >> 32))
+        .wrapping_add(seed[2].wrapping_mul(src[1] & 0xffff_ffff))
+        .wrapping_add(seed[3].wrapping_mul(src[1] >> 32))
+        .wrapping_add(seed[4])
+}
+
+/// The [`RATE`] set of a source with hash `h` ([`addr_hash`]).
+#[inline(always)]
+pub const fn rate_set(h: u64) -> u32 {
+    (h >> (64 - RATE_SET_BITS)) as u32
+}
+
+/// The [`EXACT_FILTER`] bit of a source with hash `h` ([`addr_hash`]).
+#[inline(always)]
+pub const fn exact_filter_bit(h: u64) -> u32 {
+    (h >> (64 - EXACT_FILTER_BITS)) as u32
 }
 /// Capacity of the redirect device map.
 pub const DEVMAP_MAX: u32 = 64;
@@ -93,7 +187,8 @@ pub const TOKEN: u64 = 1_000_000_000;
 pub struct Exact {
     /// Ban expiry in `bpf_ktime_get_ns` nanoseconds (CLOCK_MONOTONIC); 0: not banned.
     pub ban_expiry_ns: u64,
-    /// Bit `i` set: denied by deny buffer `i`.
+    /// Bit `i` ([`EXACT_DENY`] `<< i`): denied as an address by deny buffer `i`; bit `2 + i`
+    /// ([`EXACT_PREFIX`] `<< i`): inside an IPv4 /25-/31 prefix denied by buffer `i`.
     pub deny: u32,
     /// Always zero.
     pub pad: u32,
@@ -106,24 +201,53 @@ impl Exact {
     }
 }
 
+/// [`Exact::deny`] bit (shifted left by the buffer index): the address itself is denied.
+pub const EXACT_DENY: u32 = 1;
+/// [`Exact::deny`] bit (shifted left by the buffer index): the address lies in a denied IPv4
+/// /25-/31 prefix (counted as `deny_prefix`, after `deny_exact` and `ban`).
+pub const EXACT_PREFIX: u32 = 4;
+
 /// A token bucket for one source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bucket {
     /// Tokens left, in units of 1/[`TOKEN`].
     pub tokens: u64,
-    /// `bpf_ktime_get_ns` of the last refill.
+    /// Clock reading (`bpf_ktime_get_ns`, or `bpf_ktime_get_coarse_ns` under
+    /// [`FLAG_COARSE_CLOCK`]) of the last refill; 0 in a slot never used.
     pub last_ns: u64,
 }
 
-/// The packet and SYN buckets of one source.
+/// The packet and SYN buckets of one source, in a [`RateSet`] slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Buckets {
+pub struct RateSlot {
+    /// The source ([`AddrWords`]); stored in full so that a colliding source is told apart.
+    pub addr: AddrWords,
     /// Every packet.
     pub packets: Bucket,
     /// TCP SYNs without ACK.
     pub syns: Bucket,
+}
+
+impl RateSlot {
+    /// When a bucket of this slot was last refilled (0: never used).
+    #[inline(always)]
+    pub const fn last_used(&self) -> u64 {
+        if self.packets.last_ns > self.syns.last_ns {
+            self.packets.last_ns
+        } else {
+            self.syns.last_ns
+        }
+    }
+}
+
+/// Two slots for the sources whose [`rate_set`] is this set's index (2-way set associative).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateSet {
+    /// The slots; a new source replaces the one refilled least recently.
+    pub slots: [RateSlot; 2],
 }
 
 /// Program settings; a rate of 0 disables that limiter.
@@ -140,24 +264,36 @@ pub struct Settings {
     pub syn_pps: u64,
     /// Bucket size for SYNs, in [`TOKEN`] units.
     pub syn_burst: u64,
+    /// Key of [`rate_set`]: random per load, so that nobody can aim sources at one set.
+    pub seed: [u64; 5],
 }
 
-/// [`Settings::flags`]: the allow list is not empty.
-pub const FLAG_ALLOW: u64 = 1;
+/// [`Settings::flags`]: the IPv4 allow bitmap ([`ALLOW_V4`]) has bits set.
+pub const FLAG_ALLOW_V4: u64 = 1;
 /// [`Settings::flags`]: bans have been added.
 pub const FLAG_BANS: u64 = 2;
 /// [`Settings::flags`]: redirect rules exist.
 pub const FLAG_REDIRECT: u64 = 4;
+/// [`Settings::flags`]: the IPv4 allow trie ([`ALLOW_LPM4`]) holds entries.
+pub const FLAG_ALLOW_LPM4: u64 = 8;
+/// [`Settings::flags`]: the IPv6 allow trie ([`ALLOW_LPM6`]) holds entries.
+pub const FLAG_ALLOW_LPM6: u64 = 16;
+/// [`Settings::flags`]: the token buckets read `bpf_ktime_get_coarse_ns` (set by userspace
+/// only when every limiter's burst is at least two ticks of refill; see docs/xdp.md).
+pub const FLAG_COARSE_CLOCK: u64 = 32;
+/// [`Settings::flags`]: a TCP any-port redirect rule exists (otherwise its slot is not read).
+pub const FLAG_REDIRECT_ANY_TCP: u64 = 64;
+/// [`Settings::flags`]: a UDP any-port redirect rule exists.
+pub const FLAG_REDIRECT_ANY_UDP: u64 = 128;
 
 /// The [`DENY_ACTIVE`] word: bit 0 is the buffer the program reads; the flag bits say which of
 /// that buffer's tables hold entries, so that index and flags switch in one store.
 pub const DENY_INDEX: u32 = 1;
 /// [`DENY_ACTIVE`] word: the active IPv4 /24 bitmap has bits set.
 pub const DENY_HAS_V4: u32 = 2;
-/// [`DENY_ACTIVE`] word: the active deny set holds exact addresses.
+/// [`DENY_ACTIVE`] word: the active deny set holds exact addresses (expanded prefixes
+/// included).
 pub const DENY_HAS_EXACT: u32 = 4;
-/// [`DENY_ACTIVE`] word: the active IPv4 long-prefix trie holds entries.
-pub const DENY_HAS_LPM4: u32 = 8;
 /// [`DENY_ACTIVE`] word: the active IPv6 prefix trie holds entries.
 pub const DENY_HAS_LPM6: u32 = 16;
 
@@ -290,6 +426,10 @@ mod pod {
     // SAFETY: each type is #[repr(C)], Copy, made only of integers, with no implicit padding
     // (field sizes add up to the struct size), so any byte pattern is a valid value.
     unsafe impl aya::Pod for super::Bucket {}
+    // SAFETY: as above (two u64 words and two buckets).
+    unsafe impl aya::Pod for super::RateSlot {}
+    // SAFETY: as above (two slots).
+    unsafe impl aya::Pod for super::RateSet {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Settings {}
     // SAFETY: as above (u8 + u8 + u16).

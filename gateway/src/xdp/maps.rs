@@ -10,10 +10,12 @@ use aya::maps::{Array, DevMap, HashMap, LpmTrie, Map, MapData, MapError, PerCpuA
 use aya::Ebpf;
 use sluice_xdp_common::{
     self as common, Addr, Counter, Exact, Reason, RedirectAction, RedirectKey, Settings, BANS_MAX,
-    FLAG_ALLOW, FLAG_BANS, FLAG_REDIRECT,
+    EXACT_DENY, EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4, FLAG_BANS,
+    FLAG_COARSE_CLOCK, FLAG_REDIRECT, FLAG_REDIRECT_ANY_TCP, FLAG_REDIRECT_ANY_UDP,
 };
 
-use super::layout::{check_limits, DenyLayout};
+use super::clock;
+use super::layout::{AllowLayout, Bitmap, DenyLayout};
 use super::rules::{key_addr, DenySet};
 use super::XdpError;
 
@@ -25,10 +27,16 @@ const SWEEP_INTERVAL_NS: u64 = 60_000_000_000;
 pub struct Maps {
     deny_active: Array<MapData, u32>,
     deny_v4: [Array<MapData, u64>; 2],
-    deny_lpm4: [LpmTrie<MapData, [u8; 4], u8>; 2],
     deny_lpm6: [LpmTrie<MapData, Addr, u8>; 2],
     exact: HashMap<MapData, Addr, Exact>,
-    allow: LpmTrie<MapData, Addr, u8>,
+    exact_filter: Array<MapData, u64>,
+    /// Keys in `exact` per filter bit (bits with none are absent), and the filter words as
+    /// written: a bit is set before its first key goes in and cleared after its last key goes.
+    filter_keys: StdHashMap<u32, u32>,
+    filter_words: Vec<u64>,
+    allow_v4: Array<MapData, u64>,
+    allow_lpm4: LpmTrie<MapData, [u8; 4], u8>,
+    allow_lpm6: LpmTrie<MapData, Addr, u8>,
     settings: Array<MapData, Settings>,
     redirect: Array<MapData, RedirectAction>,
     /// Redirect slots written (and so to clear when their rule goes).
@@ -46,9 +54,9 @@ pub struct Maps {
     bans: StdHashMap<Addr, u64>,
     /// Monotonic time of the last sweep of expired bans.
     last_sweep_ns: u64,
-    /// The allow list as written.
-    allowed: std::collections::BTreeSet<(Addr, u32)>,
-    /// The settings as last written (rates and `FLAG_*` bits).
+    /// The allow list as written, table by table (kept exact write by write).
+    allowed: AllowLayout,
+    /// The settings as last written (rates, `FLAG_*` bits, the rate-set seed).
     current: Settings,
 }
 
@@ -73,16 +81,17 @@ impl Maps {
                 Array::try_from(take(ebpf, common::DENY_V4_0)?).map_err(&e)?,
                 Array::try_from(take(ebpf, common::DENY_V4_1)?).map_err(&e)?,
             ],
-            deny_lpm4: [
-                LpmTrie::try_from(take(ebpf, common::DENY_LPM4_0)?).map_err(&e)?,
-                LpmTrie::try_from(take(ebpf, common::DENY_LPM4_1)?).map_err(&e)?,
-            ],
             deny_lpm6: [
                 LpmTrie::try_from(take(ebpf, common::DENY_LPM6_0)?).map_err(&e)?,
                 LpmTrie::try_from(take(ebpf, common::DENY_LPM6_1)?).map_err(&e)?,
             ],
             exact: HashMap::try_from(take(ebpf, common::EXACT)?).map_err(&e)?,
-            allow: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM)?).map_err(&e)?,
+            exact_filter: Array::try_from(take(ebpf, common::EXACT_FILTER)?).map_err(&e)?,
+            filter_keys: StdHashMap::new(),
+            filter_words: vec![0; common::EXACT_FILTER_WORDS as usize],
+            allow_v4: Array::try_from(take(ebpf, common::ALLOW_V4)?).map_err(&e)?,
+            allow_lpm4: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM4)?).map_err(&e)?,
+            allow_lpm6: LpmTrie::try_from(take(ebpf, common::ALLOW_LPM6)?).map_err(&e)?,
             settings: Array::try_from(take(ebpf, common::SETTINGS)?).map_err(&e)?,
             redirect: Array::try_from(take(ebpf, common::REDIRECT)?).map_err(&e)?,
             redirect_slots: Default::default(),
@@ -93,8 +102,12 @@ impl Maps {
             entries: [0; 2],
             bans: StdHashMap::new(),
             last_sweep_ns: 0,
-            allowed: Default::default(),
-            current: Settings::default(),
+            allowed: AllowLayout::default(),
+            // A fresh key per load: nobody outside can aim sources at one rate set.
+            current: Settings {
+                seed: rand::random(),
+                ..Settings::default()
+            },
         })
     }
 
@@ -106,9 +119,8 @@ impl Maps {
     /// The set is larger than the tables, or a map write failed; the program keeps reading the
     /// previous set.
     pub fn apply_deny(&mut self, set: &DenySet) -> Result<(), XdpError> {
-        check_limits(set)?;
         let idx = (1 - self.active) as usize;
-        let target = DenyLayout::of(set);
+        let target = DenyLayout::of(set)?;
         let mut held = std::mem::take(&mut self.contents[idx]);
         let written = self.write_buffer(idx, &mut held, &target);
         self.contents[idx] = held;
@@ -132,34 +144,7 @@ impl Maps {
         target: &DenyLayout,
     ) -> Result<(), XdpError> {
         let e = map_err("deny list");
-        let stale: Vec<u32> = held
-            .v4_words
-            .keys()
-            .filter(|w| !target.v4_words.contains_key(w))
-            .copied()
-            .collect();
-        for word in stale {
-            self.deny_v4[idx].set(word, 0, 0).map_err(&e)?;
-            held.v4_words.remove(&word);
-        }
-        for (word, bits) in &target.v4_words {
-            if held.v4_words.get(word) != Some(bits) {
-                self.deny_v4[idx].set(*word, *bits, 0).map_err(&e)?;
-                held.v4_words.insert(*word, *bits);
-            }
-        }
-        let stale: Vec<_> = held.lpm4.difference(&target.lpm4).copied().collect();
-        for (addr, len) in stale {
-            let _ = self.deny_lpm4[idx].remove(&Key::new(len, addr));
-            held.lpm4.remove(&(addr, len));
-        }
-        let fresh: Vec<_> = target.lpm4.difference(&held.lpm4).copied().collect();
-        for (addr, len) in fresh {
-            self.deny_lpm4[idx]
-                .insert(&Key::new(len, addr), 1, 0)
-                .map_err(&e)?;
-            held.lpm4.insert((addr, len));
-        }
+        write_bitmap(&mut self.deny_v4[idx], &mut held.v4_words, &target.v4_words).map_err(&e)?;
         let stale: Vec<_> = held.lpm6.difference(&target.lpm6).copied().collect();
         for (addr, len) in stale {
             let _ = self.deny_lpm6[idx].remove(&Key::new(len, addr));
@@ -172,28 +157,61 @@ impl Maps {
                 .map_err(&e)?;
             held.lpm6.insert((addr, len));
         }
-        let bit = 1u32 << idx;
-        let stale: Vec<Addr> = held.exact.difference(&target.exact).copied().collect();
-        for addr in stale {
-            let entry = self.exact_entry(&addr, self.deny_bits(&addr) & !bit);
-            self.write_exact(&addr, entry).map_err(&e)?;
-            held.exact.remove(&addr);
-        }
-        let fresh: Vec<Addr> = target.exact.difference(&held.exact).copied().collect();
-        for addr in fresh {
-            let entry = self.exact_entry(&addr, self.deny_bits(&addr) | bit);
-            self.write_exact(&addr, entry).map_err(&e)?;
-            held.exact.insert(addr);
+        for kind in [EXACT_DENY, EXACT_PREFIX] {
+            let (have, want) = match kind {
+                EXACT_DENY => (&held.exact, &target.exact),
+                _ => (&held.prefix_hosts, &target.prefix_hosts),
+            };
+            let stale: Vec<Addr> = have.difference(want).copied().collect();
+            let fresh: Vec<Addr> = want.difference(have).copied().collect();
+            for (addrs, present) in [(stale, false), (fresh, true)] {
+                for addr in addrs {
+                    self.set_deny_bit(idx, held, &addr, kind, present)
+                        .map_err(&e)?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// The deny bits `addr` has in the buffers whose contents are in `self.contents` (the one
-    /// being written is taken out while it is written; its bit is supplied by the caller).
+    /// Set or clear `kind` ([`EXACT_DENY`] or [`EXACT_PREFIX`]) for buffer `idx` on `addr`'s
+    /// exact entry, keeping its other bits and its ban; `held` (the buffer's contents, taken out
+    /// of `self.contents` while it is written) is updated once the kernel has the entry.
+    fn set_deny_bit(
+        &mut self,
+        idx: usize,
+        held: &mut DenyLayout,
+        addr: &Addr,
+        kind: u32,
+        present: bool,
+    ) -> Result<(), MapError> {
+        let other = 1 - idx;
+        let mut bits =
+            layout_bits(&self.contents[other], other, addr) | layout_bits(held, idx, addr);
+        let was = bits != 0 || self.bans.contains_key(addr);
+        if present {
+            bits |= kind << idx;
+        } else {
+            bits &= !(kind << idx);
+        }
+        self.write_exact(addr, was, self.exact_entry(addr, bits))?;
+        let set = if kind == EXACT_DENY {
+            &mut held.exact
+        } else {
+            &mut held.prefix_hosts
+        };
+        if present {
+            set.insert(*addr);
+        } else {
+            set.remove(addr);
+        }
+        Ok(())
+    }
+
+    /// The deny bits `addr` has in both buffers (outside a deny switch, both are in
+    /// `self.contents`).
     fn deny_bits(&self, addr: &Addr) -> u32 {
-        (0..2)
-            .filter(|i| self.contents[*i].exact.contains(addr))
-            .fold(0, |bits, i| bits | 1 << i)
+        layout_bits(&self.contents[0], 0, addr) | layout_bits(&self.contents[1], 1, addr)
     }
 
     fn exact_entry(&self, addr: &Addr, deny: u32) -> Exact {
@@ -204,16 +222,77 @@ impl Maps {
         }
     }
 
-    /// Store `entry`, or delete the key when the entry says nothing any more.
-    fn write_exact(&mut self, addr: &Addr, entry: Exact) -> Result<(), MapError> {
+    /// Store `entry`, or delete the key when the entry says nothing any more; `was` says
+    /// whether the key is in the map now (from the mirrors, which follow the map write by
+    /// write). The filter bit of a new key is set before the key goes in, and cleared only
+    /// after the last key with that bit is gone, so the filter never misses a key.
+    fn write_exact(&mut self, addr: &Addr, was: bool, entry: Exact) -> Result<(), MapError> {
         if entry.is_empty() {
-            match self.exact.remove(addr) {
-                Err(MapError::KeyNotFound) => Ok(()),
-                other => other,
+            if !was {
+                return Ok(());
             }
+            match self.exact.remove(addr) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+            self.filter_release(addr)
         } else {
-            self.exact.insert(addr, entry, 0)
+            if !was {
+                self.filter_claim(addr)?;
+            }
+            let inserted = self.exact.insert(addr, entry, 0);
+            if inserted.is_err() && !was {
+                // Best effort: a bit left set only costs a hash lookup.
+                let _ = self.filter_release(addr);
+            }
+            inserted
         }
+    }
+
+    fn filter_bit(&self, addr: &Addr) -> u32 {
+        let h = common::addr_hash(&self.current.seed, &common::addr_words(addr));
+        common::exact_filter_bit(h)
+    }
+
+    /// Count one more key on `addr`'s filter bit, setting the bit in the kernel first if it
+    /// was clear.
+    fn filter_claim(&mut self, addr: &Addr) -> Result<(), MapError> {
+        let bit = self.filter_bit(addr);
+        let keys = self.filter_keys.get(&bit).copied().unwrap_or(0);
+        if keys == 0 {
+            let word = (bit >> 6) as usize;
+            let value = self.filter_words[word] | 1 << (bit & 63);
+            self.exact_filter.set(word as u32, value, 0)?;
+            self.filter_words[word] = value;
+        }
+        self.filter_keys.insert(bit, keys + 1);
+        Ok(())
+    }
+
+    /// Count one key less on `addr`'s filter bit (the key is already gone from the map),
+    /// clearing the bit when it was the last.
+    fn filter_release(&mut self, addr: &Addr) -> Result<(), MapError> {
+        let bit = self.filter_bit(addr);
+        match self.filter_keys.get(&bit).copied() {
+            Some(keys) if keys > 1 => {
+                self.filter_keys.insert(bit, keys - 1);
+                Ok(())
+            }
+            Some(_) => {
+                let word = (bit >> 6) as usize;
+                let value = self.filter_words[word] & !(1 << (bit & 63));
+                self.exact_filter.set(word as u32, value, 0)?;
+                self.filter_words[word] = value;
+                self.filter_keys.remove(&bit);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Keys the exact-table filter counts (every key of the map); for tests.
+    pub fn filter_key_count(&self) -> u64 {
+        self.filter_keys.values().map(|n| u64::from(*n)).sum()
     }
 
     /// Entries in the deny set the program currently reads.
@@ -221,7 +300,9 @@ impl Maps {
         self.entries[self.active as usize]
     }
 
-    /// Replace the allow list (small, config-only: applied as a diff).
+    /// Replace the allow list (small, config-only: applied as a diff, table by table). A table
+    /// that becomes empty stops being looked up before its entries go; one that gains its
+    /// first entries is looked up only once they are in.
     ///
     /// # Errors
     /// A map write failed.
@@ -230,48 +311,76 @@ impl Maps {
         allow: std::collections::BTreeSet<(Addr, u32)>,
     ) -> Result<(), XdpError> {
         let e = map_err("allow list");
-        if allow.is_empty() {
-            // Stop the lookups before the entries go, so no packet sees a half-emptied list.
-            self.set_flag(FLAG_ALLOW, false)?;
+        let target = AllowLayout::of(&allow);
+        let mask = FLAG_ALLOW_V4 | FLAG_ALLOW_LPM4 | FLAG_ALLOW_LPM6;
+        let kept = self.allowed.flags() & target.flags();
+        self.set_flags(mask, kept)?;
+        let mut held = std::mem::take(&mut self.allowed);
+        let written = self.write_allow(&mut held, &target);
+        self.allowed = held;
+        written.map_err(&e)?;
+        self.set_flags(mask, target.flags())
+    }
+
+    fn write_allow(
+        &mut self,
+        held: &mut AllowLayout,
+        target: &AllowLayout,
+    ) -> Result<(), MapError> {
+        write_bitmap(&mut self.allow_v4, &mut held.v4_words, &target.v4_words)?;
+        let stale: Vec<_> = held.lpm4.difference(&target.lpm4).copied().collect();
+        for (addr, len) in stale {
+            let _ = self.allow_lpm4.remove(&Key::new(len, addr));
+            held.lpm4.remove(&(addr, len));
         }
-        for (addr, len) in self.allowed.difference(&allow) {
-            let _ = self.allow.remove(&Key::new(*len, *addr));
+        let fresh: Vec<_> = target.lpm4.difference(&held.lpm4).copied().collect();
+        for (addr, len) in fresh {
+            self.allow_lpm4.insert(&Key::new(len, addr), 1, 0)?;
+            held.lpm4.insert((addr, len));
         }
-        for (addr, len) in allow.difference(&self.allowed) {
-            self.allow
-                .insert(&Key::new(*len, *addr), 1, 0)
-                .map_err(&e)?;
+        let stale: Vec<_> = held.lpm6.difference(&target.lpm6).copied().collect();
+        for (addr, len) in stale {
+            let _ = self.allow_lpm6.remove(&Key::new(len, addr));
+            held.lpm6.remove(&(addr, len));
         }
-        if !allow.is_empty() {
-            self.set_flag(FLAG_ALLOW, true)?;
+        let fresh: Vec<_> = target.lpm6.difference(&held.lpm6).copied().collect();
+        for (addr, len) in fresh {
+            self.allow_lpm6.insert(&Key::new(len, addr), 1, 0)?;
+            held.lpm6.insert((addr, len));
         }
-        self.allowed = allow;
         Ok(())
     }
 
-    /// Write the rate-limit settings.
+    /// Write the rate-limit settings, with the clock chosen for them (see `clock`).
     ///
     /// # Errors
     /// The map write failed.
     pub fn apply_settings(&mut self, settings: Settings) -> Result<(), XdpError> {
+        let chosen = clock::choose(settings, clock::coarse_tick_ns());
         let next = Settings {
-            flags: self.current.flags,
-            ..settings
+            flags: (self.current.flags & !FLAG_COARSE_CLOCK) | (chosen.flags & FLAG_COARSE_CLOCK),
+            seed: self.current.seed,
+            ..chosen
         };
         self.write_settings(next)
     }
 
-    fn set_flag(&mut self, flag: u64, on: bool) -> Result<(), XdpError> {
+    /// The settings the program reads.
+    pub fn settings(&self) -> &Settings {
+        &self.current
+    }
+
+    fn set_flags(&mut self, mask: u64, value: u64) -> Result<(), XdpError> {
         let mut next = self.current;
-        if on {
-            next.flags |= flag;
-        } else {
-            next.flags &= !flag;
-        }
+        next.flags = (next.flags & !mask) | (value & mask);
         if next == self.current {
             return Ok(());
         }
         self.write_settings(next)
+    }
+
+    fn set_flag(&mut self, flag: u64, on: bool) -> Result<(), XdpError> {
+        self.set_flags(flag, if on { flag } else { 0 })
     }
 
     fn write_settings(&mut self, next: Settings) -> Result<(), XdpError> {
@@ -314,7 +423,20 @@ impl Maps {
                 .map_err(&e)?;
             self.redirect_slots.remove(&slot);
         }
-        self.set_flag(FLAG_REDIRECT, !rules.is_empty())
+        let mut flags = 0;
+        if !rules.is_empty() {
+            flags |= FLAG_REDIRECT;
+        }
+        for (k, _) in rules.iter().filter(|(k, _)| k.dst_port == 0) {
+            flags |= match k.protocol {
+                6 => FLAG_REDIRECT_ANY_TCP,
+                _ => FLAG_REDIRECT_ANY_UDP,
+            };
+        }
+        self.set_flags(
+            FLAG_REDIRECT | FLAG_REDIRECT_ANY_TCP | FLAG_REDIRECT_ANY_UDP,
+            flags,
+        )
     }
 
     /// Ban `addr` until `expiry_ns` (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns); `now_ns`
@@ -333,12 +455,15 @@ impl Maps {
         if self.bans.len() >= BANS_MAX as usize && !self.bans.contains_key(&addr) {
             return Err(XdpError::BansFull(BANS_MAX));
         }
+        let deny = self.deny_bits(&addr);
         let entry = Exact {
             ban_expiry_ns: expiry_ns.max(1),
-            deny: self.deny_bits(&addr),
+            deny,
             pad: 0,
         };
-        self.exact.insert(addr, entry, 0).map_err(map_err("bans"))?;
+        let was = deny != 0 || self.bans.contains_key(&addr);
+        self.write_exact(&addr, was, entry)
+            .map_err(map_err("bans"))?;
         self.bans.insert(addr, entry.ban_expiry_ns);
         // Never cleared: a stale flag costs one lookup, a missing one would lose a ban.
         self.set_flag(FLAG_BANS, true)
@@ -368,7 +493,7 @@ impl Maps {
             deny: self.deny_bits(addr),
             pad: 0,
         };
-        match self.write_exact(addr, entry) {
+        match self.write_exact(addr, true, entry) {
             Ok(()) => {
                 self.bans.remove(addr);
                 true
@@ -414,6 +539,43 @@ impl Maps {
             })
             .collect()
     }
+}
+
+/// The deny bits a buffer's contents give `addr` in an exact entry.
+fn layout_bits(layout: &DenyLayout, idx: usize, addr: &Addr) -> u32 {
+    let mut bits = 0;
+    if layout.exact.contains(addr) {
+        bits |= EXACT_DENY << idx;
+    }
+    if layout.prefix_hosts.contains(addr) {
+        bits |= EXACT_PREFIX << idx;
+    }
+    bits
+}
+
+/// Bring a bitmap map from `held` to `target`, word by word, keeping `held` true after every
+/// write.
+fn write_bitmap(
+    map: &mut Array<MapData, u64>,
+    held: &mut Bitmap,
+    target: &Bitmap,
+) -> Result<(), MapError> {
+    let stale: Vec<u32> = held
+        .keys()
+        .filter(|w| !target.contains_key(w))
+        .copied()
+        .collect();
+    for word in stale {
+        map.set(word, 0, 0)?;
+        held.remove(&word);
+    }
+    for (word, bits) in target {
+        if held.get(word) != Some(bits) {
+            map.set(*word, *bits, 0)?;
+            held.insert(*word, *bits);
+        }
+    }
+    Ok(())
 }
 
 /// A ban as the admin API shows it.

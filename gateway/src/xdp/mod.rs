@@ -9,6 +9,7 @@
 pub mod admin;
 mod attach;
 pub mod cli;
+mod clock;
 mod layout;
 mod maps;
 pub mod object;

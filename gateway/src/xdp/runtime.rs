@@ -236,6 +236,36 @@ impl Xdp {
         .unwrap_or_default()
     }
 
+    /// The rate-limit set (index into the program's two-slot sets) that `addr` falls in with
+    /// this load's hash key: sources with the same set share its two slots. For tests and
+    /// diagnostics.
+    pub fn rate_set_of(&self, addr: IpAddr) -> Option<u32> {
+        self.with(|inner| {
+            let seed = inner.maps.settings().seed;
+            let words = sluice_xdp_common::addr_words(&addr_key(addr));
+            Ok(sluice_xdp_common::rate_set(sluice_xdp_common::addr_hash(
+                &seed, &words,
+            )))
+        })
+        .ok()
+    }
+
+    /// True when the token buckets read the coarse clock (see docs/xdp.md, "Rate limits and
+    /// the clock").
+    pub fn coarse_clock(&self) -> bool {
+        self.with(|inner| {
+            Ok(inner.maps.settings().flags & sluice_xdp_common::FLAG_COARSE_CLOCK != 0)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Keys the exact-table filter accounts for (it must equal the keys of the exact table:
+    /// every deny address of either buffer and every ban). For tests.
+    pub fn exact_filter_keys(&self) -> u64 {
+        self.with(|inner| Ok(inner.maps.filter_key_count()))
+            .unwrap_or(0)
+    }
+
     /// Number of entries in the deny set in force.
     pub fn deny_len(&self) -> usize {
         self.with(|inner| Ok(inner.maps.active_deny_len()))
