@@ -158,15 +158,23 @@ async fn serve(
         let mut e = ex.borrow_mut();
         e.trace = t.start(&e.request.headers);
     }
-    // A traced request's log lines carry its trace and span ids; an untraced one pays nothing.
-    let log_span = ex.borrow().trace.as_ref().map(|t| t.log_span());
-    let run = dispatch(
-        &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
-    );
-    match log_span {
-        Some(s) => tracing::Instrument::instrument(run, s).await,
-        None => run.await,
-    }
+    // A traced request's log lines carry its trace and span ids; an untraced one gets a
+    // disabled span (entering it is a branch). One await either way: two would each be a slot
+    // of this future's state, which is moved on every request.
+    let log_span = ex
+        .borrow()
+        .trace
+        .as_ref()
+        .map_or_else(tracing::Span::none, |t| t.log_span());
+    // Built in place, not bound to a local first: a moved-from local still takes room in the
+    // enclosing future.
+    tracing::Instrument::instrument(
+        dispatch(
+            &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
+        ),
+        log_span,
+    )
+    .await
 }
 
 /// Run the chains and the route's action for a request whose route is known.
@@ -327,11 +335,13 @@ async fn forward(
         .as_ref()
         .map(|t| t.start_upstream(req.headers_mut()));
     let method = span.as_ref().map(|_| req.method().clone());
-    let send = worker.pools.send(&cluster, req, &opts);
     let (result, tries) = if span.is_some() {
-        Box::pin(crate::telemetry::otel::attempts::collect(send)).await
+        Box::pin(crate::telemetry::otel::attempts::collect(
+            worker.pools.send(&cluster, req, &opts),
+        ))
+        .await
     } else {
-        (send.await, Vec::new())
+        (worker.pools.send(&cluster, req, &opts).await, Vec::new())
     };
     if let (Some(s), Some(m)) = (span, method) {
         if let Some(t) = ex.borrow().trace.as_ref() {

@@ -48,12 +48,14 @@ impl WorkerPools {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // Zero means no route timeout (Envoy's convention); so does one beyond the clock's range.
         let deadline = match Instant::now().checked_add(opts.timeout) {
-            Some(deadline) if !opts.timeout.is_zero() => deadline,
-            _ => return self.send_with_retries(cluster, req, opts).await,
+            Some(deadline) if !opts.timeout.is_zero() => Some(deadline),
+            _ => None,
         };
-        match tokio::time::timeout_at(deadline, self.send_with_retries(cluster, req, opts)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(cluster.error(
+        // One await for both cases: each await point of a future is a slot of its state, and
+        // this state is moved on every request.
+        match Bounded::new(self.send_with_retries(cluster, req, opts), deadline).await {
+            Some(outcome) => outcome,
+            None => Err(cluster.error(
                 UpstreamErrorKind::Timeout,
                 format!("no response headers within {:?}", opts.timeout),
             )),
@@ -69,17 +71,28 @@ impl WorkerPools {
         cluster.wait_resolved().await;
         let mut tried = Tried::default();
         let body_empty = req.body().is_end_stream();
-        let Some(policy) = retry::applicable(opts.retries, req.method(), body_empty) else {
-            return self.try_once(cluster, opts, &mut tried, req).await;
-        };
+        let policy = retry::applicable(opts.retries, req.method(), body_empty);
+        let attempts = policy.map_or(0, |p| p.attempts);
         // Every try but the last sends a copy of the head; the body is empty by policy.
-        let (parts, _empty_body) = req.into_parts();
+        let mut last = Some(req);
         let mut budget = None;
-        for retry_no in 1..=policy.attempts {
-            let outcome = self
-                .try_once(cluster, opts, &mut tried, head_copy(&parts))
-                .await;
-            if !should_retry(policy, &outcome) {
+        let mut retry_no = 0;
+        loop {
+            let this = match last.take() {
+                Some(req) if retry_no < attempts => {
+                    let copy = request_copy(&req);
+                    last = Some(req);
+                    copy
+                }
+                Some(req) => req,
+                // Unreachable: `last` is only taken for the final try.
+                None => return Err(cluster.error(UpstreamErrorKind::Reset, "no request".into())),
+            };
+            let outcome = self.try_once(cluster, opts, &mut tried, this).await;
+            let Some(policy) = policy else {
+                return outcome;
+            };
+            if retry_no == attempts || !should_retry(policy, &outcome) {
                 return outcome;
             }
             // Our previous retry (if any) is over: it no longer counts against the budget.
@@ -90,11 +103,10 @@ impl WorkerPools {
                 return outcome;
             }
             drop(outcome);
+            retry_no += 1;
             cluster.services.metrics.upstream_retry(&cluster.name);
             tokio::time::sleep(retry::backoff(retry_no)).await;
         }
-        let last = Request::from_parts(parts, body::empty());
-        self.try_once(cluster, opts, &mut tried, last).await
     }
 
     /// One try: pick an endpoint (not one already tried, when possible) and exchange.
@@ -111,7 +123,8 @@ impl WorkerPools {
         let traced = crate::telemetry::otel::attempts::start();
         let outcome = match cluster.protocol() {
             Protocol::Http1 => self.exchange_h1(cluster, ep, req).await,
-            Protocol::Http2 => self.exchange_h2(cluster, ep, req).await,
+            // Boxed: hyper's HTTP/2 send future is large, and would size every request's future.
+            Protocol::Http2 => Box::pin(self.exchange_h2(cluster, ep, req)).await,
         };
         if let Some(t) = traced {
             crate::telemetry::otel::attempts::record(t, ep.addr, &outcome);
@@ -126,30 +139,24 @@ impl WorkerPools {
         mut req: Request<ProxyBody>,
     ) -> Outcome {
         let key = cluster.pool_key(ep);
-        if let Some(taken) = self.inner.take_h1(key, Instant::now()) {
+        let (mut conn, mut reused) = match self.inner.take_h1(key, Instant::now()) {
+            Some(taken) => (taken.conn, true),
+            None => (connect_boxed(cluster, ep).await?, false),
+        };
+        loop {
             let recycle = self.inner.recycler(key, cluster.pool);
-            match taken.conn.send(req, true, recycle).await {
+            let back = match conn.send(req, reused, recycle).await {
                 Ok(resp) => return Ok(resp.map(UpstreamBody::H1)),
-                Err(SendError::Unsent(unsent, e)) => {
-                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %e,
-                        "pooled connection closed by the upstream; sending on a new connection");
-                    req = unsent;
-                }
-                Err(SendError::Stale(Some(back), e)) if resendable(&back) => {
-                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %e,
-                        "pooled connection closed by the upstream; resending on a new connection");
-                    req = back;
-                }
+                Err(SendError::Unsent(unsent, e)) => (unsent, e),
+                Err(SendError::Stale(Some(back), e)) if resendable(&back) => (back, e),
                 Err(e) => return Err(classify_h1(cluster, ep, e)),
-            }
-        }
-        // Boxed: connecting (TCP, TLS) is a large future needed only on a pool miss; inline, it
-        // would be moved with every request's future.
-        let conn = Box::pin(connect_h1(cluster, ep)).await?;
-        let recycle = self.inner.recycler(key, cluster.pool);
-        match conn.send(req, false, recycle).await {
-            Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
-            Err(e) => Err(classify_h1(cluster, ep, e)),
+            };
+            // Only a reused connection reports Unsent or Stale: once, on a new one.
+            tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %back.1,
+                "pooled connection closed by the upstream; sending on a new connection");
+            req = back.0;
+            conn = connect_boxed(cluster, ep).await?;
+            reused = false;
         }
     }
 
@@ -210,14 +217,21 @@ fn resendable(req: &Request<ProxyBody>) -> bool {
     req.body().is_end_stream() && retry::is_idempotent(req.method())
 }
 
-fn head_copy(parts: &http::request::Parts) -> Request<ProxyBody> {
-    let mut req = Request::new(body::empty());
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    *req.extensions_mut() = parts.extensions.clone();
-    req
+/// Connecting (TCP, TLS) is a large future needed only on a pool miss: boxed, so that it does not
+/// size (and get moved with) every request's future.
+async fn connect_boxed(cluster: &Cluster, ep: &Endpoint) -> Result<crate::h1::Conn, UpstreamError> {
+    Box::pin(connect_h1(cluster, ep)).await
+}
+
+/// A copy of `req`'s head with an empty body (for a try that may be retried).
+fn request_copy(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut copy = Request::new(body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
 }
 
 /// HTTP/2 needs `:scheme` and `:authority`: complete an origin-form URI from the Host header
@@ -268,4 +282,41 @@ fn classify_h1(cluster: &Cluster, ep: &Endpoint, e: SendError) -> UpstreamError 
         _ => UpstreamErrorKind::Reset,
     };
     cluster.error(kind, format!("{}: {e}", ep.label))
+}
+
+pin_project_lite::pin_project! {
+    /// `fut`, bounded by `deadline` when there is one: `None` once it passed.
+    struct Bounded<F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<F> Bounded<F> {
+    fn new(fut: F, deadline: Option<Instant>) -> Self {
+        Bounded {
+            fut,
+            sleep: deadline.map(tokio::time::sleep_until),
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Bounded<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(v) = this.fut.poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(s) => s.poll(cx).map(|()| None),
+            None => std::task::Poll::Pending,
+        }
+    }
 }
