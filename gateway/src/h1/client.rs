@@ -45,10 +45,10 @@ pub struct Conn {
 pub enum SendError {
     /// The request never reached the upstream (the connection was found closed before any byte
     /// was written): it comes back for a resend.
-    Unsent(Request<ProxyBody>, io::Error),
+    Unsent(Box<Request<ProxyBody>>, io::Error),
     /// The request was written but the connection closed or reset before any response byte:
     /// the keep-alive race. The request comes back when its body was empty (nothing consumed).
-    Stale(Option<Request<ProxyBody>>, io::Error),
+    Stale(Option<Box<Request<ProxyBody>>>, io::Error),
     /// The connection failed mid-exchange.
     Io(io::Error),
     /// The request body failed (the client went away, or a size limit or a filter stopped it).
@@ -125,16 +125,17 @@ impl Conn {
             // race it goes back whole, and the caller may resend it.
             if let Err((written, e)) = write_all_tracked(&mut self.io, &out).await {
                 return Err(if written == 0 && reused {
-                    SendError::Unsent(Request::from_parts(parts, body), e)
+                    SendError::Unsent(Box::new(Request::from_parts(parts, body)), e)
                 } else {
                     SendError::Io(e)
                 });
             }
             return match self.read_head(head_request, reused).await {
                 Ok(h) => Ok(self.response(h, true, recycle)),
-                Err(SendError::Stale(_, e)) => {
-                    Err(SendError::Stale(Some(Request::from_parts(parts, body)), e))
-                }
+                Err(SendError::Stale(_, e)) => Err(SendError::Stale(
+                    Some(Box::new(Request::from_parts(parts, body))),
+                    e,
+                )),
                 Err(e) => Err(e),
             };
         }
@@ -143,7 +144,7 @@ impl Conn {
             Ok(whole) => whole,
             Err(SendError::Io(e)) if reused && writer.untouched() => {
                 let req = Request::from_parts(parts, writer.into_body());
-                return Err(SendError::Unsent(req, e));
+                return Err(SendError::Unsent(Box::new(req), e));
             }
             Err(e) => return Err(e),
         };

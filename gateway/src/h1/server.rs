@@ -97,6 +97,9 @@ struct Flags {
 }
 
 /// The result of waiting for a request head.
+// Returned once per request and matched at once: boxing the head would cost an allocation per
+// request for no gain.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Request(http::request::Parts, Reading, Flags),
     /// Answer with this status, then close.

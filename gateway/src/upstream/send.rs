@@ -154,7 +154,7 @@ impl WorkerPools {
             // Only a reused connection reports Unsent or Stale: once, on a new one.
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %back.1,
                 "pooled connection closed by the upstream; sending on a new connection");
-            req = back.0;
+            req = *back.0;
             conn = connect_boxed(cluster, ep).await?;
             reused = false;
         }
