@@ -198,6 +198,15 @@ fn request_sequence(vm: &mut Vm, root: u32, s: &mut BenchStream) -> Result<(), S
     Ok(())
 }
 
+/// `target/plugins/add_header.wasm`, or the module `SLUICE_BENCH_PLUGIN` names (the same plugin
+/// built another way, say).
+fn add_header_path() -> std::path::PathBuf {
+    std::env::var_os("SLUICE_BENCH_PLUGIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/add_header.wasm"),
+        std::path::PathBuf::from,
+    )
+}
+
 /// A VM of `add_header.wasm` configured as the gateway's `filters` bench configures it.
 fn add_header_vm(bytes: &[u8]) -> Result<(Vm, u32), String> {
     let info = PluginInfo {
@@ -231,7 +240,7 @@ fn run() -> Result<(), String> {
     let inst_root = time_us(200, || vm(&empty).map(drop))?;
     println!("| VM from the cached module, minimal module: `Vm::new` | {inst:.1} µs |");
     println!("| … plus root context (`on_context_create`, `on_vm_start`, `on_configure`) | {inst_root:.1} µs |");
-    let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/add_header.wasm");
+    let plugin = add_header_path();
     match std::fs::read(&plugin) {
         Ok(bytes) => {
             let m = module("add_header", &bytes)?;
@@ -277,7 +286,7 @@ fn main() {
 
 /// Only `n` request sequences of `add_header.wasm`, after a warm-up (for instruction counts).
 fn sequence_only(n: u32) -> Result<(), String> {
-    let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/add_header.wasm");
+    let plugin = add_header_path();
     let bytes = std::fs::read(&plugin).map_err(|e| format!("{}: {e}", plugin.display()))?;
     let (mut vm, root) = add_header_vm(&bytes)?;
     if std::env::var("SLUICE_BENCH_SYMS").is_ok() {
