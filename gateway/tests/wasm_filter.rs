@@ -485,6 +485,180 @@ async fn an_aborted_stream_still_gets_on_done() {
     .await;
 }
 
+fn shared_text(key: &str) -> String {
+    sluice_wasm::shared::get_data("", key.as_bytes())
+        .map(|(v, _)| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default()
+}
+
+/// Request headers, response headers, one response body frame, then the log phase: what a
+/// proxied GET does to a plugin.
+fn proxied_get(f: &Arc<dyn HttpFilter>, ex: &mut Exchange) -> (Flow, Flow, BodyFlow) {
+    let req = f.on_request_headers(&mut ex.cx(0));
+    respond(ex);
+    let resp = f.on_response_headers(&mut ex.cx(0));
+    let mut data = Bytes::from_static(b"hello\n");
+    let body = f.on_response_body(&mut ex.cx(0), &mut data, true);
+    f.on_log(&mut ex.cx(0));
+    (req, resp, body)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stream_callbacks_come_once_each_in_envoy_order() {
+    local(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = plugin(dir.path(), "order", serde_json::json!({"config": {"trace": "order"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let f = filter(&p);
+        for round in 1..=2 {
+            let mut ex = exchange("/");
+            let (req, resp, body) = proxied_get(&f, &mut ex);
+            assert!(matches!(req, Flow::Continue));
+            assert!(matches!(resp, Flow::Continue));
+            assert!(matches!(body, BodyFlow::Continue));
+            drop(ex);
+            // The context is created in the request headers phase, and the end of the stream is
+            // on_log, on_done, on_delete (the SDK drops the context there), in that order.
+            let want = "context_create;request_headers(eos);response_headers;response_body;log;done;delete;"
+                .repeat(round);
+            assert_eq!(shared_text("order"), want, "round {round}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_paused_stream_ends_in_order_whether_it_resumes_or_is_aborted() {
+    local(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // No cluster answers (dispatch fails): the plugin resumes the request from the answer.
+        let p = plugin(
+            dir.path(),
+            "paused",
+            serde_json::json!({"config": {"trace": "paused",
+                "http_call": {"cluster": "nowhere", "path": "/auth"}}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let f = filter(&p);
+        let mut ex = exchange("/");
+        let flow = f.on_request_headers(&mut ex.cx(0));
+        assert!(matches!(flow, Flow::Pause(_)), "the request must wait for the callout");
+        assert!(matches!(settle(flow, &mut ex).await, Flow::Continue));
+        assert!(ex.request.headers.get("x-call-status").is_some());
+        f.on_log(&mut ex.cx(0));
+        drop(ex);
+        assert_eq!(
+            shared_text("paused"),
+            "context_create;request_headers(eos);log;done;delete;"
+        );
+        // Aborted while paused (the client went away): no on_log, but on_done and on_delete.
+        let mut ex = exchange("/");
+        let flow = f.on_request_headers(&mut ex.cx(0));
+        assert!(matches!(flow, Flow::Pause(_)));
+        drop(flow);
+        drop(ex);
+        assert_eq!(
+            shared_text("paused"),
+            "context_create;request_headers(eos);log;done;delete;context_create;request_headers(eos);done;delete;"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failure_in_any_callback_of_a_merged_entry_applies_the_policy() {
+    local(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // Where the plugin panics, and the callbacks that ran (the failing one included).
+        let cases = [
+            ("context_create", "context_create;"),
+            ("request_headers", "context_create;request_headers(eos);"),
+            ("log", "context_create;request_headers(eos);response_headers;response_body;log;"),
+            ("done", "context_create;request_headers(eos);response_headers;response_body;log;done;"),
+            ("delete", "context_create;request_headers(eos);response_headers;response_body;log;done;delete;"),
+        ];
+        for (at, ran) in cases {
+            let name = format!("fail-in-{at}");
+            let p = plugin(
+                dir.path(),
+                &name,
+                serde_json::json!({"config": {"trace": name, "fail": "panic", "fail_in": at}}),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let f = filter(&p);
+            let mut ex = exchange("/");
+            let (req, _, _) = proxied_get(&f, &mut ex);
+            drop(ex);
+            if matches!(at, "context_create" | "request_headers") {
+                assert_eq!(status_of(&req), Some(StatusCode::SERVICE_UNAVAILABLE), "{at}");
+            } else {
+                assert!(matches!(req, Flow::Continue), "{at}");
+            }
+            // Nothing ran after the trap: the VM failed in that callback.
+            assert_eq!(shared_text(&name), ran, "{at}");
+            let counts = sluice_wasm::failure_counts();
+            assert!(
+                counts.iter().any(|(p, k, n)| *p == name && *k == "trap" && *n == 1),
+                "{at}: {counts:?}"
+            );
+            // fail_closed: the next stream on this worker is answered 503 without the plugin.
+            let mut next = exchange("/");
+            assert_eq!(
+                status_of(&f.on_request_headers(&mut next.cx(0))),
+                Some(StatusCode::SERVICE_UNAVAILABLE),
+                "{at}"
+            );
+            drop(next);
+            assert_eq!(shared_text(&name), ran, "{at}: the failed VM ran again");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_chain_skips_the_phases_a_plugin_does_not_export() {
+    local(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let wasm = dir.path().join("headers-only.wasm");
+        let module = wat::parse_str(HEADERS_ONLY).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&wasm, module).unwrap_or_else(|e| panic!("{e}"));
+        let cfg: PluginConfig = serde_json::from_value(
+            serde_json::json!({ "name": "headers-only", "wasm": "headers-only.wasm" }),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = build_plugin(&cfg, dir.path(), &Services::new()).unwrap_or_else(|e| panic!("{e}"));
+        use sluice::filter::Phases;
+        let phases = filter(&p).phases();
+        // Context creation (request headers) and the end of the stream are always taken part
+        // in; the response headers because the module exports their callback; no body or
+        // trailer phase (so no body wrapper), as Envoy skips callbacks a module lacks.
+        assert!(phases.contains(Phases::REQUEST_HEADERS | Phases::LOG | Phases::RESPONSE_HEADERS));
+        for p in [
+            Phases::REQUEST_BODY,
+            Phases::REQUEST_TRAILERS,
+            Phases::RESPONSE_BODY,
+            Phases::RESPONSE_TRAILERS,
+        ] {
+            assert!(!phases.intersects(p), "{p:?}");
+        }
+        // The Rust-SDK testkit exports every callback.
+        let all = plugin(dir.path(), "exports-all", serde_json::json!({}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(filter(&all).phases(), Phases::ALL);
+    })
+    .await;
+}
+
+const HEADERS_ONLY: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0)))"#;
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_grpc_stream_that_cannot_connect_is_closed_unavailable() {
     local(async {

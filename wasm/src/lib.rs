@@ -31,8 +31,8 @@ pub use limits::Limits;
 pub use plugin::{PluginInfo, PluginModule};
 pub use property::Prop;
 pub use state::{
-    Callout, CalloutKind, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, LocalReply,
-    Signals, StreamHost,
+    Callout, CalloutKind, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, IdMap, IdSet,
+    LocalReply, NumMap, Signals, StreamHost,
 };
 pub use vm::{KnownCluster, Vm, VmEnv};
 

@@ -45,11 +45,17 @@ impl Default for Limits {
 pub struct MemoryLimiter {
     max: usize,
     pub(crate) hit: bool,
+    /// Memory grew since the embedder last looked (so it need not ask the store every callback).
+    pub(crate) grew: bool,
 }
 
 impl MemoryLimiter {
     pub fn new(max: usize) -> Self {
-        MemoryLimiter { max, hit: false }
+        MemoryLimiter {
+            max,
+            hit: false,
+            grew: false,
+        }
     }
 }
 
@@ -64,6 +70,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.grew = true;
         Ok(true)
     }
 

@@ -37,6 +37,23 @@ fn range(ptr: i32, len: i32) -> Option<std::ops::Range<usize>> {
     Some(start..end)
 }
 
+/// The guest's memory and the host state at once, so a host call can read the plugin's bytes
+/// in place while it edits the stream (no copy of keys and values). `None` before the VM has a
+/// memory.
+pub(crate) fn split<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Option<(&'a [u8], &'a mut HostState)> {
+    let mem = caller.data().memory?;
+    let (data, state) = mem.data_and_store_mut(caller);
+    Some((&*data, state))
+}
+
+/// The `len` bytes at `ptr` of guest memory `mem`, bounds-checked.
+pub(crate) fn slice(mem: &[u8], ptr: i32, len: i32) -> Result<&[u8], Status> {
+    let r = range(ptr, len).ok_or(Status::InvalidMemoryAccess)?;
+    mem.get(r).ok_or(Status::InvalidMemoryAccess)
+}
+
 /// Copy `len` bytes at `ptr` out of the guest.
 pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
     let mem = caller.data().memory.ok_or(Status::InvalidMemoryAccess)?;

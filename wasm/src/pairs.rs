@@ -6,15 +6,25 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Serialize `(key, value)` pairs.
 pub fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let count = pairs.len() as u32;
-    let data_len: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-    let mut out = Vec::with_capacity(4 + pairs.len() * 8 + data_len);
-    out.extend_from_slice(&count.to_le_bytes());
-    for (k, v) in pairs {
+    encode_iter(|| pairs.iter().copied())
+}
+
+/// Serialize the pairs `pairs()` yields (walked three times: sizes, lengths, bytes), in one
+/// allocation and without collecting them first.
+pub fn encode_iter<'a, I>(pairs: impl Fn() -> I) -> Vec<u8>
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let (count, data_len) = pairs().fold((0usize, 0usize), |(n, len), (k, v)| {
+        (n + 1, len + k.len() + v.len() + 2)
+    });
+    let mut out = Vec::with_capacity(4 + count * 8 + data_len);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (k, v) in pairs() {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     }
-    for (k, v) in pairs {
+    for (k, v) in pairs() {
         out.extend_from_slice(k);
         out.push(0);
         out.extend_from_slice(v);
@@ -25,24 +35,20 @@ pub fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
 
 /// Serialize a header map (repeated names appear once per value, in order).
 pub fn encode_map(map: &HeaderMap) -> Vec<u8> {
-    let list: Vec<(&[u8], &[u8])> = map
-        .iter()
-        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
-        .collect();
-    encode(&list)
+    encode_iter(|| {
+        map.iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+    })
 }
 
 /// Serialize a header map with the HTTP/2-style pseudo headers Envoy shows plugins first.
 pub fn encode_with_pseudo(pseudo: &[(&[u8], &[u8])], map: &HeaderMap) -> Vec<u8> {
-    let list: Vec<(&[u8], &[u8])> = pseudo
-        .iter()
-        .copied()
-        .chain(
+    encode_iter(|| {
+        pseudo.iter().copied().chain(
             map.iter()
                 .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
         )
-        .collect();
-    encode(&list)
+    })
 }
 
 /// Owned header pairs as plugins send them (names and values are bytes, not yet validated).

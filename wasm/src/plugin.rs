@@ -59,6 +59,7 @@ impl PluginModule {
     pub fn new(info: PluginInfo, wasm: &[u8]) -> Result<Arc<Self>, Error> {
         let fuel = info.limits.fuel.is_some();
         let engine = engine::engine(fuel)?;
+        engine::ticker(fuel)?.require(info.limits.callback_timeout);
         let (module, sha256) = cache::compile(engine, fuel, wasm)?;
         let abi = detect_abi(&module)?;
         let allocator = ["proxy_on_memory_allocate", "malloc"]
@@ -82,6 +83,17 @@ impl PluginModule {
             pre,
             allocator,
         }))
+    }
+}
+
+impl PluginModule {
+    /// Whether the module exports a function (a callback) named `name`. A host skips a stream
+    /// callback the plugin does not export, as Envoy does (`if (!wasm_->on_response_body_)`).
+    pub fn exports_function(&self, name: &str) -> bool {
+        matches!(
+            self.pre.module().get_export(name),
+            Some(wasmtime::ExternType::Func(_))
+        )
     }
 }
 

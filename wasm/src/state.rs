@@ -119,6 +119,14 @@ pub struct CalloutResponse {
     pub trailers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// A map keyed by context ids or call tokens: numbers the host hands out, so a fast
+/// non-keyed hash is safe (no client or plugin chooses them).
+pub type IdMap<V> = rustc_hash::FxHashMap<u32, V>;
+/// A set of context ids or call tokens (see [`IdMap`]).
+pub type IdSet = rustc_hash::FxHashSet<u32>;
+/// A map keyed by other host-chosen numbers (plugin ids, plugin use ids): see [`IdMap`].
+pub type NumMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
 /// Pointer to the stream host of the running callback, valid only while that callback runs.
 pub(crate) struct StreamPtr(NonNull<dyn StreamHost + 'static>);
 
@@ -138,20 +146,20 @@ pub struct HostState {
     pub(crate) configuring: bool,
     /// Contexts whose `proxy_on_done` is running or returned false: `proxy_done` from (the
     /// effective context of) one of them lets the host delete it.
-    pub(crate) finishing: std::collections::HashSet<u32>,
+    pub(crate) finishing: IdSet,
     /// Contexts the plugin released with `proxy_done` after deferring in `proxy_on_done`.
     pub(crate) done_released: Vec<u32>,
     pub(crate) callout_response: Option<CalloutResponse>,
     pub(crate) grpc_status: Option<(u32, Bytes)>,
-    pub(crate) signals: HashMap<u32, Signals>,
+    pub(crate) signals: IdMap<Signals>,
     pub(crate) callouts: Vec<Callout>,
     pub(crate) next_token: u32,
     /// Tokens of open gRPC streams (to tell `proxy_grpc_close` of a stream from a unary call).
-    pub(crate) grpc_streams: std::collections::HashSet<u32>,
+    pub(crate) grpc_streams: IdSet,
     /// Messages for open gRPC streams, taken by the embedder after each callback.
     pub(crate) grpc_outbox: Vec<GrpcSend>,
     /// Tokens of calls cancelled while in flight: their answers are dropped.
-    pub(crate) cancelled: std::collections::HashSet<u32>,
+    pub(crate) cancelled: IdSet,
     pub(crate) tick_requests: Vec<(u32, Duration)>,
     pub(crate) queue_notifier: Option<QueueNotifier>,
     pub(crate) foreign: Option<Arc<dyn ForeignFunctions>>,
@@ -161,6 +169,64 @@ pub struct HostState {
     pub(crate) own_properties: HashMap<String, Bytes>,
     /// Contexts created in this VM that have not been deleted.
     pub(crate) live_contexts: usize,
+    /// Header names and values the plugin set lately, so that setting the same header on every
+    /// request does not allocate (see [`HeaderCache`]).
+    pub(crate) header_cache: HeaderCache,
+}
+
+/// The last few header names and values host calls built from plugin bytes. A plugin that sets
+/// `x-bench: 1` on every response would otherwise allocate a name and a value per call; a hit
+/// is a byte comparison and a reference-count increment. Bounded: a few entries, short values.
+#[derive(Default)]
+pub(crate) struct HeaderCache {
+    names: Vec<http::HeaderName>,
+    values: Vec<http::HeaderValue>,
+    next_name: usize,
+    next_value: usize,
+}
+
+/// Entries of each kind in a [`HeaderCache`].
+const HEADER_CACHE_ENTRIES: usize = 16;
+/// Longest name or value a [`HeaderCache`] keeps (longer ones are built per call).
+const HEADER_CACHE_MAX_LEN: usize = 128;
+
+impl HeaderCache {
+    /// The header name for `bytes` (any case), or `None` when it is not a valid name.
+    pub(crate) fn name(&mut self, bytes: &[u8]) -> Option<http::HeaderName> {
+        if let Some(n) = self
+            .names
+            .iter()
+            .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(bytes))
+        {
+            return Some(n.clone());
+        }
+        let name = http::HeaderName::from_bytes(bytes).ok()?;
+        if bytes.len() <= HEADER_CACHE_MAX_LEN {
+            remember(&mut self.names, &mut self.next_name, name.clone());
+        }
+        Some(name)
+    }
+
+    /// The header value for `bytes`, or `None` when it is not a valid value.
+    pub(crate) fn value(&mut self, bytes: &[u8]) -> Option<http::HeaderValue> {
+        if let Some(v) = self.values.iter().find(|v| v.as_bytes() == bytes) {
+            return Some(v.clone());
+        }
+        let value = http::HeaderValue::from_bytes(bytes).ok()?;
+        if bytes.len() <= HEADER_CACHE_MAX_LEN {
+            remember(&mut self.values, &mut self.next_value, value.clone());
+        }
+        Some(value)
+    }
+}
+
+fn remember<T>(list: &mut Vec<T>, next: &mut usize, item: T) {
+    if list.len() < HEADER_CACHE_ENTRIES {
+        list.push(item);
+    } else {
+        list[*next] = item;
+        *next = (*next + 1) % HEADER_CACHE_ENTRIES;
+    }
 }
 
 /// Functions a plugin may call by name with `proxy_call_foreign_function`.
@@ -189,15 +255,15 @@ impl HostState {
             effective_ctx: 0,
             plugin_config: Bytes::new(),
             configuring: false,
-            finishing: Default::default(),
+            finishing: IdSet::default(),
             done_released: Vec::new(),
             callout_response: None,
             grpc_status: None,
-            signals: HashMap::new(),
+            signals: IdMap::default(),
             callouts: Vec::new(),
             next_token: 1,
-            cancelled: Default::default(),
-            grpc_streams: Default::default(),
+            cancelled: IdSet::default(),
+            grpc_streams: IdSet::default(),
             grpc_outbox: Vec::new(),
             tick_requests: Vec::new(),
             queue_notifier,
@@ -206,6 +272,7 @@ impl HostState {
             exit_code: None,
             own_properties: HashMap::new(),
             live_contexts: 0,
+            header_cache: HeaderCache::default(),
         }
     }
 

@@ -8,13 +8,13 @@ use bytes::Bytes;
 use wasmtime::{Func, Store, Trap, TypedFunc, Val};
 
 use crate::abi::{AbiVersion, Action};
-use crate::engine::deadline_ticks;
+use crate::engine::Ticker;
 use crate::failure::{count, Failure, FailureKind};
 use crate::host::zero_of;
 use crate::plugin::PluginModule;
 use crate::shared::QueueNotifier;
 use crate::state::{
-    Callout, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, HostState, Signals,
+    Callout, CalloutResponse, ForeignFunctions, GrpcEvent, GrpcSend, HostState, IdMap, Signals,
     StreamHost, StreamPtr,
 };
 
@@ -164,9 +164,52 @@ pub struct Vm {
     next_ctx: u32,
     /// The root context of each live stream context: callout answers are delivered to the root,
     /// as Envoy does (the SDKs route them to the stream by token).
-    roots: std::collections::HashMap<u32, u32>,
+    roots: IdMap<u32>,
+    /// What every callback is armed with: its deadline in epoch ticks and its fuel.
+    arm: Arm,
     args: Vec<Val>,
     results: Vec<Val>,
+}
+
+/// The per-callback budget: the deadline in epoch ticks (recomputed only when the engine's
+/// tick changes) and the fuel.
+struct Arm {
+    ticker: &'static Ticker,
+    timeout: std::time::Duration,
+    tick_ns: u64,
+    deadline_ticks: u64,
+    fuel: Option<u64>,
+}
+
+impl Arm {
+    fn of(module: &PluginModule) -> Result<Arm, crate::Error> {
+        let limits = &module.info.limits;
+        let ticker = crate::engine::ticker(limits.fuel.is_some())?;
+        Ok(Arm {
+            ticker,
+            timeout: limits.callback_timeout,
+            tick_ns: ticker.tick_ns(),
+            deadline_ticks: ticker.deadline_ticks(limits.callback_timeout),
+            fuel: limits.fuel,
+        })
+    }
+
+    /// Arm the deadline and fuel of the next call (and make sure the epoch ticker runs).
+    #[inline]
+    fn apply(&mut self, store: &mut Store<HostState>) {
+        let tick = self.ticker.tick_ns();
+        if tick != self.tick_ns {
+            // A plugin with a shorter timeout made the tick finer since this VM was armed.
+            self.tick_ns = tick;
+            self.deadline_ticks = self.ticker.deadline_ticks(self.timeout);
+        }
+        self.ticker.note_callback();
+        store.set_epoch_deadline(self.deadline_ticks);
+        if let Some(fuel) = self.fuel {
+            // set_fuel only fails on an engine without fuel, and fuel limits use the fuel engine.
+            let _ = store.set_fuel(fuel);
+        }
+    }
 }
 
 impl Vm {
@@ -189,7 +232,8 @@ impl Vm {
             count(&f.plugin, f.kind);
             f
         };
-        prepare(&mut store, module);
+        let mut arm = Arm::of(module).map_err(|e| fail(FailureKind::Start, e.to_string()))?;
+        arm.apply(&mut store);
         let instance = module.pre.instantiate(&mut store).map_err(|e| {
             fail(
                 classify(&mut store, &e).unwrap_or(FailureKind::Start),
@@ -226,7 +270,7 @@ impl Vm {
         }
         for init in ["_initialize", "_start"] {
             if let Some(f) = instance.get_func(&mut store, init) {
-                prepare(&mut store, module);
+                arm.apply(&mut store);
                 if let Err(e) = f.call(&mut store, &[], &mut []) {
                     // A command module's _start may end with proc_exit(0): that is success.
                     if store.data_mut().exit_code.take() != Some(0) {
@@ -243,7 +287,8 @@ impl Vm {
             module: module.clone(),
             failure: None,
             next_ctx: 1,
-            roots: std::collections::HashMap::new(),
+            roots: IdMap::default(),
+            arm,
             args: Vec::with_capacity(5),
             results: Vec::with_capacity(1),
         })
@@ -292,7 +337,7 @@ impl Vm {
             return Ok(0);
         };
         let func = export.func;
-        prepare(&mut self.store, &self.module);
+        self.arm.apply(&mut self.store);
         let st = self.store.data_mut();
         st.current_ctx = ctx;
         st.effective_ctx = ctx;
@@ -522,6 +567,18 @@ impl Vm {
         self.call(Cb::Log, &[ctx as i32], ctx, Some(host)).map(drop)
     }
 
+    /// The end of a stream that ran to completion: `proxy_on_log` (with the stream's heads
+    /// readable through `host`), then `proxy_on_done` and `proxy_on_delete` as in
+    /// [`Vm::finish_context`]. One call for the embedder; each callback still gets its own
+    /// deadline and fuel, and a trap in one of them stops the others (the VM has failed).
+    ///
+    /// # Errors
+    /// The VM failed (now or before).
+    pub fn end_stream(&mut self, ctx: u32, host: &mut dyn StreamHost) -> Result<(), Failure> {
+        self.on_log(ctx, host)?;
+        self.finish_context(ctx)
+    }
+
     /// `proxy_on_done` then `proxy_on_delete`: the context is gone for the host afterwards. A
     /// plugin that returns false from `proxy_on_done` gets `proxy_on_delete` when it calls
     /// `proxy_done` for that context (in a later callback), or never if the VM goes first.
@@ -721,11 +778,34 @@ impl Vm {
 
     /// What `ctx` asked of its stream (continue, local response, close) since the last take.
     pub fn take_signals(&mut self, ctx: u32) -> Signals {
-        self.store
-            .data_mut()
-            .signals
-            .remove(&ctx)
-            .unwrap_or_default()
+        let signals = &mut self.store.data_mut().signals;
+        if signals.is_empty() {
+            // The common case: the callback only returned an action.
+            return Signals::default();
+        }
+        signals.remove(&ctx).unwrap_or_default()
+    }
+
+    /// Whether the last callbacks left work for the embedder besides their stream's own
+    /// signals and callouts: tick periods, gRPC stream messages, contexts released with
+    /// `proxy_done`, signals for other contexts, or memory growth. When false, the embedder can
+    /// skip every `take_*` and the memory check.
+    pub fn has_deferred_work(&self) -> bool {
+        let st = self.store.data();
+        st.limiter.grew
+            || !st.tick_requests.is_empty()
+            || !st.grpc_outbox.is_empty()
+            || !st.done_released.is_empty()
+            || !st.signals.is_empty()
+    }
+
+    /// The VM's linear memory size when it grew since the last call (see [`Vm::memory_bytes`]).
+    pub fn take_memory_growth(&mut self) -> Option<usize> {
+        let st = self.store.data_mut();
+        if !std::mem::take(&mut st.limiter.grew) {
+            return None;
+        }
+        Some(self.memory_bytes())
     }
 
     /// Whether `ctx` asked something of its stream (continue, local response, close) that was
@@ -737,15 +817,6 @@ impl Vm {
     /// Tick periods set since the last take: `(root context, period)`.
     pub fn take_tick_requests(&mut self) -> Vec<(u32, std::time::Duration)> {
         std::mem::take(&mut self.store.data_mut().tick_requests)
-    }
-}
-
-/// Arm the deadline and fuel of the next call.
-fn prepare(store: &mut Store<HostState>, module: &PluginModule) {
-    store.set_epoch_deadline(deadline_ticks(module.info.limits.callback_timeout));
-    if let Some(fuel) = module.info.limits.fuel {
-        // set_fuel only fails on an engine without fuel, and fuel limits use the fuel engine.
-        let _ = store.set_fuel(fuel);
     }
 }
 

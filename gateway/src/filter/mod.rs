@@ -21,7 +21,7 @@ pub mod ip_access;
 pub mod local_rate_limit;
 pub mod request_id;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::any::Any;
 use std::future::Future;

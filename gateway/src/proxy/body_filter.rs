@@ -27,13 +27,57 @@ pub fn applies(chain: &Chain, response: bool) -> bool {
     chain.phases().intersects(body_phase | trailer_phase)
 }
 
+/// Slots taking part in a body phase, in the direction's order: inline for the usual short
+/// chains (no allocation per body), on the heap beyond.
+enum Order {
+    Inline { slots: [u16; INLINE_SLOTS], len: u8 },
+    Heap(Vec<usize>),
+}
+
+/// Body filters a chain may have before [`Order`] goes to the heap.
+const INLINE_SLOTS: usize = 8;
+
+impl Order {
+    fn new(mut slots: impl Iterator<Item = usize>) -> Order {
+        let mut inline = [0u16; INLINE_SLOTS];
+        let mut len = 0;
+        while let Some(s) = slots.next() {
+            match (inline.get_mut(len), u16::try_from(s)) {
+                (Some(place), Ok(short)) => *place = short,
+                _ => {
+                    let mut all: Vec<usize> =
+                        inline[..len].iter().map(|s| usize::from(*s)).collect();
+                    all.push(s);
+                    all.extend(slots);
+                    return Order::Heap(all);
+                }
+            }
+            len += 1;
+        }
+        Order::Inline {
+            slots: inline,
+            len: len as u8,
+        }
+    }
+
+    fn get(&self, pos: usize) -> Option<usize> {
+        match self {
+            Order::Inline { slots, len } => {
+                slots[..usize::from(*len)].get(pos).map(|s| usize::from(*s))
+            }
+            Order::Heap(v) => v.get(pos).copied(),
+        }
+    }
+}
+
 pub struct FilteredBody {
     inner: ProxyBody,
     chain: Chain,
     ex: SharedExchange,
     response: bool,
     /// Slots taking part in the body phase, in the direction's order.
-    order: Vec<usize>,
+    order: Order,
+    /// Data a filter holds (by slot), allocated when a filter first buffers.
     buffers: Vec<Option<BytesMut>>,
     buffered: usize,
     limit: usize,
@@ -44,7 +88,9 @@ pub struct FilteredBody {
 
 impl FilteredBody {
     /// Wrap `inner` if any filter of `chain` reads this direction's body or trailers; else return
-    /// it as is (no cost for chains that only touch headers).
+    /// it as is (no cost for chains that only touch headers). A request body that has already
+    /// ended (a request without a body) is returned as is too: there is no frame to filter, and
+    /// Envoy calls no request-body filter for a request whose headers end the stream.
     pub fn wrap(
         inner: ProxyBody,
         chain: &Chain,
@@ -52,22 +98,22 @@ impl FilteredBody {
         response: bool,
         limit: usize,
     ) -> ProxyBody {
-        if !applies(chain, response) {
+        if !applies(chain, response) || (!response && inner.is_end_stream()) {
             return inner;
         }
         let (body_phase, _) = phases(response);
-        let order: Vec<usize> = chain
-            .slots(response)
-            .filter(|s| chain.get(*s).is_some_and(|e| e.phases.contains(body_phase)))
-            .collect();
-        let n = chain.len();
+        let order = Order::new(
+            chain
+                .slots(response)
+                .filter(|s| chain.get(*s).is_some_and(|e| e.phases.contains(body_phase))),
+        );
         Box::pin(FilteredBody {
             inner,
             chain: chain.clone(),
             ex: ex.clone(),
             response,
             order,
-            buffers: (0..n).map(|_| None).collect(),
+            buffers: Vec::new(),
             buffered: 0,
             limit,
             pending: None,
@@ -105,9 +151,8 @@ impl FilteredBody {
         mut data: Bytes,
         eos: bool,
     ) -> Result<Option<Bytes>, BoxError> {
-        while pos < self.order.len() {
-            let slot = self.order[pos];
-            if let Some(mut buf) = self.buffers[slot].take() {
+        while let Some(slot) = self.order.get(pos) {
+            if let Some(mut buf) = self.buffers.get_mut(slot).and_then(Option::take) {
                 self.buffered -= buf.len();
                 buf.extend_from_slice(&data);
                 data = buf.freeze();
@@ -116,14 +161,14 @@ impl FilteredBody {
                 pos += 1;
                 continue;
             };
-            let filter = entry.filter.clone();
+            // The frame is handed over by reference: no copy unless a filter buffers it.
             let flow = {
                 let mut ex = self.ex.borrow_mut();
                 let mut cx = ex.cx(slot);
                 if self.response {
-                    filter.on_response_body(&mut cx, &mut data, eos)
+                    entry.filter.on_response_body(&mut cx, &mut data, eos)
                 } else {
-                    filter.on_request_body(&mut cx, &mut data, eos)
+                    entry.filter.on_request_body(&mut cx, &mut data, eos)
                 }
             };
             match flow {
@@ -150,6 +195,10 @@ impl FilteredBody {
         if self.buffered > self.limit {
             return Err(self.too_large());
         }
+        if self.buffers.len() <= slot {
+            self.buffers
+                .resize_with(self.chain.len().max(slot + 1), || None);
+        }
         self.buffers[slot] = Some(BytesMut::from(&data[..]));
         Ok(())
     }
@@ -157,8 +206,12 @@ impl FilteredBody {
     fn resume(&mut self, pos: usize, flow: Flow, eos: bool) -> Result<Option<Bytes>, BoxError> {
         match flow {
             Flow::Continue => {
-                let slot = self.order[pos];
-                let data = match self.buffers[slot].take() {
+                let held = self
+                    .order
+                    .get(pos)
+                    .and_then(|slot| self.buffers.get_mut(slot))
+                    .and_then(Option::take);
+                let data = match held {
                     Some(b) => {
                         self.buffered -= b.len();
                         b.freeze()
@@ -202,7 +255,7 @@ impl Body for FilteredBody {
                 };
                 this.pending = None;
                 let flow = {
-                    let slot = this.order[pos];
+                    let slot = this.order.get(pos).unwrap_or(usize::MAX);
                     let mut ex = this.ex.borrow_mut();
                     resume(&mut ex.cx(slot))
                 };
@@ -294,5 +347,76 @@ impl Body for FilteredBody {
     fn size_hint(&self) -> SizeHint {
         // Filters may change the length.
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::filter::chain::{ChainEntry, FilterList};
+    use crate::filter::{FilterCx, HttpFilter};
+
+    /// Records every request-body call: (length, end_of_stream).
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(usize, bool)>>);
+
+    impl HttpFilter for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn phases(&self) -> Phases {
+            Phases::REQUEST_BODY
+        }
+        fn on_request_body(&self, _cx: &mut FilterCx<'_>, data: &mut Bytes, eos: bool) -> BodyFlow {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((data.len(), eos));
+            BodyFlow::Continue
+        }
+    }
+
+    fn setup() -> (Arc<Recorder>, Chain, SharedExchange) {
+        let rec = Arc::new(Recorder::default());
+        let chain = Chain {
+            listener: Arc::new(FilterList::new(vec![ChainEntry::new(rec.clone())])),
+            route: None,
+        };
+        let ex = Rc::new(RefCell::new(crate::filter::test_support::get(
+            "127.0.0.1:1",
+        )));
+        (rec, chain, ex)
+    }
+
+    fn calls(rec: &Recorder) -> Vec<(usize, bool)> {
+        rec.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_without_a_body_calls_no_body_filter() {
+        let (rec, chain, ex) = setup();
+        let body = FilteredBody::wrap(crate::body::empty(), &chain, &ex, false, 1024);
+        // Returned as is: nothing to filter, and no wrapper for the request path to carry.
+        assert!(body.is_end_stream());
+        let collected = body.collect().await.map(|c| c.to_bytes());
+        assert!(collected.is_ok_and(|b| b.is_empty()));
+        assert_eq!(calls(&rec), Vec::<(usize, bool)>::new());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_body_is_filtered_frame_by_frame_with_its_end() {
+        let (rec, chain, ex) = setup();
+        let body = FilteredBody::wrap(crate::body::full("hello"), &chain, &ex, false, 1024);
+        assert!(!body.is_end_stream());
+        let collected = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(collected.ok(), Some(Bytes::from_static(b"hello")));
+        assert_eq!(calls(&rec), vec![(5, true)]);
     }
 }

@@ -32,6 +32,26 @@ struct Inner {
     plugin: Arc<Plugin>,
     use_id: u64,
     config: Bytes,
+    /// The phases the chain calls this filter for (see [`plugin_phases`]).
+    phases: Phases,
+}
+
+/// The phases a plugin takes part in: request headers (its stream context is created there)
+/// and the log phase (`on_log`/`on_done`/`on_delete`) always, every other phase only when the
+/// plugin exports its callback. Envoy skips a callback the module does not export in the same
+/// way, so a plugin without `proxy_on_response_body` costs no body wrapper.
+fn plugin_phases(plugin: &Plugin) -> Phases {
+    let m = &plugin.module;
+    [
+        ("proxy_on_request_body", Phases::REQUEST_BODY),
+        ("proxy_on_request_trailers", Phases::REQUEST_TRAILERS),
+        ("proxy_on_response_headers", Phases::RESPONSE_HEADERS),
+        ("proxy_on_response_body", Phases::RESPONSE_BODY),
+        ("proxy_on_response_trailers", Phases::RESPONSE_TRAILERS),
+    ]
+    .into_iter()
+    .filter(|(name, _)| m.exports_function(name))
+    .fold(Phases::REQUEST_HEADERS | Phases::LOG, |acc, (_, p)| acc | p)
 }
 
 /// The plugin's per-request state, kept in the exchange.
@@ -42,6 +62,9 @@ struct StreamState {
     finished: bool,
     /// The plugin no longer takes part in this stream (fail_open, or the failure answer went out).
     bypass: bool,
+    /// This stream's phases are timed for `sluice_plugin_phase_seconds` (1 stream in
+    /// [`super::worker_vm::TIME_ONE_STREAM_IN`]; the others count the last timed value).
+    timed: bool,
 }
 
 impl Drop for StreamState {
@@ -55,24 +78,16 @@ impl Drop for StreamState {
 
 impl WasmFilter {
     pub(crate) fn new(plugin: Arc<Plugin>, use_id: u64, config: Bytes) -> Self {
+        let phases = plugin_phases(&plugin);
         WasmFilter {
             inner: Arc::new(Inner {
                 plugin,
                 use_id,
                 config,
+                phases,
             }),
         }
     }
-}
-
-/// Where a stream stands with the plugin when a phase starts.
-enum Entered {
-    /// The stream's context in the worker's VM (worker, context id, VM generation).
-    Stream(Rc<WorkerVm>, u32, u64),
-    /// The plugin sits this stream out.
-    Skip,
-    /// The VM is down: the failure policy's outcome.
-    Failed(Outcome),
 }
 
 /// What a phase decided, before it is shaped into the phase's return type.
@@ -178,44 +193,55 @@ fn request_ends_with_headers(ex: &Exchange) -> bool {
             .is_none_or(|v| v.as_bytes() == b"0")
 }
 
-type Callback<'a> =
-    dyn FnOnce(&mut Vm, u32, &mut GatewayStream<'_>) -> Result<Action, Failure> + 'a;
+/// The callback of one stream phase with its arguments: passed by value, no closure or box.
+#[derive(Clone, Copy)]
+enum Call {
+    RequestHeaders { headers: usize, eos: bool },
+    RequestBody { size: usize, eos: bool },
+    RequestTrailers { trailers: usize },
+    ResponseHeaders { headers: usize, eos: bool },
+    ResponseBody { size: usize, eos: bool },
+    ResponseTrailers { trailers: usize },
+}
 
-impl Inner {
-    /// The stream's context, creating it on first use.
-    fn enter(&self, cx: &mut FilterCx<'_>) -> Entered {
-        if let Some(st) = cx.state::<StreamState>() {
-            if st.bypass || st.finished {
-                return Entered::Skip;
+impl Call {
+    fn run(self, vm: &mut Vm, ctx: u32, host: &mut GatewayStream<'_>) -> Result<Action, Failure> {
+        match self {
+            Call::RequestHeaders { headers, eos } => vm.on_request_headers(ctx, headers, eos, host),
+            Call::RequestBody { size, eos } => vm.on_request_body(ctx, size, eos, host),
+            Call::RequestTrailers { trailers } => vm.on_request_trailers(ctx, trailers, host),
+            Call::ResponseHeaders { headers, eos } => {
+                vm.on_response_headers(ctx, headers, eos, host)
             }
-            return Entered::Stream(st.worker.clone(), st.ctx, st.generation);
-        }
-        let worker = WorkerVm::get(&self.plugin);
-        match worker.with_vm(self.use_id, &self.config, |vm, root| vm.create_stream(root)) {
-            Ok(ctx) => {
-                let generation = worker.generation();
-                cx.set_state(StreamState {
-                    worker: worker.clone(),
-                    ctx,
-                    generation,
-                    finished: false,
-                    bypass: false,
-                });
-                Entered::Stream(worker, ctx, generation)
-            }
-            Err(Unavailable::Failed) => {
-                cx.set_state(StreamState {
-                    worker,
-                    ctx: 0,
-                    generation: 0,
-                    finished: true,
-                    bypass: true,
-                });
-                Entered::Failed(self.policy_outcome(cx))
-            }
+            Call::ResponseBody { size, eos } => vm.on_response_body(ctx, size, eos, host),
+            Call::ResponseTrailers { trailers } => vm.on_response_trailers(ctx, trailers, host),
         }
     }
+}
 
+/// What a phase callback returned: the context, the action and the signals it left.
+type CallResult = (u32, Action, sluice_wasm::Signals);
+
+/// Facts about a phase that [`Inner::finish_phase`] needs after the callback.
+struct Step {
+    phase: PluginPhase,
+    /// When the phase started, if it is timed.
+    start: Option<Instant>,
+    body_kind: Option<BufferType>,
+    end_of_stream: bool,
+    can_wait: bool,
+    body_len: usize,
+}
+
+/// The stream's context as a phase finds it.
+enum Context {
+    /// Created by an earlier phase: worker, context id, VM generation, timed.
+    Live(Rc<WorkerVm>, u32, u64, bool),
+    /// Not yet: this phase creates it, in the same VM borrow as its callback.
+    New(Rc<WorkerVm>, bool),
+}
+
+impl Inner {
     /// Apply the failure policy to this stream: the plugin leaves the stream in any case.
     fn policy_outcome(&self, cx: &mut FilterCx<'_>) -> Outcome {
         if let Some(st) = cx.state::<StreamState>() {
@@ -229,43 +255,109 @@ impl Inner {
         }
     }
 
-    /// Run one phase callback and turn what the plugin did into an outcome.
+    /// Run one phase callback and turn what the plugin did into an outcome. The first phase of
+    /// a stream also creates its context (`proxy_on_context_create`), in the same VM borrow and
+    /// host set-up as the callback.
     fn run(
         self: &Arc<Self>,
         cx: &mut FilterCx<'_>,
         phase: PluginPhase,
         body: Option<(BufferType, &mut Bytes, bool)>,
         trailers: Option<(MapType, &mut HeaderMap)>,
-        callback: Box<Callback<'_>>,
+        call: Call,
     ) -> Outcome {
-        let start = Instant::now();
-        let (worker, ctx, generation) = match self.enter(cx) {
-            Entered::Stream(w, c, g) => (w, c, g),
-            Entered::Skip => return Outcome::Continue,
-            Entered::Failed(o) => return o,
+        let context = match cx.state::<StreamState>() {
+            Some(st) if st.bypass || st.finished => return Outcome::Continue,
+            Some(st) => Context::Live(st.worker.clone(), st.ctx, st.generation, st.timed),
+            None => {
+                let worker = WorkerVm::get(&self.plugin);
+                let timed = worker.time_next_stream();
+                Context::New(worker, timed)
+            }
         };
+        let timed = match &context {
+            Context::Live(_, _, _, t) | Context::New(_, t) => *t,
+        };
+        let start = (timed || self.plugin.figures.unsampled(phase)).then(Instant::now);
         let (body_kind, end_of_stream) = match &body {
             Some((k, _, eos)) => (Some(*k), *eos),
             None => (None, true),
         };
+        let mut host = GatewayStream::new(cx.ex);
+        if let Some((kind, data, _)) = body {
+            host.body = Some((kind, data));
+        }
         // Trailer phases run inside the body stream and cannot wait.
         let can_wait = trailers.is_none();
-        let body_len;
-        let result = {
-            let mut host = GatewayStream::new(cx.ex);
-            if let Some((kind, data, _)) = body {
-                host.body = Some((kind, data));
+        host.trailers = trailers;
+        let (worker, result, new_state) = match context {
+            Context::Live(worker, ctx, generation, _) => {
+                let r = worker.with_live_vm(generation, |vm| {
+                    let action = call.run(vm, ctx, &mut host)?;
+                    Ok((ctx, action, vm.take_signals(ctx)))
+                });
+                (worker, r.map(|r| (r, generation)), None)
             }
-            host.trailers = trailers;
-            let r = worker.with_live_vm(generation, |vm| {
-                let action = callback(vm, ctx, &mut host)?;
-                Ok((action, vm.take_signals(ctx)))
-            });
-            body_len = host.body.as_ref().map_or(0, |(_, b)| b.len());
-            r
+            Context::New(worker, _) => {
+                let mut created = None;
+                let r = worker.with_vm(self.use_id, &self.config, |vm, root| {
+                    let ctx = vm.create_stream(root)?;
+                    created = Some(ctx);
+                    let action = call.run(vm, ctx, &mut host)?;
+                    Ok((ctx, action, vm.take_signals(ctx)))
+                });
+                let generation = worker.generation();
+                let state = StreamState {
+                    worker: worker.clone(),
+                    ctx: created.unwrap_or(0),
+                    generation,
+                    // A context that was never created needs no on_done/on_delete.
+                    finished: created.is_none(),
+                    bypass: created.is_none(),
+                    timed,
+                };
+                (worker, r.map(|r| (r, generation)), Some(state))
+            }
         };
-        self.plugin.figures.phase_done(phase, start);
-        let (action, signals) = match result {
+        // The host's borrow of the exchange ends here (its last use).
+        let body_len = host.body.as_ref().map_or(0, |(_, b)| b.len());
+        if let Some(state) = new_state {
+            cx.set_state(state);
+        }
+        let step = Step {
+            phase,
+            start,
+            body_kind,
+            end_of_stream,
+            can_wait,
+            body_len,
+        };
+        self.finish_phase(cx, step, worker, result)
+    }
+
+    /// The second half of [`Inner::run`]: record the phase's time, then act on what the plugin
+    /// did (failure policy, local response, close, callouts, buffering, pause).
+    fn finish_phase(
+        self: &Arc<Self>,
+        cx: &mut FilterCx<'_>,
+        step: Step,
+        worker: Rc<WorkerVm>,
+        result: Result<(CallResult, u64), Unavailable>,
+    ) -> Outcome {
+        let Step {
+            phase,
+            start,
+            body_kind,
+            end_of_stream,
+            can_wait,
+            body_len,
+        } = step;
+        let figures = &self.plugin.figures;
+        match start {
+            Some(start) => figures.phase_done(phase, start),
+            None => figures.phase_held(phase),
+        }
+        let ((ctx, action, signals), generation) = match result {
             Ok(r) => r,
             Err(Unavailable::Failed) => return self.policy_outcome(cx),
         };
@@ -490,7 +582,7 @@ impl HttpFilter for WasmFilter {
     }
 
     fn phases(&self) -> Phases {
-        Phases::ALL
+        self.inner.phases
     }
 
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
@@ -502,7 +594,7 @@ impl HttpFilter for WasmFilter {
                 PluginPhase::RequestHeaders,
                 None,
                 None,
-                Box::new(move |vm, ctx, host| vm.on_request_headers(ctx, n, eos, host)),
+                Call::RequestHeaders { headers: n, eos },
             )
             .flow()
     }
@@ -520,7 +612,10 @@ impl HttpFilter for WasmFilter {
                 PluginPhase::RequestBody,
                 Some((BufferType::HttpRequestBody, data, end_of_stream)),
                 None,
-                Box::new(move |vm, ctx, host| vm.on_request_body(ctx, len, end_of_stream, host)),
+                Call::RequestBody {
+                    size: len,
+                    eos: end_of_stream,
+                },
             )
             .body_flow()
     }
@@ -533,7 +628,7 @@ impl HttpFilter for WasmFilter {
                 PluginPhase::RequestTrailers,
                 None,
                 Some((MapType::RequestTrailers, trailers)),
-                Box::new(move |vm, ctx, host| vm.on_request_trailers(ctx, n, host)),
+                Call::RequestTrailers { trailers: n },
             )
             .flow()
     }
@@ -546,7 +641,10 @@ impl HttpFilter for WasmFilter {
                 PluginPhase::ResponseHeaders,
                 None,
                 None,
-                Box::new(move |vm, ctx, host| vm.on_response_headers(ctx, n, false, host)),
+                Call::ResponseHeaders {
+                    headers: n,
+                    eos: false,
+                },
             )
             .flow()
     }
@@ -564,7 +662,10 @@ impl HttpFilter for WasmFilter {
                 PluginPhase::ResponseBody,
                 Some((BufferType::HttpResponseBody, data, end_of_stream)),
                 None,
-                Box::new(move |vm, ctx, host| vm.on_response_body(ctx, len, end_of_stream, host)),
+                Call::ResponseBody {
+                    size: len,
+                    eos: end_of_stream,
+                },
             )
             .body_flow()
     }
@@ -577,7 +678,7 @@ impl HttpFilter for WasmFilter {
                 PluginPhase::ResponseTrailers,
                 None,
                 Some((MapType::ResponseTrailers, trailers)),
-                Box::new(move |vm, ctx, host| vm.on_response_trailers(ctx, n, host)),
+                Call::ResponseTrailers { trailers: n },
             )
             .flow()
     }
@@ -591,16 +692,15 @@ impl HttpFilter for WasmFilter {
         }
         st.finished = true;
         let (worker, ctx, generation) = (st.worker.clone(), st.ctx, st.generation);
-        let start = Instant::now();
+        let figures = &self.inner.plugin.figures;
+        let start = (st.timed || figures.unsampled(PluginPhase::Log)).then(Instant::now);
         let mut host = GatewayStream::new(cx.ex);
-        let _ = worker.with_live_vm(generation, |vm| {
-            vm.on_log(ctx, &mut host)?;
-            vm.finish_context(ctx)
-        });
-        self.inner
-            .plugin
-            .figures
-            .phase_done(PluginPhase::Log, start);
+        // on_log, on_done and on_delete: one VM borrow, one host set-up, one timing.
+        let _ = worker.with_live_vm(generation, |vm| vm.end_stream(ctx, &mut host));
+        match start {
+            Some(start) => figures.phase_done(PluginPhase::Log, start),
+            None => figures.phase_held(PluginPhase::Log),
+        }
         worker.take_callouts(None);
     }
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_wasm::{CalloutKind, Failure, FailureKind, GrpcEvent, GrpcSend, Vm, VmEnv};
+use sluice_wasm::{
+    CalloutKind, Failure, FailureKind, GrpcEvent, GrpcSend, IdMap, NumMap, Vm, VmEnv,
+};
 
 use super::callout;
 use super::Plugin;
@@ -21,6 +23,11 @@ const RELOAD_BACKOFF_START: Duration = Duration::from_millis(100);
 const RELOAD_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A VM that lived this long before failing resets the backoff.
 const RELOAD_BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// `sluice_plugin_phase_seconds` reads the clock for the phases of one stream in this many
+/// (per worker VM, the first one included, and any stream whose first phase creates the VM);
+/// the phases of the other streams are counted with the last time measured for the same phase
+/// on the worker. Two clock reads per phase were a measurable part of a small plugin's cost.
+pub(crate) const TIME_ONE_STREAM_IN: u32 = 16;
 
 /// VM holders alive on all workers (see /metrics `sluice_wasm_worker_vms_live`).
 static LIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -32,7 +39,7 @@ pub(crate) fn live_worker_vms() -> u64 {
 }
 
 thread_local! {
-    static VMS: RefCell<HashMap<u64, Rc<WorkerVm>>> = RefCell::new(HashMap::new());
+    static VMS: RefCell<NumMap<u64, Rc<WorkerVm>>> = RefCell::new(NumMap::default());
 }
 
 /// Something for a stream its plugin paused: it asked to be resumed (or answered) from another
@@ -57,7 +64,9 @@ pub(crate) struct WorkerVm {
     /// Bumped each time the VM is replaced: contexts of an older generation are gone.
     generation: Cell<u64>,
     /// Root context per plugin use (a plugin used twice with two configs has two roots).
-    roots: RefCell<HashMap<u64, u32>>,
+    roots: RefCell<NumMap<u64, u32>>,
+    /// Streams started on this VM holder: which ones are timed (see [`TIME_ONE_STREAM_IN`]).
+    streams: Cell<u32>,
     /// Set once the VM failed for good (fail_closed / fail_open), or until when to wait before
     /// recreating it (fail_reload).
     dead: Cell<Option<FailureKind>>,
@@ -74,7 +83,13 @@ pub(crate) struct WorkerVm {
     /// Messages sent before their stream's task started.
     grpc_pending: RefCell<HashMap<u32, Vec<GrpcSend>>>,
     /// Streams their plugin holds paused, by context: where to wake them.
-    paused: RefCell<HashMap<u32, tokio::sync::mpsc::UnboundedSender<Wake>>>,
+    paused: RefCell<IdMap<tokio::sync::mpsc::UnboundedSender<Wake>>>,
+}
+
+/// Work a callback left for the worker after the VM borrow ends.
+struct Deferred {
+    ticks: Vec<(u32, Duration)>,
+    outbox: Vec<GrpcSend>,
 }
 
 impl WorkerVm {
@@ -101,7 +116,8 @@ impl WorkerVm {
                 policy: plugin.policy,
                 vm: RefCell::new(None),
                 generation: Cell::new(0),
-                roots: RefCell::new(HashMap::new()),
+                roots: RefCell::new(NumMap::default()),
+                streams: Cell::new(0),
                 dead: Cell::new(None),
                 retry_at: Cell::new(None),
                 backoff: Cell::new(RELOAD_BACKOFF_START),
@@ -112,7 +128,7 @@ impl WorkerVm {
                 queue_tx: RefCell::new(None),
                 grpc_streams: RefCell::new(HashMap::new()),
                 grpc_pending: RefCell::new(HashMap::new()),
-                paused: RefCell::new(HashMap::new()),
+                paused: RefCell::new(IdMap::default()),
             });
             LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             m.insert(plugin.id, w.clone());
@@ -124,6 +140,43 @@ impl WorkerVm {
 
     pub(crate) fn generation(&self) -> u64 {
         self.generation.get()
+    }
+
+    /// Whether the stream about to start gets its phases timed: one in [`TIME_ONE_STREAM_IN`],
+    /// and always when there is no VM yet (that phase includes creating it).
+    pub(crate) fn time_next_stream(&self) -> bool {
+        let n = self.streams.get();
+        self.streams.set(n.wrapping_add(1));
+        n % TIME_ONE_STREAM_IN == 0 || self.vm.borrow().is_none()
+    }
+
+    /// After a callback, with the VM still borrowed: collect what it left for the worker. Most
+    /// callbacks leave nothing, and then this is one check.
+    fn after_callback(&self, vm: &mut Vm) -> Option<Deferred> {
+        if !vm.has_deferred_work() {
+            return None;
+        }
+        if let Some(now) = vm.take_memory_growth() {
+            let seen = self.memory_seen.replace(now);
+            if now != seen {
+                self.figures.memory_moved(seen, now);
+            }
+        }
+        let ticks = vm.take_tick_requests();
+        let outbox = vm.take_grpc_outbox();
+        self.wake_signalled(vm);
+        // A failure here marks the VM failed; the next callback reports it.
+        let _ = vm.delete_released();
+        Some(Deferred { ticks, outbox })
+    }
+
+    /// After the VM borrow ended: start the timers and route the gRPC messages a callback asked
+    /// for.
+    fn run_deferred(self: &Rc<Self>, deferred: Option<Deferred>) {
+        if let Some(d) = deferred {
+            self.start_tickers(d.ticks);
+            self.route_grpc(d.outbox);
+        }
     }
 
     /// Run `f` with a live VM and the root context of plugin use `use_id` (created with `config`
@@ -157,15 +210,9 @@ impl WorkerVm {
             },
         };
         let out = f(vm, root);
-        self.note_memory(vm);
-        let ticks = vm.take_tick_requests();
-        let outbox = vm.take_grpc_outbox();
-        self.wake_signalled(vm);
-        // A failure here marks the VM failed; the next callback reports it.
-        let _ = vm.delete_released();
+        let deferred = self.after_callback(vm);
         drop(guard);
-        self.start_tickers(ticks);
-        self.route_grpc(outbox);
+        self.run_deferred(deferred);
         out.map_err(|f| self.fail(f))
     }
 
@@ -181,15 +228,9 @@ impl WorkerVm {
             _ => return Err(Unavailable::Failed),
         };
         let out = f(vm);
-        self.note_memory(vm);
-        let ticks = vm.take_tick_requests();
-        let outbox = vm.take_grpc_outbox();
-        self.wake_signalled(vm);
-        // A failure here marks the VM failed; the next callback reports it.
-        let _ = vm.delete_released();
+        let deferred = self.after_callback(vm);
         drop(guard);
-        self.start_tickers(ticks);
-        self.route_grpc(outbox);
+        self.run_deferred(deferred);
         out.map_err(|f| self.fail(f))
     }
 
@@ -243,6 +284,8 @@ impl WorkerVm {
         keep_ctx: Option<u32>,
     ) -> Vec<sluice_wasm::Callout> {
         let all = match self.vm.borrow_mut().as_mut() {
+            // The common case: the callback made no call (no allocation, no partition).
+            Some(vm) if !vm.has_callouts() => return Vec::new(),
             Some(vm) => vm.take_callouts(),
             None => return Vec::new(),
         };
@@ -317,15 +360,6 @@ impl WorkerVm {
                 Ok(())
             }
             Err(f) => Err(self.fail(f)),
-        }
-    }
-
-    /// Linear memory only grows, and rarely: compare one load, publish only a change.
-    fn note_memory(&self, vm: &Vm) {
-        let now = vm.memory_bytes();
-        let seen = self.memory_seen.replace(now);
-        if now != seen {
-            self.figures.memory_moved(seen, now);
         }
     }
 

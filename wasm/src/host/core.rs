@@ -7,8 +7,10 @@ use tracing::level_filters::LevelFilter;
 use wasmtime::{Caller, Linker};
 
 use crate::abi::Status;
-use crate::memory::{finish, give, read, read_string, write_u32, write_u64, HostResult, MemError};
-use crate::property::{split_path, Prop};
+use crate::memory::{
+    finish, give, read, read_string, slice, split, write_u32, write_u64, HostResult, MemError,
+};
+use crate::property::{split_path, Path, Prop};
 use crate::state::HostState;
 
 type C<'a> = Caller<'a, HostState>;
@@ -106,33 +108,34 @@ fn log(mut c: C<'_>, level: i32, ptr: i32, len: i32) -> HostResult {
 }
 
 /// The value of a property path, VM-level names first, then the stream's.
-fn lookup(st: &mut HostState, path: &[String]) -> Option<Prop> {
-    let joined = path.join(".");
-    if let Some(v) = st.own_properties.get(&joined) {
-        return Some(Prop::Bytes(v.clone()));
+fn lookup(st: &mut HostState, path: &[&str]) -> Option<Prop> {
+    // Only a plugin that set properties of its own pays for joining the path.
+    if !st.own_properties.is_empty() {
+        if let Some(v) = st.own_properties.get(&path.join(".")) {
+            return Some(Prop::Bytes(v.clone()));
+        }
     }
     let info = &st.info;
-    let vm_level = match joined.as_str() {
-        "plugin_name" => Some(Prop::Str(info.name.to_string())),
-        "plugin_root_id" => Some(Prop::Str(info.root_id.clone())),
-        "plugin_vm_id" => Some(Prop::Str(info.vm_id.clone())),
-        "node.id" => Some(Prop::Str(info.node_id.clone())),
-        "node.cluster" => Some(Prop::Str(info.node_cluster.clone())),
+    let vm_level = match path {
+        ["plugin_name"] => Some(Prop::Str(info.name.to_string())),
+        ["plugin_root_id"] => Some(Prop::Str(info.root_id.clone())),
+        ["plugin_vm_id"] => Some(Prop::Str(info.vm_id.clone())),
+        ["node", "id"] => Some(Prop::Str(info.node_id.clone())),
+        ["node", "cluster"] => Some(Prop::Str(info.node_cluster.clone())),
         // An edge gateway only handles inbound traffic (Envoy's INBOUND = 1).
-        "listener_direction" => Some(Prop::Int(1)),
+        ["listener_direction"] => Some(Prop::Int(1)),
         _ => None,
     };
     if vm_level.is_some() {
         return vm_level;
     }
-    let refs: Vec<&str> = path.iter().map(String::as_str).collect();
     let stream = st.stream()?;
-    if let Some(v) = stream.property(&refs) {
+    if let Some(v) = stream.property(path) {
         return Some(v);
     }
     // `request.headers` + key: index the map.
-    if refs.len() == 3 {
-        return stream.property(&refs[..2])?.index(refs[2]);
+    if path.len() == 3 {
+        return stream.property(&path[..2])?.index(path[2]);
     }
     None
 }
@@ -144,15 +147,27 @@ fn get_property(
     ret_ptr: i32,
     ret_size: i32,
 ) -> HostResult {
-    let raw = match read(&c, path_ptr, path_len) {
+    let Some((mem, st)) = split(&mut c) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
+    let raw = match slice(mem, path_ptr, path_len) {
         Ok(r) => r,
         Err(s) => return Ok(s.code()),
     };
-    let path = split_path(&raw);
-    let Some(value) = lookup(c.data_mut(), &path) else {
+    // The path's segments are read in place when they are UTF-8 (always, in practice); other
+    // bytes take the lossy, allocating way.
+    let value = match Path::parse(raw) {
+        Some(path) => lookup(st, path.segments()),
+        None => {
+            let owned = split_path(raw);
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            lookup(st, &refs)
+        }
+    };
+    let Some(value) = value else {
         return Ok(Status::NotFound.code());
     };
-    finish(give(&mut c, &value.encode(), ret_ptr, ret_size))
+    finish(value.with_bytes(|b| give(&mut c, b, ret_ptr, ret_size)))
 }
 
 fn set_property(

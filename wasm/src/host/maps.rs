@@ -1,11 +1,11 @@
 //! Header maps (`proxy_*_header_map_*`) and buffers (`proxy_get/set_buffer_bytes`).
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{BufferType, MapType, Status};
-use crate::memory::{finish, give, read, write_u32, HostResult, MemError};
+use crate::memory::{finish, give, read, slice, split, write_u32, HostResult, MemError};
 use crate::pairs;
 use crate::state::HostState;
 
@@ -49,31 +49,26 @@ fn serialized(st: &mut HostState, map: MapType) -> Option<Vec<u8>> {
     if map.is_stream_map() {
         let stream = st.stream()?;
         let pseudo = stream.pseudo_headers(map);
-        let pseudo: Vec<(&[u8], &[u8])> = pseudo
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-            .collect();
-        let pseudo_owned: Vec<(Vec<u8>, Vec<u8>)> = pseudo
-            .iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        let headers = stream.headers(map)?;
-        let refs: Vec<(&[u8], &[u8])> = pseudo_owned
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        return Some(pairs::encode_with_pseudo(&refs, headers));
+        let headers = &*stream.headers(map)?;
+        return Some(pairs::encode_iter(|| {
+            pseudo
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .chain(
+                    headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+                )
+        }));
     }
     let resp = st.callout_response.as_ref()?;
     let list = match map {
         MapType::HttpCallResponseHeaders | MapType::GrpcInitialMetadata => &resp.headers,
         _ => &resp.trailers,
     };
-    let refs: Vec<(&[u8], &[u8])> = list
-        .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .collect();
-    Some(pairs::encode(&refs))
+    Some(pairs::encode_iter(|| {
+        list.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }))
 }
 
 fn get_pairs(mut c: C<'_>, map: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
@@ -96,43 +91,61 @@ fn get_size(mut c: C<'_>, map: i32, ret: i32) -> HostResult {
     finish(write_u32(&mut c, ret, data.len() as u32).map_err(MemError::from))
 }
 
+/// A header value found for the plugin: shared with the map (a reference count), or owned.
+enum Found {
+    Shared(HeaderValue),
+    Owned(Vec<u8>),
+}
+
+impl Found {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Found::Shared(v) => v.as_bytes(),
+            Found::Owned(v) => v,
+        }
+    }
+}
+
 fn get_value(mut c: C<'_>, map: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32) -> HostResult {
     let Some(map) = MapType::from_i32(map) else {
         return Ok(Status::BadArgument.code());
     };
-    let key = match read(&c, kp, kl) {
-        Ok(k) => k.to_ascii_lowercase(),
+    let Some((mem, st)) = split(&mut c) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
+    // The key is read in place: no copy, no lower-casing (lookups ignore case).
+    let key = match slice(mem, kp, kl) {
+        Ok(k) => k,
         Err(s) => return Ok(s.code()),
     };
-    let value: Option<Vec<u8>> = {
-        let st = c.data_mut();
-        if map.is_stream_map() {
-            match st.stream() {
-                None => return Ok(Status::NotFound.code()),
-                Some(stream) if key.first() == Some(&b':') => stream
-                    .pseudo_headers(map)
-                    .into_iter()
-                    .find(|(k, _)| k.as_bytes() == key.as_slice())
-                    .map(|(_, v)| v.into_bytes()),
-                Some(stream) => stream.headers(map).and_then(|h| {
-                    let name = HeaderName::from_bytes(&key).ok()?;
-                    h.get(name).map(|v| v.as_bytes().to_vec())
-                }),
-            }
-        } else {
-            st.callout_response.as_ref().and_then(|r| {
-                let list = match map {
-                    MapType::HttpCallResponseHeaders | MapType::GrpcInitialMetadata => &r.headers,
-                    _ => &r.trailers,
-                };
-                list.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
-                    .map(|(_, v)| v.clone())
-            })
+    let value: Option<Found> = if map.is_stream_map() {
+        match st.stream() {
+            None => return Ok(Status::NotFound.code()),
+            Some(stream) if key.first() == Some(&b':') => stream
+                .pseudo_headers(map)
+                .into_iter()
+                .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(key))
+                .map(|(_, v)| Found::Owned(v.into_bytes())),
+            // `HeaderMap::get` with a `&str` parses the name on the stack (any case); a name
+            // that is not valid UTF-8 or not a valid header name is simply not there.
+            Some(stream) => stream.headers(map).and_then(|h| {
+                let name = std::str::from_utf8(key).ok()?;
+                h.get(name).cloned().map(Found::Shared)
+            }),
         }
+    } else {
+        st.callout_response.as_ref().and_then(|r| {
+            let list = match map {
+                MapType::HttpCallResponseHeaders | MapType::GrpcInitialMetadata => &r.headers,
+                _ => &r.trailers,
+            };
+            list.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| Found::Owned(v.clone()))
+        })
     };
     match value {
-        Some(v) => finish(give(&mut c, &v, ret_ptr, ret_size)),
+        Some(v) => finish(give(&mut c, v.as_bytes(), ret_ptr, ret_size)),
         None => Ok(Status::NotFound.code()),
     }
 }
@@ -155,11 +168,16 @@ fn modify(
     let Some(map) = MapType::from_i32(map) else {
         return Ok(Status::BadArgument.code());
     };
-    let key = match read(&c, kp, kl) {
-        Ok(k) => k.to_ascii_lowercase(),
+    let Some((mem, st)) = split(&mut c) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
+    // Key and value are read in place; names and values come from the VM's small cache when
+    // the plugin set the same ones before, so the common case allocates nothing.
+    let key = match slice(mem, kp, kl) {
+        Ok(k) => k,
         Err(s) => return Ok(s.code()),
     };
-    let value = match value.map(|(p, l)| read(&c, p, l)).transpose() {
+    let value = match value.map(|(p, l)| slice(mem, p, l)).transpose() {
         Ok(v) => v.unwrap_or_default(),
         Err(s) => return Ok(s.code()),
     };
@@ -167,33 +185,42 @@ fn modify(
         // Callout responses are read-only to the plugin.
         return Ok(Status::BadArgument.code());
     }
-    let Some(stream) = c.data_mut().stream() else {
+    let Some(stream) = st.stream() else {
         return Ok(Status::NotFound.code());
     };
     if key.first() == Some(&b':') {
         if edit == Edit::Remove {
             return Ok(Status::BadArgument.code());
         }
-        let name = String::from_utf8_lossy(&key).into_owned();
-        return Ok(stream.set_pseudo_header(map, &name, &value).code());
+        let name = String::from_utf8_lossy(&key.to_ascii_lowercase()).into_owned();
+        return Ok(stream.set_pseudo_header(map, &name, value).code());
     }
-    let Some(headers) = stream.headers(map) else {
+    if stream.headers(map).is_none() {
+        return Ok(Status::NotFound.code());
+    }
+    let Some(name) = st.header_cache.name(key) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let new_value = match edit {
+        Edit::Remove => None,
+        Edit::Add | Edit::Replace => match st.header_cache.value(value) {
+            Some(v) => Some(v),
+            None => return Ok(Status::BadArgument.code()),
+        },
+    };
+    let Some(headers) = st.stream().and_then(|s| s.headers(map)) else {
         return Ok(Status::NotFound.code());
     };
-    let Ok(name) = HeaderName::from_bytes(&key) else {
-        return Ok(Status::BadArgument.code());
-    };
-    if edit == Edit::Remove {
-        headers.remove(name);
-        return Ok(Status::Ok.code());
-    }
-    let Ok(value) = HeaderValue::from_bytes(&value) else {
-        return Ok(Status::BadArgument.code());
-    };
-    if edit == Edit::Add {
-        headers.append(name, value);
-    } else {
-        headers.insert(name, value);
+    match (edit, new_value) {
+        (Edit::Add, Some(v)) => {
+            headers.append(name, v);
+        }
+        (Edit::Replace, Some(v)) => {
+            headers.insert(name, v);
+        }
+        _ => {
+            headers.remove(name);
+        }
     }
     Ok(Status::Ok.code())
 }
@@ -299,7 +326,10 @@ fn set_buffer(mut c: C<'_>, kind: i32, start: i32, size: i32, ptr: i32, len: i32
     let Some(kind) = BufferType::from_i32(kind) else {
         return Ok(Status::BadArgument.code());
     };
-    let data = match read(&c, ptr, len) {
+    let Some((mem, st)) = split(&mut c) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
+    let data = match slice(mem, ptr, len) {
         Ok(d) => d,
         Err(s) => return Ok(s.code()),
     };
@@ -309,14 +339,15 @@ fn set_buffer(mut c: C<'_>, kind: i32, start: i32, size: i32, ptr: i32, len: i32
     ) {
         return Ok(Status::BadArgument.code());
     }
-    let Some(body) = c.data_mut().stream().and_then(|s| s.body(kind)) else {
+    let Some(body) = st.stream().and_then(|s| s.body(kind)) else {
         return Ok(Status::NotFound.code());
     };
     let start = (start as u32 as usize).min(body.len());
     let end = start.saturating_add(size as u32 as usize).min(body.len());
+    // One copy of the plugin's bytes, straight from its memory into the new chunk.
     let mut out = BytesMut::with_capacity(body.len() - (end - start) + data.len());
     out.extend_from_slice(&body[..start]);
-    out.extend_from_slice(&data);
+    out.extend_from_slice(data);
     out.extend_from_slice(&body[end..]);
     *body = out.freeze();
     Ok(Status::Ok.code())

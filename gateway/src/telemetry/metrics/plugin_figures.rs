@@ -2,7 +2,7 @@
 //! worker, like the route series), and the number and linear-memory size of its VMs (gauges the
 //! worker VM holders move only when a VM starts, grows or goes).
 
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use super::exposition::{self, FamilyType};
@@ -82,7 +82,13 @@ impl PluginPhase {
 #[repr(align(128))]
 struct Shard {
     phases: [Histogram<{ PHASE_BOUNDS_NS.len() }>; PHASES.len()],
+    /// The last time measured per phase on this shard ([`NO_SAMPLE`] before the first), which
+    /// phases of untimed streams are counted with.
+    held: [AtomicU64; PHASES.len()],
 }
+
+/// [`Shard::held`] before any phase of that kind was timed.
+const NO_SAMPLE: u64 = u64::MAX;
 
 /// One plugin's figures, shared by its VMs on every worker and across its versions (a reload
 /// that keeps the plugin's name keeps counting).
@@ -98,6 +104,7 @@ impl PluginFigures {
             shards: (0..shards.max(1))
                 .map(|_| Shard {
                     phases: [const { Histogram::new(&PHASE_BOUNDS_NS) }; PHASES.len()],
+                    held: [const { AtomicU64::new(NO_SAMPLE) }; PHASES.len()],
                 })
                 .collect(),
             vms: AtomicI64::new(0),
@@ -105,13 +112,40 @@ impl PluginFigures {
         }
     }
 
-    /// A phase that began at `start` has ended: a clock read and three relaxed adds on this
-    /// worker's shard.
+    /// This worker's shard.
+    #[inline]
+    fn shard(&self) -> &Shard {
+        // The shard count is a power of two (see `route::shard_count`).
+        &self.shards[shard_index() & (self.shards.len() - 1)]
+    }
+
+    /// A timed phase that began at `start` has ended: a clock read, a relaxed store (the value
+    /// untimed phases are counted with) and three relaxed adds on this worker's shard.
     #[inline]
     pub fn phase_done(&self, phase: PluginPhase, start: Instant) {
-        // The shard count is a power of two (see `route::shard_count`).
-        let shard = &self.shards[shard_index() & (self.shards.len() - 1)];
-        shard.phases[phase as usize].observe(nanos(start.elapsed()));
+        let shard = self.shard();
+        let ns = nanos(start.elapsed()).min(NO_SAMPLE - 1);
+        shard.held[phase as usize].store(ns, Relaxed);
+        shard.phases[phase as usize].observe(ns);
+    }
+
+    /// A phase of an untimed stream has ended: it counts in the histogram with the last time
+    /// measured for this phase on this worker (sample and hold), so `_count` stays exact and
+    /// `_sum` and the buckets are estimates from the timed streams. No clock read.
+    #[inline]
+    pub fn phase_held(&self, phase: PluginPhase) {
+        let shard = self.shard();
+        let ns = shard.held[phase as usize].load(Relaxed);
+        if ns != NO_SAMPLE {
+            shard.phases[phase as usize].observe(ns);
+        }
+    }
+
+    /// Whether no phase of this kind was timed on this worker yet: the caller then times it,
+    /// whatever the stream's sampling says, so that [`PluginFigures::phase_held`] has a value.
+    #[inline]
+    pub fn unsampled(&self, phase: PluginPhase) -> bool {
+        self.shard().held[phase as usize].load(Relaxed) == NO_SAMPLE
     }
 
     /// A VM of the plugin started with `memory_bytes` of linear memory.
@@ -151,7 +185,7 @@ pub(crate) fn render(out: &mut String, plugins: &[(String, std::sync::Arc<Plugin
         out,
         "sluice_plugin_phase_seconds",
         FamilyType::Histogram,
-        "Time a plugin spent in one phase callback of a stream (VM and context creation included).",
+        "Time a plugin spent in one phase callback of a stream (VM and context creation included; the clock is read for 1 stream in 16, other streams count the last value measured).",
     );
     for (name, f) in plugins {
         for (i, phase) in PHASES.iter().enumerate() {
@@ -215,5 +249,39 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("phase=\"request_headers\""), "{out}");
+    }
+
+    #[test]
+    fn untimed_phases_count_with_the_last_timed_value() {
+        let f = std::sync::Arc::new(PluginFigures::new(1));
+        let render = |f: &PluginFigures| {
+            let mut out = String::new();
+            f.phase_snapshot(PluginPhase::Log as usize)
+                .render(&mut out, "h", &[], 1e9);
+            out
+        };
+        let sum = |out: &str| -> f64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix("h_sum "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1.0)
+        };
+        assert!(f.unsampled(PluginPhase::Log));
+        // Nothing to hold yet: an untimed phase is not counted (callers time it instead).
+        f.phase_held(PluginPhase::Log);
+        assert!(render(&f).contains("h_count 0\n"));
+        f.phase_done(PluginPhase::Log, Instant::now());
+        assert!(!f.unsampled(PluginPhase::Log));
+        assert!(f.unsampled(PluginPhase::RequestHeaders));
+        let one = sum(&render(&f));
+        f.phase_held(PluginPhase::Log);
+        f.phase_held(PluginPhase::Log);
+        let out = render(&f);
+        assert!(out.contains("h_count 3\n"), "{out}");
+        // The held observations repeat the timed one: one bucket holds all three.
+        for line in out.lines().filter(|l| l.starts_with("h_bucket")) {
+            assert!(line.ends_with(" 0") || line.ends_with(" 3"), "{out}");
+        }
+        assert!((sum(&out) - 3.0 * one).abs() < 1e-12, "{out}");
     }
 }

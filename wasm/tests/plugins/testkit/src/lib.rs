@@ -35,8 +35,14 @@ struct Config {
     count_hits: bool,
     /// Tick period in ms: each tick increments shared key `ticks`; `x-ticks` reports it.
     tick_ms: u64,
-    /// Failure injection: `panic`, `loop`, `bomb`, `oob`, `exit` in request headers.
+    /// Failure injection: `panic`, `loop`, `bomb`, `oob`, `exit` in request headers (or in the
+    /// callback `fail_in` names).
     fail: Option<String>,
+    /// Where `fail` happens: `context_create`, `request_headers` (default), `response_headers`,
+    /// `response_body`, `log`, `done` or `delete`.
+    fail_in: Option<String>,
+    /// Append the name of every stream callback, with `;`, to shared key `<trace>`.
+    trace: Option<String>,
     /// Only fail for requests whose path contains this.
     fail_on_path: Option<String>,
     /// Fail in on_configure (returns false).
@@ -140,11 +146,13 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
+        let stream = Stream {
             config: self.config.clone(),
             raw: self.raw.clone(),
             counter: self.counter,
-        }))
+        };
+        let _ = stream.at("context_create");
+        Some(Box::new(stream))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -171,10 +179,44 @@ fn bump(cx: &dyn Context, key: &str) -> u64 {
     0
 }
 
+/// Append `what` to shared key `key` with a CAS loop.
+fn append(key: &str, what: &str) {
+    use proxy_wasm::hostcalls::{get_shared_data, set_shared_data};
+    for _ in 0..100 {
+        let (value, cas) = get_shared_data(key).unwrap_or((None, None));
+        let mut v = value.unwrap_or_default();
+        v.extend_from_slice(what.as_bytes());
+        v.push(b';');
+        if set_shared_data(key, Some(&v), cas.or(Some(0))).is_ok() {
+            return;
+        }
+    }
+}
+
 struct Stream {
     config: Config,
     raw: String,
     counter: Option<u32>,
+}
+
+impl Stream {
+    /// Record callback `name` in the trace, and fail there when configured to.
+    fn at(&self, name: &str) -> Option<u32> {
+        if let Some(key) = &self.config.trace {
+            append(key, name);
+        }
+        if self.config.fail_in.as_deref().unwrap_or("request_headers") == name {
+            return self.inject_failure();
+        }
+        None
+    }
+}
+
+impl Drop for Stream {
+    /// The SDK drops the context in `proxy_on_delete`.
+    fn drop(&mut self) {
+        let _ = self.at("delete");
+    }
 }
 
 extern "C" {
@@ -247,6 +289,7 @@ impl Context for Stream {
     }
 
     fn on_done(&mut self) -> bool {
+        let _ = self.at("done");
         if self.config.count_done {
             bump(self, "done");
         }
@@ -276,8 +319,16 @@ impl Context for Stream {
 }
 
 impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if let Some(status) = self.inject_failure() {
+    fn on_log(&mut self) {
+        let _ = self.at("log");
+    }
+
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        if let Some(key) = &self.config.trace {
+            append(key, if eos { "request_headers(eos)" } else { "request_headers" });
+        }
+        let fail_here = self.config.fail_in.as_deref().unwrap_or("request_headers") == "request_headers";
+        if let Some(status) = fail_here.then(|| self.inject_failure()).flatten() {
             self.set_http_request_header("x-oob-status", Some(&status.to_string()));
         }
         if let Some(id) = self.counter {
@@ -350,6 +401,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        let _ = self.at("request_body");
         let Some(extra) = self.config.append_request_body.clone() else {
             return Action::Continue;
         };
@@ -361,6 +413,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let _ = self.at("response_headers");
         for (k, v) in &self.config.set_response_headers {
             self.set_http_response_header(k, Some(v));
         }
@@ -387,6 +440,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        let _ = self.at("response_body");
         let Some(body) = self.config.replace_response_body.clone() else {
             return Action::Continue;
         };
