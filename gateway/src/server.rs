@@ -224,6 +224,8 @@ async fn run_worker(
         finish_sink: sink(),
     });
     worker::set_current(w.clone());
+    // Hands this worker's partial span buffer to the exporter when traffic pauses.
+    tokio::task::spawn_local(crate::telemetry::otel::export::flush_loop());
     // A worker may accept on several sockets of one listener (inherited from a process that
     // had more workers); all of them stop together.
     let mut stops: HashMap<Arc<str>, Vec<watch::Sender<bool>>> = HashMap::new();

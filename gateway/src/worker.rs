@@ -100,6 +100,7 @@ pub async fn dispatch(
         timeout,
         retries: None,
         hash: None,
+        tries: None,
     };
     let resp: Response<UpstreamBody> = w.pools.send(&c, req, &opts).await?;
     Ok(resp.map(crate::body::boxed))

@@ -163,7 +163,7 @@ pub struct Exchange {
     /// with it instead of the upstream's result.
     pub pending_local: Option<LocalResponse>,
     /// The request's spans, when tracing sampled it.
-    pub trace: Option<Box<crate::telemetry::otel::RequestTrace>>,
+    pub trace: Option<crate::telemetry::otel::RequestTrace>,
     /// A filter changed the request and asked for its route to be chosen again (proxy-wasm
     /// `proxy_clear_route_cache`); the proxy re-matches after the request-headers phase.
     pub route_cache_cleared: bool,

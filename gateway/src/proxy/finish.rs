@@ -46,7 +46,7 @@ impl Finish {
         }
         (self.sink)(self, &ex);
         if let Some(t) = ex.trace.take() {
-            t.finish(&ex, self.status, self.conn.local);
+            t.finish(&ex, self.status, self.conn.local, now);
         }
         self.conn.request_done();
     }

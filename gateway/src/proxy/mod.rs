@@ -25,6 +25,7 @@ use crate::filter::chain::{Chain, SharedExchange};
 use crate::filter::{Exchange, LocalResponse, RequestInfo};
 use crate::router::{Action, Route};
 use crate::snapshot::{ListenerRuntime, Snapshot};
+use crate::telemetry::otel::attempts::Tries;
 use crate::upstream::SendOptions;
 use crate::worker::WorkerCtx;
 
@@ -156,7 +157,7 @@ async fn serve(
     ensure_request_id(&ex);
     if let Some(t) = worker.gateway.tracer.load().as_ref() {
         let mut e = ex.borrow_mut();
-        e.trace = t.start(&e.request.headers);
+        e.trace = t.start(&e.request.headers, e.info.start);
     }
     // A traced request's log lines carry its trace and span ids; an untraced one gets a
     // disabled span (entering it is a branch). One await either way: two would each be a slot
@@ -324,26 +325,21 @@ async fn forward(
         (limited, Some(tripped))
     };
     let mut req = req.map(|()| body);
-    let opts = SendOptions {
-        timeout: route.timeout,
-        retries: route.retries.as_ref(),
-        hash,
-    };
     let span = ex
         .borrow()
         .trace
         .as_ref()
         .map(|t| t.start_upstream(req.headers_mut()));
     let method = span.as_ref().map(|_| req.method().clone());
-    let (result, tries) = if span.is_some() {
-        Box::pin(crate::telemetry::otel::attempts::collect(
-            worker.pools.send(&cluster, req, &opts),
-        ))
-        .await
-    } else {
-        (worker.pools.send(&cluster, req, &opts).await, Vec::new())
+    let tries = span.as_ref().map(|_| Tries::default());
+    let opts = SendOptions {
+        timeout: route.timeout,
+        retries: route.retries.as_ref(),
+        hash,
+        tries: tries.as_ref(),
     };
-    if let (Some(s), Some(m)) = (span, method) {
+    let result = worker.pools.send(&cluster, req, &opts).await;
+    if let (Some(s), Some(m), Some(tries)) = (span, method, tries) {
         if let Some(t) = ex.borrow().trace.as_ref() {
             let r = match &result {
                 Ok(r) => Ok(r.status().as_u16()),

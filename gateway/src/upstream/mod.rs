@@ -144,4 +144,6 @@ pub struct SendOptions<'a> {
     pub retries: Option<&'a RetryConfig>,
     /// Hash for ring_hash (from the cluster's hash_key header); None picks at random.
     pub hash: Option<u64>,
+    /// Where each try is logged when the request is traced.
+    pub tries: Option<&'a crate::telemetry::otel::attempts::Tries>,
 }

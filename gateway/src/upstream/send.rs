@@ -120,14 +120,14 @@ impl WorkerPools {
         let active = cluster.pick(opts.hash, tried)?;
         let ep = active.endpoint();
         tried.push(ep.addr);
-        let traced = crate::telemetry::otel::attempts::start();
+        let traced = opts.tries.map(|t| (t, std::time::Instant::now()));
         let outcome = match cluster.protocol() {
             Protocol::Http1 => self.exchange_h1(cluster, ep, req).await,
             // Boxed: hyper's HTTP/2 send future is large, and would size every request's future.
             Protocol::Http2 => Box::pin(self.exchange_h2(cluster, ep, req)).await,
         };
-        if let Some(t) = traced {
-            crate::telemetry::otel::attempts::record(t, ep.addr, &outcome);
+        if let Some((tries, start)) = traced {
+            tries.record(start, ep.addr, &outcome);
         }
         outcome
     }

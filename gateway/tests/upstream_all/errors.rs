@@ -16,6 +16,7 @@ async fn kind_of(yaml: &str, timeout: Duration) -> UpstreamErrorKind {
         timeout,
         retries: None,
         hash: None,
+        tries: None,
     };
     match send(&pools, &c, get("/"), &o).await {
         Ok(answer) => panic!("expected an error, got {answer:?}"),
@@ -212,6 +213,7 @@ fn a_zero_route_timeout_means_none() {
             timeout: Duration::ZERO,
             retries: None,
             hash: None,
+            tries: None,
         };
         let (status, body) = send(&WorkerPools::new(), &c, get("/"), &o)
             .await

@@ -171,6 +171,7 @@ pub fn opts(retries: Option<&RetryConfig>, hash: Option<u64>) -> SendOptions<'_>
         timeout: Duration::from_secs(10),
         retries,
         hash,
+        tries: None,
     }
 }
 

@@ -1,9 +1,11 @@
-//! The upstream tries of a traced request. The upstream module retries internally; around the
-//! send of a sampled request the proxy opens a task-local list, and each try appends to it. For
-//! a request that is not traced the list does not exist and a try checks only that.
+//! The upstream tries of a traced request. The upstream module retries internally; the proxy
+//! hands it a [`Tries`] log (in `SendOptions`) for a sampled request, and each try appends to it.
+//! For a request that is not traced there is no log and a try checks only that.
+//!
+//! The log lives on the request path's own stack frame: the first try is kept inline, only
+//! retries allocate.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -18,42 +20,68 @@ pub struct Attempt {
     pub result: Result<u16, String>,
 }
 
-tokio::task_local! {
-    static ATTEMPTS: RefCell<Vec<Attempt>>;
+/// The tries of one upstream request, in order.
+#[derive(Default)]
+pub struct Tries(RefCell<List>);
+
+#[derive(Default)]
+struct List {
+    first: Option<Attempt>,
+    rest: Vec<Attempt>,
 }
 
-/// Run `f` collecting the tries made inside it.
-pub async fn collect<F: Future>(f: F) -> (F::Output, Vec<Attempt>) {
-    ATTEMPTS
-        .scope(RefCell::new(Vec::new()), async {
-            let out = f.await;
-            let tries = ATTEMPTS.with(|a| a.take());
-            (out, tries)
-        })
-        .await
-}
-
-/// The start of a try when tries are being collected (the request is traced).
-pub fn start() -> Option<Instant> {
-    ATTEMPTS.try_with(|_| Instant::now()).ok()
-}
-
-/// Record the try that began at `start` (from [`start`]) on `endpoint`.
-pub fn record<T>(
-    start: Instant,
-    endpoint: SocketAddr,
-    outcome: &Result<http::Response<T>, UpstreamError>,
-) {
-    let result = match outcome {
-        Ok(r) => Ok(r.status().as_u16()),
-        Err(e) => Err(format!("{:?}", e.kind)),
-    };
-    let _ = ATTEMPTS.try_with(|a| {
-        a.borrow_mut().push(Attempt {
+impl Tries {
+    /// Record the try that began at `start` on `endpoint`, ending now.
+    pub fn record<T>(
+        &self,
+        start: Instant,
+        endpoint: SocketAddr,
+        outcome: &Result<http::Response<T>, UpstreamError>,
+    ) {
+        let result = match outcome {
+            Ok(r) => Ok(r.status().as_u16()),
+            Err(e) => Err(format!("{:?}", e.kind)),
+        };
+        let a = Attempt {
             endpoint,
             start,
             end: Instant::now(),
             result,
-        })
-    });
+        };
+        let mut list = self.0.borrow_mut();
+        if list.first.is_none() {
+            list.first = Some(a);
+        } else {
+            list.rest.push(a);
+        }
+    }
+
+    /// How many tries were made.
+    pub fn len(&self) -> usize {
+        let list = self.0.borrow();
+        usize::from(list.first.is_some()) + list.rest.len()
+    }
+
+    /// Whether no try was made (no endpoint could be picked).
+    pub fn is_empty(&self) -> bool {
+        self.0.borrow().first.is_none()
+    }
+
+    /// The endpoint and end of the last try.
+    pub fn last(&self) -> Option<(SocketAddr, Instant)> {
+        let list = self.0.borrow();
+        list.rest
+            .last()
+            .or(list.first.as_ref())
+            .map(|a| (a.endpoint, a.end))
+    }
+
+    /// The tries, in order.
+    pub fn into_vec(self) -> Vec<Attempt> {
+        let List { first, mut rest } = self.0.into_inner();
+        if let Some(f) = first {
+            rest.insert(0, f);
+        }
+        rest
+    }
 }

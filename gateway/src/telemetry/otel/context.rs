@@ -1,6 +1,9 @@
 //! W3C trace context (`traceparent`, `tracestate`): parsing what the client sent and formatting
 //! what the upstream receives. Parsed by hand: the request path must not allocate for this.
 
+use std::cell::RefCell;
+
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `traceparent` header name.
@@ -53,7 +56,7 @@ pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
 
 /// The `traceparent` value naming `span_id` of `trace_id` as the parent, sampled.
 pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue {
-    let mut buf = [0u8; 55];
+    let mut buf = [0u8; TRACEPARENT_LEN];
     buf[0] = b'0';
     buf[1] = b'0';
     buf[2] = b'-';
@@ -64,7 +67,28 @@ pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue
     buf[53] = b'0';
     buf[54] = b'1';
     // Only ASCII hex digits and dashes were written, all valid header bytes.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_maybe_shared(slab_bytes(&buf))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+const TRACEPARENT_LEN: usize = 55;
+const VALUES_PER_SLAB: usize = 64;
+
+thread_local! {
+    /// `traceparent` values are cut from one shared buffer per thread: one allocation per
+    /// [`VALUES_PER_SLAB`] upstream requests instead of one per request.
+    static SLAB: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+fn slab_bytes(v: &[u8; TRACEPARENT_LEN]) -> bytes::Bytes {
+    SLAB.with(|slab| {
+        let mut slab = slab.borrow_mut();
+        if slab.capacity() - slab.len() < v.len() {
+            *slab = BytesMut::with_capacity(TRACEPARENT_LEN * VALUES_PER_SLAB);
+        }
+        slab.extend_from_slice(v);
+        slab.split().freeze()
+    })
 }
 
 /// Lowercase hex of `bytes` into `out` (twice as long).

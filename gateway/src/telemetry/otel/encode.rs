@@ -99,7 +99,7 @@ impl BatchEncoder {
     }
 
     /// The `ExportTraceServiceRequest` carrying `batch`, encoded.
-    pub fn encode(&mut self, batch: &[SpanRecord]) -> Vec<u8> {
+    pub fn encode<'r>(&mut self, batch: impl IntoIterator<Item = &'r SpanRecord>) -> Vec<u8> {
         self.spans.clear();
         for r in batch {
             self.span.clear();

@@ -1,15 +1,22 @@
 //! The span exporter: a thread of its own that batches finished spans and sends them as OTLP
-//! (gRPC or HTTP/protobuf). The request path only `try_send`s into a bounded channel: a slow or
-//! unreachable collector fills the channel, and what does not fit is dropped and counted.
+//! (gRPC or HTTP/protobuf).
+//!
+//! The request path pushes a finished span onto a buffer of its worker thread (no lock, no
+//! atomic operation); every [`LOCAL_BATCH`] spans, or [`LOCAL_DELAY`] after the first span of a
+//! partial batch (a task on the worker, [`flush_loop`]), the buffer is handed to the exporter
+//! with one `try_send` into a bounded channel. A slow or unreachable collector fills the
+//! channel, and batches that do not fit are dropped and their spans counted.
 //!
 //! The exporter is not woken per span: waking a thread costs a system call and, on a busy core,
 //! two context switches, which measured at more than the rest of tracing together. It wakes
 //! when a batch is full ([`MAX_BATCH`] spans queued) or after [`BATCH_DELAY`], whichever is first,
 //! and drains the channel without blocking.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -21,8 +28,13 @@ use tokio::sync::Notify;
 use super::encode::BatchEncoder;
 use super::record::SpanRecord;
 
-/// Spans waiting for export at most; past this, new spans are dropped.
+/// Spans waiting for export at most (in batches of up to [`LOCAL_BATCH`]); past this, new
+/// batches are dropped.
 pub const QUEUE_CAPACITY: usize = 8192;
+/// Spans a worker buffers before handing them over in one channel operation.
+pub const LOCAL_BATCH: usize = 32;
+/// A partial worker buffer is handed over this long after its first span at the latest.
+pub const LOCAL_DELAY: Duration = Duration::from_millis(100);
 /// Spans per export request at most.
 pub const MAX_BATCH: usize = 512;
 /// A partial batch waits at most this long.
@@ -83,7 +95,7 @@ impl Drop for Closer {
 #[derive(Clone)]
 pub struct Exporter {
     // Declared before `_closer`: the channel is closed when the closer wakes the exporter.
-    tx: SyncSender<SpanRecord>,
+    tx: SyncSender<Vec<SpanRecord>>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
     _closer: Arc<Closer>,
@@ -101,7 +113,7 @@ impl Exporter {
         stats: Arc<ExportStats>,
     ) -> Result<Self, ExportError> {
         let uri = check_endpoint(endpoint)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY / LOCAL_BATCH);
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
             wake: Notify::new(),
@@ -132,16 +144,114 @@ impl Exporter {
         })
     }
 
-    /// Queue a finished span; never waits. A full queue drops it (counted).
+    /// Queue a finished span on this thread's buffer; never waits. A full export queue drops
+    /// the buffer's spans when they are handed over (counted).
     pub fn send(&self, span: SpanRecord) {
-        if self.tx.try_send(span).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        let wake = LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            if !l
+                .to
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(&h.shared, &self.shared))
+            {
+                // First span since the last hand-over, or a span of a new tracer (reload).
+                l.hand_over();
+                l.to = Some(Handoff {
+                    tx: self.tx.clone(),
+                    shared: self.shared.clone(),
+                    stats: self.stats.clone(),
+                });
+            }
+            let first = l.spans.is_empty();
+            if first && l.spans.capacity() == 0 {
+                l.spans.reserve_exact(LOCAL_BATCH);
+            }
+            l.spans.push(span);
+            if l.spans.len() >= LOCAL_BATCH {
+                l.hand_over();
+            }
+            // The flush task waits for the first span of a batch.
+            first.then(|| l.waker.take()).flatten()
+        });
+        if let Some(w) = wake {
+            w.wake();
+        }
+    }
+}
+
+/// Where a worker's buffered spans go.
+struct Handoff {
+    tx: SyncSender<Vec<SpanRecord>>,
+    shared: Arc<Shared>,
+    stats: Arc<ExportStats>,
+}
+
+/// One thread's spans not yet handed to the exporter.
+#[derive(Default)]
+struct Local {
+    to: Option<Handoff>,
+    spans: Vec<SpanRecord>,
+    /// The [`flush_loop`] of this thread, waiting for a first span.
+    waker: Option<Waker>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+impl Local {
+    /// Hand the buffered spans to their exporter (one channel operation).
+    fn hand_over(&mut self) {
+        if self.spans.is_empty() {
             return;
         }
-        // Only the span that completes a batch wakes the exporter.
-        if self.shared.queued.fetch_add(1, Ordering::Relaxed) + 1 == MAX_BATCH {
-            self.shared.wake.notify_one();
+        let Some(h) = &self.to else {
+            return;
+        };
+        let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(LOCAL_BATCH));
+        let n = spans.len();
+        if h.tx.try_send(spans).is_err() {
+            h.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            return;
         }
+        // Only the batch that completes an export batch wakes the exporter.
+        let before = h.shared.queued.fetch_add(n, Ordering::Relaxed);
+        if before < MAX_BATCH && before + n >= MAX_BATCH {
+            h.shared.wake.notify_one();
+        }
+    }
+}
+
+/// Hand this thread's buffered spans to the exporter now, and let go of it (an exporter whose
+/// tracer was replaced stops once no thread holds it).
+pub fn flush_local() {
+    // Taken out first: dropping the sender outside the borrow.
+    let to = LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        l.hand_over();
+        l.to.take()
+    });
+    drop(to);
+}
+
+/// Run on each worker (inside its `LocalSet`): hands a partial buffer over [`LOCAL_DELAY`]
+/// after its first span, so that spans of a quiet worker are not held back.
+pub async fn flush_loop() {
+    loop {
+        std::future::poll_fn(|cx| {
+            LOCAL.with(|l| {
+                let mut l = l.borrow_mut();
+                if l.spans.is_empty() {
+                    l.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+        })
+        .await;
+        tokio::time::sleep(LOCAL_DELAY).await;
+        flush_local();
     }
 }
 
@@ -197,7 +307,7 @@ async fn run(
     uri: http::Uri,
     protocol: Protocol,
     resource: Resource,
-    rx: Receiver<SpanRecord>,
+    rx: Receiver<Vec<SpanRecord>>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
 ) {
@@ -207,11 +317,15 @@ async fn run(
         // Woken early by a full batch or the last sender leaving; else every BATCH_DELAY.
         let _ = tokio::time::timeout(BATCH_DELAY, shared.wake.notified()).await;
         loop {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
+            let mut batch = Vec::new();
+            let mut n = 0;
             let mut closed = false;
-            while batch.len() < MAX_BATCH {
+            while n < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(s) => batch.push(s),
+                    Ok(spans) => {
+                        n += spans.len();
+                        batch.push(spans);
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         closed = true;
@@ -219,10 +333,10 @@ async fn run(
                     }
                 }
             }
-            shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            let full = batch.len() == MAX_BATCH;
-            if !batch.is_empty() {
-                export(&mut sender, &mut encoder, batch, &stats).await;
+            shared.queued.fetch_sub(n, Ordering::Relaxed);
+            let full = n >= MAX_BATCH;
+            if n > 0 {
+                export(&mut sender, &mut encoder, batch, n, &stats).await;
             }
             if closed {
                 return;
@@ -237,11 +351,12 @@ async fn run(
 async fn export(
     sender: &mut Sender,
     encoder: &mut BatchEncoder,
-    batch: Vec<SpanRecord>,
+    batch: Vec<Vec<SpanRecord>>,
+    n: usize,
     stats: &ExportStats,
 ) {
-    let n = batch.len() as u64;
-    let body = encoder.encode(&batch);
+    let n = n as u64;
+    let body = encoder.encode(batch.iter().flatten());
     // The records (and the route, cluster and request text they share) are freed here.
     drop(batch);
     match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(body)).await {

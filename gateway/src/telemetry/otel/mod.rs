@@ -9,6 +9,7 @@ pub mod b3;
 pub mod context;
 pub mod encode;
 pub mod export;
+pub mod ids;
 pub mod metrics_push;
 pub mod prom_to_otlp;
 pub mod propagation;
@@ -17,6 +18,7 @@ pub mod request;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::HeaderMap;
 
@@ -79,17 +81,17 @@ impl Tracer {
     }
 
     /// Decide sampling for a request with `headers` (parent-based, then ratio) and, when
-    /// sampled, start its server span.
-    pub fn start(self: &Arc<Self>, headers: &HeaderMap) -> Option<Box<RequestTrace>> {
+    /// sampled, start its server span at `start` (when the request arrived).
+    pub fn start(self: &Arc<Self>, headers: &HeaderMap, start: Instant) -> Option<RequestTrace> {
         let incoming = self.propagation.extract(headers);
         let sampled = match incoming.and_then(|i| i.sampled) {
             Some(s) => s,
-            None => self.always || rand::random::<u64>() < self.threshold,
+            None => self.always || ids::next_u64() < self.threshold,
         };
         if !sampled {
             return None;
         }
-        Some(Box::new(RequestTrace::new(self.clone(), incoming, headers)))
+        Some(RequestTrace::new(self.clone(), incoming, headers, start))
     }
 
     fn send(&self, span: record::SpanRecord) {

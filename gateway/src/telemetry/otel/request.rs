@@ -2,18 +2,20 @@
 //! span per filter phase. Recorded as
 //! compact [`SpanRecord`]s when they end; the exporter thread turns them into OTLP spans.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
 
-use super::context;
+use super::attempts::Tries;
 use super::propagation::Incoming;
 use super::record::{
     AttemptSpan, Detail, FilterSpan, ServerSpan, SpanRecord, UpstreamSpan as UpstreamRecord,
 };
 use super::Tracer;
+use super::{context, ids};
 use crate::filter::Exchange;
 
 /// A sampled request's trace state, carried by the exchange.
@@ -30,20 +32,40 @@ pub struct RequestTrace {
 
 /// Nanoseconds since the Unix epoch for `at`, given that `anchor` (Instant) is `anchor_unix`.
 fn unix_nanos(anchor: Instant, anchor_unix: u64, at: Instant) -> u64 {
-    let d = at.saturating_duration_since(anchor);
-    anchor_unix.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match at.checked_duration_since(anchor) {
+        Some(d) => anchor_unix.saturating_add(nanos(d)),
+        None => anchor_unix.saturating_sub(nanos(anchor - at)),
+    }
 }
 
-fn now_unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+/// How long a thread's clock anchor is used before the wall clock is read again: long enough
+/// that reading it costs nothing per request, short enough that a stepped wall clock (NTP)
+/// shows in spans within a second.
+const ANCHOR_AGE: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// An `Instant` and the Unix time in nanoseconds read next to it.
+    static ANCHOR: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
 }
 
-fn new_span_id() -> [u8; 8] {
-    // A zero id is invalid; the odds are 2⁻⁶⁴ but the fix is free.
-    let id = rand::random::<u64>().max(1);
-    id.to_be_bytes()
+/// The Unix time of `at` (a recent instant) from this thread's anchor: the request path reads
+/// the monotonic clock anyway, and the wall clock only about once a second.
+fn unix_nanos_at(at: Instant) -> u64 {
+    ANCHOR.with(|c| {
+        let (anchor, unix) = match c.get() {
+            Some((t, u)) if at.saturating_duration_since(t) < ANCHOR_AGE => (t, u),
+            _ => {
+                let unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                let fresh = (Instant::now(), unix);
+                c.set(Some(fresh));
+                fresh
+            }
+        };
+        unix_nanos(anchor, unix, at)
+    })
 }
 
 impl RequestTrace {
@@ -51,11 +73,12 @@ impl RequestTrace {
         tracer: Arc<Tracer>,
         incoming: Option<Incoming>,
         headers: &HeaderMap,
+        start: Instant,
     ) -> Self {
         let parent = incoming.and_then(|i| i.parent);
         let trace_id = match parent {
             Some((t, _)) => t,
-            None => rand::random::<u128>().max(1).to_be_bytes(),
+            None => ids::trace_id(),
         };
         // tracestate belongs to a traceparent; with a B3 parent it describes another trace.
         let trace_state = match (incoming, headers.get(&context::TRACESTATE)) {
@@ -67,11 +90,11 @@ impl RequestTrace {
         RequestTrace {
             tracer,
             trace_id,
-            span_id: new_span_id(),
+            span_id: ids::span_id(),
             parent_span_id: parent.map(|(_, s)| s),
             trace_state,
-            start_unix_nanos: now_unix_nanos(),
-            start: Instant::now(),
+            start_unix_nanos: unix_nanos_at(start),
+            start,
         }
     }
 
@@ -103,7 +126,7 @@ impl RequestTrace {
     /// Start a child span for the upstream request and name it as the parent in `headers`, in
     /// every configured propagation format.
     pub fn start_upstream(&self, headers: &mut HeaderMap) -> UpstreamSpan {
-        let span_id = new_span_id();
+        let span_id = ids::span_id();
         self.tracer
             .propagation
             .inject(headers, &self.trace_id, &span_id);
@@ -120,21 +143,22 @@ impl RequestTrace {
         method: &http::Method,
         cluster: &Arc<str>,
         result: Result<u16, String>,
-        tries: Vec<super::attempts::Attempt>,
+        tries: Tries,
     ) {
         let resends = tries.len().saturating_sub(1);
-        // The endpoint of the last try is the one that answered (or failed last).
-        let endpoint = tries.last().map(|t| t.endpoint);
+        // The last try is the one that answered (or failed last); the span ends with it.
+        let last = tries.last();
+        let end = last.map_or_else(Instant::now, |(_, end)| end);
         self.emit(
             up.span_id,
             Some(self.span_id),
             up.start,
-            Instant::now(),
+            end,
             Detail::Upstream(UpstreamRecord {
                 method: method.clone(),
                 cluster: cluster.clone(),
                 result,
-                endpoint,
+                endpoint: last.map(|(ep, _)| ep),
                 resends,
             }),
         );
@@ -142,9 +166,9 @@ impl RequestTrace {
         if resends == 0 {
             return;
         }
-        for (n, t) in tries.into_iter().enumerate() {
+        for (n, t) in tries.into_vec().into_iter().enumerate() {
             self.emit(
-                new_span_id(),
+                ids::span_id(),
                 Some(up.span_id),
                 t.start,
                 t.end,
@@ -166,7 +190,7 @@ impl RequestTrace {
         outcome: &'static str,
     ) {
         self.emit(
-            new_span_id(),
+            ids::span_id(),
             Some(self.span_id),
             start,
             Instant::now(),
@@ -178,8 +202,8 @@ impl RequestTrace {
         );
     }
 
-    /// End the server span when the exchange finishes.
-    pub fn finish(self, e: &Exchange, status: u16, conn_local: SocketAddr) {
+    /// End the server span when the exchange finishes, at `end`.
+    pub fn finish(self, e: &Exchange, status: u16, conn_local: SocketAddr, end: Instant) {
         let req = &e.request;
         let host = req
             .uri
@@ -208,7 +232,7 @@ impl RequestTrace {
             self.span_id,
             self.parent_span_id,
             self.start,
-            Instant::now(),
+            end,
             Detail::Server(ServerSpan {
                 method: req.method.clone(),
                 text,
