@@ -23,12 +23,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sluice_xdp_common::{
-    addr_hash, exact_filter_bit, redirect_index, words_addr, words_v4, Addr, AddrWords, Counter,
-    Exact, Reason, RedirectAction, Settings, ALLOW_LPM_MAX, DENY_HAS_EXACT, DENY_HAS_LPM6,
-    DENY_HAS_V4, DENY_INDEX, DENY_LPM_MAX, DEVMAP_MAX, EXACT_DENY, EXACT_FILTER_WORDS, EXACT_MAX,
-    EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4, FLAG_BANS, FLAG_REDIRECT,
-    FLAG_REDIRECT_ANY_TCP, FLAG_REDIRECT_ANY_UDP, REASON_COUNT, REDIRECT_DEVMAP, REDIRECT_MAX,
-    REDIRECT_TX, V4_BITMAP_WORDS,
+    addr_hash, deny_v4_word, exact_filter_bit, redirect_index, words_addr, words_v4, Addr,
+    AddrWords, Counter, Exact, Reason, RedirectAction, Settings, ALLOW_LPM_MAX, DENY_HAS_EXACT,
+    DENY_HAS_LPM6, DENY_HAS_V4, DENY_INDEX, DENY_LPM_MAX, DEVMAP_MAX, EXACT_DENY,
+    EXACT_FILTER_WORDS, EXACT_MAX, EXACT_PREFIX, FLAG_ALLOW_LPM4, FLAG_ALLOW_LPM6, FLAG_ALLOW_V4,
+    FLAG_BANS, FLAG_REDIRECT, FLAG_REDIRECT_ANY_TCP, FLAG_REDIRECT_ANY_UDP, REASON_COUNT,
+    REDIRECT_DEVMAP, REDIRECT_MAX, REDIRECT_TX, V4_BITMAP_WORDS,
 };
 
 use parse::{parse, Packet, Parsed};
@@ -38,10 +38,9 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
 static DENY_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+/// Both deny buffers' /24 bitmaps in one array (see `sluice_xdp_common::DENY_V4`).
 #[map]
-static DENY_V4_0: Array<u64> = Array::with_max_entries(V4_BITMAP_WORDS, 0);
-#[map]
-static DENY_V4_1: Array<u64> = Array::with_max_entries(V4_BITMAP_WORDS, 0);
+static DENY_V4: Array<u64> = Array::with_max_entries(2 * V4_BITMAP_WORDS, 0);
 #[map]
 static DENY_LPM6_0: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(DENY_LPM_MAX, 0);
 #[map]
@@ -181,8 +180,11 @@ fn address_rules(
     let deny = DENY_ACTIVE.get(0).copied().unwrap_or(0);
     let index = deny & DENY_INDEX;
     if pkt.v4 && deny & DENY_HAS_V4 != 0 {
-        let bitmap = if index == 0 { &DENY_V4_0 } else { &DENY_V4_1 };
-        if bitmap_hit(bitmap, slash24) {
+        let word = deny_v4_word(index, slash24 >> 6);
+        if DENY_V4
+            .get(word)
+            .is_some_and(|w| *w & (1u64 << (slash24 & 63)) != 0)
+        {
             return Some((xdp_action::XDP_DROP, Reason::DropDenyPrefix));
         }
     }

@@ -17,10 +17,11 @@ pub const V4_MAPPED_PREFIX: u32 = 96;
 /// addresses are not duplicated: each [`EXACT`] entry carries its deny bits per buffer.
 pub const DENY_ACTIVE: &str = "DENY_ACTIVE";
 /// IPv4 deny prefixes up to /24 as a bitmap of every /24 (2^24 bits in [`V4_BITMAP_WORDS`] u64
-/// words; /24 number `n` is bit `n % 64` of word `n / 64`), buffer 0.
-pub const DENY_V4_0: &str = "DENY_V4_0";
-/// IPv4 /24 bitmap, buffer 1.
-pub const DENY_V4_1: &str = "DENY_V4_1";
+/// words; /24 number `n` is bit `n % 64` of word `n / 64`), both buffers in one array: buffer
+/// `i` is words `i * V4_BITMAP_WORDS ..` (see [`deny_v4_word`]). One map, not two, so that the
+/// program's lookup has a single map at its call site and the verifier inlines it (a call site
+/// that may see either of two maps stays a helper call).
+pub const DENY_V4: &str = "DENY_V4";
 /// IPv6 deny prefixes (LPM, key `lpm_trie::Key<Addr>`, value `u8`), buffer 0.
 pub const DENY_LPM6_0: &str = "DENY_LPM6_0";
 /// IPv6 deny prefixes, buffer 1.
@@ -33,7 +34,7 @@ pub const EXACT: &str = "EXACT";
 /// sets it before inserting a key and clears it only after the last key with that bit is
 /// deleted), so a clear bit proves a miss without the hash lookup (array of u64 words).
 pub const EXACT_FILTER: &str = "EXACT_FILTER";
-/// IPv4 allow prefixes up to /24 as a bitmap of every /24, laid out as [`DENY_V4_0`].
+/// IPv4 allow prefixes up to /24 as a bitmap of every /24, laid out as one buffer of [`DENY_V4`].
 pub const ALLOW_V4: &str = "ALLOW_V4";
 /// IPv4 allow prefixes /25 to /32 (LPM, key `lpm_trie::Key<[u8; 4]>`, value `u8`).
 pub const ALLOW_LPM4: &str = "ALLOW_LPM4";
@@ -65,6 +66,12 @@ pub const BANS_MAX: u32 = 1 << 20;
 pub const EXACT_MAX: u32 = 2 * DENY_EXACT_MAX + BANS_MAX;
 /// Words in each IPv4 /24 bitmap (2^24 bits = 2 MiB).
 pub const V4_BITMAP_WORDS: u32 = 1 << 18;
+
+/// The [`DENY_V4`] word of word `word` of deny buffer `index` (0 or 1).
+#[inline(always)]
+pub const fn deny_v4_word(index: u32, word: u32) -> u32 {
+    (index << 18) | word
+}
 /// Capacity of each IPv6 prefix buffer.
 pub const DENY_LPM_MAX: u32 = 1 << 18;
 /// Capacity of each allow trie.

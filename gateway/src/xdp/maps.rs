@@ -26,7 +26,8 @@ const SWEEP_INTERVAL_NS: u64 = 60_000_000_000;
 /// The program's maps, taken out of the loaded object.
 pub struct Maps {
     deny_active: Array<MapData, u32>,
-    deny_v4: [Array<MapData, u64>; 2],
+    /// Both buffers' /24 bitmaps (buffer `i` at words `i << 18 ..`).
+    deny_v4: Array<MapData, u64>,
     deny_lpm6: [LpmTrie<MapData, Addr, u8>; 2],
     exact: HashMap<MapData, Addr, Exact>,
     exact_filter: Array<MapData, u64>,
@@ -77,10 +78,7 @@ impl Maps {
         let e = map_err("open");
         Ok(Maps {
             deny_active: Array::try_from(take(ebpf, common::DENY_ACTIVE)?).map_err(&e)?,
-            deny_v4: [
-                Array::try_from(take(ebpf, common::DENY_V4_0)?).map_err(&e)?,
-                Array::try_from(take(ebpf, common::DENY_V4_1)?).map_err(&e)?,
-            ],
+            deny_v4: Array::try_from(take(ebpf, common::DENY_V4)?).map_err(&e)?,
             deny_lpm6: [
                 LpmTrie::try_from(take(ebpf, common::DENY_LPM6_0)?).map_err(&e)?,
                 LpmTrie::try_from(take(ebpf, common::DENY_LPM6_1)?).map_err(&e)?,
@@ -144,7 +142,13 @@ impl Maps {
         target: &DenyLayout,
     ) -> Result<(), XdpError> {
         let e = map_err("deny list");
-        write_bitmap(&mut self.deny_v4[idx], &mut held.v4_words, &target.v4_words).map_err(&e)?;
+        write_bitmap(
+            &mut self.deny_v4,
+            common::deny_v4_word(idx as u32, 0),
+            &mut held.v4_words,
+            &target.v4_words,
+        )
+        .map_err(&e)?;
         let stale: Vec<_> = held.lpm6.difference(&target.lpm6).copied().collect();
         for (addr, len) in stale {
             let _ = self.deny_lpm6[idx].remove(&Key::new(len, addr));
@@ -327,7 +331,7 @@ impl Maps {
         held: &mut AllowLayout,
         target: &AllowLayout,
     ) -> Result<(), MapError> {
-        write_bitmap(&mut self.allow_v4, &mut held.v4_words, &target.v4_words)?;
+        write_bitmap(&mut self.allow_v4, 0, &mut held.v4_words, &target.v4_words)?;
         let stale: Vec<_> = held.lpm4.difference(&target.lpm4).copied().collect();
         for (addr, len) in stale {
             let _ = self.allow_lpm4.remove(&Key::new(len, addr));
@@ -553,10 +557,11 @@ fn layout_bits(layout: &DenyLayout, idx: usize, addr: &Addr) -> u32 {
     bits
 }
 
-/// Bring a bitmap map from `held` to `target`, word by word, keeping `held` true after every
-/// write.
+/// Bring a bitmap map (its words from `base` on) from `held` to `target`, word by word, keeping
+/// `held` true after every write.
 fn write_bitmap(
     map: &mut Array<MapData, u64>,
+    base: u32,
     held: &mut Bitmap,
     target: &Bitmap,
 ) -> Result<(), MapError> {
@@ -566,12 +571,12 @@ fn write_bitmap(
         .copied()
         .collect();
     for word in stale {
-        map.set(word, 0, 0)?;
+        map.set(base + word, 0, 0)?;
         held.remove(&word);
     }
     for (word, bits) in target {
         if held.get(word) != Some(bits) {
-            map.set(*word, *bits, 0)?;
+            map.set(base + *word, *bits, 0)?;
             held.insert(*word, *bits);
         }
     }
