@@ -136,7 +136,7 @@ grep -q "status codes: $n 2xx" "$work/h2load.txt" || { cat "$work/h2load.txt" >&
 sleep 0.5
 total=0
 for f in "$out"*; do
-  ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
+  ir=$(awk '/^totals:/ { print $2; exit }' "$f")
   total=$((total + ${ir:-0}))
 done
 printf 'case %s: %d requests, %d instructions, %d per request\n' "$case_" "$n" "$total" $((total / n))

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice: a programmable edge gateway (native Rust filters, proxy-wasm plugins, XDP fast path).
 #[derive(Parser)]
 #[command(name = "sluice", version, about, long_about = None)]

@@ -230,7 +230,7 @@ impl Builder<'_> {
             http2,
             tls,
             chain: Arc::new(FilterList::new(chain)),
-            router: Router { routes },
+            router: Router::new(routes),
             no_route: metrics.route(&l.name, "", ""),
         })
     }

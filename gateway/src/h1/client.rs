@@ -39,6 +39,8 @@ const MAX_INTERIM: usize = 16;
 pub struct Conn {
     pub(crate) io: UpstreamIo,
     pub(crate) buf: BytesMut,
+    /// Where request heads are encoded; kept across exchanges (no allocation per request).
+    head: Vec<u8>,
 }
 
 /// Why an exchange failed.
@@ -82,6 +84,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            head: Vec::new(),
         }
     }
 
@@ -118,12 +121,16 @@ impl Conn {
             Ok(f) => f,
             Err(e) => return Err(SendError::Body(e.into())),
         };
-        let mut out = Vec::with_capacity(512);
+        let mut out = std::mem::take(&mut self.head);
+        out.clear();
+        out.reserve(512);
         encode_head(&parts, framing, &mut out);
         if framing == RequestFraming::Empty {
             // Nothing of the request is consumed until a response arrives: on the keep-alive
             // race it goes back whole, and the caller may resend it.
-            if let Err((written, e)) = write_all_tracked(&mut self.io, &out).await {
+            let written = write_all_tracked(&mut self.io, &out).await;
+            self.head = out;
+            if let Err((written, e)) = written {
                 return Err(if written == 0 && reused {
                     SendError::Unsent(Box::new(Request::from_parts(parts, body)), e)
                 } else {

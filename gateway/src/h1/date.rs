@@ -14,7 +14,7 @@ thread_local! {
 }
 
 /// Append `date: <IMF-fixdate>\r\n`.
-pub fn write_date(out: &mut Vec<u8>) {
+pub fn write_date(out: &mut impl bytes::BufMut) {
     let second = now_second();
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
@@ -24,15 +24,15 @@ pub fn write_date(out: &mut Vec<u8>) {
                 c.text.copy_from_slice(text.as_bytes());
                 c.second = second;
             } else {
-                out.extend_from_slice(b"date: ");
-                out.extend_from_slice(text.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                out.put_slice(b"date: ");
+                out.put_slice(text.as_bytes());
+                out.put_slice(b"\r\n");
                 return;
             }
         }
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(&c.text);
-        out.extend_from_slice(b"\r\n");
+        out.put_slice(b"date: ");
+        out.put_slice(&c.text);
+        out.put_slice(b"\r\n");
     });
 }
 

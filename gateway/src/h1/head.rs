@@ -33,6 +33,22 @@ pub fn value_from(head: &Bytes, value: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(head.slice_ref(value)).ok()
 }
 
+/// A value httparse returned from a head it parsed, as a header value sharing `head`'s storage.
+/// httparse (without the obsolete line folding we never enable) accepts only HTAB, SP, visible
+/// ASCII and obs-text (0x80-0xFF) in a value: exactly what a `HeaderValue` may hold, so the
+/// second validation `value_from` makes is skipped (a loop over every value byte).
+fn parsed_value(head: &Bytes, value: &[u8]) -> HeaderValue {
+    if value.is_empty() {
+        return HeaderValue::from_static("");
+    }
+    debug_assert!(value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
+    // SAFETY: see above; httparse refused the head if any byte of a value were outside HTAB,
+    // 0x20-0x7E and 0x80-0xFF, the set `HeaderValue` requires.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice_ref(value)) }
+}
+
 /// Why a head's fields could not become a `HeaderMap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadField;
@@ -69,9 +85,11 @@ pub struct Scan {
 /// other fields, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`) are
 /// left out of the map: what they say is in the [`Scan`].
 ///
+/// `fields` must be what httparse returned for `head` (values are not validated again).
+///
 /// # Errors
-/// A field name or value that `http` refuses.
-pub fn fields_to_map(
+/// A field name that `http` refuses.
+pub(crate) fn fields_to_map(
     head: &Bytes,
     fields: &[httparse::Header<'_>],
     extra: usize,
@@ -85,8 +103,7 @@ pub fn fields_to_map(
         if strip_hop_by_hop && hop {
             continue;
         }
-        let value = value_from(head, f.value).ok_or(BadField)?;
-        map.append(name, value);
+        map.append(name, parsed_value(head, f.value));
     }
     Ok((map, scan))
 }
@@ -226,7 +243,7 @@ fn trim(s: &[u8]) -> &[u8] {
 }
 
 /// Append `n` in decimal.
-pub fn write_u64(n: u64, out: &mut Vec<u8>) {
+pub fn write_u64(n: u64, out: &mut impl bytes::BufMut) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;
@@ -238,7 +255,7 @@ pub fn write_u64(n: u64, out: &mut Vec<u8>) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    out.put_slice(&digits[i..]);
 }
 
 #[cfg(test)]

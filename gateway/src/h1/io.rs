@@ -75,13 +75,14 @@ impl WriteQueue {
                     Poll::Pending => return Poll::Pending,
                 }
             } else {
-                let slices: Vec<io::IoSlice<'_>> = self
-                    .bufs
-                    .iter()
-                    .take(MAX_IOVECS)
-                    .map(|b| io::IoSlice::new(b))
-                    .collect();
-                match Pin::new(&mut *io).poll_write_vectored(cx, &slices) {
+                // On the stack: no allocation per write.
+                let mut slices = [io::IoSlice::new(&[]); MAX_IOVECS];
+                let mut n = 0;
+                for (slot, b) in slices.iter_mut().zip(self.bufs.iter()) {
+                    *slot = io::IoSlice::new(b);
+                    n += 1;
+                }
+                match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
                     Poll::Ready(r) => r?,
                     Poll::Pending => return Poll::Pending,
                 }

@@ -126,6 +126,10 @@ pub async fn serve<S, F>(
     F: Future<Output = Response<ProxyBody>>,
 {
     let shared = Rc::new(RefCell::new(Shared::new(io, initial)));
+    // Kept across the connection's responses: a response head is written into `heads` and
+    // split off, and the space comes back once it was sent (no allocation per response).
+    let mut heads = BytesMut::new();
+    let mut queue = WriteQueue::default();
     let mut timer = Box::pin(tokio::time::sleep(settings.header_read_timeout));
     let mut first = true;
     loop {
@@ -164,7 +168,11 @@ pub async fn serve<S, F>(
         let resp = handle(Request::from_parts(parts, body), upgrade_rx).await;
         let draining = *shutdown.borrow();
         let upgrading = resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade_tx.is_some();
-        let keep = match write_response(&shared, resp, flags, draining, upgrading).await {
+        let out = Outbox {
+            heads: &mut heads,
+            queue: &mut queue,
+        };
+        let keep = match write_response(&shared, out, resp, flags, draining, upgrading).await {
             Ok(keep) => keep,
             Err(e) => {
                 tracing::debug!(error = %e, "writing the response failed");
@@ -393,8 +401,15 @@ enum Out {
 }
 
 /// Write `resp`; `Ok(keep)` says whether the connection may serve another request.
+/// A connection's buffers for writing responses.
+struct Outbox<'a> {
+    heads: &'a mut BytesMut,
+    queue: &'a mut WriteQueue,
+}
+
 async fn write_response(
     shared: &Rc<RefCell<Shared>>,
+    out_bufs: Outbox<'_>,
     resp: Response<ProxyBody>,
     flags: Flags,
     draining: bool,
@@ -420,10 +435,11 @@ async fn write_response(
         Out::Close
     };
     let keep = flags.keep_alive && !draining && out != Out::Close && !upgrading;
-    let mut headbuf = Vec::with_capacity(256 + parts.headers.len() * 32);
-    encode_head(&parts, out, declared.is_some(), keep, flags, &mut headbuf);
+    let heads = out_bufs.heads;
+    heads.reserve(256 + parts.headers.len() * 32);
+    encode_head(&parts, out, declared.is_some(), keep, flags, heads);
     let mut w = ResponseWriter {
-        queue: WriteQueue::default(),
+        queue: std::mem::take(out_bufs.queue),
         body: if out == Out::None { None } else { Some(body) },
         out,
         left: match out {
@@ -434,12 +450,14 @@ async fn write_response(
         first_polled: false,
         complete: out == Out::None,
     };
-    w.queue.push(Bytes::from(headbuf));
+    w.queue.push(heads.split().freeze());
     if out == Out::Length(0) {
         w.complete = true;
         w.body = None;
     }
     poll_fn(|cx| w.poll(shared, cx)).await?;
+    // Written out whole: the (empty) queue keeps its buffer for the next response.
+    *out_bufs.queue = std::mem::take(&mut w.queue);
     Ok(keep && w.complete)
 }
 
@@ -451,12 +469,12 @@ fn encode_head(
     declared_length: bool,
     keep: bool,
     flags: Flags,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
 ) {
     let status = parts.status;
     buf.extend_from_slice(b"HTTP/1.1 ");
     buf.extend_from_slice(status.as_str().as_bytes());
-    buf.push(b' ');
+    buf.extend_from_slice(b" ");
     buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     buf.extend_from_slice(b"\r\n");
     // 1xx and 204 carry no framing fields at all (RFC 9110 §8.6); HEAD and 304 keep the
@@ -784,9 +802,9 @@ mod tests {
             upgrade: false,
             te_trailers: false,
         };
-        let mut buf = Vec::new();
+        let mut buf = BytesMut::new();
         encode_head(&parts, out, declared, keep, flags, &mut buf);
-        String::from_utf8(buf).unwrap()
+        String::from_utf8(buf.to_vec()).unwrap()
     }
 
     #[test]

@@ -68,9 +68,14 @@ where
     B: Body<Data = Bytes> + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    /// `content_length`: the response's Content-Length header, when it has one.
-    pub fn wrap(inner: B, finish: Finish, content_length: Option<u64>) -> ProxyBody {
-        let expected = inner.size_hint().exact().or(content_length);
+    /// `content_length`: the response's Content-Length header, when it has one (asked only
+    /// when the body does not know its exact size).
+    pub fn wrap(
+        inner: B,
+        finish: Finish,
+        content_length: impl FnOnce() -> Option<u64>,
+    ) -> ProxyBody {
+        let expected = inner.size_hint().exact().or_else(content_length);
         Box::pin(FinishBody {
             inner,
             finish: Some(finish),

@@ -169,27 +169,38 @@ pub fn new_request_id() -> HeaderValue {
         c.set((t0, t1 ^ t0 ^ (t1 >> 17) ^ (t0 >> 26)));
         (out1, out2)
     });
-    let v = ((hi as u128) << 64) | lo as u128;
-    // Version 4 and RFC 4122 variant bits.
-    let v = (v & !(0xF000u128 << 64)) | (0x4000u128 << 64);
-    let v = (v & !(0xC000_0000_0000_0000u128)) | 0x8000_0000_0000_0000u128;
-    let mut buf = [0u8; ID_LEN];
-    let hex = b"0123456789abcdef";
-    let mut j = 0;
-    for i in 0..16 {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            buf[j] = b'-';
-            j += 1;
-        }
-        let byte = (v >> (120 - i * 8)) as u8;
-        buf[j] = hex[(byte >> 4) as usize];
-        buf[j + 1] = hex[(byte & 0xF) as usize];
-        j += 2;
+    // Version 4 (the high nibble of the third group) and the RFC 4122 variant (the top two
+    // bits of the fourth group).
+    let hi = (hi & !0xF000) | 0x4000;
+    let lo = (lo & !(0xC000 << 48)) | (0x8000 << 48);
+    let mut digits = [0u8; 32];
+    for (i, pair) in digits.chunks_exact_mut(2).enumerate() {
+        let word = if i < 8 { hi } else { lo };
+        let byte = (word >> (56 - (i % 8) * 8)) as u8;
+        pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
     }
-    // The buffer holds only ASCII hex digits and dashes, always a valid header value.
-    HeaderValue::from_maybe_shared(slab_bytes(&buf))
-        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut buf = [b'-'; ID_LEN];
+    buf[..8].copy_from_slice(&digits[..8]);
+    buf[9..13].copy_from_slice(&digits[8..12]);
+    buf[14..18].copy_from_slice(&digits[12..16]);
+    buf[19..23].copy_from_slice(&digits[16..20]);
+    buf[24..].copy_from_slice(&digits[20..]);
+    // SAFETY: the bytes are lower-case hex digits and dashes, all valid in a header value, so
+    // the check `from_maybe_shared` would make (a loop over 36 bytes per request) cannot fail.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(slab_bytes(&buf)) }
 }
+
+/// The two lower-case hex digits of every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let hex = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [hex[i >> 4], hex[i & 0xF]];
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

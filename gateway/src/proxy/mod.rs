@@ -291,8 +291,19 @@ async fn forward(
             None
         } else {
             let hash = snap_hash(snap, &cluster.name, &e.request.headers);
+            // The request's own fields are read again after the upstream answers only by the
+            // filters' later phases, the access log and the trace: without any of them they
+            // move to the upstream request instead of being copied.
+            let read_later = !chain.is_empty()
+                || e.trace.is_some()
+                || worker.gateway.access_log.load().is_some();
+            let headers = if read_later {
+                e.request.headers.clone()
+            } else {
+                std::mem::take(&mut e.request.headers)
+            };
             Some((
-                upstream_request(&e, route, conn, on_upgrade.is_some()),
+                upstream_request(&e, headers, route, conn, on_upgrade.is_some()),
                 hash,
             ))
         }
@@ -386,10 +397,16 @@ async fn forward(
 }
 
 /// The upstream request head: origin-form URI (with prefix rewrite), Host, proxy headers.
-fn upstream_request(e: &Exchange, route: &Route, conn: &ConnState, upgrade: bool) -> Request<()> {
+/// `headers`: the request's fields (a copy, or the fields themselves moved out of `e`).
+fn upstream_request(
+    e: &Exchange,
+    mut headers: http::HeaderMap,
+    route: &Route,
+    conn: &ConnState,
+    upgrade: bool,
+) -> Request<()> {
     let src = &e.request;
-    let mut headers = src.headers.clone();
-    let te = src.headers.get(header::TE).cloned();
+    let te = headers.get(header::TE).cloned();
     headers::remove_hop_by_hop(&mut headers, upgrade);
     headers::keep_te_trailers(te.as_ref(), &mut headers);
     headers.remove(header::EXPECT);
@@ -546,12 +563,15 @@ where
         conn: conn.clone(),
         sink: worker.finish_sink.clone(),
     };
-    let content_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    Response::from_parts(parts, FinishBody::wrap(body, finish, content_length))
+    let headers = &parts.headers;
+    let content_length = || {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    };
+    let body = FinishBody::wrap(body, finish, content_length);
+    Response::from_parts(parts, body)
 }
 
 fn clone_head(p: &http::response::Parts) -> http::response::Parts {

@@ -27,7 +27,9 @@ pub fn is_upgrade<B>(req: &http::Request<B>) -> bool {
 /// sent after its head) on the current worker.
 pub fn splice(down: Downstream, up: crate::h1::Conn) {
     tokio::task::spawn_local(async move {
-        let crate::h1::Conn { io: mut up, buf } = up;
+        let crate::h1::Conn {
+            io: mut up, buf, ..
+        } = up;
         let result = match down {
             Downstream::H1(rx) => match rx.await {
                 Ok(crate::h1::Upgraded { mut io, read }) => {

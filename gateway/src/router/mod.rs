@@ -192,12 +192,30 @@ pub struct Route {
 /// The routes of a listener, in order.
 #[derive(Default)]
 pub struct Router {
-    pub routes: Vec<Arc<Route>>,
+    routes: Vec<Arc<Route>>,
+    /// Some route matches on the host: only then is the request's host looked up.
+    uses_host: bool,
 }
 
 impl Router {
+    pub fn new(routes: Vec<Arc<Route>>) -> Self {
+        let uses_host = routes
+            .iter()
+            .any(|r| !matches!(r.matcher.host, HostMatch::Any));
+        Router { routes, uses_host }
+    }
+
+    /// The routes, in match order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
     pub fn find(&self, req: &http::request::Parts) -> Option<&Arc<Route>> {
-        let host = request_host(&req.uri, &req.headers);
+        let host = if self.uses_host {
+            request_host(&req.uri, &req.headers)
+        } else {
+            ""
+        };
         let path = req.uri.path();
         self.routes
             .iter()
