@@ -136,7 +136,8 @@ grep -q "status codes: $n 2xx" "$work/h2load.txt" || { cat "$work/h2load.txt" >&
 sleep 0.5
 total=0
 for f in "$out"*; do
-  ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
+  # With --instr-atstart=no the header's `summary:` says 0; `totals:` at the end is the count.
+  ir=$(awk '/^totals:/ { t = $2 } /^summary:/ { s = $2 } END { print (t != "" ? t : s) }' "$f")
   total=$((total + ${ir:-0}))
 done
 printf 'case %s: %d requests, %d instructions, %d per request\n' "$case_" "$n" "$total" $((total / n))
