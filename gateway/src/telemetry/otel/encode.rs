@@ -10,7 +10,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
-use super::record::{ip_text, ipv4_text, AttributeSink, SpanRecord};
+use super::blocks::Blocks;
+use super::record::{ip_text, ipv4_text, AttributeSink, Constant, SpanRecord};
 
 /// `Span` field numbers (opentelemetry/proto/trace/v1/trace.proto).
 mod span {
@@ -41,6 +42,7 @@ pub struct BatchEncoder {
     name: String,
     /// The spans' bytes in the last batch: the next buffer starts that large.
     last_len: usize,
+    blocks: Blocks,
 }
 
 fn bytes_field(tag: u32, v: &[u8], out: &mut Vec<u8>) {
@@ -68,14 +70,18 @@ const MAX_VARINT: usize = 10;
 
 /// Writes `KeyValue { key, value: AnyValue { string_value | int_value } }` entries. Attributes
 /// are most of a span's bytes: when every length fits in one byte (short keys and values,
-/// nearly always), an entry is three copies and two four-byte stores.
-struct Attrs<'a>(&'a mut Vec<u8>);
+/// nearly always), an entry is three copies and two four-byte stores; the constant ones are
+/// copied whole from `blocks`.
+struct Attrs<'a> {
+    out: &'a mut Vec<u8>,
+    blocks: &'a mut Blocks,
+}
 
 impl Attrs<'_> {
     /// The general case: up to the start of the `AnyValue` body, which is `any_len` long.
     fn key_value(&mut self, key: &str, any_len: usize) {
         let kv_len = field_len(1, key.len()) + field_len(2, any_len);
-        let out = &mut *self.0;
+        let out = &mut *self.out;
         out.push(ATTRIBUTE_KEY);
         encode_varint(kv_len as u64, out);
         bytes_field(1, key.as_bytes(), out);
@@ -90,7 +96,7 @@ impl Attrs<'_> {
         let any_len = 2 + n;
         let kv_len = 2 + k + 2 + any_len;
         if kv_len < 0x80 {
-            let out = &mut *self.0;
+            let out = &mut *self.out;
             out.reserve(2 + kv_len);
             out.extend_from_slice(&[ATTRIBUTE_KEY, kv_len as u8, FIELD_1_BYTES, k as u8]);
             out.extend_from_slice(key.as_bytes());
@@ -98,7 +104,7 @@ impl Attrs<'_> {
             out.extend_from_slice(v);
         } else {
             self.key_value(key, field_len(1, n));
-            bytes_field(1, v, self.0);
+            bytes_field(1, v, self.out);
         }
     }
 }
@@ -114,7 +120,7 @@ impl AttributeSink for Attrs<'_> {
         let any_len = 1 + encoded_len_varint(n);
         let kv_len = 2 + key.len() + 2 + any_len;
         if kv_len < 0x80 {
-            let out = &mut *self.0;
+            let out = &mut *self.out;
             out.reserve(2 + kv_len);
             out.extend_from_slice(&[ATTRIBUTE_KEY, kv_len as u8, FIELD_1_BYTES]);
             out.push(key.len() as u8);
@@ -122,9 +128,9 @@ impl AttributeSink for Attrs<'_> {
             out.extend_from_slice(&[FIELD_2_BYTES, any_len as u8, FIELD_3_VARINT]);
         } else {
             self.key_value(key, any_len);
-            self.0.push(FIELD_3_VARINT);
+            self.out.push(FIELD_3_VARINT);
         }
-        encode_varint(n, self.0);
+        encode_varint(n, self.out);
     }
 
     fn ip(&mut self, key: &'static str, ip: IpAddr) {
@@ -139,6 +145,16 @@ impl AttributeSink for Attrs<'_> {
                 self.str(key, ip_text(ip, &mut b));
             }
         }
+    }
+
+    fn constant(&mut self, c: Constant<'_>) {
+        if let Some(bytes) = self.blocks.get(&c) {
+            self.out.extend_from_slice(bytes);
+            return;
+        }
+        let start = self.out.len();
+        c.attributes(self);
+        self.blocks.insert(&c, &self.out[start..]);
     }
 }
 
@@ -158,6 +174,7 @@ impl BatchEncoder {
             scope: sc,
             name: String::new(),
             last_len: 0,
+            blocks: Blocks::default(),
         }
     }
 
@@ -176,7 +193,7 @@ impl BatchEncoder {
             out.push(SCOPE_SPANS_SPAN);
             let at = out.len();
             out.extend_from_slice(&[0, 0]);
-            encode_span(r, &mut out, &mut self.name);
+            encode_span(r, &mut out, &mut self.name, &mut self.blocks);
             put_len(&mut out, at);
         }
         let spans_len = out.len() - room;
@@ -214,7 +231,7 @@ fn put_len(out: &mut Vec<u8>, at: usize) {
 }
 
 /// One `Span` message body, fields in prost's order (by field number).
-fn encode_span(r: &SpanRecord, out: &mut Vec<u8>, name: &mut String) {
+fn encode_span(r: &SpanRecord, out: &mut Vec<u8>, name: &mut String, blocks: &mut Blocks) {
     bytes_field(span::TRACE_ID, &r.trace_id, out);
     bytes_field(span::SPAN_ID, &r.span_id, out);
     if let Some(ts) = r.trace_state.as_deref().filter(|t| !t.is_empty()) {
@@ -241,7 +258,7 @@ fn encode_span(r: &SpanRecord, out: &mut Vec<u8>, name: &mut String) {
             out.extend_from_slice(&t.to_le_bytes());
         }
     }
-    let status = r.attributes(&mut Attrs(out));
+    let status = r.attributes(&mut Attrs { out, blocks });
     if let Some(message) = status {
         let len = if message.is_empty() {
             0
@@ -416,6 +433,9 @@ mod tests {
             }],
         };
         let mut enc = BatchEncoder::new(&res);
+        assert_eq!(enc.encode(&batch), expected.encode_to_vec());
+        // Again, the constant attributes now copied from the encoder's blocks.
+        assert!(!enc.blocks.is_empty());
         assert_eq!(enc.encode(&batch), expected.encode_to_vec());
         // A second, smaller batch is encoded alone: nothing of the first carries over.
         let one = &batch[4..5];

@@ -90,6 +90,73 @@ pub trait AttributeSink {
         let mut b = [0u8; 48];
         self.str(key, ip_text(ip, &mut b));
     }
+    /// The attributes made of `c` alone, which many spans share: a sink may encode them once
+    /// per distinct `c` and copy them after.
+    fn constant(&mut self, c: Constant<'_>)
+    where
+        Self: Sized,
+    {
+        c.attributes(self);
+    }
+}
+
+/// The attributes of a span that do not change from request to request — per route for a
+/// server span, per cluster endpoint for an upstream span — and everything they are made of.
+#[derive(Clone, Copy, Debug)]
+pub enum Constant<'a> {
+    Server {
+        method: &'a http::Method,
+        scheme: &'static str,
+        version: http::Version,
+        local_port: u16,
+        route: Option<&'a Arc<str>>,
+        cluster: Option<&'a Arc<str>>,
+    },
+    Upstream {
+        method: &'a http::Method,
+        cluster: &'a Arc<str>,
+        endpoint: Option<SocketAddr>,
+    },
+}
+
+impl Constant<'_> {
+    /// Hand the attributes to `a`, in a fixed order.
+    pub fn attributes(&self, a: &mut impl AttributeSink) {
+        match *self {
+            Constant::Server {
+                method,
+                scheme,
+                version,
+                local_port,
+                route,
+                cluster,
+            } => {
+                a.str("http.request.method", method.as_str());
+                a.str("url.scheme", scheme);
+                a.str("network.protocol.name", "http");
+                a.str("network.protocol.version", protocol_version(version));
+                a.int("server.port", i64::from(local_port));
+                if let Some(r) = route {
+                    a.str("http.route", r);
+                }
+                if let Some(c) = cluster {
+                    a.str("sluice.cluster", c);
+                }
+            }
+            Constant::Upstream {
+                method,
+                cluster,
+                endpoint,
+            } => {
+                a.str("http.request.method", method.as_str());
+                a.str("sluice.cluster", cluster);
+                // The endpoint of the last try is the one that answered (or failed last).
+                if let Some(ep) = &endpoint {
+                    addr_attrs(a, ep);
+                }
+            }
+        }
+    }
 }
 
 /// `v` in decimal, written at the end of `buf` (no allocation, no `core::fmt`).
@@ -188,27 +255,24 @@ impl ServerSpan {
     }
 
     fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'static str> {
-        a.str("http.request.method", self.method.as_str());
+        a.constant(Constant::Server {
+            method: &self.method,
+            scheme: self.scheme,
+            version: self.version,
+            local_port: self.local_port,
+            route: self.route.as_ref(),
+            cluster: self.cluster.as_ref(),
+        });
         a.str("url.path", self.path());
-        a.str("url.scheme", self.scheme);
-        a.str("network.protocol.name", "http");
-        a.str("network.protocol.version", protocol_version(self.version));
         a.str("server.address", self.host());
-        a.int("server.port", i64::from(self.local_port));
         a.ip("client.address", self.client.ip());
         a.int("client.port", i64::from(self.client.port()));
         a.int("http.response.status_code", i64::from(self.status));
         if let Some(q) = self.query() {
             a.str("url.query", q);
         }
-        if let Some(r) = self.route.as_deref() {
-            a.str("http.route", r);
-        }
         if let Some(ua) = self.user_agent() {
             a.str("user_agent.original", ua);
-        }
-        if let Some(c) = self.cluster.as_deref() {
-            a.str("sluice.cluster", c);
         }
         if let Some(d) = self.details {
             a.str("sluice.details", d);
@@ -224,8 +288,11 @@ impl ServerSpan {
 
 impl UpstreamSpan {
     fn attributes<'s>(&'s self, a: &mut impl AttributeSink) -> Option<&'s str> {
-        a.str("http.request.method", self.method.as_str());
-        a.str("sluice.cluster", &self.cluster);
+        a.constant(Constant::Upstream {
+            method: &self.method,
+            cluster: &self.cluster,
+            endpoint: self.endpoint,
+        });
         let mut status = None;
         match &self.result {
             Ok(code) => {
@@ -239,10 +306,6 @@ impl UpstreamSpan {
                 a.str("error.type", kind);
                 status = Some(kind.as_str());
             }
-        }
-        // The endpoint of the last try is the one that answered (or failed last).
-        if let Some(ep) = &self.endpoint {
-            addr_attrs(a, ep);
         }
         if self.resends > 0 {
             a.int("http.request.resend_count", self.resends as i64);
