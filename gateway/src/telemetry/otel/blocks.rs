@@ -4,6 +4,7 @@
 //! costs a tenth of encoding the seven (or four) attributes again.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ pub const MAX_BLOCKS: usize = 1024;
 /// (a word to hash, not a string): the block holds a clone, so that an address cannot come
 /// back for another name while the block is kept. Equal names behind two `Arc`s (after a
 /// reload) are two keys with the same bytes, which is harmless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     Server {
         method: u8,
@@ -35,6 +36,47 @@ enum Key {
         cluster: usize,
         endpoint: Option<SocketAddr>,
     },
+}
+
+/// All fields folded into one word: one multiplication with FxHash instead of one per field
+/// (hashing was half the cost of a lookup). Equal keys fold equally.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let word = match *self {
+            Key::Server {
+                method,
+                scheme,
+                version,
+                local_port,
+                route,
+                cluster,
+            } => {
+                let small =
+                    (u64::from(method) << 24) | (u64::from(version) << 16) | u64::from(local_port);
+                let names =
+                    route.unwrap_or(1) as u64 ^ (cluster.unwrap_or(3) as u64).rotate_left(29);
+                small ^ names.rotate_left(7) ^ (scheme.0 as u64).rotate_left(43)
+            }
+            Key::Upstream {
+                method,
+                cluster,
+                endpoint,
+            } => {
+                let ep = match endpoint {
+                    Some(SocketAddr::V4(a)) => {
+                        (u64::from(a.ip().to_bits()) << 16) | u64::from(a.port())
+                    }
+                    Some(SocketAddr::V6(a)) => {
+                        let ip = a.ip().to_bits();
+                        (ip as u64) ^ ((ip >> 64) as u64) ^ u64::from(a.port())
+                    }
+                    None => 0,
+                };
+                (ep ^ (cluster as u64).rotate_left(23) ^ (u64::from(method) << 56)) | (1 << 63)
+            }
+        };
+        h.write_u64(word);
+    }
 }
 
 struct Block {

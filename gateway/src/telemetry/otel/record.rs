@@ -341,29 +341,22 @@ impl FilterSpan {
 }
 
 impl SpanRecord {
-    /// The span's name, written into `out` (cleared first).
-    pub fn name_into(&self, out: &mut String) {
-        out.clear();
+    /// The span's name, in up to three parts (`buf` holds a number's digits).
+    pub fn name_parts<'s>(&'s self, buf: &'s mut [u8; 20]) -> [&'s str; 3] {
         match &self.detail {
-            Detail::Server(sv) => {
-                out.push_str(sv.method.as_str());
-                if let Some(r) = &sv.route {
-                    out.push(' ');
-                    out.push_str(r);
-                }
-            }
-            Detail::Upstream(up) => out.push_str(up.method.as_str()),
-            Detail::Attempt(at) => {
-                let mut d = [0u8; 20];
-                out.push_str("attempt ");
-                out.push_str(decimal(at.number as u64, &mut d));
-            }
-            Detail::Filter(f) => {
-                out.push_str(&f.filter);
-                out.push(' ');
-                out.push_str(f.phase);
-            }
+            Detail::Server(sv) => match &sv.route {
+                Some(r) => [sv.method.as_str(), " ", r],
+                None => [sv.method.as_str(), "", ""],
+            },
+            Detail::Upstream(up) => [up.method.as_str(), "", ""],
+            Detail::Attempt(at) => ["attempt ", decimal(at.number as u64, buf), ""],
+            Detail::Filter(f) => [&f.filter, " ", f.phase],
         }
+    }
+
+    /// The span's name.
+    pub fn name(&self) -> String {
+        self.name_parts(&mut [0; 20]).concat()
     }
 
     /// The OTLP span kind.
@@ -403,8 +396,7 @@ impl SpanRecord {
             message: m.to_string(),
             code: StatusCode::Error as i32,
         });
-        let mut name = String::new();
-        self.name_into(&mut name);
+        let name = self.name();
         Span {
             trace_id: self.trace_id.to_vec(),
             span_id: self.span_id.to_vec(),
@@ -499,8 +491,6 @@ mod tests {
             end_unix_nanos: 2,
             detail: Detail::Server(sv),
         };
-        let mut name = String::new();
-        rec.name_into(&mut name);
-        assert_eq!(name, "GET r");
+        assert_eq!(rec.name(), "GET r");
     }
 }
