@@ -82,7 +82,7 @@ impl RequestTrace {
             None => ids::trace_id(),
         };
         // tracestate belongs to a traceparent; with a B3 parent it describes another trace.
-        // (Looked up only then: most requests have no parent.)
+        // Only then is it looked up: a request without a W3C parent pays for no second lookup.
         let trace_state = incoming
             .filter(|i| i.w3c && i.parent.is_some())
             .and_then(|_| headers.get(&context::TRACESTATE))
