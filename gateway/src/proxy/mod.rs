@@ -25,6 +25,7 @@ use crate::filter::chain::{Chain, SharedExchange};
 use crate::filter::{Exchange, LocalResponse, RequestInfo};
 use crate::router::{Action, Route};
 use crate::snapshot::{ListenerRuntime, Snapshot};
+use crate::telemetry::log_context::WithLogIds;
 use crate::telemetry::otel::attempts::Tries;
 use crate::upstream::SendOptions;
 use crate::worker::WorkerCtx;
@@ -159,21 +160,17 @@ async fn serve(
         let mut e = ex.borrow_mut();
         e.trace = t.start(&e.request.headers, e.info.start);
     }
-    // A traced request's log lines carry its trace and span ids; an untraced one gets a
-    // disabled span (entering it is a branch). One await either way: two would each be a slot
-    // of this future's state, which is moved on every request.
-    let log_span = ex
-        .borrow()
-        .trace
-        .as_ref()
-        .map_or_else(tracing::Span::none, |t| t.log_span());
+    // A traced request's log lines carry its trace and span ids (set while its future is
+    // polled); an untraced one's future is polled as is. One await either way: two would each
+    // be a slot of this future's state, which is moved on every request.
+    let ids = ex.borrow().trace.as_ref().map(|t| t.log_ids());
     // Built in place, not bound to a local first: a moved-from local still takes room in the
     // enclosing future.
-    tracing::Instrument::instrument(
+    WithLogIds::new(
         dispatch(
             &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
         ),
-        log_span,
+        ids,
     )
     .await
 }

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod finish_log;
+pub mod log_context;
 pub mod logging;
 pub mod metrics;
 pub mod otel;

@@ -66,9 +66,10 @@ pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue
     buf[52] = b'-';
     buf[53] = b'0';
     buf[54] = b'1';
-    // Only ASCII hex digits and dashes were written, all valid header bytes.
-    HeaderValue::from_maybe_shared(slab_bytes(&buf))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    let value = slab_bytes(&buf);
+    // SAFETY: only lowercase hex digits, `0`, `1` and dashes were written: visible ASCII, all
+    // valid in a header value (checking them again was a third of this function).
+    unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
 }
 
 const TRACEPARENT_LEN: usize = 55;
@@ -91,12 +92,22 @@ fn slab_bytes(v: &[u8; TRACEPARENT_LEN]) -> bytes::Bytes {
     })
 }
 
-/// Lowercase hex of `bytes` into `out` (twice as long).
-pub fn encode_into(bytes: &[u8], out: &mut [u8]) {
+/// The two lowercase hex digits of every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    let mut t = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [HEX[b >> 4], HEX[b & 0xf]];
+        b += 1;
+    }
+    t
+};
+
+/// Lowercase hex of `bytes` into `out` (twice as long), a table lookup per byte.
+pub fn encode_into(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 
@@ -133,6 +144,15 @@ mod tests {
             format_traceparent(&p.trace_id, &p.span_id).as_bytes(),
             &v[..]
         );
+    }
+
+    #[test]
+    fn hex_of_every_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut out = vec![0u8; 512];
+        encode_into(&all, &mut out);
+        let expect: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(String::from_utf8(out).expect("ascii"), expect);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -392,7 +393,7 @@ impl Sender {
     }
 
     /// Send an encoded `ExportTraceServiceRequest`.
-    async fn export(&mut self, body: Vec<u8>) -> Result<(), String> {
+    async fn export(&mut self, body: Bytes) -> Result<(), String> {
         match self {
             Sender::Grpc(client, uri) => {
                 let c = client.get_or_insert_with(|| tonic::client::Grpc::new(lazy_channel(uri)));
@@ -419,7 +420,7 @@ struct RawEncoder;
 struct ResponseDecoder;
 
 impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
+    type Encode = Bytes;
     type Decode = ExportTraceServiceResponse;
     type Encoder = RawEncoder;
     type Decoder = ResponseDecoder;
@@ -434,12 +435,12 @@ impl tonic::codec::Codec for RawCodec {
 }
 
 impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
+    type Item = Bytes;
     type Error = tonic::Status;
 
     fn encode(
         &mut self,
-        item: Vec<u8>,
+        item: Bytes,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
         bytes::BufMut::put_slice(dst, &item);
@@ -483,7 +484,7 @@ impl HttpPoster {
     /// # Errors
     /// The connection or the request failed, or the collector answered other than 2xx; the
     /// connection is dropped after a transport error.
-    pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(), String> {
+    pub async fn post(&mut self, path: &str, body: Bytes) -> Result<(), String> {
         let authority = self.base.authority().ok_or("endpoint has no host")?.clone();
         let kept = match self.conn.take() {
             Some(mut c) if !c.is_closed() => c.ready().await.is_ok().then_some(c),
@@ -497,7 +498,7 @@ impl HttpPoster {
         let req = http::Request::post(format!("{prefix}{path}"))
             .header(http::header::HOST, authority.as_str())
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .body(http_body_util::Full::new(body))
             .map_err(|e| e.to_string())?;
         let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
@@ -536,7 +537,9 @@ async fn connect(authority: &http::uri::Authority) -> Result<HttpConn, String> {
 /// # Errors
 /// As [`HttpPoster::post`].
 pub async fn post_protobuf(base: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), String> {
-    HttpPoster::new(base.clone()).post(path, body).await
+    HttpPoster::new(base.clone())
+        .post(path, Bytes::from(body))
+        .await
 }
 
 #[cfg(test)]
@@ -583,15 +586,18 @@ mod tests {
         let mut poster = HttpPoster::new(uri);
         for _ in 0..3 {
             poster
-                .post("/v1/traces", vec![1, 2, 3])
+                .post("/v1/traces", Bytes::from_static(&[1, 2, 3]))
                 .await
                 .expect("export accepted");
         }
         assert_eq!(posts.load(Ordering::SeqCst), 3);
         assert_eq!(conns.load(Ordering::SeqCst), 1);
         // An error status keeps the connection usable too.
-        assert!(poster.post("/other", vec![]).await.is_err());
-        poster.post("/v1/traces", vec![]).await.expect("accepted");
+        assert!(poster.post("/other", Bytes::new()).await.is_err());
+        poster
+            .post("/v1/traces", Bytes::new())
+            .await
+            .expect("accepted");
         assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 }

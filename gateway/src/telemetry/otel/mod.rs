@@ -6,6 +6,7 @@
 
 pub mod attempts;
 pub mod b3;
+pub mod blocks;
 pub mod context;
 pub mod encode;
 pub mod export;

@@ -3,7 +3,7 @@
 //! attribute keys and values of a request are allocated (and freed) there, not on the proxy's
 //! worker, and never cross threads.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -85,6 +85,78 @@ pub trait AttributeSink {
     fn str(&mut self, key: &'static str, v: &str);
     /// An integer attribute.
     fn int(&mut self, key: &'static str, v: i64);
+    /// An IP address as a string attribute, in its usual text form.
+    fn ip(&mut self, key: &'static str, ip: IpAddr) {
+        let mut b = [0u8; 48];
+        self.str(key, ip_text(ip, &mut b));
+    }
+    /// The attributes made of `c` alone, which many spans share: a sink may encode them once
+    /// per distinct `c` and copy them after.
+    fn constant(&mut self, c: Constant<'_>)
+    where
+        Self: Sized,
+    {
+        c.attributes(self);
+    }
+}
+
+/// The attributes of a span that do not change from request to request — per route for a
+/// server span, per cluster endpoint for an upstream span — and everything they are made of.
+#[derive(Clone, Copy, Debug)]
+pub enum Constant<'a> {
+    Server {
+        method: &'a http::Method,
+        scheme: &'static str,
+        version: http::Version,
+        local_port: u16,
+        route: Option<&'a Arc<str>>,
+        cluster: Option<&'a Arc<str>>,
+    },
+    Upstream {
+        method: &'a http::Method,
+        cluster: &'a Arc<str>,
+        endpoint: Option<SocketAddr>,
+    },
+}
+
+impl Constant<'_> {
+    /// Hand the attributes to `a`, in a fixed order.
+    pub fn attributes(&self, a: &mut impl AttributeSink) {
+        match *self {
+            Constant::Server {
+                method,
+                scheme,
+                version,
+                local_port,
+                route,
+                cluster,
+            } => {
+                a.str("http.request.method", method.as_str());
+                a.str("url.scheme", scheme);
+                a.str("network.protocol.name", "http");
+                a.str("network.protocol.version", protocol_version(version));
+                a.int("server.port", i64::from(local_port));
+                if let Some(r) = route {
+                    a.str("http.route", r);
+                }
+                if let Some(c) = cluster {
+                    a.str("sluice.cluster", c);
+                }
+            }
+            Constant::Upstream {
+                method,
+                cluster,
+                endpoint,
+            } => {
+                a.str("http.request.method", method.as_str());
+                a.str("sluice.cluster", cluster);
+                // The endpoint of the last try is the one that answered (or failed last).
+                if let Some(ep) = &endpoint {
+                    addr_attrs(a, ep);
+                }
+            }
+        }
+    }
 }
 
 /// `v` in decimal, written at the end of `buf` (no allocation, no `core::fmt`).
@@ -112,28 +184,43 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-/// The IP of `addr` as text into `buf`, without `core::fmt` for IPv4 (the common case).
-fn ip_text<'b>(addr: &SocketAddr, buf: &'b mut [u8; 48]) -> &'b str {
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let mut at = 0;
-            for (n, octet) in a.ip().octets().iter().enumerate() {
-                if n > 0 {
-                    buf[at] = b'.';
-                    at += 1;
-                }
-                let mut d = [0u8; 20];
-                let s = decimal(u64::from(*octet), &mut d);
-                buf[at..at + s.len()].copy_from_slice(s.as_bytes());
-                at += s.len();
-            }
-            at
+/// The dotted-decimal text of `ip` into `buf`; its length (7 to 15). Digits by arithmetic:
+/// no `core::fmt`, no division loop per octet.
+pub fn ipv4_text(ip: Ipv4Addr, buf: &mut [u8; 15]) -> usize {
+    let mut at = 0;
+    for (n, o) in ip.octets().into_iter().enumerate() {
+        if n > 0 {
+            buf[at] = b'.';
+            at += 1;
         }
-        SocketAddr::V6(a) => {
+        if o >= 100 {
+            buf[at] = b'0' + o / 100;
+            at += 1;
+        }
+        if o >= 10 {
+            buf[at] = b'0' + o / 10 % 10;
+            at += 1;
+        }
+        buf[at] = b'0' + o % 10;
+        at += 1;
+    }
+    at
+}
+
+/// The text of `ip` into `buf`, without `core::fmt` for IPv4 (the common case).
+pub fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 15];
+            let n = ipv4_text(v4, &mut b);
+            buf[..n].copy_from_slice(&b[..n]);
+            n
+        }
+        IpAddr::V6(v6) => {
             use std::io::Write;
             let mut cur = std::io::Cursor::new(&mut buf[..]);
             // 45 bytes is the longest IPv6 text; the buffer holds 48.
-            let _ = write!(cur, "{}", a.ip());
+            let _ = write!(cur, "{v6}");
             usize::try_from(cur.position()).unwrap_or(0)
         }
     };
@@ -141,8 +228,7 @@ fn ip_text<'b>(addr: &SocketAddr, buf: &'b mut [u8; 48]) -> &'b str {
 }
 
 fn addr_attrs(sink: &mut impl AttributeSink, ep: &SocketAddr) {
-    let mut b = [0u8; 48];
-    sink.str("server.address", ip_text(ep, &mut b));
+    sink.ip("server.address", ep.ip());
     sink.int("server.port", i64::from(ep.port()));
 }
 
@@ -169,28 +255,24 @@ impl ServerSpan {
     }
 
     fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'static str> {
-        a.str("http.request.method", self.method.as_str());
+        a.constant(Constant::Server {
+            method: &self.method,
+            scheme: self.scheme,
+            version: self.version,
+            local_port: self.local_port,
+            route: self.route.as_ref(),
+            cluster: self.cluster.as_ref(),
+        });
         a.str("url.path", self.path());
-        a.str("url.scheme", self.scheme);
-        a.str("network.protocol.name", "http");
-        a.str("network.protocol.version", protocol_version(self.version));
         a.str("server.address", self.host());
-        a.int("server.port", i64::from(self.local_port));
-        let mut b = [0u8; 48];
-        a.str("client.address", ip_text(&self.client, &mut b));
+        a.ip("client.address", self.client.ip());
         a.int("client.port", i64::from(self.client.port()));
         a.int("http.response.status_code", i64::from(self.status));
         if let Some(q) = self.query() {
             a.str("url.query", q);
         }
-        if let Some(r) = self.route.as_deref() {
-            a.str("http.route", r);
-        }
         if let Some(ua) = self.user_agent() {
             a.str("user_agent.original", ua);
-        }
-        if let Some(c) = self.cluster.as_deref() {
-            a.str("sluice.cluster", c);
         }
         if let Some(d) = self.details {
             a.str("sluice.details", d);
@@ -206,8 +288,11 @@ impl ServerSpan {
 
 impl UpstreamSpan {
     fn attributes<'s>(&'s self, a: &mut impl AttributeSink) -> Option<&'s str> {
-        a.str("http.request.method", self.method.as_str());
-        a.str("sluice.cluster", &self.cluster);
+        a.constant(Constant::Upstream {
+            method: &self.method,
+            cluster: &self.cluster,
+            endpoint: self.endpoint,
+        });
         let mut status = None;
         match &self.result {
             Ok(code) => {
@@ -221,10 +306,6 @@ impl UpstreamSpan {
                 a.str("error.type", kind);
                 status = Some(kind.as_str());
             }
-        }
-        // The endpoint of the last try is the one that answered (or failed last).
-        if let Some(ep) = &self.endpoint {
-            addr_attrs(a, ep);
         }
         if self.resends > 0 {
             a.int("http.request.resend_count", self.resends as i64);
@@ -260,29 +341,22 @@ impl FilterSpan {
 }
 
 impl SpanRecord {
-    /// The span's name, written into `out` (cleared first).
-    pub fn name_into(&self, out: &mut String) {
-        out.clear();
+    /// The span's name, in up to three parts (`buf` holds a number's digits).
+    pub fn name_parts<'s>(&'s self, buf: &'s mut [u8; 20]) -> [&'s str; 3] {
         match &self.detail {
-            Detail::Server(sv) => {
-                out.push_str(sv.method.as_str());
-                if let Some(r) = &sv.route {
-                    out.push(' ');
-                    out.push_str(r);
-                }
-            }
-            Detail::Upstream(up) => out.push_str(up.method.as_str()),
-            Detail::Attempt(at) => {
-                let mut d = [0u8; 20];
-                out.push_str("attempt ");
-                out.push_str(decimal(at.number as u64, &mut d));
-            }
-            Detail::Filter(f) => {
-                out.push_str(&f.filter);
-                out.push(' ');
-                out.push_str(f.phase);
-            }
+            Detail::Server(sv) => match &sv.route {
+                Some(r) => [sv.method.as_str(), " ", r],
+                None => [sv.method.as_str(), "", ""],
+            },
+            Detail::Upstream(up) => [up.method.as_str(), "", ""],
+            Detail::Attempt(at) => ["attempt ", decimal(at.number as u64, buf), ""],
+            Detail::Filter(f) => [&f.filter, " ", f.phase],
         }
+    }
+
+    /// The span's name.
+    pub fn name(&self) -> String {
+        self.name_parts(&mut [0; 20]).concat()
     }
 
     /// The OTLP span kind.
@@ -322,8 +396,7 @@ impl SpanRecord {
             message: m.to_string(),
             code: StatusCode::Error as i32,
         });
-        let mut name = String::new();
-        self.name_into(&mut name);
+        let name = self.name();
         Span {
             trace_id: self.trace_id.to_vec(),
             span_id: self.span_id.to_vec(),
@@ -365,17 +438,21 @@ mod tests {
             "255.255.255.255",
             "1.99.100.9",
         ] {
-            let addr: SocketAddr = format!("{ip}:80").parse().expect("address");
-            assert_eq!(ip_text(&addr, &mut [0; 48]), ip);
+            let addr: IpAddr = ip.parse().expect("address");
+            assert_eq!(ip_text(addr, &mut [0; 48]), ip);
+        }
+        // Every octet value, in every position.
+        for o in 0..=255u8 {
+            let ip = Ipv4Addr::new(o, 255 - o, o / 7, o.wrapping_mul(3));
+            assert_eq!(ip_text(IpAddr::V4(ip), &mut [0; 48]), ip.to_string());
         }
         for ip in [
             "::1",
             "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
             "2001:db8::1",
         ] {
-            let addr: SocketAddr = format!("[{ip}]:80").parse().expect("address");
-            let expect = addr.ip().to_string();
-            assert_eq!(ip_text(&addr, &mut [0; 48]), expect);
+            let addr: IpAddr = ip.parse().expect("address");
+            assert_eq!(ip_text(addr, &mut [0; 48]), addr.to_string());
         }
         assert_eq!(decimal(0, &mut [0; 20]), "0");
         assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
@@ -414,8 +491,6 @@ mod tests {
             end_unix_nanos: 2,
             detail: Detail::Server(sv),
         };
-        let mut name = String::new();
-        rec.name_into(&mut name);
-        assert_eq!(name, "GET r");
+        assert_eq!(rec.name(), "GET r");
     }
 }

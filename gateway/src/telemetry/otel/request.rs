@@ -17,6 +17,7 @@ use super::record::{
 use super::Tracer;
 use super::{context, ids};
 use crate::filter::Exchange;
+use crate::telemetry::log_context::LogIds;
 
 /// A sampled request's trace state, carried by the exchange.
 pub struct RequestTrace {
@@ -81,12 +82,13 @@ impl RequestTrace {
             None => ids::trace_id(),
         };
         // tracestate belongs to a traceparent; with a B3 parent it describes another trace.
-        let trace_state = match (incoming, headers.get(&context::TRACESTATE)) {
-            (Some(i), Some(v)) if i.w3c && i.parent.is_some() => {
-                v.to_str().ok().filter(|s| !s.is_empty()).map(Arc::from)
-            }
-            _ => None,
-        };
+        // Only then is it looked up: a request without a W3C parent pays for no second lookup.
+        let trace_state = incoming
+            .filter(|i| i.w3c && i.parent.is_some())
+            .and_then(|_| headers.get(&context::TRACESTATE))
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+            .map(Arc::from);
         RequestTrace {
             tracer,
             trace_id,
@@ -112,15 +114,13 @@ impl RequestTrace {
         (t, sp)
     }
 
-    /// The `tracing` span that the gateway's own log lines emitted while this request is
-    /// handled run in: its `trace_id` and `span_id` fields (lowercase hex) name the server span,
-    /// so a log line can be found from a trace and the other way round.
-    pub fn log_span(&self) -> tracing::Span {
-        let (t, sp) = self.ids_hex();
-        // Hex digits are ASCII: both conversions succeed.
-        let t = std::str::from_utf8(&t).unwrap_or("");
-        let sp = std::str::from_utf8(&sp).unwrap_or("");
-        tracing::info_span!("request", trace_id = t, span_id = sp)
+    /// The ids the gateway's own log lines carry while this request is handled: its trace and
+    /// server span, so that a log line can be found from a trace and the other way round.
+    pub fn log_ids(&self) -> LogIds {
+        LogIds {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+        }
     }
 
     /// Start a child span for the upstream request and name it as the parent in `headers`, in
