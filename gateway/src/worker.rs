@@ -101,6 +101,7 @@ pub async fn dispatch(
         retries: None,
         hash: None,
         tries: None,
+        timer: None,
     };
     let resp: Response<UpstreamBody> = w.pools.send(&c, req, &opts).await?;
     Ok(resp.map(crate::body::boxed))

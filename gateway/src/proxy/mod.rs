@@ -50,6 +50,8 @@ pub struct ConnState {
     pub forwarded_for: Option<HeaderValue>,
     /// The TLS handshake's outcome (peer identity) on a TLS listener.
     pub tls: Option<Arc<crate::listener::tls::TlsInfo>>,
+    /// The route-timeout timer, reused by the connection's requests one after the other.
+    pub route_timer: crate::upstream::TimerSlot,
 }
 
 impl ConnState {
@@ -68,6 +70,7 @@ impl ConnState {
             idle_since: Cell::new(Instant::now()),
             forwarded_for: headers::client_value(client.ip()),
             tls: None,
+            route_timer: Default::default(),
         }
     }
 
@@ -345,6 +348,7 @@ async fn forward(
         retries: route.retries.as_ref(),
         hash,
         tries: tries.as_ref(),
+        timer: Some(&conn.route_timer),
     };
     let result = worker.pools.send(&cluster, req, &opts).await;
     if let (Some(s), Some(m), Some(tries)) = (span, method, tries) {

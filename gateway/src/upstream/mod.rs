@@ -146,4 +146,11 @@ pub struct SendOptions<'a> {
     pub hash: Option<u64>,
     /// Where each try is logged when the request is traced.
     pub tries: Option<&'a crate::telemetry::otel::attempts::Tries>,
+    /// A timer to reuse for the route timeout (and to leave there afterwards), e.g. one per
+    /// downstream connection: re-arming a registered timer for a later deadline does not touch
+    /// the runtime's timer wheel, a new timer is inserted into it and removed again.
+    pub timer: Option<&'a TimerSlot>,
 }
+
+/// A reusable route-timeout timer, see [`SendOptions::timer`].
+pub type TimerSlot = std::cell::Cell<Option<std::pin::Pin<Box<tokio::time::Sleep>>>>;

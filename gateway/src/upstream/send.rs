@@ -51,9 +51,21 @@ impl WorkerPools {
             Some(deadline) if !opts.timeout.is_zero() => Some(deadline),
             _ => None,
         };
+        let mut timer = deadline.map(|d| match opts.timer.and_then(|slot| slot.take()) {
+            Some(mut t) => {
+                t.as_mut().reset(d);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(d)),
+        });
         // One await for both cases: each await point of a future is a slot of its state, and
         // this state is moved on every request.
-        match Bounded::new(self.send_with_retries(cluster, req, opts), deadline).await {
+        let sleep = timer.as_mut().map(|t| t.as_mut());
+        let outcome = Bounded::new(self.send_with_retries(cluster, req, opts), sleep).await;
+        if let (Some(slot), Some(t)) = (opts.timer, timer) {
+            slot.set(Some(t));
+        }
+        match outcome {
             Some(outcome) => outcome,
             None => Err(cluster.error(
                 UpstreamErrorKind::Timeout,
@@ -285,25 +297,21 @@ fn classify_h1(cluster: &Cluster, ep: &Endpoint, e: SendError) -> UpstreamError 
 }
 
 pin_project_lite::pin_project! {
-    /// `fut`, bounded by `deadline` when there is one: `None` once it passed.
-    struct Bounded<F> {
+    /// `fut`, bounded by the timer when there is one: `None` once it fired.
+    struct Bounded<'t, F> {
         #[pin]
         fut: F,
-        #[pin]
-        sleep: Option<tokio::time::Sleep>,
+        sleep: Option<std::pin::Pin<&'t mut tokio::time::Sleep>>,
     }
 }
 
-impl<F> Bounded<F> {
-    fn new(fut: F, deadline: Option<Instant>) -> Self {
-        Bounded {
-            fut,
-            sleep: deadline.map(tokio::time::sleep_until),
-        }
+impl<'t, F> Bounded<'t, F> {
+    fn new(fut: F, sleep: Option<std::pin::Pin<&'t mut tokio::time::Sleep>>) -> Self {
+        Bounded { fut, sleep }
     }
 }
 
-impl<F: std::future::Future> std::future::Future for Bounded<F> {
+impl<F: std::future::Future> std::future::Future for Bounded<'_, F> {
     type Output = Option<F::Output>;
 
     fn poll(
@@ -314,8 +322,8 @@ impl<F: std::future::Future> std::future::Future for Bounded<F> {
         if let std::task::Poll::Ready(v) = this.fut.poll(cx) {
             return std::task::Poll::Ready(Some(v));
         }
-        match this.sleep.as_pin_mut() {
-            Some(s) => s.poll(cx).map(|()| None),
+        match this.sleep.as_mut() {
+            Some(s) => s.as_mut().poll(cx).map(|()| None),
             None => std::task::Poll::Pending,
         }
     }

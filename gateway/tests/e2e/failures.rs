@@ -99,3 +99,59 @@ fn reset_mid_body_cuts_the_client_stream() {
     let (ok, out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &gw.url("/")]);
     assert!(!ok || out == "200");
 }
+
+/// One keep-alive request on `s`: the status and body of its answer (Content-Length framed).
+fn keep_alive_get(s: &mut std::net::TcpStream, path: &str) -> (u16, String) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("read");
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().expect("length"))
+            })
+            .expect("content-length");
+        if buf.len() >= end + 4 + len {
+            let status = text[9..12].parse().expect("status");
+            return (status, text[end + 4..end + 4 + len].to_string());
+        }
+    }
+}
+
+#[test]
+fn route_timeout_holds_for_each_request_of_a_keep_alive_connection() {
+    // The route timeout's timer is reused by the requests of a connection: each request must
+    // get its own full timeout, neither a stale earlier deadline nor none at all.
+    let up = Upstream::start("slow");
+    let gw = Gateway::start(&config(&up.addr.to_string(), ""));
+    let mut s = std::net::TcpStream::connect(gw.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    for _ in 0..3 {
+        assert_eq!(keep_alive_get(&mut s, "/delay/1").0, 200);
+    }
+    // Later than the first requests' deadlines would have been, well within its own.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(keep_alive_get(&mut s, "/delay/300").0, 200);
+    let (status, body) = keep_alive_get(&mut s, "/delay/3000");
+    assert_eq!(
+        (status, body.as_str()),
+        (504, "upstream_response_timeout\n")
+    );
+    assert_eq!(keep_alive_get(&mut s, "/delay/300").0, 200);
+}

@@ -17,6 +17,7 @@ async fn kind_of(yaml: &str, timeout: Duration) -> UpstreamErrorKind {
         retries: None,
         hash: None,
         tries: None,
+        timer: None,
     };
     match send(&pools, &c, get("/"), &o).await {
         Ok(answer) => panic!("expected an error, got {answer:?}"),
@@ -214,6 +215,7 @@ fn a_zero_route_timeout_means_none() {
             retries: None,
             hash: None,
             tries: None,
+            timer: None,
         };
         let (status, body) = send(&WorkerPools::new(), &c, get("/"), &o)
             .await

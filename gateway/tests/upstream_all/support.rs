@@ -172,6 +172,7 @@ pub fn opts(retries: Option<&RetryConfig>, hash: Option<u64>) -> SendOptions<'_>
         retries,
         hash,
         tries: None,
+        timer: None,
     }
 }
 
