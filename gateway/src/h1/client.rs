@@ -138,7 +138,10 @@ impl Conn {
                 });
             }
             return match self.read_head(head_request, reused).await {
-                Ok(h) => Ok(self.response(h, true, recycle)),
+                Ok(h) => {
+                    head::recycle(parts.headers);
+                    Ok(self.response(h, true, recycle))
+                }
                 Err(SendError::Stale(_, e)) => Err(SendError::Stale(
                     Some(Box::new(Request::from_parts(parts, body))),
                     e,

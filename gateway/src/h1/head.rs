@@ -49,6 +49,44 @@ fn parsed_value(head: &Bytes, value: &[u8]) -> HeaderValue {
     unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice_ref(value)) }
 }
 
+thread_local! {
+    /// Emptied header maps of this thread's finished messages, ready for the next heads:
+    /// building a map allocates and initialises its index and entry tables, clearing one keeps
+    /// them.
+    static SPARE_MAPS: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most maps kept per thread, and the largest capacity a kept map may have (a map grown
+/// by an unusually large head is dropped, not kept).
+const SPARE_MAPS_MAX: usize = 64;
+const SPARE_MAP_CAPACITY_MAX: usize = 48;
+
+/// An empty map with room for `capacity` fields, reusing a spare one when there is one.
+fn new_map(capacity: usize) -> HeaderMap {
+    let spare = SPARE_MAPS.with(|s| s.borrow_mut().pop());
+    match spare {
+        Some(mut map) => {
+            map.reserve(capacity);
+            map
+        }
+        None => HeaderMap::with_capacity(capacity),
+    }
+}
+
+/// Give a map that is no longer needed back for the next heads of this thread.
+pub(crate) fn recycle(mut map: HeaderMap) {
+    if map.capacity() > SPARE_MAP_CAPACITY_MAX {
+        return;
+    }
+    map.clear();
+    SPARE_MAPS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAPS_MAX {
+            s.push(map);
+        }
+    });
+}
+
 /// Why a head's fields could not become a `HeaderMap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadField;
@@ -95,7 +133,7 @@ pub(crate) fn fields_to_map(
     extra: usize,
     strip_hop_by_hop: bool,
 ) -> Result<(HeaderMap, Scan), BadField> {
-    let mut map = HeaderMap::with_capacity(fields.len() + extra);
+    let mut map = new_map(fields.len() + extra);
     let mut scan = Scan::default();
     for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| BadField)?;

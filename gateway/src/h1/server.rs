@@ -438,6 +438,7 @@ async fn write_response(
     let heads = out_bufs.heads;
     heads.reserve(256 + parts.headers.len() * 32);
     encode_head(&parts, out, declared.is_some(), keep, flags, heads);
+    head::recycle(parts.headers);
     let mut w = ResponseWriter {
         queue: std::mem::take(out_bufs.queue),
         body: if out == Out::None { None } else { Some(body) },
