@@ -114,16 +114,19 @@ enum Next {
 
 /// Serve HTTP/1.1 on `io` (`initial`: bytes already read from it) until the connection ends.
 /// `handle` is the request path: it gets each request (and, for an upgrade request, where the
-/// connection goes after a 101) and returns the response.
-pub async fn serve<S, F>(
+/// connection goes after a 101) and returns the response. `written` gets each response head
+/// back once it is encoded, before the body is read (the request path's log phase may want it).
+pub async fn serve<S, F, W>(
     io: ServerIo,
     initial: BytesMut,
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
     mut handle: S,
+    mut written: W,
 ) where
     S: FnMut(Request<ServerBody>, Option<OnUpgrade>) -> F,
     F: Future<Output = Response<ProxyBody>>,
+    W: FnMut(http::response::Parts),
 {
     let shared = Rc::new(RefCell::new(Shared::new(io, initial)));
     let mut timer = Box::pin(tokio::time::sleep(settings.header_read_timeout));
@@ -164,13 +167,14 @@ pub async fn serve<S, F>(
         let resp = handle(Request::from_parts(parts, body), upgrade_rx).await;
         let draining = *shutdown.borrow();
         let upgrading = resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade_tx.is_some();
-        let keep = match write_response(&shared, resp, flags, draining, upgrading).await {
-            Ok(keep) => keep,
-            Err(e) => {
-                tracing::debug!(error = %e, "writing the response failed");
-                return;
-            }
-        };
+        let keep =
+            match write_response(&shared, resp, flags, draining, upgrading, &mut written).await {
+                Ok(keep) => keep,
+                Err(e) => {
+                    tracing::debug!(error = %e, "writing the response failed");
+                    return;
+                }
+            };
         if upgrading {
             let mut s = shared.borrow_mut();
             let read = s.rbuf.split().freeze();
@@ -399,6 +403,7 @@ async fn write_response(
     flags: Flags,
     draining: bool,
     upgrading: bool,
+    written: &mut impl FnMut(http::response::Parts),
 ) -> io::Result<bool> {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
@@ -422,6 +427,8 @@ async fn write_response(
     let keep = flags.keep_alive && !draining && out != Out::Close && !upgrading;
     let mut headbuf = Vec::with_capacity(256 + parts.headers.len() * 32);
     encode_head(&parts, out, declared.is_some(), keep, flags, &mut headbuf);
+    // Handed back before the body can end (or be dropped unread), which finishes the exchange.
+    written(parts);
     let mut w = ResponseWriter {
         queue: WriteQueue::default(),
         body: if out == Out::None { None } else { Some(body) },

@@ -42,6 +42,10 @@ impl Finish {
             self.ttfb.saturating_duration_since(start),
         );
         if let Some(chain) = &self.chain {
+            if ex.response.is_none() {
+                // The head the server wrote, handed back (see `ConnState::head_written`).
+                ex.response = self.conn.take_head();
+            }
             chain.log(&mut ex);
         }
         (self.sink)(self, &ex);
