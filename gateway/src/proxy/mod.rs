@@ -421,7 +421,33 @@ async fn forward(
         // (one box per response instead of two).
         return respond(worker, conn, ex, Some(chain), metrics, incoming, received);
     }
-    let limit = max_body as usize;
+    // Out of line: the request path's future does not carry this part's state.
+    Box::pin(respond_through_body_filters(
+        worker,
+        conn,
+        ex,
+        chain,
+        metrics,
+        incoming,
+        received,
+        max_body as usize,
+    ))
+    .await
+}
+
+/// The response's body phase, then the response: the whole body at once when it arrived with
+/// its head (see `whole_body`), else streamed through [`FilteredBody`].
+#[allow(clippy::too_many_arguments)]
+async fn respond_through_body_filters(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    ex: SharedExchange,
+    chain: Chain,
+    metrics: crate::telemetry::metrics::RouteMetrics,
+    incoming: crate::upstream::UpstreamBody,
+    received: Rc<Cell<u64>>,
+    limit: usize,
+) -> Response<ProxyBody> {
     let data = match whole_body::take(incoming).await {
         Taken::Ended(incoming) => {
             return respond(worker, conn, ex, Some(chain), metrics, incoming, received)
