@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 pub use capture::{LogLine, LogSource, PluginFailure};
@@ -251,6 +252,7 @@ impl Harness {
             start: Instant::now(),
             worker: 0,
             tls: None,
+            headers_end_stream: req_body.is_end_stream(),
         };
         let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, head)));
         let chain = &self.chain;

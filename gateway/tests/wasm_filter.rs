@@ -54,6 +54,8 @@ fn exchange(path: &str) -> Exchange {
         tls: None,
         start: Instant::now(),
         worker: 0,
+        // A GET without a body.
+        headers_end_stream: true,
     };
     let req = Request::get(path).body(()).unwrap_or_default();
     let (parts, ()) = req.into_parts();

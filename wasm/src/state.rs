@@ -52,7 +52,8 @@ pub struct Signals {
     pub continue_request: bool,
     pub continue_response: bool,
     pub close: bool,
-    pub local_reply: Option<LocalReply>,
+    /// Boxed: a local reply is rare, and `Signals` is moved through every callback's result.
+    pub local_reply: Option<Box<LocalReply>>,
 }
 
 /// An outgoing call a callback started; the embedder sends it and delivers the answer.
@@ -144,9 +145,13 @@ pub struct HostState {
     pub(crate) plugin_config: Bytes,
     /// `proxy_on_configure` is running (`proxy_get_configuration` then returns the plugin's).
     pub(crate) configuring: bool,
-    /// Contexts whose `proxy_on_done` is running or returned false: `proxy_done` from (the
-    /// effective context of) one of them lets the host delete it.
+    /// Contexts whose `proxy_on_done` returned false: `proxy_done` from (the effective context
+    /// of) one of them lets the host delete it.
     pub(crate) finishing: IdSet,
+    /// The context whose `proxy_on_done` is running, and whether it called `proxy_done` for
+    /// itself meanwhile (kept out of [`HostState::finishing`]: no set insert and removal for
+    /// every stream that ends normally).
+    pub(crate) done_running: Option<(u32, bool)>,
     /// Contexts the plugin released with `proxy_done` after deferring in `proxy_on_done`.
     pub(crate) done_released: Vec<u32>,
     pub(crate) callout_response: Option<CalloutResponse>,
@@ -193,11 +198,15 @@ const HEADER_CACHE_MAX_LEN: usize = 128;
 impl HeaderCache {
     /// The header name for `bytes` (any case), or `None` when it is not a valid name.
     pub(crate) fn name(&mut self, bytes: &[u8]) -> Option<http::HeaderName> {
-        if let Some(n) = self
-            .names
-            .iter()
-            .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(bytes))
-        {
+        // Plugins usually pass names already lowercase: an exact comparison first (a memcmp),
+        // the byte-by-byte case-insensitive one only when that finds nothing.
+        let exact = self.names.iter().find(|n| n.as_str().as_bytes() == bytes);
+        let found = exact.or_else(|| {
+            self.names
+                .iter()
+                .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(bytes))
+        });
+        if let Some(n) = found {
             return Some(n.clone());
         }
         let name = http::HeaderName::from_bytes(bytes).ok()?;
@@ -256,6 +265,7 @@ impl HostState {
             plugin_config: Bytes::new(),
             configuring: false,
             finishing: IdSet::default(),
+            done_running: None,
             done_released: Vec::new(),
             callout_response: None,
             grpc_status: None,

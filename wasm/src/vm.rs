@@ -588,17 +588,20 @@ impl Vm {
     pub fn finish_context(&mut self, ctx: u32) -> Result<(), Failure> {
         let st = self.store.data_mut();
         st.live_contexts = st.live_contexts.saturating_sub(1);
-        st.signals.remove(&ctx);
-        st.finishing.insert(ctx);
-        let completed = self.call(Cb::Done, &[ctx as i32], ctx, None)? != 0;
-        self.roots.remove(&ctx);
+        if !st.signals.is_empty() {
+            st.signals.remove(&ctx);
+        }
+        let outer = st.done_running.replace((ctx, false));
+        let done = self.call(Cb::Done, &[ctx as i32], ctx, None);
         let st = self.store.data_mut();
-        let released = !st.finishing.contains(&ctx);
+        let released = std::mem::replace(&mut st.done_running, outer).is_some_and(|(_, r)| r);
+        let completed = done? != 0;
+        self.roots.remove(&ctx);
         if completed || released {
-            st.finishing.remove(&ctx);
-            st.done_released.retain(|c| *c != ctx);
             return self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop);
         }
+        // Deferred: `proxy_done` from a later callback releases it (see `delete_released`).
+        self.store.data_mut().finishing.insert(ctx);
         Ok(())
     }
 
@@ -790,6 +793,7 @@ impl Vm {
     /// signals and callouts: tick periods, gRPC stream messages, contexts released with
     /// `proxy_done`, signals for other contexts, or memory growth. When false, the embedder can
     /// skip every `take_*` and the memory check.
+    #[inline]
     pub fn has_deferred_work(&self) -> bool {
         let st = self.store.data();
         st.limiter.grew
@@ -797,6 +801,15 @@ impl Vm {
             || !st.grpc_outbox.is_empty()
             || !st.done_released.is_empty()
             || !st.signals.is_empty()
+    }
+
+    /// Whether the last callbacks left nothing at all for the embedder: no signals for any
+    /// context, no callouts, and no deferred work (see [`Vm::has_deferred_work`]). The common
+    /// case after a stream callback that only returned an action: one check instead of a
+    /// `take_*` call per kind.
+    #[inline]
+    pub fn is_quiet(&self) -> bool {
+        self.store.data().callouts.is_empty() && !self.has_deferred_work()
     }
 
     /// The VM's linear memory size when it grew since the last call (see [`Vm::memory_bytes`]).

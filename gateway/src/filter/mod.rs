@@ -20,6 +20,7 @@ pub mod headers;
 pub mod ip_access;
 pub mod local_rate_limit;
 pub mod request_id;
+mod state;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -143,6 +144,9 @@ pub struct RequestInfo {
     pub start: Instant,
     /// Worker index (0-based).
     pub worker: usize,
+    /// The request has no body: its headers end the stream (HTTP/1.1: no `Transfer-Encoding`
+    /// and no or a zero `Content-Length`; HTTP/2: END_STREAM on its HEADERS).
+    pub headers_end_stream: bool,
 }
 
 /// Per-request state carried through every phase: the request head, the response head once it
@@ -167,7 +171,7 @@ pub struct Exchange {
     /// A filter changed the request and asked for its route to be chosen again (proxy-wasm
     /// `proxy_clear_route_cache`); the proxy re-matches after the request-headers phase.
     pub route_cache_cleared: bool,
-    states: Vec<(usize, Box<dyn Any>)>,
+    states: state::States,
 }
 
 impl Exchange {
@@ -183,7 +187,7 @@ impl Exchange {
             pending_local: None,
             trace: None,
             route_cache_cleared: false,
-            states: Vec::new(),
+            states: state::States::default(),
         }
     }
 
@@ -202,34 +206,17 @@ pub struct FilterCx<'a> {
 impl FilterCx<'_> {
     /// This filter's per-request state, if it set one.
     pub fn state<T: Any>(&mut self) -> Option<&mut T> {
-        let slot = self.slot;
-        self.ex
-            .states
-            .iter_mut()
-            .find(|(s, _)| *s == slot)
-            .and_then(|(_, b)| b.downcast_mut::<T>())
+        self.ex.states.get(self.slot)
     }
 
     /// Set (or replace) this filter's per-request state. Dropped when the exchange ends.
     pub fn set_state<T: Any>(&mut self, value: T) {
-        let slot = self.slot;
-        if let Some(entry) = self.ex.states.iter_mut().find(|(s, _)| *s == slot) {
-            entry.1 = Box::new(value);
-        } else {
-            self.ex.states.push((slot, Box::new(value)));
-        }
+        self.ex.states.set(self.slot, value);
     }
 
     /// Remove and return this filter's per-request state.
     pub fn take_state<T: Any>(&mut self) -> Option<T> {
-        let slot = self.slot;
-        let pos = self
-            .ex
-            .states
-            .iter()
-            .position(|(s, b)| *s == slot && b.is::<T>())?;
-        let (_, b) = self.ex.states.swap_remove(pos);
-        b.downcast::<T>().ok().map(|b| *b)
+        self.ex.states.take(self.slot)
     }
 
     pub fn slot(&self) -> usize {

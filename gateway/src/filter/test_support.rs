@@ -21,6 +21,11 @@ pub fn exchange(client: &str, req: http::Request<()>) -> Exchange {
         tls: None,
         start: Instant::now(),
         worker: 0,
+        headers_end_stream: !req.headers().contains_key(http::header::TRANSFER_ENCODING)
+            && req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0"),
     };
     Exchange::new(info, req.into_parts().0)
 }

@@ -114,16 +114,19 @@ enum Next {
 
 /// Serve HTTP/1.1 on `io` (`initial`: bytes already read from it) until the connection ends.
 /// `handle` is the request path: it gets each request (and, for an upgrade request, where the
-/// connection goes after a 101) and returns the response.
-pub async fn serve<S, F>(
+/// connection goes after a 101) and returns the response. `written` gets each response head
+/// back once it is encoded, before the body is read (the request path's log phase may want it).
+pub async fn serve<S, F, W>(
     io: ServerIo,
     initial: BytesMut,
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
     mut handle: S,
+    mut written: W,
 ) where
     S: FnMut(Request<ServerBody>, Option<OnUpgrade>) -> F,
     F: Future<Output = Response<ProxyBody>>,
+    W: FnMut(http::response::Parts),
 {
     let shared = Rc::new(RefCell::new(Shared::new(io, initial)));
     // Kept across the connection's responses: a response head is written into `heads` and
@@ -172,7 +175,17 @@ pub async fn serve<S, F>(
             heads: &mut heads,
             queue: &mut queue,
         };
-        let keep = match write_response(&shared, out, resp, flags, draining, upgrading).await {
+        let keep = match write_response(
+            &shared,
+            out,
+            resp,
+            flags,
+            draining,
+            upgrading,
+            &mut written,
+        )
+        .await
+        {
             Ok(keep) => keep,
             Err(e) => {
                 tracing::debug!(error = %e, "writing the response failed");
@@ -414,6 +427,7 @@ async fn write_response(
     flags: Flags,
     draining: bool,
     upgrading: bool,
+    written: &mut impl FnMut(http::response::Parts),
 ) -> io::Result<bool> {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
@@ -438,7 +452,8 @@ async fn write_response(
     let heads = out_bufs.heads;
     heads.reserve(256 + parts.headers.len() * 32);
     encode_head(&parts, out, declared.is_some(), keep, flags, heads);
-    head::recycle(parts.headers);
+    // Handed back before the body can end (or be dropped unread), which finishes the exchange.
+    written(parts);
     let mut w = ResponseWriter {
         queue: std::mem::take(out_bufs.queue),
         body: if out == Out::None { None } else { Some(body) },

@@ -135,11 +135,11 @@ async fn serve(
         },
     };
     if !h2 {
-        let (w, conn) = (w.clone(), conn.clone());
-        crate::h1::server::serve(io, first, settings, shutdown, move |req, upgrade| {
-            proxy::handle_h1(w.clone(), conn.clone(), req, upgrade)
-        })
-        .await;
+        conn.hands_back_head.set(true);
+        let (w, c) = (w.clone(), conn.clone());
+        let handle = move |req, upgrade| proxy::handle_h1(w.clone(), c.clone(), req, upgrade);
+        let written = move |head| conn.head_written(head);
+        crate::h1::server::serve(io, first, settings, shutdown, handle, written).await;
         return;
     }
     serve_h2(

@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::filter::chain::{Chain, SharedExchange};
+use crate::filter::Phases;
 use crate::telemetry::metrics::RouteMetrics;
 
 /// Called once per finished exchange (the access log).
@@ -42,6 +43,10 @@ impl Finish {
             self.ttfb.saturating_duration_since(start),
         );
         if let Some(chain) = &self.chain {
+            if ex.response.is_none() && chain.phases().intersects(Phases::LOG) {
+                // The head the server wrote, handed back (see `ConnState::head_written`).
+                ex.response = self.conn.take_head();
+            }
             chain.log(&mut ex);
         }
         (self.sink)(self, &ex);

@@ -7,6 +7,7 @@ pub mod headers;
 pub mod limits;
 pub mod request_body;
 pub mod upgrade;
+pub mod whole_body;
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -22,7 +23,7 @@ use http_body::Body as _;
 use crate::body::{self, ProxyBody};
 use crate::error::{self, ProxyError};
 use crate::filter::chain::{Chain, SharedExchange};
-use crate::filter::{Exchange, LocalResponse, RequestInfo};
+use crate::filter::{Exchange, LocalResponse, Phases, RequestInfo};
 use crate::router::{Action, Route};
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use crate::telemetry::log_context::WithLogIds;
@@ -35,6 +36,7 @@ use self::finish::{Finish, FinishBody};
 use self::limits::LimitedBody;
 pub use self::request_body::RequestBody;
 use self::upgrade::Downstream;
+use self::whole_body::{Ran, Taken};
 
 /// Per-connection state shared by its requests.
 pub struct ConnState {
@@ -52,6 +54,13 @@ pub struct ConnState {
     pub tls: Option<Arc<crate::listener::tls::TlsInfo>>,
     /// The route-timeout timer, reused by the connection's requests one after the other.
     pub route_timer: crate::upstream::TimerSlot,
+    /// The connection's server hands each response head back once it has written it (our
+    /// HTTP/1.1 server does, hyper's HTTP/2 server does not); see [`ConnState::head_written`].
+    pub hands_back_head: Cell<bool>,
+    /// The request being answered wants its response head back for its log phase.
+    wants_head: Cell<bool>,
+    /// The head handed back, until the log phase takes it.
+    head: RefCell<Option<http::response::Parts>>,
 }
 
 impl ConnState {
@@ -71,7 +80,39 @@ impl ConnState {
             forwarded_for: headers::client_value(client.ip()),
             tls: None,
             route_timer: Default::default(),
+            hands_back_head: Cell::new(false),
+            wants_head: Cell::new(false),
+            head: RefCell::new(None),
         }
+    }
+
+    /// The server wrote this response head and no longer needs it: kept for the log phase of
+    /// the request that asked for it (see `respond`), so that request's response head need not
+    /// be copied up front. Requests on one HTTP/1.1 connection are answered one after the other,
+    /// so the head written is the one of the request being answered.
+    pub fn head_written(&self, parts: http::response::Parts) {
+        if self.wants_head.replace(false) {
+            *self.head.borrow_mut() = Some(parts);
+        } else {
+            crate::h1::head::recycle(parts.headers);
+        }
+    }
+
+    /// The request being answered will take its response head back after the server wrote
+    /// it, if this connection's server hands heads back. Forgets any head of an earlier request.
+    fn expect_head(&self) -> bool {
+        if !self.hands_back_head.get() {
+            return false;
+        }
+        self.head.borrow_mut().take();
+        self.wants_head.set(true);
+        true
+    }
+
+    /// The response head handed back for the request being finished, if it asked for it.
+    pub(crate) fn take_head(&self) -> Option<http::response::Parts> {
+        self.wants_head.set(false);
+        self.head.borrow_mut().take()
     }
 
     fn request_started(&self) {
@@ -145,6 +186,7 @@ async fn serve(
         tls: conn.tls.clone(),
         start,
         worker: worker.index,
+        headers_end_stream: req.body().is_end_stream(),
     };
     let (parts, incoming) = req.into_parts();
     let grpc = error::is_grpc(&parts.headers);
@@ -393,8 +435,73 @@ async fn forward(
         // (one box per response instead of two).
         return respond(worker, conn, ex, Some(chain), metrics, incoming, received);
     }
-    let body = FilteredBody::wrap(body::boxed(incoming), &chain, &ex, true, max_body as usize);
-    respond(worker, conn, ex, Some(chain), metrics, body, received)
+    // Out of line: the request path's future does not carry this part's state.
+    Box::pin(respond_through_body_filters(
+        worker,
+        conn,
+        ex,
+        chain,
+        metrics,
+        incoming,
+        received,
+        max_body as usize,
+    ))
+    .await
+}
+
+/// The response's body phase, then the response: the whole body at once when it arrived with
+/// its head (see `whole_body`), else streamed through [`FilteredBody`].
+#[allow(clippy::too_many_arguments)]
+async fn respond_through_body_filters(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    ex: SharedExchange,
+    chain: Chain,
+    metrics: crate::telemetry::metrics::RouteMetrics,
+    incoming: crate::upstream::UpstreamBody,
+    received: Rc<Cell<u64>>,
+    limit: usize,
+) -> Response<ProxyBody> {
+    let data = match whole_body::take(incoming).await {
+        Taken::Ended(incoming) => {
+            return respond(worker, conn, ex, Some(chain), metrics, incoming, received)
+        }
+        Taken::Streaming(body) => {
+            let body = FilteredBody::wrap(body, &chain, &ex, true, limit);
+            let later = Phases::LOG | Phases::RESPONSE_BODY | Phases::RESPONSE_TRAILERS;
+            return respond_then(
+                worker,
+                conn,
+                ex,
+                Some(chain),
+                metrics,
+                body,
+                received,
+                later,
+            );
+        }
+        Taken::Whole(data) => data,
+    };
+    let ran = match whole_body::run(&chain, &ex, 0, data, limit) {
+        Ran::Done(data) => Ok(data),
+        Ran::Respond(r) => Err(r),
+        Ran::Paused(p) => {
+            Box::pin(whole_body::finish_paused(
+                chain.clone(),
+                ex.clone(),
+                p,
+                limit,
+            ))
+            .await
+        }
+    };
+    match ran {
+        Ok(data) => {
+            let body = http_body_util::Full::new(data);
+            respond(worker, conn, ex, Some(chain), metrics, body, received)
+        }
+        Err(r) => local_response_only(worker, conn, ex, chain, metrics, r, received),
+    }
 }
 
 /// The upstream request head: origin-form URI (with prefix rewrite), Host, proxy headers.
@@ -525,7 +632,8 @@ fn set_local(ex: &SharedExchange, r: LocalResponse) -> ProxyBody {
     body::full(r.body)
 }
 
-/// Build the downstream response from the exchange's response head and `body`.
+/// Build the downstream response from the exchange's response head and `body`; no filter
+/// phase but the log phase runs after this.
 fn respond<B>(
     worker: &Rc<WorkerCtx>,
     conn: &Rc<ConnState>,
@@ -539,6 +647,35 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
     B::Error: Into<body::BoxError>,
 {
+    respond_then(
+        worker,
+        conn,
+        ex,
+        chain,
+        metrics,
+        body,
+        received,
+        Phases::LOG,
+    )
+}
+
+/// [`respond`], with the filter phases that may still run (and read the response head) while
+/// or after the body streams out: `later`.
+#[allow(clippy::too_many_arguments)]
+fn respond_then<B>(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    ex: SharedExchange,
+    chain: Option<Chain>,
+    metrics: crate::telemetry::metrics::RouteMetrics,
+    body: B,
+    received: Rc<Cell<u64>>,
+    later: Phases,
+) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
     let (parts, status) = {
         let mut e = ex.borrow_mut();
         let parts = e
@@ -546,8 +683,12 @@ where
             .take()
             .unwrap_or_else(|| Response::new(()).into_parts().0);
         let status = parts.status.as_u16();
-        // Filters may read the response head in the log phase; keep a copy only if there are any.
-        if chain.as_ref().is_some_and(|c| !c.is_empty()) {
+        // Filters may read the response head in the phases that run later. Only the log phase
+        // left: an HTTP/1.1 connection hands the head back once written (no copy); body and
+        // trailer phases run while the head is being sent, and need a copy.
+        let needed = chain.as_ref().is_some_and(|c| c.phases().intersects(later));
+        let log_only = !later.intersects(Phases::RESPONSE_BODY | Phases::RESPONSE_TRAILERS);
+        if needed && !(log_only && conn.expect_head()) {
             e.response = Some(clone_head(&parts));
         }
         (parts, status)

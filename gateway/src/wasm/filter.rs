@@ -185,14 +185,6 @@ fn grpc_message(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether a request with these headers has no body.
-fn request_ends_with_headers(ex: &Exchange) -> bool {
-    let h = &ex.request.headers;
-    !h.contains_key(http::header::TRANSFER_ENCODING)
-        && h.get(http::header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
-}
-
 /// The callback of one stream phase with its arguments: passed by value, no closure or box.
 #[derive(Clone, Copy)]
 enum Call {
@@ -219,8 +211,17 @@ impl Call {
     }
 }
 
-/// What a phase callback returned: the context, the action and the signals it left.
-type CallResult = (u32, Action, sluice_wasm::Signals);
+/// What a phase callback returned: the context, the action and the signals it left; `None`
+/// when it continued and left nothing for the worker (see [`sluice_wasm::Vm::is_quiet`]).
+type CallResult = Option<(u32, Action, sluice_wasm::Signals)>;
+
+/// After a phase callback, with the VM borrowed: what it returned.
+fn call_result(vm: &mut Vm, ctx: u32, action: Action) -> CallResult {
+    if action == Action::Continue && vm.is_quiet() {
+        return None;
+    }
+    Some((ctx, action, vm.take_signals(ctx)))
+}
 
 /// Facts about a phase that [`Inner::finish_phase`] needs after the callback.
 struct Step {
@@ -294,7 +295,7 @@ impl Inner {
             Context::Live(worker, ctx, generation, _) => {
                 let r = worker.with_live_vm(generation, |vm| {
                     let action = call.run(vm, ctx, &mut host)?;
-                    Ok((ctx, action, vm.take_signals(ctx)))
+                    Ok(call_result(vm, ctx, action))
                 });
                 (worker, r.map(|r| (r, generation)), None)
             }
@@ -304,7 +305,7 @@ impl Inner {
                     let ctx = vm.create_stream(root)?;
                     created = Some(ctx);
                     let action = call.run(vm, ctx, &mut host)?;
-                    Ok((ctx, action, vm.take_signals(ctx)))
+                    Ok(call_result(vm, ctx, action))
                 });
                 let generation = worker.generation();
                 let state = StreamState {
@@ -358,12 +359,14 @@ impl Inner {
             None => figures.phase_held(phase),
         }
         let ((ctx, action, signals), generation) = match result {
-            Ok(r) => r,
+            // The common case: the plugin continued and asked for nothing else.
+            Ok((None, _)) => return Outcome::Continue,
+            Ok((Some(r), generation)) => (r, generation),
             Err(Unavailable::Failed) => return self.policy_outcome(cx),
         };
         let calls = worker.take_callouts(Some(ctx));
         if let Some(reply) = signals.local_reply {
-            return Outcome::Respond(local_response(reply));
+            return Outcome::Respond(local_response(*reply));
         }
         if signals.close {
             return Outcome::Respond(LocalResponse::new(
@@ -446,7 +449,7 @@ impl Inner {
         w.add_calls(worker.take_callouts(Some(ctx)));
         if let Some(reply) = signals.local_reply {
             w.finish(cx);
-            return Flow::Respond(local_response(reply));
+            return Flow::Respond(local_response(*reply));
         }
         if signals.close {
             w.finish(cx);
@@ -587,7 +590,7 @@ impl HttpFilter for WasmFilter {
 
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         let n = header_count(cx.ex);
-        let eos = request_ends_with_headers(cx.ex);
+        let eos = cx.ex.info.headers_end_stream;
         self.inner
             .run(
                 cx,

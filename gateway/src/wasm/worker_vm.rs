@@ -151,11 +151,18 @@ impl WorkerVm {
     }
 
     /// After a callback, with the VM still borrowed: collect what it left for the worker. Most
-    /// callbacks leave nothing, and then this is one check.
+    /// callbacks leave nothing, and then this is one check (inlined in the caller).
+    #[inline]
     fn after_callback(&self, vm: &mut Vm) -> Option<Deferred> {
         if !vm.has_deferred_work() {
             return None;
         }
+        self.collect_deferred(vm)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn collect_deferred(&self, vm: &mut Vm) -> Option<Deferred> {
         if let Some(now) = vm.take_memory_growth() {
             let seen = self.memory_seen.replace(now);
             if now != seen {
@@ -172,11 +179,18 @@ impl WorkerVm {
 
     /// After the VM borrow ended: start the timers and route the gRPC messages a callback asked
     /// for.
+    #[inline]
     fn run_deferred(self: &Rc<Self>, deferred: Option<Deferred>) {
         if let Some(d) = deferred {
-            self.start_tickers(d.ticks);
-            self.route_grpc(d.outbox);
+            self.start_deferred(d);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_deferred(self: &Rc<Self>, d: Deferred) {
+        self.start_tickers(d.ticks);
+        self.route_grpc(d.outbox);
     }
 
     /// Run `f` with a live VM and the root context of plugin use `use_id` (created with `config`

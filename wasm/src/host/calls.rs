@@ -166,13 +166,13 @@ fn send_local_response(
     if !(200..=599).contains(&code) {
         return status(Status::BadArgument);
     }
-    c.data_mut().signal().local_reply = Some(LocalReply {
+    c.data_mut().signal().local_reply = Some(Box::new(LocalReply {
         status: code,
         details,
         body: Bytes::from(body),
         headers,
         grpc_status: u32::try_from(grpc).ok(),
-    });
+    }));
     status(Status::Ok)
 }
 

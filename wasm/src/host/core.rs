@@ -67,6 +67,16 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         // Only a context being finished (in or after its `proxy_on_done`) can be released.
         let st = c.data_mut();
         let ctx = st.effective_ctx;
+        match &mut st.done_running {
+            // Inside its own `proxy_on_done`: the host deletes it when that returns.
+            Some((running, released)) if *running == ctx => {
+                if std::mem::replace(released, true) {
+                    return Ok(Status::NotFound.code());
+                }
+                return Ok(Status::Ok.code());
+            }
+            _ => {}
+        }
         if !st.finishing.remove(&ctx) {
             return Ok(Status::NotFound.code());
         }
