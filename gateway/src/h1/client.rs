@@ -111,20 +111,21 @@ impl Conn {
     /// A [`SendError`]; `Unsent` and `Stale` hand the request back when it can be resent.
     pub(crate) async fn send(
         mut self,
-        req: Request<ProxyBody>,
+        mut req: Box<Request<ProxyBody>>,
         reused: bool,
         recycle: Recycle,
     ) -> Result<Response<ClientBody>, SendError> {
-        let (parts, body) = req.into_parts();
-        let head_request = parts.method == Method::HEAD;
-        let framing = match request_framing(&parts.headers, &body) {
+        // The request stays in its box (one pointer to move through the exchange's states,
+        // and the box itself goes back when it can be resent).
+        let head_request = req.method() == Method::HEAD;
+        let framing = match request_framing(req.headers(), req.body()) {
             Ok(f) => f,
             Err(e) => return Err(SendError::Body(e.into())),
         };
         let mut out = std::mem::take(&mut self.head);
         out.clear();
         out.reserve(512);
-        encode_head(&parts, framing, &mut out);
+        encode_head(&req, framing, &mut out);
         if framing == RequestFraming::Empty {
             // Nothing of the request is consumed until a response arrives: on the keep-alive
             // race it goes back whole, and the caller may resend it.
@@ -132,29 +133,27 @@ impl Conn {
             self.head = out;
             if let Err((written, e)) = written {
                 return Err(if written == 0 && reused {
-                    SendError::Unsent(Box::new(Request::from_parts(parts, body)), e)
+                    SendError::Unsent(req, e)
                 } else {
                     SendError::Io(e)
                 });
             }
             return match self.read_head(head_request, reused).await {
                 Ok(h) => {
-                    head::recycle(parts.headers);
+                    head::recycle(std::mem::take(req.headers_mut()));
                     Ok(self.response(h, true, recycle))
                 }
-                Err(SendError::Stale(_, e)) => Err(SendError::Stale(
-                    Some(Box::new(Request::from_parts(parts, body))),
-                    e,
-                )),
+                Err(SendError::Stale(_, e)) => Err(SendError::Stale(Some(req), e)),
                 Err(e) => Err(e),
             };
         }
+        let body = std::mem::replace(req.body_mut(), crate::body::empty());
         let mut writer = BodyWriter::new(body, framing, Bytes::from(out));
         let whole = match poll_fn(|cx| self.poll_send_body(cx, &mut writer)).await {
             Ok(whole) => whole,
             Err(SendError::Io(e)) if reused && writer.untouched() => {
-                let req = Request::from_parts(parts, writer.into_body());
-                return Err(SendError::Unsent(Box::new(req), e));
+                *req.body_mut() = writer.into_body();
+                return Err(SendError::Unsent(req, e));
             }
             Err(e) => return Err(e),
         };
@@ -327,17 +326,17 @@ fn expects_content(m: &Method) -> bool {
 }
 
 /// `METHOD target HTTP/1.1`, the fields, the framing field, the empty line.
-fn encode_head(req: &http::request::Parts, framing: RequestFraming, out: &mut Vec<u8>) {
-    out.extend_from_slice(req.method.as_str().as_bytes());
+fn encode_head<B>(req: &Request<B>, framing: RequestFraming, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
-    let uri = &req.uri;
-    if req.method == Method::CONNECT {
+    let uri = req.uri();
+    if req.method() == Method::CONNECT {
         out.extend_from_slice(uri.authority().map_or("", |a| a.as_str()).as_bytes());
     } else {
         out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let headers = &req.headers;
+    let headers = req.headers();
     if !headers.contains_key(header::HOST) {
         if let Some(a) = uri.authority() {
             out.extend_from_slice(b"host: ");
@@ -361,7 +360,7 @@ fn encode_head(req: &http::request::Parts, framing: RequestFraming, out: &mut Ve
     }
     match framing {
         RequestFraming::Empty => {
-            if has_length || expects_content(&req.method) {
+            if has_length || expects_content(req.method()) {
                 out.extend_from_slice(b"content-length: 0\r\n");
             }
         }
@@ -639,11 +638,10 @@ mod tests {
     }
 
     fn encoded(r: Request<ProxyBody>) -> String {
-        let (parts, body) = r.into_parts();
         let mut out = Vec::new();
         encode_head(
-            &parts,
-            request_framing(&parts.headers, &body).unwrap(),
+            &r,
+            request_framing(r.headers(), r.body()).unwrap(),
             &mut out,
         );
         String::from_utf8(out).unwrap()

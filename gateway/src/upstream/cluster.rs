@@ -217,6 +217,11 @@ impl Cluster {
     }
 
     /// Wait, at most the connect timeout, for the first DNS round (no-op once resolved).
+    /// Whether the endpoints were resolved at least once (static addresses always are).
+    pub(crate) fn is_resolved(&self) -> bool {
+        self.resolved.load(Ordering::Acquire)
+    }
+
     pub(crate) async fn wait_resolved(&self) {
         if self.resolved.load(Ordering::Acquire) {
             return;

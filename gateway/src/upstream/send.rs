@@ -61,6 +61,9 @@ impl WorkerPools {
         // One await for both cases: each await point of a future is a slot of its state, and
         // this state is moved on every request.
         let sleep = timer.as_mut().map(|t| t.as_mut());
+        // Boxed once: the tries below move a pointer, not the request head, through their
+        // states (and a request the keep-alive race hands back keeps its box).
+        let req = Box::new(req);
         let outcome = Bounded::new(self.send_with_retries(cluster, req, opts), sleep).await;
         if let (Some(slot), Some(t)) = (opts.timer, timer) {
             slot.set(Some(t));
@@ -77,15 +80,38 @@ impl WorkerPools {
     async fn send_with_retries(
         &self,
         cluster: &Cluster,
-        req: Request<ProxyBody>,
+        req: Box<Request<ProxyBody>>,
         opts: &SendOptions<'_>,
     ) -> Outcome {
-        cluster.wait_resolved().await;
-        let mut tried = Tried::default();
+        // Waiting for the first DNS answer is rare (a name not resolved yet): out of line, so
+        // that its timer and notification do not size every request's future.
+        if !cluster.is_resolved() {
+            Box::pin(cluster.wait_resolved()).await;
+        }
         let body_empty = req.body().is_end_stream();
-        let policy = retry::applicable(opts.retries, req.method(), body_empty);
-        let attempts = policy.map_or(0, |p| p.attempts);
-        // Every try but the last sends a copy of the head; the body is empty by policy.
+        match retry::applicable(opts.retries, req.method(), body_empty) {
+            // One try, the request moved straight into it.
+            None => {
+                self.try_once(cluster, opts, &mut Tried::default(), req)
+                    .await
+            }
+            // Retrying keeps a copy of the head and sleeps between tries: boxed, so that only
+            // routes with a retry policy pay for that state.
+            Some(policy) => Box::pin(self.retrying(cluster, req, opts, policy)).await,
+        }
+    }
+
+    /// Tries under a retry policy: every try but the last sends a copy of the head (the body
+    /// is empty by policy).
+    async fn retrying(
+        &self,
+        cluster: &Cluster,
+        req: Box<Request<ProxyBody>>,
+        opts: &SendOptions<'_>,
+        policy: &RetryConfig,
+    ) -> Outcome {
+        let mut tried = Tried::default();
+        let attempts = policy.attempts;
         let mut last = Some(req);
         let mut budget = None;
         let mut retry_no = 0;
@@ -101,9 +127,6 @@ impl WorkerPools {
                 None => return Err(cluster.error(UpstreamErrorKind::Reset, "no request".into())),
             };
             let outcome = self.try_once(cluster, opts, &mut tried, this).await;
-            let Some(policy) = policy else {
-                return outcome;
-            };
             if retry_no == attempts || !should_retry(policy, &outcome) {
                 return outcome;
             }
@@ -127,7 +150,7 @@ impl WorkerPools {
         cluster: &Cluster,
         opts: &SendOptions<'_>,
         tried: &mut Tried,
-        req: Request<ProxyBody>,
+        req: Box<Request<ProxyBody>>,
     ) -> Outcome {
         let active = cluster.pick(opts.hash, tried)?;
         let ep = active.endpoint();
@@ -136,7 +159,7 @@ impl WorkerPools {
         let outcome = match cluster.protocol() {
             Protocol::Http1 => self.exchange_h1(cluster, ep, req).await,
             // Boxed: hyper's HTTP/2 send future is large, and would size every request's future.
-            Protocol::Http2 => Box::pin(self.exchange_h2(cluster, ep, req)).await,
+            Protocol::Http2 => Box::pin(self.exchange_h2(cluster, ep, *req)).await,
         };
         if let Some((tries, start)) = traced {
             tries.record(start, ep.addr, &outcome);
@@ -148,7 +171,7 @@ impl WorkerPools {
         &self,
         cluster: &Cluster,
         ep: &Endpoint,
-        mut req: Request<ProxyBody>,
+        mut req: Box<Request<ProxyBody>>,
     ) -> Outcome {
         let key = cluster.pool_key(ep);
         let (mut conn, mut reused) = match self.inner.take_h1(key, Instant::now()) {
@@ -166,7 +189,7 @@ impl WorkerPools {
             // Only a reused connection reports Unsent or Stale: once, on a new one.
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.label, error = %back.1,
                 "pooled connection closed by the upstream; sending on a new connection");
-            req = *back.0;
+            req = back.0;
             conn = connect_boxed(cluster, ep).await?;
             reused = false;
         }
@@ -236,14 +259,14 @@ async fn connect_boxed(cluster: &Cluster, ep: &Endpoint) -> Result<crate::h1::Co
 }
 
 /// A copy of `req`'s head with an empty body (for a try that may be retried).
-fn request_copy(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+fn request_copy(req: &Request<ProxyBody>) -> Box<Request<ProxyBody>> {
     let mut copy = Request::new(body::empty());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     *copy.extensions_mut() = req.extensions().clone();
-    copy
+    Box::new(copy)
 }
 
 /// HTTP/2 needs `:scheme` and `:authority`: complete an origin-form URI from the Host header
