@@ -1095,7 +1095,10 @@ fn metrics(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             is(
                 line.is_some_and(|l| l.trim_end().ends_with(" 2"))
                     && text.contains("sluice_plugin_sluice_conformance_latency"),
-                format!("counter line {line:?}"),
+                format!(
+                    "counter line {line:?} in /metrics starting {:?}",
+                    text.chars().take(200).collect::<String>()
+                ),
             )
         },
     );

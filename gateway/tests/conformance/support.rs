@@ -359,14 +359,25 @@ impl Gateway {
     }
 
     /// The admin `/metrics` text.
+    /// The admin API's /metrics text; a failed fetch is tried again (twice) and then reported
+    /// in the text itself, so that a check on it says why it found nothing.
     pub fn metrics(&self) -> String {
-        let req = Request::get("/metrics")
-            .header("host", "admin")
-            .body(full(Bytes::new()))
-            .expect("static request");
-        send(self.admin_addr(), req, false)
-            .map(|r| r.text())
-            .unwrap_or_default()
+        let mut last = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let req = Request::get("/metrics")
+                .header("host", "admin")
+                .body(full(Bytes::new()))
+                .expect("static request");
+            match send(self.admin_addr(), req, false) {
+                Ok(r) if r.status == 200 => return r.text(),
+                Ok(r) => last = format!("# /metrics answered {}: {}", r.status, r.text()),
+                Err(e) => last = format!("# /metrics failed: {e}"),
+            }
+        }
+        last
     }
 
     /// The value of the metric line starting with `series` (name and labels), 0 when absent.
