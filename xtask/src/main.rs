@@ -18,14 +18,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Benchmark Sluice side by side with nginx and HAProxy (method: docs/performance.md).
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Build every proxy-wasm plugin from source into target/plugins/ (scripts/build-plugins.sh).
     BuildPlugins,
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::BuildPlugins => plugins::run(),
     };
     match result {

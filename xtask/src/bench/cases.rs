@@ -25,6 +25,8 @@ pub enum PeerKind {
     Sluice {
         /// The admin address written into the config.
         admin: SocketAddr,
+        /// Another build of the gateway to run instead of the one under test (`--compare`).
+        bin: Option<PathBuf>,
     },
 }
 
@@ -98,6 +100,8 @@ pub struct CaseCtx {
     pub plugin: Option<PathBuf>,
     /// Its proxy-wasm root id (`--plugin-root-id`).
     pub plugin_root_id: Option<String>,
+    /// Another gateway build run beside `sluice` in the `proxy` case (`--compare NAME=PATH`).
+    pub compare: Option<(String, PathBuf)>,
 }
 
 impl CaseCtx {
@@ -115,7 +119,7 @@ impl CaseCtx {
         let (listen, admin) = (ports.next()?, ports.next()?);
         Ok(Peer {
             name: name.to_string(),
-            kind: PeerKind::Sluice { admin },
+            kind: PeerKind::Sluice { admin, bin: None },
             listen,
             dir: self.dir(case, name),
             config: configs::sluice(spec, listen, admin, self.upstream),
@@ -237,16 +241,29 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         notes.push("haproxy: skipped, not installed (`apt-get install -y haproxy`)".into());
     }
     peers.push(ctx.sluice(ports, NAME, "sluice", &SluiceSpec::default())?);
+    let mut ratios = vec![
+        ("sluice".into(), "nginx".into()),
+        ("sluice".into(), "haproxy".into()),
+        // Not the question, but it checks the setup against the reference points (≈ 0.98).
+        ("haproxy".into(), "nginx".into()),
+    ];
+    if let Some((name, bin)) = &ctx.compare {
+        let mut peer = ctx.sluice(ports, NAME, name, &SluiceSpec::default())?;
+        if let PeerKind::Sluice { admin, .. } = peer.kind {
+            peer.kind = PeerKind::Sluice {
+                admin,
+                bin: Some(bin.clone()),
+            };
+        }
+        peers.push(peer);
+        ratios.push((name.clone(), "nginx".into()));
+        ratios.push((name.clone(), "sluice".into()));
+    }
     Ok(Case {
         name: NAME,
         title: "reverse proxy, small response, keep-alive on both sides",
         peers,
-        ratios: vec![
-            ("sluice".into(), "nginx".into()),
-            ("sluice".into(), "haproxy".into()),
-            // Not the question, but it checks the setup against the reference points (≈ 0.98).
-            ("haproxy".into(), "nginx".into()),
-        ],
+        ratios,
         notes,
         client: Client::Wrk,
     })
@@ -385,6 +402,7 @@ pub fn select(name: &str) -> anyhow::Result<Vec<&'static CaseDef>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn ctx(haproxy: bool, plugin: Option<PathBuf>) -> CaseCtx {
         CaseCtx {
@@ -393,6 +411,7 @@ mod tests {
             haproxy,
             plugin,
             plugin_root_id: Some("add_header".into()),
+            compare: None,
         }
     }
 
@@ -409,7 +428,7 @@ mod tests {
             assert_eq!(case.name, def.name);
             for p in &case.peers {
                 assert!(seen.insert(p.listen), "port reused: {}", p.listen);
-                if let PeerKind::Sluice { admin } = p.kind {
+                if let PeerKind::Sluice { admin, .. } = p.kind {
                     assert!(seen.insert(admin), "port reused: {admin}");
                 }
             }
@@ -434,6 +453,25 @@ mod tests {
         let filters = filters(&ctx(false, None), &mut ports)?;
         assert_eq!(filters.peers.len(), 2);
         assert!(filters.notes[0].contains("--plugin"));
+        Ok(())
+    }
+
+    #[test]
+    fn compare_adds_a_second_gateway_build_to_the_proxy_case() -> anyhow::Result<()> {
+        let mut ctx = ctx(false, None);
+        ctx.compare = Some(("sluice-pgo".into(), PathBuf::from("/opt/pgo/sluice")));
+        let case = proxy(&ctx, &mut Ports::default())?;
+        let pgo = case
+            .peers
+            .iter()
+            .find(|p| p.name == "sluice-pgo")
+            .context("no sluice-pgo peer")?;
+        assert!(
+            matches!(&pgo.kind, PeerKind::Sluice { bin: Some(b), .. } if b == Path::new("/opt/pgo/sluice"))
+        );
+        assert!(case
+            .ratios
+            .contains(&("sluice-pgo".into(), "sluice".into())));
         Ok(())
     }
 

@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// Also write each case's table into its marked section of docs/performance.md.
     #[arg(long)]
     write_docs: bool,
+    /// Also run another build of the gateway in the `proxy` case, as peer NAME, with the same
+    /// config (e.g. `sluice-pgo=target/pgo/sluice`); its ratios to nginx and to `sluice` are added.
+    #[arg(long, value_name = "NAME=PATH", value_parser = parse_compare)]
+    compare: Option<(String, PathBuf)>,
     /// Run this program as "sluice" (`PROGRAM run -c FILE`), e.g. a stand-in while developing.
     #[arg(long, hide = true)]
     sluice_bin: Option<PathBuf>,
@@ -91,6 +95,22 @@ fn parse_seconds(s: &str) -> Result<u64, String> {
     num.parse::<u64>()
         .map(|n| n * mult)
         .map_err(|_| format!("{s:?}: want whole seconds or minutes, like 5s or 1m"))
+}
+
+/// `NAME=PATH` → (NAME, PATH); NAME must not clash with a built-in peer.
+fn parse_compare(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: want NAME=PATH, like sluice-pgo=target/pgo/sluice"))?;
+    if name.is_empty() || path.is_empty() {
+        return Err(format!(
+            "{s:?}: want NAME=PATH, like sluice-pgo=target/pgo/sluice"
+        ));
+    }
+    if ["nginx", "haproxy", "sluice"].contains(&name) {
+        return Err(format!("{name:?} is a built-in peer: pick another name"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
 }
 
 /// The workspace root (this crate lives in `ROOT/xtask`).
@@ -131,6 +151,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         haproxy: tools.haproxy.is_some(),
         plugin: args.plugin.clone(),
         plugin_root_id: args.plugin_root_id.clone(),
+        compare: args.compare.clone(),
     };
     let mut cases = defs
         .iter()
@@ -155,6 +176,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{} does not exist: drop --no-build to build it",
         sluice.display()
     );
+    if let Some((name, bin)) = &args.compare {
+        anyhow::ensure!(
+            bin.exists(),
+            "--compare {name}: {} does not exist",
+            bin.display()
+        );
+    }
     ports.release();
     if cases.iter().any(|c| c.client != tls::Client::Wrk) {
         tls::make_cert(&work.path)?;
@@ -253,6 +281,7 @@ fn print_configs(args: &BenchArgs, defs: &[&cases::CaseDef]) -> anyhow::Result<(
         haproxy: tools::find("haproxy").is_some(),
         plugin: args.plugin.clone(),
         plugin_root_id: args.plugin_root_id.clone(),
+        compare: args.compare.clone(),
     };
     let up_dir = work.join("upstream");
     println!(

@@ -99,7 +99,7 @@ pub fn start_peer(peer: &Peer, bins: &Bins) -> anyhow::Result<Proc> {
     let conf = peer.dir.join(peer.config_file_name());
     fs::write(&conf, &peer.config).with_context(|| format!("writing {}", conf.display()))?;
     let conf_s = conf.display().to_string();
-    let (program, args): (&Path, Vec<String>) = match peer.kind {
+    let (program, args): (&Path, Vec<String>) = match &peer.kind {
         PeerKind::Nginx => (&bins.nginx, nginx_args(&peer.dir, &conf)),
         PeerKind::Haproxy => {
             let h = bins
@@ -108,7 +108,10 @@ pub fn start_peer(peer: &Peer, bins: &Bins) -> anyhow::Result<Proc> {
                 .context("haproxy is not installed")?;
             (h, vec!["-db".into(), "-f".into(), conf_s])
         }
-        PeerKind::Sluice { .. } => (&bins.sluice, vec!["run".into(), "-c".into(), conf_s]),
+        PeerKind::Sluice { bin, .. } => (
+            bin.as_deref().unwrap_or(&bins.sluice),
+            vec!["run".into(), "-c".into(), conf_s],
+        ),
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut p = Proc::spawn_pinned(
@@ -119,7 +122,7 @@ pub fn start_peer(peer: &Peer, bins: &Bins) -> anyhow::Result<Proc> {
         &peer.dir.join("output.log"),
     )?;
     let admin = match peer.kind {
-        PeerKind::Sluice { admin } => Some(admin),
+        PeerKind::Sluice { admin, .. } => Some(admin),
         _ => None,
     };
     p.wait_ready(|| {
@@ -169,6 +172,7 @@ mod tests {
             haproxy: tools.haproxy.is_some(),
             plugin: None,
             plugin_root_id: None,
+            compare: None,
         };
         let case = cases::select("proxy")?[0];
         let case = (case.build)(&ctx, &mut ports)?;
