@@ -137,7 +137,14 @@ async fn serve(
     if !h2 {
         conn.hands_back_head.set(true);
         let (w, c) = (w.clone(), conn.clone());
-        let handle = move |req, upgrade| proxy::handle_h1(w.clone(), c.clone(), req, upgrade);
+        let handle = move |req: http::Request<crate::h1::ServerBody>, upgrade: Option<_>| {
+            proxy::handle(
+                w.clone(),
+                c.clone(),
+                req.map(RequestBody::H1),
+                upgrade.map(proxy::upgrade::Downstream::H1),
+            )
+        };
         let written = move |head| conn.head_written(head);
         crate::h1::server::serve(io, first, settings, shutdown, handle, written).await;
         return;
@@ -195,12 +202,12 @@ async fn serve_h2(
             // Boxed once here: hyper keeps the service future in its dispatcher and it is moved
             // a few times on the way there; a pointer moves cheaply, the request path's
             // future (kilobytes) does not.
-            Box::pin(proxy::handle(
-                w.clone(),
-                conn.clone(),
-                req.map(RequestBody::H2),
-                None,
-            ))
+            let (w, conn) = (w.clone(), conn.clone());
+            Box::pin(async move {
+                Ok::<_, std::convert::Infallible>(
+                    proxy::handle(w, conn, req.map(RequestBody::H2), None).await,
+                )
+            })
         })
     };
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);

@@ -10,7 +10,6 @@ pub mod upgrade;
 pub mod whole_body;
 
 use std::cell::{Cell, RefCell};
-use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -130,52 +129,22 @@ impl ConnState {
 
 /// Serve one request. Never fails: every problem becomes a response. `upgrade`: where the
 /// downstream connection goes if the request asks for an upgrade and the upstream agrees.
+///
+/// One `async fn` from the connection's loop down to [`dispatch`]: each level of `async fn` is
+/// a future that its caller moves — copies whole, kilobytes — into its own state on every
+/// request, so the levels above the route's action are kept to this one.
 pub async fn handle(
     worker: Rc<WorkerCtx>,
     conn: Rc<ConnState>,
     req: Request<RequestBody>,
-    upgrade: Option<Downstream>,
-) -> Result<Response<ProxyBody>, Infallible> {
+    on_upgrade: Option<Downstream>,
+) -> Response<ProxyBody> {
     let snap = worker.snapshot();
     // `debug.config_version_header`: name the snapshot this request runs on, whatever answers.
     let tag = snap.config.file.debug.as_ref().and_then(|d| {
         let name = http::HeaderName::from_bytes(d.config_version_header.as_ref()?.as_bytes());
         Some((name.ok()?, HeaderValue::from_str(snap.version()).ok()?))
     });
-    let mut resp = serve(worker, conn, req, upgrade, snap).await;
-    if let (Ok(r), Some((name, value))) = (resp.as_mut(), tag) {
-        r.headers_mut().insert(name, value);
-    }
-    resp
-}
-
-/// [`handle`] for a request of Sluice's HTTP/1.1 server.
-pub async fn handle_h1(
-    worker: Rc<WorkerCtx>,
-    conn: Rc<ConnState>,
-    req: Request<crate::h1::ServerBody>,
-    upgrade: Option<crate::h1::OnUpgrade>,
-) -> Response<ProxyBody> {
-    match handle(
-        worker,
-        conn,
-        req.map(RequestBody::H1),
-        upgrade.map(Downstream::H1),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(never) => match never {},
-    }
-}
-
-async fn serve(
-    worker: Rc<WorkerCtx>,
-    conn: Rc<ConnState>,
-    req: Request<RequestBody>,
-    on_upgrade: Option<Downstream>,
-    snap: Arc<Snapshot>,
-) -> Result<Response<ProxyBody>, Infallible> {
     conn.request_started();
     let start = Instant::now();
     let info = RequestInfo {
@@ -192,32 +161,41 @@ async fn serve(
     let grpc = error::is_grpc(&parts.headers);
     let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, parts)));
 
-    let Some(listener) = snap.listener(&conn.listener).cloned() else {
-        // The listener was removed by a reload while this connection was open.
-        let metrics = worker.services.metrics.route(&conn.listener, "", "");
-        let r = LocalResponse::new(StatusCode::SERVICE_UNAVAILABLE, "listener_removed")
-            .with_body("listener removed\n");
-        return Ok(Box::pin(local(&worker, &conn, ex, None, metrics, r)).await);
-    };
-    let route = listener.router.find(&ex.borrow().request).cloned();
-    ensure_request_id(&ex);
-    if let Some(t) = worker.gateway.tracer.load().as_ref() {
-        let mut e = ex.borrow_mut();
-        e.trace = t.start(&e.request.headers, e.info.start);
-    }
-    // A traced request's log lines carry its trace and span ids (set while its future is
-    // polled); an untraced one's future is polled as is. One await either way: two would each
-    // be a slot of this future's state, which is moved on every request.
-    let ids = ex.borrow().trace.as_ref().map(|t| t.log_ids());
-    // Built in place, not bound to a local first: a moved-from local still takes room in the
-    // enclosing future.
-    WithLogIds::new(
+    let mut resp = 'serve: {
+        let Some(listener) = snap.listener(&conn.listener).cloned() else {
+            // The listener was removed by a reload while this connection was open.
+            let metrics = worker.services.metrics.route(&conn.listener, "", "");
+            let r = LocalResponse::new(StatusCode::SERVICE_UNAVAILABLE, "listener_removed")
+                .with_body("listener removed\n");
+            break 'serve Box::pin(local(&worker, &conn, ex, None, metrics, r)).await;
+        };
+        let route = listener.router.find(&ex.borrow().request).cloned();
+        ensure_request_id(&ex);
+        if let Some(t) = worker.gateway.tracer.load().as_ref() {
+            let mut e = ex.borrow_mut();
+            e.trace = t.start(&e.request.headers, e.info.start);
+        }
+        // A traced request's log lines carry its trace and span ids (set while its future is
+        // polled); an untraced one's future is polled as is, without the wrapper's move.
+        let ids = ex.borrow().trace.as_ref().map(|t| t.log_ids());
+        if ids.is_some() {
+            break 'serve Box::pin(WithLogIds::new(
+                dispatch(
+                    &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
+                ),
+                ids,
+            ))
+            .await;
+        }
         dispatch(
             &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
-        ),
-        ids,
-    )
-    .await
+        )
+        .await
+    };
+    if let Some((name, value)) = tag {
+        resp.headers_mut().insert(name, value);
+    }
+    resp
 }
 
 /// Run the chains and the route's action for a request whose route is known.
@@ -232,7 +210,7 @@ async fn dispatch(
     incoming: RequestBody,
     on_upgrade: Option<Downstream>,
     grpc: bool,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ProxyBody> {
     let chain = Chain {
         listener: listener.chain.clone(),
         route: route.as_ref().map(|r| r.chain.clone()),
@@ -246,7 +224,7 @@ async fn dispatch(
     };
 
     if let Some(r) = chain.request_headers(&ex).await {
-        return Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await);
+        return Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await;
     }
     // As Envoy: a cleared route cache makes the router match the changed request again; the
     // filter chain that already ran stays the request's chain.
@@ -260,21 +238,24 @@ async fn dispatch(
     };
     let Some(route) = route else {
         let r = ProxyError::NoRoute.response(grpc);
-        return Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await);
+        return Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await;
     };
     match &route.action {
         Action::Direct(resp) => {
             let r = resp.clone();
-            Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await)
+            Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await
         }
         Action::Redirect(rd) => {
             let r = rd.respond(&ex.borrow().request, conn.scheme);
-            Ok(Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await)
+            Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await
         }
-        Action::Cluster(_) | Action::Weighted { .. } => Ok(forward(
-            worker, conn, snap, &listener, &route, ex, chain, metrics, incoming, on_upgrade, grpc,
-        )
-        .await),
+        Action::Cluster(_) | Action::Weighted { .. } => {
+            forward(
+                worker, conn, snap, &listener, &route, ex, chain, metrics, incoming, on_upgrade,
+                grpc,
+            )
+            .await
+        }
     }
 }
 
