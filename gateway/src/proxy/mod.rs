@@ -130,7 +130,7 @@ impl ConnState {
 /// Serve one request. Never fails: every problem becomes a response. `upgrade`: where the
 /// downstream connection goes if the request asks for an upgrade and the upstream agrees.
 ///
-/// One `async fn` from the connection's loop down to [`dispatch`]: each level of `async fn` is
+/// One `async fn` from the connection's loop down to `dispatch`: each level of `async fn` is
 /// a future that its caller moves — copies whole, kilobytes — into its own state on every
 /// request, so the levels above the route's action are kept to this one.
 pub async fn handle(
