@@ -102,6 +102,7 @@ pub async fn dispatch(
         hash: None,
         tries: None,
         timer: None,
+        endpoint: None,
     };
     let resp: Response<UpstreamBody> = w.pools.send(&c, req, &opts).await?;
     Ok(resp.map(crate::body::boxed))

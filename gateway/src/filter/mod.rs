@@ -159,6 +159,9 @@ pub struct Exchange {
     pub route: Option<Arc<str>>,
     /// Name of the cluster the request went to.
     pub cluster: Option<Arc<str>>,
+    /// The upstream endpoint of the request's last try, once one was picked (access log
+    /// `upstream_addr`).
+    pub upstream_addr: Option<std::net::SocketAddr>,
     /// The request id (x-request-id) once set.
     pub request_id: Option<HeaderValue>,
     /// Set when the gateway answered itself; access log `details`.
@@ -182,6 +185,7 @@ impl Exchange {
             response: None,
             route: None,
             cluster: None,
+            upstream_addr: None,
             request_id: None,
             local_details: None,
             pending_local: None,

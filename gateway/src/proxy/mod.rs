@@ -366,14 +366,17 @@ async fn forward(
         .map(|t| t.start_upstream(req.headers_mut()));
     let method = span.as_ref().map(|_| req.method().clone());
     let tries = span.as_ref().map(|_| Tries::default());
+    let endpoint = Cell::new(None);
     let opts = SendOptions {
         timeout: route.timeout,
         retries: route.retries.as_ref(),
         hash,
         tries: tries.as_ref(),
         timer: Some(&conn.route_timer),
+        endpoint: Some(&endpoint),
     };
     let result = worker.pools.send(&cluster, req, &opts).await;
+    ex.borrow_mut().upstream_addr = endpoint.get();
     if let (Some(s), Some(m), Some(tries)) = (span, method, tries) {
         if let Some(t) = ex.borrow().trace.as_ref() {
             let r = match &result {
@@ -657,7 +660,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
     B::Error: Into<body::BoxError>,
 {
-    let (parts, status) = {
+    let (parts, status, upstream_addr) = {
         let mut e = ex.borrow_mut();
         let parts = e
             .response
@@ -672,7 +675,7 @@ where
         if needed && !(log_only && conn.expect_head()) {
             e.response = Some(clone_head(&parts));
         }
-        (parts, status)
+        (parts, status, e.upstream_addr)
     };
     let finish = Finish {
         ex,
@@ -680,7 +683,7 @@ where
         metrics,
         status,
         ttfb: Instant::now(),
-        upstream_addr: None,
+        upstream_addr,
         bytes_received: received,
         bytes_sent: 0,
         conn: conn.clone(),

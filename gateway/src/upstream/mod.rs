@@ -150,6 +150,8 @@ pub struct SendOptions<'a> {
     /// downstream connection: re-arming a registered timer for a later deadline does not touch
     /// the runtime's timer wheel, a new timer is inserted into it and removed again.
     pub timer: Option<&'a TimerSlot>,
+    /// Where the address of each try's endpoint is written (the last one stays).
+    pub endpoint: Option<&'a std::cell::Cell<Option<std::net::SocketAddr>>>,
 }
 
 /// A reusable route-timeout timer, see [`SendOptions::timer`].

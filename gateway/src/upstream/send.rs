@@ -155,6 +155,9 @@ impl WorkerPools {
         let active = cluster.pick(opts.hash, tried)?;
         let ep = active.endpoint();
         tried.push(ep.addr);
+        if let Some(slot) = opts.endpoint {
+            slot.set(Some(ep.addr));
+        }
         let traced = opts.tries.map(|t| (t, std::time::Instant::now()));
         let outcome = match cluster.protocol() {
             Protocol::Http1 => self.exchange_h1(cluster, ep, req).await,

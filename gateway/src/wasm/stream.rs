@@ -213,6 +213,8 @@ impl StreamHost for GatewayStream<'_> {
             ["destination", "port"] => Prop::Int(i64::from(info.local_addr.port())),
             ["connection", "mtls"] => Prop::Bool(info.tls.as_ref().is_some_and(|t| t.mtls)),
             ["connection", rest] => tls_prop(info.tls.as_deref()?, rest)?,
+            ["upstream", "address"] => Prop::Str(ex.upstream_addr?.to_string()),
+            ["upstream", "port"] => Prop::Int(i64::from(ex.upstream_addr?.port())),
             ["route_name"] => Prop::Str(ex.route.as_deref()?.to_string()),
             ["cluster_name"] => Prop::Str(ex.cluster.as_deref()?.to_string()),
             ["listener_name"] => Prop::Str(info.listener.to_string()),

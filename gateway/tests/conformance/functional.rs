@@ -779,6 +779,21 @@ fn properties(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     );
     rec.check(
         p,
+        "upstream attributes",
+        &["proxy_get_property"],
+        eq(
+            "upstream.address",
+            h("upstream-address").as_deref(),
+            &env.echo.addr.to_string(),
+        )
+        .and(eq(
+            "upstream.port",
+            h("upstream-port").as_deref(),
+            &env.echo.addr.port().to_string(),
+        )),
+    );
+    rec.check(
+        p,
         "set_property then get_property",
         &["proxy_set_property", "proxy_get_property"],
         eq("x-prop-set-roundtrip", h("set-roundtrip").as_deref(), "v1"),

@@ -127,3 +127,64 @@ fn access_log_is_json_per_request() {
     assert_eq!(entry["bytes_sent"], 3);
     assert_eq!(entry["details"], "direct_response");
 }
+
+/// Reads the access log until it has `n` lines (the log is written after each response ends).
+fn access_lines(gw: &Gateway, n: usize) -> Vec<serde_json::Value> {
+    let path = gw.dir().join("access.log");
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json line"))
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("fewer than {n} access log lines in {}", path.display());
+}
+
+#[test]
+fn access_log_names_the_upstream_endpoint_of_proxied_and_failed_requests() {
+    let up = Upstream::start("up");
+    let refused = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - name: down
+        match: {{ path_prefix: "/down" }}
+        cluster: down
+      - name: up
+        match: {{ path_prefix: "/" }}
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{}"]
+  - name: down
+    endpoints: ["127.0.0.1:{refused}"]
+telemetry:
+  access_log: {{ path: "{{DIR}}/access.log", format: json }}
+"#,
+        up.addr
+    ));
+    assert_eq!(get(&gw, "/hello").status, 200);
+    assert_eq!(get(&gw, "/down").status, 503);
+    let lines = access_lines(&gw, 2);
+    let by_route = |route: &str| {
+        lines
+            .iter()
+            .find(|l| l["route"] == route)
+            .unwrap_or_else(|| panic!("no line for route {route}: {lines:?}"))
+    };
+    let ok = by_route("up");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["cluster"], "up");
+    assert_eq!(ok["upstream_addr"], up.addr.to_string());
+    let failed = by_route("down");
+    assert_eq!(failed["status"], 503);
+    assert_eq!(failed["upstream_addr"], format!("127.0.0.1:{refused}"));
+}

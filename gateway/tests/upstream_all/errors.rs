@@ -18,6 +18,7 @@ async fn kind_of(yaml: &str, timeout: Duration) -> UpstreamErrorKind {
         hash: None,
         tries: None,
         timer: None,
+        endpoint: None,
     };
     match send(&pools, &c, get("/"), &o).await {
         Ok(answer) => panic!("expected an error, got {answer:?}"),
@@ -216,6 +217,7 @@ fn a_zero_route_timeout_means_none() {
             hash: None,
             tries: None,
             timer: None,
+            endpoint: None,
         };
         let (status, body) = send(&WorkerPools::new(), &c, get("/"), &o)
             .await

@@ -173,6 +173,7 @@ pub fn opts(retries: Option<&RetryConfig>, hash: Option<u64>) -> SendOptions<'_>
         hash,
         tries: None,
         timer: None,
+        endpoint: None,
     }
 }
 
