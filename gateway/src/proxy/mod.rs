@@ -300,38 +300,19 @@ async fn forward(
         .await;
     };
     let max_body = listener.config.limits.max_request_body_size.bytes();
-    let prepared = {
-        let mut e = ex.borrow_mut();
-        e.cluster = Some(cluster.name.clone());
-        let too_large = e
-            .request
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > max_body);
-        if too_large {
-            None
-        } else {
-            let hash = snap_hash(snap, &cluster.name, &e.request.headers);
-            // The request's own fields are read again after the upstream answers only by the
-            // filters' later phases, the access log and the trace: without any of them they
-            // move to the upstream request instead of being copied.
-            let read_later = !chain.is_empty()
-                || e.trace.is_some()
-                || worker.gateway.access_log.load().is_some();
-            let headers = if read_later {
-                e.request.headers.clone()
-            } else {
-                std::mem::take(&mut e.request.headers)
-            };
-            Some((
-                upstream_request(&e, headers, route, conn, on_upgrade.is_some()),
-                hash,
-            ))
-        }
-    };
-    let Some((req, hash)) = prepared else {
+    let prepared = prepare(
+        worker,
+        conn,
+        snap,
+        route,
+        &ex,
+        &chain,
+        &cluster,
+        incoming,
+        on_upgrade.is_some(),
+        max_body,
+    );
+    let Some(out) = prepared else {
         return Box::pin(local(
             worker,
             conn,
@@ -342,48 +323,36 @@ async fn forward(
         ))
         .await;
     };
-    let received = Rc::new(Cell::new(0u64));
-    // Most requests have no body: send an empty one (a zero-sized box, no allocation), with no
-    // size cap to enforce on it.
-    let body = if incoming.is_end_stream() {
-        body::empty()
-    } else {
-        body::boxed(incoming)
-    };
-    let body = FilteredBody::wrap(body, &chain, &ex, false, max_body as usize);
-    let (body, tripped) = if body.is_end_stream() {
-        (body, None)
-    } else {
-        let tripped = Rc::new(Cell::new(false));
-        let limited = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
-        (limited, Some(tripped))
-    };
-    let mut req = req.map(|()| body);
-    let span = ex
-        .borrow()
-        .trace
-        .as_ref()
-        .map(|t| t.start_upstream(req.headers_mut()));
-    let method = span.as_ref().map(|_| req.method().clone());
-    let tries = span.as_ref().map(|_| Tries::default());
+    let Outgoing {
+        req,
+        hash,
+        received,
+        tripped,
+        traced,
+    } = out;
     let endpoint = Cell::new(None);
     let opts = SendOptions {
         timeout: route.timeout,
         retries: route.retries.as_ref(),
         hash,
-        tries: tries.as_ref(),
+        tries: traced.as_ref().map(|t| &t.tries),
         timer: Some(&conn.route_timer),
         endpoint: Some(&endpoint),
     };
     let result = worker.pools.send(&cluster, req, &opts).await;
     ex.borrow_mut().upstream_addr = endpoint.get();
-    if let (Some(s), Some(m), Some(tries)) = (span, method, tries) {
+    if let Some(traced) = traced {
         if let Some(t) = ex.borrow().trace.as_ref() {
             let r = match &result {
                 Ok(r) => Ok(r.status().as_u16()),
                 Err(e) => Err(format!("{:?}", e.kind)),
             };
-            t.end_upstream(s, &m, &cluster.name, r, tries);
+            let TracedSend {
+                span,
+                method,
+                tries,
+            } = traced;
+            t.end_upstream(span, &method, &cluster.name, r, tries);
         }
     }
     let mut resp = match result {
@@ -431,6 +400,97 @@ async fn forward(
         max_body as usize,
     ))
     .await
+}
+
+/// The upstream request of [`forward`] and what it watches while it is sent. Built by
+/// [`prepare`], a plain function, so that its locals are not part of the request's future (each
+/// byte of which is copied when the future moves).
+struct Outgoing {
+    req: Box<Request<ProxyBody>>,
+    hash: Option<u64>,
+    /// Request body bytes received from the client.
+    received: Rc<Cell<u64>>,
+    /// Set when the request body went over the listener's limit while it streamed.
+    tripped: Option<Rc<Cell<bool>>>,
+    traced: Option<TracedSend>,
+}
+
+/// The upstream span of a traced request, open while the request is sent.
+struct TracedSend {
+    span: crate::telemetry::otel::request::UpstreamSpan,
+    method: http::Method,
+    tries: Tries,
+}
+
+/// Build the upstream request (`None`: the declared body is over the listener's limit).
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    worker: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    snap: &Arc<Snapshot>,
+    route: &Arc<Route>,
+    ex: &SharedExchange,
+    chain: &Chain,
+    cluster: &Arc<crate::upstream::Cluster>,
+    incoming: RequestBody,
+    upgrading: bool,
+    max_body: u64,
+) -> Option<Outgoing> {
+    let (req, hash) = {
+        let mut e = ex.borrow_mut();
+        e.cluster = Some(cluster.name.clone());
+        let too_large = e
+            .request
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > max_body);
+        if too_large {
+            return None;
+        }
+        let hash = snap_hash(snap, &cluster.name, &e.request.headers);
+        // The request's own fields are read again after the upstream answers only by the
+        // filters' later phases, the access log and the trace: without any of them they move
+        // to the upstream request instead of being copied.
+        let read_later =
+            !chain.is_empty() || e.trace.is_some() || worker.gateway.access_log.load().is_some();
+        let headers = if read_later {
+            e.request.headers.clone()
+        } else {
+            std::mem::take(&mut e.request.headers)
+        };
+        (upstream_request(&e, headers, route, conn, upgrading), hash)
+    };
+    let received = Rc::new(Cell::new(0u64));
+    // Most requests have no body: send an empty one (a zero-sized box, no allocation), with no
+    // size cap to enforce on it.
+    let body = if incoming.is_end_stream() {
+        body::empty()
+    } else {
+        body::boxed(incoming)
+    };
+    let body = FilteredBody::wrap(body, chain, ex, false, max_body as usize);
+    let (body, tripped) = if body.is_end_stream() {
+        (body, None)
+    } else {
+        let tripped = Rc::new(Cell::new(false));
+        let limited = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
+        (limited, Some(tripped))
+    };
+    let mut req = Box::new(req.map(|()| body));
+    let traced = ex.borrow().trace.as_ref().map(|t| TracedSend {
+        span: t.start_upstream(req.headers_mut()),
+        method: req.method().clone(),
+        tries: Tries::default(),
+    });
+    Some(Outgoing {
+        req,
+        hash,
+        received,
+        tripped,
+        traced,
+    })
 }
 
 /// The response's body phase, then the response: the whole body at once when it arrived with

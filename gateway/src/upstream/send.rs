@@ -43,7 +43,7 @@ impl WorkerPools {
     pub async fn send(
         &self,
         cluster: &Arc<Cluster>,
-        req: Request<ProxyBody>,
+        req: Box<Request<ProxyBody>>,
         opts: &SendOptions<'_>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // Zero means no route timeout (Envoy's convention); so does one beyond the clock's range.
@@ -61,9 +61,8 @@ impl WorkerPools {
         // One await for both cases: each await point of a future is a slot of its state, and
         // this state is moved on every request.
         let sleep = timer.as_mut().map(|t| t.as_mut());
-        // Boxed once: the tries below move a pointer, not the request head, through their
-        // states (and a request the keep-alive race hands back keeps its box).
-        let req = Box::new(req);
+        // The request comes boxed: the tries below move a pointer, not the request head, through
+        // their states (and a request the keep-alive race hands back keeps its box).
         let outcome = Bounded::new(self.send_with_retries(cluster, req, opts), sleep).await;
         if let (Some(slot), Some(t)) = (opts.timer, timer) {
             slot.set(Some(t));

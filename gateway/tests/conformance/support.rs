@@ -323,7 +323,11 @@ impl Gateway {
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            if StdStream::connect(gw.addr()).is_ok() {
+            // Ready when both the listener and the admin API accept: the admin API is bound after
+            // the workers, and a scenario may call it first thing (a CI run once saw POST /reload
+            // refused right after start).
+            if StdStream::connect(gw.addr()).is_ok() && StdStream::connect(gw.admin_addr()).is_ok()
+            {
                 return Ok(gw);
             }
             if !gw.alive() {

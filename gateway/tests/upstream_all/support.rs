@@ -191,7 +191,7 @@ pub async fn send(
     req: Request<sluice::body::ProxyBody>,
     opts: &SendOptions<'_>,
 ) -> Result<(StatusCode, String), UpstreamError> {
-    let resp = pools.send(cluster, req, opts).await?;
+    let resp = pools.send(cluster, Box::new(req), opts).await?;
     let status = resp.status();
     let body = resp
         .into_body()
