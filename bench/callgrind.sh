@@ -110,7 +110,7 @@ clusters:
 plugins: $plugins
 $telemetry
 EOF
-  RUST_LOG=${RUST_LOG:-info} "${vg[@]}" "$bin" run -c "$work/sluice.yaml" \
+  SLUICE_WASM_PROFILER=${SLUICE_WASM_PROFILER:-} RUST_LOG=${RUST_LOG:-info} "${vg[@]}" "$bin" run -c "$work/sluice.yaml" \
     >"$work/sluice.log" 2>"$work/valgrind.log" &
 fi
 vg_pid=$!

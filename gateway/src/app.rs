@@ -177,10 +177,10 @@ pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         }));
     let sink_gw = gw.clone();
     let sink: FinishSinkFactory = Arc::new(move || {
-        let gw = sink_gw.clone();
+        let log = crate::worker::cached(&sink_gw, |g| &g.access_log);
         Rc::new(
             move |f: &crate::proxy::finish::Finish, e: &crate::filter::Exchange| {
-                if let Some(log) = gw.access_log.load().as_ref() {
+                if let Some(log) = log.borrow_mut().load().as_ref() {
                     crate::telemetry::finish_log::write(log, f, e);
                 }
             },

@@ -216,13 +216,12 @@ async fn run_worker(
     sink: crate::telemetry::FinishSinkFactory,
 ) {
     crate::telemetry::metrics::bind_worker(index);
-    let w = Rc::new(WorkerCtx {
+    let w = Rc::new(WorkerCtx::new(
         index,
-        services: gw.services.clone(),
-        gateway: gw.clone(),
-        pools: WorkerPools::new(),
-        finish_sink: sink(),
-    });
+        gw.clone(),
+        WorkerPools::new(),
+        sink(),
+    ));
     worker::set_current(w.clone());
     // Hands this worker's partial span buffer to the exporter when traffic pauses.
     tokio::task::spawn_local(crate::telemetry::otel::export::flush_loop());

@@ -13,9 +13,14 @@ use http::{Request, Response};
 
 use crate::body::ProxyBody;
 use crate::proxy::finish::FinishSink;
+use arc_swap::cache::Cache;
+use arc_swap::{ArcSwapAny, RefCnt};
+
 use crate::server::Gateway;
 use crate::services::Services;
 use crate::snapshot::Snapshot;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::otel::Tracer;
 use crate::upstream::{SendOptions, UpstreamBody, UpstreamError, UpstreamErrorKind, WorkerPools};
 
 /// What a worker owns.
@@ -26,12 +31,73 @@ pub struct WorkerCtx {
     pub pools: WorkerPools,
     /// Called once per finished exchange (access log).
     pub finish_sink: FinishSink,
+    snapshot: Cached<Arc<Snapshot>>,
+    tracer: Cached<Option<Arc<Tracer>>>,
+    access_log: Cached<Option<Arc<AccessLog>>>,
+}
+
+/// One swappable field of the [`Gateway`], as `arc_swap::Cache` wants it.
+pub struct GatewayField<T: RefCnt + 'static> {
+    gateway: Arc<Gateway>,
+    field: fn(&Gateway) -> &ArcSwapAny<T>,
+}
+
+impl<T: RefCnt> std::ops::Deref for GatewayField<T> {
+    type Target = ArcSwapAny<T>;
+    fn deref(&self) -> &ArcSwapAny<T> {
+        (self.field)(&self.gateway)
+    }
+}
+
+/// A worker's copy of a swappable field of the [`Gateway`]: reading it is one relaxed load that
+/// finds the field unchanged, and the shared value is fetched again only after a swap. A plain
+/// `ArcSwap::load` takes and returns a debt slot — two or three atomic read-modify-writes, about
+/// 20 cycles each — and the request path read three such fields per request.
+pub type Cached<T> = RefCell<Cache<GatewayField<T>, T>>;
+
+/// A [`Cached`] view of `field` of `gateway`.
+pub fn cached<T: RefCnt>(
+    gateway: &Arc<Gateway>,
+    field: fn(&Gateway) -> &ArcSwapAny<T>,
+) -> Cached<T> {
+    RefCell::new(Cache::new(GatewayField {
+        gateway: gateway.clone(),
+        field,
+    }))
 }
 
 impl WorkerCtx {
-    /// The snapshot in force now (one atomic load).
+    pub fn new(
+        index: usize,
+        gateway: Arc<Gateway>,
+        pools: WorkerPools,
+        finish_sink: FinishSink,
+    ) -> Self {
+        WorkerCtx {
+            index,
+            services: gateway.services.clone(),
+            snapshot: cached(&gateway, |g| &g.snapshot),
+            tracer: cached(&gateway, |g| &g.tracer),
+            access_log: cached(&gateway, |g| &g.access_log),
+            gateway,
+            pools,
+            finish_sink,
+        }
+    }
+
+    /// The snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.gateway.snapshot.load_full()
+        self.snapshot.borrow_mut().load().clone()
+    }
+
+    /// The tracer, when tracing is configured.
+    pub fn tracer(&self) -> Option<Arc<Tracer>> {
+        self.tracer.borrow_mut().load().clone()
+    }
+
+    /// Whether finished exchanges are written to an access log.
+    pub fn access_log_on(&self) -> bool {
+        self.access_log.borrow_mut().load().is_some()
     }
 }
 

@@ -118,6 +118,25 @@ pub(crate) fn ticker(fuel: bool) -> Result<&'static Ticker, crate::Error> {
     slot(fuel).map(|s| s.ticker)
 }
 
+/// `SLUICE_WASM_PROFILER=perfmap`: wasmtime writes the names and addresses of the plugins'
+/// compiled functions to `/tmp/perf-PID.map`, where `perf report` finds them, so a profile of the
+/// gateway shows time inside each plugin function instead of anonymous addresses. Off by
+/// default; any other value is logged and ignored.
+fn profiler_from_env() -> Option<wasmtime::ProfilingStrategy> {
+    let v = std::env::var("SLUICE_WASM_PROFILER").ok()?;
+    match v.as_str() {
+        "perfmap" => Some(wasmtime::ProfilingStrategy::PerfMap),
+        "" | "none" => None,
+        other => {
+            tracing::warn!(
+                value = other,
+                "SLUICE_WASM_PROFILER: expected perfmap or none; ignored"
+            );
+            None
+        }
+    }
+}
+
 fn slot(fuel: bool) -> Result<&'static Slot, crate::Error> {
     let (cell, ticker) = if fuel {
         (&FUELED, &FUELED_TICKER)
@@ -131,6 +150,9 @@ fn slot(fuel: bool) -> Result<&'static Slot, crate::Error> {
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
     config.wasm_multi_memory(false);
+    if let Some(strategy) = profiler_from_env() {
+        config.profiler(strategy);
+    }
     let engine = Engine::new(&config).map_err(|e| crate::Error::Engine(e.to_string()))?;
     let mut started = false;
     let slot = cell.get_or_init(|| {

@@ -22,7 +22,7 @@
 //!   closing the connection; no body for HEAD, 1xx, 204 and 304; a `Date` when there is none.
 //! - Upgrades: after a 101 answer the connection (and bytes read past the head) goes to the
 //!   request's [`OnUpgrade`] and this loop ends.
-//! - Draining: once `shutdown` fires, the next response says `Connection: close`; an idle
+//! - Draining: once the listener drains (`DrainWatch`), the next response says `Connection: close`; an idle
 //!   connection closes after `drain_grace` (a request already on its way still gets its answer).
 
 use std::cell::RefCell;
@@ -37,8 +37,8 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::chunked;
 use super::date::write_date;
@@ -46,6 +46,8 @@ use super::head::{self, MAX_FIELDS};
 use super::io::{poll_read_buf, WriteQueue};
 use super::server_body::{Reading, ServerBody, Shared};
 use crate::body::ProxyBody;
+use crate::lazy_timer::LazyTimer;
+use crate::listener::drain::DrainWatch;
 
 /// A downstream connection: plain TCP or TLS.
 pub type ServerIo = crate::listener::tls::ConnIo;
@@ -120,7 +122,7 @@ pub async fn serve<S, F, W>(
     io: ServerIo,
     initial: BytesMut,
     settings: Settings,
-    mut shutdown: watch::Receiver<bool>,
+    mut drain: DrainWatch,
     mut handle: S,
     mut written: W,
 ) where
@@ -133,10 +135,10 @@ pub async fn serve<S, F, W>(
     // split off, and the space comes back once it was sent (no allocation per response).
     let mut heads = BytesMut::new();
     let mut queue = WriteQueue::default();
-    let mut timer = Box::pin(tokio::time::sleep(settings.header_read_timeout));
+    let mut timer = LazyTimer::new(Instant::now() + settings.header_read_timeout);
     let mut first = true;
     loop {
-        let next = next_request(&shared, &mut timer, &settings, first, &mut shutdown).await;
+        let next = next_request(&shared, &mut timer, &settings, first, &mut drain).await;
         first = false;
         let (parts, reading, flags) = match next {
             Next::Request(parts, reading, flags) => (parts, reading, flags),
@@ -169,7 +171,7 @@ pub async fn serve<S, F, W>(
             (None, None)
         };
         let resp = handle(Request::from_parts(parts, body), upgrade_rx).await;
-        let draining = *shutdown.borrow();
+        let draining = drain.is_draining();
         let upgrading = resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade_tx.is_some();
         let out = Outbox {
             heads: &mut heads,
@@ -217,10 +219,10 @@ const CONTINUE_LEN: usize = b"HTTP/1.1 100 Continue\r\n\r\n".len();
 /// Wait for the next request head and parse it.
 async fn next_request(
     shared: &Rc<RefCell<Shared>>,
-    timer: &mut Pin<Box<Sleep>>,
+    timer: &mut LazyTimer,
     settings: &Settings,
     first: bool,
-    shutdown: &mut watch::Receiver<bool>,
+    drain: &mut DrainWatch,
 ) -> Next {
     // A pipelined request may already be here: no timer, no wait.
     if let Some(next) = parse_buffered(shared, settings) {
@@ -233,13 +235,11 @@ async fn next_request(
     } else {
         settings.idle_timeout
     };
-    timer.as_mut().reset(now + wait);
-    let mut draining = *shutdown.borrow();
+    timer.set(now + wait);
+    let mut draining = drain.is_draining();
     if draining {
-        timer.as_mut().reset(now + settings.drain_grace.min(wait));
+        timer.set(now + settings.drain_grace.min(wait));
     }
-    let changed = shutdown.changed();
-    tokio::pin!(changed);
     poll_fn(|cx| loop {
         let read = {
             let mut guard = shared.borrow_mut();
@@ -257,15 +257,13 @@ async fn next_request(
                 }
                 if !head_started && !shared.borrow().rbuf.is_empty() {
                     head_started = true;
-                    timer
-                        .as_mut()
-                        .reset(Instant::now() + settings.header_read_timeout);
+                    timer.set(Instant::now() + settings.header_read_timeout);
                 }
                 continue;
             }
             Poll::Pending => {}
         }
-        if timer.as_mut().poll(cx).is_ready() {
+        if timer.poll_expired(cx).is_ready() {
             return Poll::Ready(if draining && !head_started {
                 Next::Close
             } else {
@@ -275,13 +273,13 @@ async fn next_request(
             });
         }
         if !draining {
-            // The flag only ever turns on; a closed channel means the gateway is going away.
-            if changed.as_mut().poll(cx).is_ready() {
+            // The flag only ever turns on.
+            if drain.poll_draining(cx).is_ready() {
                 draining = true;
                 if !head_started {
                     let grace = Instant::now() + settings.drain_grace;
                     if grace < timer.deadline() {
-                        timer.as_mut().reset(grace);
+                        timer.set(grace);
                     }
                 }
                 continue;

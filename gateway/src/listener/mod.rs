@@ -4,6 +4,8 @@
 //! with prior knowledge) on plain listeners.
 
 pub mod bind;
+pub mod drain;
+pub mod plain_io;
 pub mod rewind;
 pub mod tls;
 
@@ -48,13 +50,17 @@ pub async fn accept_loop(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // HTTP/1.1 connections read the drain signal from here (see `drain.rs`); it starts when
+    // this loop ends, whatever ends it.
+    let drain = drain::StartOnDrop(Rc::new(drain::Drain::default()));
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    tokio::task::spawn_local(serve(w.clone(), name.clone(), stream, peer, shutdown.clone()));
+                    let d = drain::Drain::watch(&drain.0);
+                    tokio::task::spawn_local(serve(w.clone(), name.clone(), stream, peer, shutdown.clone(), d));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -72,6 +78,7 @@ async fn serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     shutdown: watch::Receiver<bool>,
+    drain: drain::DrainWatch,
 ) {
     let snap = w.snapshot();
     let Some(l) = snap.listener(&name).cloned() else {
@@ -146,7 +153,7 @@ async fn serve(
             )
         };
         let written = move |head| conn.head_written(head);
-        crate::h1::server::serve(io, first, settings, shutdown, handle, written).await;
+        crate::h1::server::serve(io, first, settings, drain, handle, written).await;
         return;
     }
     serve_h2(

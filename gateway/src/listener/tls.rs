@@ -454,7 +454,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Plain(s) => super::plain_io::poll_read(s, cx, buf),
             MaybeTls::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
@@ -467,7 +467,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Plain(s) => super::plain_io::poll_write(s, cx, buf),
             MaybeTls::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
@@ -478,7 +478,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Plain(s) => super::plain_io::poll_write_vectored(s, cx, bufs),
             MaybeTls::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }

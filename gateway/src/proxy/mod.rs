@@ -171,7 +171,7 @@ pub async fn handle(
         };
         let route = listener.router.find(&ex.borrow().request).cloned();
         ensure_request_id(&ex);
-        if let Some(t) = worker.gateway.tracer.load().as_ref() {
+        if let Some(t) = worker.tracer() {
             let mut e = ex.borrow_mut();
             e.trace = t.start(&e.request.headers, e.info.start);
         }
@@ -451,10 +451,10 @@ fn prepare(
         }
         let hash = snap_hash(snap, &cluster.name, &e.request.headers);
         // The request's own fields are read again after the upstream answers only by the
-        // filters' later phases, the access log and the trace: without any of them they move
-        // to the upstream request instead of being copied.
-        let read_later =
-            !chain.is_empty() || e.trace.is_some() || worker.gateway.access_log.load().is_some();
+        // filters' later phases and the access log (the trace keeps the two headers it reports
+        // when it starts): without either they move to the upstream request instead of being
+        // copied.
+        let read_later = !chain.is_empty() || worker.access_log_on();
         let headers = if read_later {
             e.request.headers.clone()
         } else {

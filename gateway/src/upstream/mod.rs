@@ -155,4 +155,4 @@ pub struct SendOptions<'a> {
 }
 
 /// A reusable route-timeout timer, see [`SendOptions::timer`].
-pub type TimerSlot = std::cell::Cell<Option<std::pin::Pin<Box<tokio::time::Sleep>>>>;
+pub type TimerSlot = std::cell::Cell<Option<crate::lazy_timer::LazyTimer>>;

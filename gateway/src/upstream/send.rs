@@ -53,14 +53,14 @@ impl WorkerPools {
         };
         let mut timer = deadline.map(|d| match opts.timer.and_then(|slot| slot.take()) {
             Some(mut t) => {
-                t.as_mut().reset(d);
+                t.set(d);
                 t
             }
-            None => Box::pin(tokio::time::sleep_until(d)),
+            None => crate::lazy_timer::LazyTimer::new(d),
         });
         // One await for both cases: each await point of a future is a slot of its state, and
         // this state is moved on every request.
-        let sleep = timer.as_mut().map(|t| t.as_mut());
+        let sleep = timer.as_mut();
         // The request comes boxed: the tries below move a pointer, not the request head, through
         // their states (and a request the keep-alive race hands back keeps its box).
         let outcome = Bounded::new(self.send_with_retries(cluster, req, opts), sleep).await;
@@ -326,12 +326,12 @@ pin_project_lite::pin_project! {
     struct Bounded<'t, F> {
         #[pin]
         fut: F,
-        sleep: Option<std::pin::Pin<&'t mut tokio::time::Sleep>>,
+        sleep: Option<&'t mut crate::lazy_timer::LazyTimer>,
     }
 }
 
 impl<'t, F> Bounded<'t, F> {
-    fn new(fut: F, sleep: Option<std::pin::Pin<&'t mut tokio::time::Sleep>>) -> Self {
+    fn new(fut: F, sleep: Option<&'t mut crate::lazy_timer::LazyTimer>) -> Self {
         Bounded { fut, sleep }
     }
 }
@@ -348,7 +348,7 @@ impl<F: std::future::Future> std::future::Future for Bounded<'_, F> {
             return std::task::Poll::Ready(Some(v));
         }
         match this.sleep.as_mut() {
-            Some(s) => s.as_mut().poll(cx).map(|()| None),
+            Some(s) => s.poll_expired(cx).map(|()| None),
             None => std::task::Poll::Pending,
         }
     }

@@ -29,6 +29,11 @@ pub struct RequestTrace {
     trace_state: Option<Arc<str>>,
     start_unix_nanos: u64,
     start: Instant,
+    /// The client's `Host` and `User-Agent` as received (the server span describes what the
+    /// client sent, whatever filters do to the request): kept so that the request's headers
+    /// can move to the upstream request instead of being copied.
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
 }
 
 /// Nanoseconds since the Unix epoch for `at`, given that `anchor` (Instant) is `anchor_unix`.
@@ -97,6 +102,8 @@ impl RequestTrace {
             trace_state,
             start_unix_nanos: unix_nanos_at(start),
             start,
+            host: headers.get(http::header::HOST).cloned(),
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
         }
     }
 
@@ -209,15 +216,15 @@ impl RequestTrace {
             .uri
             .host()
             .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|v| v.to_str().ok())
+                self.host
+                    .as_ref()
+                    .and_then(hv_str)
                     .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
             })
             .unwrap_or("");
         let path = req.uri.path();
         let query = req.uri.query();
-        let ua = req.headers.get(http::header::USER_AGENT).and_then(hv_str);
+        let ua = self.user_agent.as_ref().and_then(hv_str);
         let q = query.unwrap_or("");
         let u = ua.unwrap_or("");
         let mut text = String::with_capacity(path.len() + q.len() + host.len() + u.len());
