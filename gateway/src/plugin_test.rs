@@ -108,7 +108,7 @@ impl Harness {
             logs: std::mem::take(&mut sink.lock().unwrap_or_else(|p| p.into_inner()).logs),
         })?;
         let chain = Chain {
-            listener: Arc::new(FilterList::new(vec![ChainEntry::new(filter)])),
+            listener: Some(Arc::new(FilterList::new(vec![ChainEntry::new(filter)]))),
             route: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()

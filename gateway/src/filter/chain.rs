@@ -46,20 +46,27 @@ pub type SharedExchange = Rc<RefCell<Exchange>>;
 /// The chain that applies to one request: its listener's filters, then its route's.
 #[derive(Clone)]
 pub struct Chain {
-    pub listener: Arc<FilterList>,
+    /// The listener's filters (none: no filters).
+    pub listener: Option<Arc<FilterList>>,
+    /// The route's filters (none: no filters).
     pub route: Option<Arc<FilterList>>,
 }
 
 impl Chain {
+    fn listener_entries(&self) -> &[ChainEntry] {
+        self.listener.as_ref().map_or(&[], |l| &l.entries)
+    }
+
     pub fn phases(&self) -> Phases {
+        let l = self.listener.as_ref().map_or(Phases::NONE, |l| l.phases);
         match &self.route {
-            Some(r) => self.listener.phases | r.phases,
-            None => self.listener.phases,
+            Some(r) => l | r.phases,
+            None => l,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.listener.entries.len() + self.route.as_ref().map_or(0, |r| r.entries.len())
+        self.listener_entries().len() + self.route.as_ref().map_or(0, |r| r.entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,9 +75,10 @@ impl Chain {
 
     /// The filter at `slot` (listener filters first).
     pub fn get(&self, slot: usize) -> Option<&ChainEntry> {
-        let n = self.listener.entries.len();
+        let listener = self.listener_entries();
+        let n = listener.len();
         if slot < n {
-            self.listener.entries.get(slot)
+            listener.get(slot)
         } else {
             self.route.as_ref().and_then(|r| r.entries.get(slot - n))
         }

@@ -386,7 +386,9 @@ mod tests {
     fn setup() -> (Arc<Recorder>, Chain, SharedExchange) {
         let rec = Arc::new(Recorder::default());
         let chain = Chain {
-            listener: Arc::new(FilterList::new(vec![ChainEntry::new(rec.clone())])),
+            listener: Some(Arc::new(FilterList::new(vec![ChainEntry::new(
+                rec.clone(),
+            )]))),
             route: None,
         };
         let ex = Rc::new(RefCell::new(crate::filter::test_support::get(

@@ -211,9 +211,17 @@ async fn dispatch(
     on_upgrade: Option<Downstream>,
     grpc: bool,
 ) -> Response<ProxyBody> {
+    // Empty lists are left out: a request without filters takes no reference on them (each is
+    // an atomic increment and decrement).
     let chain = Chain {
-        listener: listener.chain.clone(),
-        route: route.as_ref().map(|r| r.chain.clone()),
+        listener: Some(&listener.chain)
+            .filter(|l| !l.entries.is_empty())
+            .cloned(),
+        route: route
+            .as_ref()
+            .map(|r| &r.chain)
+            .filter(|l| !l.entries.is_empty())
+            .cloned(),
     };
     let metrics = match &route {
         Some(r) => {

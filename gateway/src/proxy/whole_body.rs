@@ -271,7 +271,7 @@ mod tests {
             .collect();
         let entries = recs.iter().map(|r| ChainEntry::new(r.clone())).collect();
         let chain = Chain {
-            listener: Arc::new(FilterList::new(entries)),
+            listener: Some(Arc::new(FilterList::new(entries))),
             route: None,
         };
         let ex = Rc::new(RefCell::new(crate::filter::test_support::get(

@@ -2,8 +2,10 @@
 //!
 //! Hand-rolled on atomics rather than a metrics crate: the request path holds pre-resolved
 //! handles ([`RouteMetrics`], [`ListenerMetrics`], [`ClusterMetrics`]) and records with relaxed
-//! atomic adds only — no map lookup, no lock, no allocation. Per-route counters are sharded per
-//! worker (see [`bind_worker`]) so workers do not contend on cache lines. Registries (maps from
+//! atomics only — no map lookup, no lock, no allocation. Per-route counters and plugin phase
+//! histograms are sharded per worker (see [`bind_worker`]): a worker that owns its shard adds
+//! with a plain load and store (no `lock`-prefixed instruction), and workers never share a
+//! cache line. Registries (maps from
 //! labels to series) are only touched when a snapshot is built and when `/metrics` renders.
 //! Series are never removed, so a (listener, route, cluster) keeps counting across reloads.
 
@@ -462,7 +464,7 @@ impl ClusterMetrics {
     /// A new upstream connection was established in `elapsed`.
     #[inline]
     pub fn connected(&self, elapsed: Duration) {
-        self.series.connect.observe(nanos(elapsed));
+        self.series.connect.observe(nanos(elapsed), false);
     }
 
     /// A request is being retried.

@@ -111,7 +111,7 @@ impl PluginMetric {
     pub fn record(&self, value: u64) {
         let signed = i64::try_from(value).unwrap_or(i64::MAX);
         match &self.histogram {
-            Some(h) => h.observe(value),
+            Some(h) => h.observe(value, false),
             None if self.kind == MetricKind::Counter => {
                 self.value.fetch_add(signed, Relaxed);
             }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::exposition::{self, FamilyType};
 use super::histogram::{Histogram, HistogramSnapshot};
 use super::nanos;
-use super::route::shard_index;
+use super::route::shard_slot;
 
 /// Phase-time bucket bounds in nanoseconds: 1 µs to 1 s in a 1-2-5 series. A plugin phase
 /// usually takes microseconds, far below the request-latency buckets' first bound (0.5 ms).
@@ -101,7 +101,7 @@ pub struct PluginFigures {
 impl PluginFigures {
     pub(crate) fn new(shards: usize) -> Self {
         PluginFigures {
-            shards: (0..shards.max(1))
+            shards: (0..shards.max(2))
                 .map(|_| Shard {
                     phases: [const { Histogram::new(&PHASE_BOUNDS_NS) }; PHASES.len()],
                     held: [const { AtomicU64::new(NO_SAMPLE) }; PHASES.len()],
@@ -112,21 +112,21 @@ impl PluginFigures {
         }
     }
 
-    /// This worker's shard.
+    /// This worker's shard, and whether the worker is its only writer.
     #[inline]
-    fn shard(&self) -> &Shard {
-        // The shard count is a power of two (see `route::shard_count`).
-        &self.shards[shard_index() & (self.shards.len() - 1)]
+    fn shard(&self) -> (&Shard, bool) {
+        let (i, owned) = shard_slot(self.shards.len());
+        (&self.shards[i], owned)
     }
 
     /// A timed phase that began at `start` has ended: a clock read, a relaxed store (the value
     /// untimed phases are counted with) and three relaxed adds on this worker's shard.
     #[inline]
     pub fn phase_done(&self, phase: PluginPhase, start: Instant) {
-        let shard = self.shard();
+        let (shard, owned) = self.shard();
         let ns = nanos(start.elapsed()).min(NO_SAMPLE - 1);
         shard.held[phase as usize].store(ns, Relaxed);
-        shard.phases[phase as usize].observe(ns);
+        shard.phases[phase as usize].observe(ns, owned);
     }
 
     /// A phase of an untimed stream has ended: it counts in the histogram with the last time
@@ -134,10 +134,10 @@ impl PluginFigures {
     /// `_sum` and the buckets are estimates from the timed streams. No clock read.
     #[inline]
     pub fn phase_held(&self, phase: PluginPhase) {
-        let shard = self.shard();
+        let (shard, owned) = self.shard();
         let ns = shard.held[phase as usize].load(Relaxed);
         if ns != NO_SAMPLE {
-            shard.phases[phase as usize].observe(ns);
+            shard.phases[phase as usize].observe(ns, owned);
         }
     }
 
@@ -145,7 +145,7 @@ impl PluginFigures {
     /// whatever the stream's sampling says, so that [`PluginFigures::phase_held`] has a value.
     #[inline]
     pub fn unsampled(&self, phase: PluginPhase) -> bool {
-        self.shard().held[phase as usize].load(Relaxed) == NO_SAMPLE
+        self.shard().0.held[phase as usize].load(Relaxed) == NO_SAMPLE
     }
 
     /// A VM of the plugin started with `memory_bytes` of linear memory.
