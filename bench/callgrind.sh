@@ -3,6 +3,7 @@
 # machine's load (unlike req/s or CPU time), for edit-measure loops on the request path.
 #
 #   bench/callgrind.sh [--case CASE] [--bin PATH] [-n REQUESTS] [--keep DIR] [--plugin PATH.wasm]
+#                      [--atomics]
 #
 # CASE: proxy (default) | headers | wasm | trace1 | trace100 | nginx
 #   proxy     Sluice, one worker, one route to one cluster (the `proxy` bench case)
@@ -17,12 +18,15 @@
 # The upstream is Debian's nginx answering `hello\n`; the load is h2load --h1 with 16
 # keep-alive connections: 3 000 warm-up requests uncounted, then REQUESTS (default 20 000)
 # counted. Prints total instructions (Ir, user space of the whole process, every thread) and
-# Ir per request. --keep DIR keeps callgrind's output there for callgrind_annotate.
+# Ir per request. --keep DIR keeps callgrind's output there for callgrind_annotate. --atomics
+# also prints the atomic read-modify-writes (lock-prefixed instructions, ~20 cycles each, which
+# instruction counts do not show) per request, by function (bench/atomics.py).
+# SLUICE_WASM_PROFILER=perfmap names the plugins' compiled functions in /tmp/perf-PID.map.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-case_=proxy bin= n=20000 keep= plugin=
+case_=proxy bin= n=20000 keep= plugin= atomics=
 while [ $# -gt 0 ]; do
   case $1 in
     --case) case_=$2; shift 2 ;;
@@ -30,7 +34,8 @@ while [ $# -gt 0 ]; do
     -n) n=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
     --plugin) plugin=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --atomics) atomics=1; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -84,6 +89,7 @@ esac
 
 out=$work/callgrind.out
 vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out")
+if [ -n "$atomics" ]; then vg+=(--dump-instr=yes --compress-pos=no --compress-strings=no); fi
 if [ "$case_" = nginx ]; then
   mkdir -p "$work/px"
   sed -e "s#{{DIR}}#$work/px#g" -e "s#{{LISTEN}}#127.0.0.1:$proxy_port#g" \
@@ -140,3 +146,8 @@ for f in "$out"*; do
   total=$((total + ${ir:-0}))
 done
 printf 'case %s: %d requests, %d instructions, %d per request\n' "$case_" "$n" "$total" $((total / n))
+if [ -n "$atomics" ]; then
+  for f in "$out"*; do
+    grep -q '^0x' "$f" && python3 bench/atomics.py "$f" "$n"
+  done
+fi
