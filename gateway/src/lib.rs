@@ -14,6 +14,7 @@ pub mod plugin_fetch;
 pub mod plugin_test;
 pub mod proxy;
 pub mod reload;
+pub mod request_clock;
 pub mod router;
 pub mod server;
 pub mod services;

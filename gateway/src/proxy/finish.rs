@@ -53,7 +53,7 @@ impl Finish {
         if let Some(t) = ex.trace.take() {
             t.finish(&ex, self.status, self.conn.local, now);
         }
-        self.conn.request_done();
+        self.conn.request_done(now);
     }
 }
 

@@ -118,11 +118,12 @@ impl ConnState {
         self.in_flight.set(self.in_flight.get() + 1);
     }
 
-    pub fn request_done(&self) {
+    /// A request of this connection finished at `now`.
+    pub fn request_done(&self, now: Instant) {
         let n = self.in_flight.get().saturating_sub(1);
         self.in_flight.set(n);
         if n == 0 {
-            self.idle_since.set(Instant::now());
+            self.idle_since.set(now);
         }
     }
 }
@@ -147,6 +148,7 @@ pub async fn handle(
     });
     conn.request_started();
     let start = Instant::now();
+    crate::request_clock::set(start);
     let info = RequestInfo {
         client_addr: conn.client,
         local_addr: conn.local,

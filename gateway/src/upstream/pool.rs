@@ -255,7 +255,9 @@ impl Pools {
         }
         pool.conns.push(H1Idle {
             conn,
-            since: Instant::now(),
+            // The request's arrival, not now: the connection looks idle for a little longer
+            // than it is, which only ever retires it early (see `request_clock`).
+            since: crate::request_clock::get(),
         });
     }
 

@@ -176,7 +176,7 @@ impl WorkerPools {
         mut req: Box<Request<ProxyBody>>,
     ) -> Outcome {
         let key = cluster.pool_key(ep);
-        let (mut conn, mut reused) = match self.inner.take_h1(key, Instant::now()) {
+        let (mut conn, mut reused) = match self.inner.take_h1(key, crate::request_clock::get()) {
             Some(taken) => (taken.conn, true),
             None => (connect_boxed(cluster, ep).await?, false),
         };
