@@ -72,6 +72,47 @@ fn idle_keepalive_connections_are_closed() {
     );
 }
 
+/// The idle deadline moves with each request: a connection used more often than
+/// `idle_timeout` stays open well past it (the timer armed for an earlier deadline must not
+/// close it), and closes once it really is idle that long. `header_read_timeout` is shorter, so
+/// the timer armed for the first head fires early and has to re-arm.
+#[test]
+fn the_idle_deadline_moves_with_each_request() {
+    let gw = Gateway::start(&config(
+        "{ idle_timeout: 600ms, header_read_timeout: 150ms }",
+    ));
+    let mut s = TcpStream::connect(gw.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let start = Instant::now();
+    for i in 0..6 {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap_or_else(|e| panic!("request {i} after {:?}: {e}", start.elapsed()));
+        let mut buf = [0u8; 256];
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("response {i} after {:?}: {e}", start.elapsed()));
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "request {i} after {:?}: {text:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Six requests 300 ms apart: 1.8 s on one connection with a 600 ms idle timeout.
+    assert!(start.elapsed() >= Duration::from_millis(1800));
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(8),
+        "closed after {waited:?} idle (idle_timeout 600ms, 300ms already spent)"
+    );
+}
+
 #[test]
 fn max_connections_is_enforced() {
     let gw = Gateway::start(&config("{ max_connections: 2 }"));
