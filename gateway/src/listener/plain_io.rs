@@ -117,17 +117,26 @@ pub fn poll_read(
     }
 }
 
-/// Write once from `buf`, as `AsyncWrite::poll_write` does.
-pub fn poll_write(s: &TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+/// Wait until `s` is writable and write once with `write` (a system call on its descriptor).
+fn poll_send(
+    s: &TcpStream,
+    cx: &mut Context<'_>,
+    mut write: impl FnMut(i32) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
     let fd = s.as_raw_fd();
     loop {
         ready!(s.poll_write_ready(cx))?;
-        match s.try_io(Interest::WRITABLE, || send(fd, buf)) {
+        match s.try_io(Interest::WRITABLE, || write(fd)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return Poll::Ready(r),
         }
     }
+}
+
+/// Write once from `buf`, as `AsyncWrite::poll_write` does.
+pub fn poll_write(s: &TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    poll_send(s, cx, |fd| send(fd, buf))
 }
 
 /// One vectored write, as `AsyncWrite::poll_write_vectored` does.
@@ -136,15 +145,7 @@ pub fn poll_write_vectored(
     cx: &mut Context<'_>,
     bufs: &[IoSlice<'_>],
 ) -> Poll<io::Result<usize>> {
-    let fd = s.as_raw_fd();
-    loop {
-        ready!(s.poll_write_ready(cx))?;
-        match s.try_io(Interest::WRITABLE, || sendv(fd, bufs)) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return Poll::Ready(r),
-        }
-    }
+    poll_send(s, cx, |fd| sendv(fd, bufs))
 }
 
 #[cfg(test)]
