@@ -95,6 +95,13 @@ impl Conn {
         if !self.buf.is_empty() {
             return false;
         }
+        if let crate::listener::tls::MaybeTls::Plain(s) = &self.io {
+            // Without readiness, nothing (no byte, no FIN) arrived since the last read: usable,
+            // known without a system call and without registering a waker (a poll would take
+            // the socket's waiter lock). With readiness, one non-blocking read tells.
+            let mut probe = [0u8; 1];
+            return matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        }
         let mut cx = Context::from_waker(std::task::Waker::noop());
         matches!(
             poll_read_buf(&mut self.io, &mut cx, &mut self.buf),
