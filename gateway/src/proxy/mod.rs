@@ -164,14 +164,16 @@ pub async fn handle(
     let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, parts)));
 
     let mut resp = 'serve: {
-        let Some(listener) = snap.listener(&conn.listener).cloned() else {
+        // The listener and the route are borrowed from the snapshot this request holds: no
+        // reference counts to take and drop per request.
+        let Some(listener) = snap.listener(&conn.listener) else {
             // The listener was removed by a reload while this connection was open.
             let metrics = worker.services.metrics.route(&conn.listener, "", "");
             let r = LocalResponse::new(StatusCode::SERVICE_UNAVAILABLE, "listener_removed")
                 .with_body("listener removed\n");
             break 'serve Box::pin(local(&worker, &conn, ex, None, metrics, r)).await;
         };
-        let route = listener.router.find(&ex.borrow().request).cloned();
+        let route = listener.router.find(&ex.borrow().request);
         ensure_request_id(&ex);
         if let Some(t) = worker.tracer() {
             let mut e = ex.borrow_mut();
@@ -206,8 +208,8 @@ async fn dispatch(
     worker: &Rc<WorkerCtx>,
     conn: &Rc<ConnState>,
     snap: &Arc<Snapshot>,
-    listener: Arc<ListenerRuntime>,
-    route: Option<Arc<Route>>,
+    listener: &Arc<ListenerRuntime>,
+    route: Option<&Arc<Route>>,
     ex: SharedExchange,
     incoming: RequestBody,
     on_upgrade: Option<Downstream>,
@@ -240,7 +242,7 @@ async fn dispatch(
     // filter chain that already ran stays the request's chain.
     let rematch = std::mem::take(&mut ex.borrow_mut().route_cache_cleared);
     let route = if rematch {
-        let again = listener.router.find(&ex.borrow().request).cloned();
+        let again = listener.router.find(&ex.borrow().request);
         ex.borrow_mut().route = again.as_ref().map(|r| r.name.clone());
         again
     } else {
@@ -261,8 +263,7 @@ async fn dispatch(
         }
         Action::Cluster(_) | Action::Weighted { .. } => {
             forward(
-                worker, conn, snap, &listener, &route, ex, chain, metrics, incoming, on_upgrade,
-                grpc,
+                worker, conn, snap, listener, route, ex, chain, metrics, incoming, on_upgrade, grpc,
             )
             .await
         }
