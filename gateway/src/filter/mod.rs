@@ -136,7 +136,7 @@ pub enum BodyFlow {
 pub struct RequestInfo {
     pub client_addr: SocketAddr,
     pub local_addr: SocketAddr,
-    pub listener: Arc<str>,
+    pub listener: std::rc::Rc<str>,
     /// `https` when the downstream connection is TLS, else `http`.
     pub scheme: &'static str,
     /// TLS version, SNI, ALPN and the verified client identity, on TLS listeners.

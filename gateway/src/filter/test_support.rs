@@ -16,7 +16,7 @@ pub fn exchange(client: &str, req: http::Request<()>) -> Exchange {
     let info = RequestInfo {
         client_addr,
         local_addr: "127.0.0.1:8080".parse().expect("test local address"),
-        listener: Arc::from("public"),
+        listener: std::rc::Rc::from("public"),
         scheme: "http",
         tls: None,
         start: Instant::now(),

@@ -39,7 +39,7 @@ use self::whole_body::{Ran, Taken};
 
 /// Per-connection state shared by its requests.
 pub struct ConnState {
-    pub listener: Arc<str>,
+    pub listener: Rc<str>,
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'static str,
@@ -70,7 +70,9 @@ impl ConnState {
         scheme: &'static str,
     ) -> Self {
         ConnState {
-            listener,
+            // Copied once per connection: each request's `RequestInfo` then takes a
+            // thread-local reference instead of an atomic one.
+            listener: Rc::from(&*listener),
             client,
             local,
             scheme,
@@ -299,7 +301,7 @@ async fn forward(
     on_upgrade: Option<Downstream>,
     grpc: bool,
 ) -> Response<ProxyBody> {
-    let Some(cluster) = route.action.pick_cluster().cloned() else {
+    let Some(cluster) = route.action.pick_cluster() else {
         return Box::pin(local(
             worker,
             conn,
@@ -318,7 +320,7 @@ async fn forward(
         route,
         &ex,
         &chain,
-        &cluster,
+        cluster,
         incoming,
         on_upgrade.is_some(),
         max_body,
@@ -350,7 +352,7 @@ async fn forward(
         timer: Some(&conn.route_timer),
         endpoint: Some(&endpoint),
     };
-    let result = worker.pools.send(&cluster, req, &opts).await;
+    let result = worker.pools.send(cluster, req, &opts).await;
     ex.borrow_mut().upstream_addr = endpoint.get();
     if let Some(traced) = traced {
         if let Some(t) = ex.borrow().trace.as_ref() {
