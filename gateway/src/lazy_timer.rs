@@ -124,9 +124,9 @@ mod tests {
             .await
             .is_pending());
         t.set(start + 30 * MS);
-        tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| t.poll_expired(cx)))
-            .await
-            .expect("the earlier deadline was not armed");
+        let armed =
+            tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| t.poll_expired(cx))).await;
+        assert!(armed.is_ok(), "the earlier deadline was not armed");
         fired_at(start + 30 * MS);
     }
 
@@ -144,7 +144,11 @@ mod tests {
         let handle = tokio::spawn(async move {
             poll_fn(|cx| t.poll_expired(cx)).await;
         });
-        handle.await.expect("task");
+        let done = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        assert!(
+            matches!(done, Ok(Ok(()))),
+            "the other task was not woken: {done:?}"
+        );
         fired_at(again);
     }
 }

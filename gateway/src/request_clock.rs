@@ -32,7 +32,8 @@ mod tests {
 
     #[test]
     fn the_latest_arrival_or_the_clock() {
-        std::thread::spawn(|| {
+        // A thread of its own: the test harness may have set this thread's clock.
+        let joined = std::thread::spawn(|| {
             let before = Instant::now();
             assert!(get() >= before, "no arrival yet: the clock");
             let at = std::time::Instant::now();
@@ -40,7 +41,10 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
             assert_eq!(get(), Instant::from_std(at));
         })
-        .join()
-        .expect("thread");
+        .join();
+        // A failed assertion in the thread is a panic payload here: fail with it.
+        if let Err(panic) = joined {
+            std::panic::resume_unwind(panic);
+        }
     }
 }

@@ -143,7 +143,11 @@ mod tests {
                 });
                 tokio::task::yield_now().await;
                 drop(StartOnDrop(d));
-                assert!(waiter.await.expect("task"), "not woken by drain");
+                let woken = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await;
+                assert!(
+                    matches!(woken, Ok(Ok(true))),
+                    "not woken by drain: {woken:?}"
+                );
             })
             .await;
         assert!(b.is_draining());

@@ -154,66 +154,58 @@ mod tests {
     use std::future::poll_fn;
     use tokio::net::TcpListener;
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
+    async fn pair() -> io::Result<(TcpStream, TcpStream)> {
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
         let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
-        (c.expect("connect"), s.expect("accept").0)
+        Ok((c?, s?.0))
+    }
+
+    async fn read_some(s: &TcpStream) -> io::Result<Vec<u8>> {
+        let mut storage = [0u8; 64];
+        let mut rb = ReadBuf::new(&mut storage);
+        poll_fn(|cx| poll_read(s, cx, &mut rb)).await?;
+        Ok(rb.filled().to_vec())
     }
 
     #[tokio::test]
-    async fn bytes_cross_both_ways_and_eof_and_reset_are_reported() {
-        let (a, b) = pair().await;
-        let n = poll_fn(|cx| poll_write(&a, cx, b"hello"))
-            .await
-            .expect("write");
+    async fn bytes_cross_both_ways_and_eof_and_reset_are_reported() -> io::Result<()> {
+        let (a, b) = pair().await?;
+        let n = poll_fn(|cx| poll_write(&a, cx, b"hello")).await?;
         assert_eq!(n, 5);
         let slices = [
             IoSlice::new(b" wor"),
             IoSlice::new(b""),
             IoSlice::new(b"ld"),
         ];
-        let n = poll_fn(|cx| poll_write_vectored(&a, cx, &slices))
-            .await
-            .expect("writev");
+        let n = poll_fn(|cx| poll_write_vectored(&a, cx, &slices)).await?;
         assert_eq!(n, 6);
         let mut got = Vec::new();
         while got.len() < 11 {
-            let mut storage = [0u8; 64];
-            let mut rb = ReadBuf::new(&mut storage);
-            poll_fn(|cx| poll_read(&b, cx, &mut rb))
-                .await
-                .expect("read");
-            got.extend_from_slice(rb.filled());
+            let more = read_some(&b).await?;
+            assert!(!more.is_empty(), "end of stream after {got:?}");
+            got.extend_from_slice(&more);
         }
         assert_eq!(got, b"hello world");
 
-        // The reader waits (Pending) until data comes, then wakes.
-        let reader = async {
-            let mut storage = [0u8; 8];
-            let mut rb = ReadBuf::new(&mut storage);
-            poll_fn(|cx| poll_read(&b, cx, &mut rb))
-                .await
-                .expect("read");
-            rb.filled().to_vec()
-        };
+        // The reader waits (Pending) until data comes, then is woken.
         let writer = async {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            poll_fn(|cx| poll_write(&a, cx, b"late"))
-                .await
-                .expect("write")
+            poll_fn(|cx| poll_write(&a, cx, b"late")).await
         };
-        let (read, _) = tokio::join!(reader, writer);
-        assert_eq!(read, b"late");
+        let (read, wrote) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::join!(read_some(&b), writer)
+        })
+        .await
+        .map_err(|_| io::Error::other("the waiting reader was never woken"))?;
+        assert_eq!(wrote?, 4);
+        assert_eq!(read?, b"late");
 
         // End of stream: a zero-byte read.
         drop(a);
-        let mut storage = [0u8; 8];
-        let mut rb = ReadBuf::new(&mut storage);
-        poll_fn(|cx| poll_read(&b, cx, &mut rb)).await.expect("eof");
-        assert!(rb.filled().is_empty());
+        assert!(read_some(&b).await?.is_empty());
 
-        // Writing to a closed peer is an error, not a SIGPIPE that kills the test process.
+        // Writing to a peer that closed fails (EPIPE or ECONNRESET) instead of succeeding.
         let mut failed = false;
         for _ in 0..50 {
             if poll_fn(|cx| poll_write(&b, cx, &[0u8; 4096]))
@@ -226,5 +218,6 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         assert!(failed, "writes to a closed socket kept succeeding");
+        Ok(())
     }
 }

@@ -292,3 +292,31 @@ fn parser_rejects_untyped_samples() {
     assert!(parse("foo 1\n").is_err());
     assert!(parse("# TYPE foo counter\nfoo{a=\"x\\q\"} 1\n").is_err());
 }
+
+/// A shard's owner adds without atomics, so two threads must never own one shard: a second
+/// thread bound to the same worker index (a restarted worker while the old one still runs)
+/// writes the shared shard instead.
+#[test]
+fn two_live_threads_bound_to_one_index_never_both_own_its_shard() {
+    let both_bound = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let both_bound = both_bound.clone();
+            std::thread::spawn(move || {
+                bind_worker(0);
+                let owned = super::route::shard_slot(super::route::shard_count()).1;
+                // Both threads hold their claims (a claim ends with its thread) until here.
+                both_bound.wait();
+                owned
+            })
+        })
+        .collect();
+    let mut owners = 0;
+    for h in handles {
+        match h.join() {
+            Ok(owned) => owners += usize::from(owned),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    assert!(owners <= 1, "{owners} threads own shard 0");
+}
