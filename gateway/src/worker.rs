@@ -170,6 +170,6 @@ pub async fn dispatch(
         timer: None,
         endpoint: None,
     };
-    let resp: Response<UpstreamBody> = w.pools.send(&c, Box::new(req), &opts).await?;
+    let resp: Response<UpstreamBody> = *w.pools.send(&c, Box::new(req), &opts).await?;
     Ok(resp.map(crate::body::boxed))
 }

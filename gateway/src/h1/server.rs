@@ -228,7 +228,12 @@ async fn next_request(
     if let Some(next) = parse_buffered(shared, settings) {
         return next;
     }
-    let now = Instant::now();
+    // The previous request's finish time when it just ended (one clock reading for both).
+    let now = if first {
+        Instant::now()
+    } else {
+        crate::request_clock::take_finished()
+    };
     let mut head_started = !shared.borrow().rbuf.is_empty();
     let wait = if first || head_started {
         settings.header_read_timeout

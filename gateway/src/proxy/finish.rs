@@ -35,6 +35,8 @@ pub struct Finish {
 impl Finish {
     fn complete(&mut self) {
         let now = Instant::now();
+        // The connection's wait for its next request starts from this reading.
+        crate::request_clock::finished(now);
         let mut ex = self.ex.borrow_mut();
         let start = ex.info.start;
         self.metrics.record(

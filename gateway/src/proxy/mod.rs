@@ -388,7 +388,7 @@ async fn forward(
             upgrade::splice(down, up);
         }
     }
-    let (mut parts, incoming) = resp.into_parts();
+    let (mut parts, incoming) = (*resp).into_parts();
     let upgrading = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     parts.version = Version::HTTP_11;
@@ -491,7 +491,8 @@ fn prepare(
         let limited = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
         (limited, Some(tripped))
     };
-    let mut req = Box::new(req.map(|()| body));
+    let mut req = req;
+    *req.body_mut() = body;
     let traced = ex.borrow().trace.as_ref().map(|t| TracedSend {
         span: t.start_upstream(req.headers_mut()),
         method: req.method().clone(),
@@ -562,14 +563,16 @@ async fn respond_through_body_filters(
 }
 
 /// The upstream request head: origin-form URI (with prefix rewrite), Host, proxy headers.
-/// `headers`: the request's fields (a copy, or the fields themselves moved out of `e`).
+/// `headers`: the request's fields (a copy, or the fields themselves moved out of `e`). Boxed
+/// from the start, with an empty body for now: its fields are written in place, and the send
+/// path moves the box, not the head.
 fn upstream_request(
     e: &Exchange,
     mut headers: http::HeaderMap,
     route: &Route,
     conn: &ConnState,
     upgrade: bool,
-) -> Request<()> {
+) -> Box<Request<ProxyBody>> {
     let src = &e.request;
     let te = headers.get(header::TE).cloned();
     headers::remove_hop_by_hop(&mut headers, upgrade);
@@ -604,7 +607,7 @@ fn upstream_request(
             None => Uri::from_static("/"),
         },
     };
-    let mut req = Request::new(());
+    let mut req = Box::new(Request::new(body::empty()));
     *req.method_mut() = src.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;

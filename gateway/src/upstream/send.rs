@@ -28,7 +28,9 @@ use super::pool::{connect_h1, connect_h2, H2Slot, WorkerPools};
 use super::{retry, SendOptions, UpstreamBody, UpstreamError, UpstreamErrorKind};
 use crate::h1::SendError;
 
-type Outcome = Result<Response<UpstreamBody>, UpstreamError>;
+/// The response is boxed: it moves through every level of the send path (retries, the route
+/// timeout) as one pointer.
+type Outcome = Result<Box<Response<UpstreamBody>>, UpstreamError>;
 
 impl WorkerPools {
     /// Send `req` (absolute-form or origin-form URI; Host header already set) to `cluster`,
@@ -45,7 +47,7 @@ impl WorkerPools {
         cluster: &Arc<Cluster>,
         req: Box<Request<ProxyBody>>,
         opts: &SendOptions<'_>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<Box<Response<UpstreamBody>>, UpstreamError> {
         // Zero means no route timeout (Envoy's convention); so does one beyond the clock's range.
         let deadline = match Instant::now().checked_add(opts.timeout) {
             Some(deadline) if !opts.timeout.is_zero() => Some(deadline),
@@ -182,8 +184,8 @@ impl WorkerPools {
         };
         loop {
             let recycle = self.inner.recycler(key, cluster.pool);
-            let back = match conn.send(req, reused, recycle).await {
-                Ok(resp) => return Ok(resp.map(UpstreamBody::H1)),
+            let back = match conn.send(req, reused, recycle, UpstreamBody::H1).await {
+                Ok(resp) => return Ok(resp),
                 Err(SendError::Unsent(unsent, e)) => (unsent, e),
                 Err(SendError::Stale(Some(back), e)) if resendable(&back) => (back, e),
                 Err(e) => return Err(classify_h1(cluster, ep, e)),
@@ -210,7 +212,7 @@ impl WorkerPools {
         for _ in 0..2 {
             match self.inner.h2(cluster.pool_key(ep), Instant::now()) {
                 H2Slot::Open(mut sender) => match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp.map(UpstreamBody::H2)),
+                    Ok(resp) => return Ok(Box::new(resp.map(UpstreamBody::H2))),
                     Err(mut e) => match e.take_message() {
                         // The connection is going away and never saw the request.
                         Some(unsent) => {
@@ -237,7 +239,7 @@ impl WorkerPools {
         sender
             .try_send_request(req)
             .await
-            .map(|r| r.map(UpstreamBody::H2))
+            .map(|r| Box::new(r.map(UpstreamBody::H2)))
             .map_err(|e| classify(cluster, ep, e.error()))
     }
 }

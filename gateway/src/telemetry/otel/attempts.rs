@@ -36,7 +36,7 @@ impl Tries {
         &self,
         start: Instant,
         endpoint: SocketAddr,
-        outcome: &Result<http::Response<T>, UpstreamError>,
+        outcome: &Result<Box<http::Response<T>>, UpstreamError>,
     ) {
         let result = match outcome {
             Ok(r) => Ok(r.status().as_u16()),
