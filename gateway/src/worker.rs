@@ -169,6 +169,7 @@ pub async fn dispatch(
         tries: None,
         timer: None,
         endpoint: None,
+        now: None,
     };
     let resp: Response<UpstreamBody> = *w.pools.send(&c, Box::new(req), &opts).await?;
     Ok(resp.map(crate::body::boxed))

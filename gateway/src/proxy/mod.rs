@@ -351,6 +351,10 @@ async fn forward(
         tries: traced.as_ref().map(|t| &t.tries),
         timer: Some(&conn.route_timer),
         endpoint: Some(&endpoint),
+        // Without filters nothing waited since the request arrived (its head was just parsed,
+        // its route matched): the route timeout counts from the arrival's clock reading. A
+        // filter may have paused the request (a callout), so with one the clock is read again.
+        now: chain.is_empty().then(crate::request_clock::get),
     };
     let result = worker.pools.send(cluster, req, &opts).await;
     ex.borrow_mut().upstream_addr = endpoint.get();

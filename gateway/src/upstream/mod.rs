@@ -152,6 +152,9 @@ pub struct SendOptions<'a> {
     pub timer: Option<&'a TimerSlot>,
     /// Where the address of each try's endpoint is written (the last one stays).
     pub endpoint: Option<&'a std::cell::Cell<Option<std::net::SocketAddr>>>,
+    /// The time now, when the caller read the clock a moment ago (at most microseconds): the
+    /// route timeout counts from it instead of a new reading. `None`: the clock is read.
+    pub now: Option<tokio::time::Instant>,
 }
 
 /// A reusable route-timeout timer, see [`SendOptions::timer`].

@@ -49,7 +49,8 @@ impl WorkerPools {
         opts: &SendOptions<'_>,
     ) -> Result<Box<Response<UpstreamBody>>, UpstreamError> {
         // Zero means no route timeout (Envoy's convention); so does one beyond the clock's range.
-        let deadline = match Instant::now().checked_add(opts.timeout) {
+        let now = opts.now.unwrap_or_else(Instant::now);
+        let deadline = match now.checked_add(opts.timeout) {
             Some(deadline) if !opts.timeout.is_zero() => Some(deadline),
             _ => None,
         };

@@ -19,6 +19,7 @@ async fn kind_of(yaml: &str, timeout: Duration) -> UpstreamErrorKind {
         tries: None,
         timer: None,
         endpoint: None,
+        now: None,
     };
     match send(&pools, &c, get("/"), &o).await {
         Ok(answer) => panic!("expected an error, got {answer:?}"),
@@ -218,10 +219,49 @@ fn a_zero_route_timeout_means_none() {
             tries: None,
             timer: None,
             endpoint: None,
+            now: None,
         };
         let (status, body) = send(&WorkerPools::new(), &c, get("/"), &o)
             .await
             .expect("send");
         assert_eq!((status.as_u16(), body.as_str()), (200, "a"));
+    })
+}
+
+/// The route timeout counts from `SendOptions::now` when the caller passes it (the request's
+/// arrival, read a moment before): a slow upstream answering within the timeout of the send
+/// but after the timeout of the given start is a timeout, and the time waited is what was left.
+#[test]
+fn the_route_timeout_counts_from_the_given_now() {
+    local(async {
+        let up = raw_server(|mut s| async move {
+            read_head(&mut s).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        })
+        .await;
+        let c = cluster(&format!("{{name: c, endpoints: ['{}']}}", up.addr));
+        let started = tokio::time::Instant::now();
+        let o = SendOptions {
+            timeout: Duration::from_millis(600),
+            retries: None,
+            hash: None,
+            tries: None,
+            timer: None,
+            endpoint: None,
+            // As if the request had arrived 400 ms ago: 200 ms are left.
+            now: Some(started - Duration::from_millis(400)),
+        };
+        match send(&WorkerPools::new(), &c, get("/"), &o).await {
+            Ok(answer) => panic!("expected a timeout counted from `now`, got {answer:?}"),
+            Err(e) => assert_eq!(e.kind, UpstreamErrorKind::Timeout),
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(390),
+            "waited {waited:?}: the deadline was not taken from `now`"
+        );
     })
 }

@@ -174,6 +174,7 @@ pub fn opts(retries: Option<&RetryConfig>, hash: Option<u64>) -> SendOptions<'_>
         tries: None,
         timer: None,
         endpoint: None,
+        now: None,
     }
 }
 
