@@ -5,8 +5,9 @@
 #   bench/callgrind.sh [--case CASE] [--bin PATH] [-n REQUESTS] [--keep DIR] [--plugin PATH.wasm]
 #                      [--atomics]
 #
-# CASE: proxy (default) | headers | wasm | trace1 | trace100 | nginx
+# CASE: proxy (default) | accesslog | headers | wasm | trace1 | trace100 | nginx
 #   proxy     Sluice, one worker, one route to one cluster (the `proxy` bench case)
+#   accesslog plus the JSON access log, written to a file
 #   headers   plus the native `headers` filter adding one response header
 #   wasm      plus a wasm plugin adding the same header (default target/plugins/add_header.wasm)
 #   trace1    tracing, 1 % sampled, OTLP/HTTP to the upstream nginx (which answers POSTs)
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=$2; shift 2 ;;
     --plugin) plugin=$2; shift 2 ;;
     --atomics) atomics=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -83,6 +84,7 @@ case $case_ in
   trace1|trace100)
     ratio=$([ "$case_" = trace1 ] && echo 0.01 || echo 1.0)
     telemetry="telemetry: { tracing: { otlp_endpoint: \"http://127.0.0.1:$up_port\", protocol: http/protobuf, sample_ratio: $ratio } }" ;;
+  accesslog) telemetry="telemetry: { access_log: { path: \"$work/access.log\", format: json } }" ;;
   nginx) ;;
   *) echo "unknown case $case_" >&2; exit 2 ;;
 esac

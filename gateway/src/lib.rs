@@ -21,6 +21,7 @@ pub mod services;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod wall_clock;
 pub mod wasm;
 pub mod worker;
 pub mod xdp;

@@ -174,7 +174,49 @@ pub struct Exchange {
     /// A filter changed the request and asked for its route to be chosen again (proxy-wasm
     /// `proxy_clear_route_cache`); the proxy re-matches after the request-headers phase.
     pub route_cache_cleared: bool,
+    /// The request header values the access log reports, kept when the request's header map
+    /// itself moved to the upstream request (no filter reads it after that; see
+    /// [`LoggedHeaders`]). `None`: read them from `request.headers`.
+    pub logged: Option<Box<LoggedHeaders>>,
     states: state::States,
+}
+
+/// The request header values of an access-log line (`authority` when the URI has none,
+/// `user_agent`, `referer`, `x_forwarded_for` as received). Without filters, a request's header
+/// map moves to the upstream request instead of being copied for the log: these four values
+/// stay behind (a reference count each, only for those present) and the log reads them here.
+#[derive(Debug, Default)]
+pub struct LoggedHeaders {
+    pub host: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
+    pub x_forwarded_for: Option<HeaderValue>,
+}
+
+impl LoggedHeaders {
+    /// The four values of `h` (the first of each), before the proxy changes it
+    /// (X-Forwarded-For as received). One pass of name comparisons over the few fields of a
+    /// request head instead of four hashed lookups.
+    pub fn of(h: &http::HeaderMap) -> Self {
+        let mut l = LoggedHeaders::default();
+        for (name, value) in h {
+            let slot = if name == http::header::HOST {
+                &mut l.host
+            } else if name == http::header::USER_AGENT {
+                &mut l.user_agent
+            } else if name == http::header::REFERER {
+                &mut l.referer
+            } else if name == crate::proxy::headers::X_FORWARDED_FOR {
+                &mut l.x_forwarded_for
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        }
+        l
+    }
 }
 
 impl Exchange {
@@ -191,6 +233,7 @@ impl Exchange {
             pending_local: None,
             trace: None,
             route_cache_cleared: false,
+            logged: None,
             states: state::States::default(),
         }
     }

@@ -25,6 +25,8 @@ pub struct Finish {
     pub metrics: RouteMetrics,
     pub status: u16,
     pub ttfb: Instant,
+    /// When the exchange finished (set just before the sink is called).
+    pub end: Option<Instant>,
     pub upstream_addr: Option<std::net::SocketAddr>,
     pub bytes_received: Rc<Cell<u64>>,
     pub bytes_sent: u64,
@@ -35,6 +37,7 @@ pub struct Finish {
 impl Finish {
     fn complete(&mut self) {
         let now = Instant::now();
+        self.end = Some(now);
         // The connection's wait for its next request starts from this reading.
         crate::request_clock::finished(now);
         let mut ex = self.ex.borrow_mut();

@@ -22,7 +22,7 @@ use http_body::Body as _;
 use crate::body::{self, ProxyBody};
 use crate::error::{self, ProxyError};
 use crate::filter::chain::{Chain, SharedExchange};
-use crate::filter::{Exchange, LocalResponse, Phases, RequestInfo};
+use crate::filter::{Exchange, LocalResponse, LoggedHeaders, Phases, RequestInfo};
 use crate::router::{Action, Route};
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use crate::telemetry::log_context::WithLogIds;
@@ -469,12 +469,14 @@ fn prepare(
         let hash = snap_hash(snap, &cluster.name, &e.request.headers);
         // The request's own fields are read again after the upstream answers only by the
         // filters' later phases and the access log (the trace keeps the two headers it reports
-        // when it starts): without either they move to the upstream request instead of being
-        // copied.
-        let read_later = !chain.is_empty() || worker.access_log_on();
-        let headers = if read_later {
+        // when it starts). Filters may read any of them: a copy. The access log reads four:
+        // those stay behind, and the fields move to the upstream request.
+        let headers = if !chain.is_empty() {
             e.request.headers.clone()
         } else {
+            if worker.access_log_on() {
+                e.logged = Some(Box::new(LoggedHeaders::of(&e.request.headers)));
+            }
             std::mem::take(&mut e.request.headers)
         };
         (upstream_request(&e, headers, route, conn, upgrading), hash)
@@ -763,6 +765,7 @@ where
         metrics,
         status,
         ttfb: Instant::now(),
+        end: None,
         upstream_addr,
         bytes_received: received,
         bytes_sent: 0,

@@ -24,6 +24,14 @@ use writer::{Msg, Sink, Writer};
 
 /// Lines queued between the workers and the writer; about 8 MB at a typical line size.
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+/// A logging thread wakes the writer after this many lines (see `writer`'s module docs): far
+/// below [`CHANNEL_CAPACITY`], so a burst from every worker at once fits in the channel.
+const WAKE_EVERY: u32 = 256;
+
+thread_local! {
+    /// Lines this thread logged since it last woke the writer.
+    static SINCE_WAKE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 /// How long `flush` waits for the writer before giving up (a stuck disk must not hang shutdown).
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
@@ -122,6 +130,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running access log; share it as `Arc<AccessLog>`.
 pub struct AccessLog {
     tx: SyncSender<Msg>,
+    /// The writer thread, woken every [`WAKE_EVERY`] lines and for flushes.
+    writer: std::thread::Thread,
     dropped: Arc<AtomicU64>,
     reopen: Arc<AtomicBool>,
     closed: AtomicBool,
@@ -170,6 +180,7 @@ impl AccessLog {
             })?;
         Ok(Arc::new(AccessLog {
             tx,
+            writer: thread.thread().clone(),
             dropped,
             reopen,
             closed: AtomicBool::new(false),
@@ -186,7 +197,16 @@ impl AccessLog {
         }
         let line = json::format_line(e);
         match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
+            Ok(()) => {
+                let n = SINCE_WAKE.with(|c| {
+                    let n = c.get() + 1;
+                    c.set(if n >= WAKE_EVERY { 0 } else { n });
+                    n
+                });
+                if n >= WAKE_EVERY {
+                    self.writer.unpark();
+                }
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -229,6 +249,7 @@ impl AccessLog {
     pub fn flush(&self) {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         if self.tx.send(Msg::Flush(ack_tx)).is_ok() {
+            self.writer.unpark();
             // A timeout or a dead writer both mean there is nothing more to wait for.
             let _ = ack_rx.recv_timeout(FLUSH_WAIT);
         }
@@ -247,11 +268,13 @@ impl AccessLog {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => break,
                 Err(TrySendError::Full(back)) if Instant::now() < deadline => {
                     msg = back;
+                    self.writer.unpark();
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(TrySendError::Full(_)) => break,
             }
         }
+        self.writer.unpark();
         let left = deadline.saturating_duration_since(Instant::now());
         let exited = lock(&self.exited).recv_timeout(left);
         if matches!(exited, Err(RecvTimeoutError::Timeout)) {

@@ -188,3 +188,60 @@ telemetry:
     assert_eq!(failed["status"], 503);
     assert_eq!(failed["upstream_addr"], format!("127.0.0.1:{refused}"));
 }
+
+/// Without filters the request's header map moves to the upstream request (no copy): the
+/// access log still reports the headers as the client sent them, for a proxied request and for
+/// one whose upstream refused the connection.
+#[test]
+fn access_log_reports_the_client_headers_of_proxied_requests() {
+    let up = Upstream::start("up");
+    let refused = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - name: down
+        match: {{ path_prefix: "/down" }}
+        cluster: down
+      - name: up
+        match: {{ path_prefix: "/" }}
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{}"]
+  - name: down
+    endpoints: ["127.0.0.1:{refused}"]
+telemetry:
+  access_log: {{ path: "{{DIR}}/access.log", format: json }}
+"#,
+        up.addr
+    ));
+    let sent = [
+        ("host", "site.example"),
+        ("user-agent", "agent/2"),
+        ("referer", "https://from.example/page"),
+        ("x-forwarded-for", "203.0.113.9"),
+    ];
+    let r = get_with(&gw, "/hello", &sent);
+    assert_eq!(r.status, 200);
+    // The upstream got the forwarded value, the log keeps the received one.
+    assert_eq!(
+        r.json()["headers"]["x-forwarded-for"][0],
+        "203.0.113.9, 127.0.0.1"
+    );
+    assert_eq!(get_with(&gw, "/down", &sent).status, 503);
+    let lines = access_lines(&gw, 2);
+    for route in ["up", "down"] {
+        let line = lines
+            .iter()
+            .find(|l| l["route"] == route)
+            .unwrap_or_else(|| panic!("no line for route {route}: {lines:?}"));
+        assert_eq!(line["authority"], "site.example", "{line}");
+        assert_eq!(line["user_agent"], "agent/2", "{line}");
+        assert_eq!(line["referer"], "https://from.example/page", "{line}");
+        assert_eq!(line["x_forwarded_for"], "203.0.113.9", "{line}");
+    }
+}

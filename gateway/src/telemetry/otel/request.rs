@@ -2,12 +2,13 @@
 //! span per filter phase. Recorded as
 //! compact [`SpanRecord`]s when they end; the exporter thread turns them into OTLP spans.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
+
+use crate::wall_clock::unix_nanos;
 
 use super::attempts::Tries;
 use super::propagation::Incoming;
@@ -36,42 +37,10 @@ pub struct RequestTrace {
     user_agent: Option<HeaderValue>,
 }
 
-/// Nanoseconds since the Unix epoch for `at`, given that `anchor` (Instant) is `anchor_unix`.
-fn unix_nanos(anchor: Instant, anchor_unix: u64, at: Instant) -> u64 {
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    match at.checked_duration_since(anchor) {
-        Some(d) => anchor_unix.saturating_add(nanos(d)),
-        None => anchor_unix.saturating_sub(nanos(anchor - at)),
-    }
-}
-
-/// How long a thread's clock anchor is used before the wall clock is read again: long enough
-/// that reading it costs nothing per request, short enough that a stepped wall clock (NTP)
-/// shows in spans within a second.
-const ANCHOR_AGE: Duration = Duration::from_secs(1);
-
-thread_local! {
-    /// An `Instant` and the Unix time in nanoseconds read next to it.
-    static ANCHOR: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
-}
-
-/// The Unix time of `at` (a recent instant) from this thread's anchor: the request path reads
-/// the monotonic clock anyway, and the wall clock only about once a second.
+/// The Unix time of `at` (a recent instant) from this thread's anchor (see
+/// [`crate::wall_clock`]).
 fn unix_nanos_at(at: Instant) -> u64 {
-    ANCHOR.with(|c| {
-        let (anchor, unix) = match c.get() {
-            Some((t, u)) if at.saturating_duration_since(t) < ANCHOR_AGE => (t, u),
-            _ => {
-                let unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-                let fresh = (Instant::now(), unix);
-                c.set(Some(fresh));
-                fresh
-            }
-        };
-        unix_nanos(anchor, unix, at)
-    })
+    crate::wall_clock::unix_nanos_at(at)
 }
 
 impl RequestTrace {
