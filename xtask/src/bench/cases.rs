@@ -150,6 +150,10 @@ pub const CASES: &[CaseDef] = &[
         build: tracing,
     },
     CaseDef {
+        name: "access-log",
+        build: access_log,
+    },
+    CaseDef {
         name: "tls-h1",
         build: tls_h1,
     },
@@ -318,6 +322,52 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             ("sluice+wasm".into(), "sluice+headers".into()),
         ],
         notes,
+        client: Client::Wrk,
+    })
+}
+
+/// The cost of a JSON access log written to a file: Sluice and nginx each without and with one
+/// (nginx with the same fields where it has them, buffered as Sluice's writer buffers).
+fn access_log(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
+    const NAME: &str = "access-log";
+    let mut peers = Vec::new();
+    for (name, logged) in [("nginx", false), ("nginx+log", true)] {
+        let listen = ports.next()?;
+        let dir = ctx.dir(NAME, name);
+        let config = if logged {
+            configs::proxy_nginx_access_log(&dir, listen, ctx.upstream)
+        } else {
+            configs::proxy_nginx(&dir, listen, ctx.upstream)
+        };
+        peers.push(Peer {
+            name: name.into(),
+            kind: PeerKind::Nginx,
+            listen,
+            config,
+            dir,
+            expect_header: None,
+            tls: false,
+        });
+    }
+    peers.push(ctx.sluice(ports, NAME, "sluice", &SluiceSpec::default())?);
+    let log_path = ctx.dir(NAME, "sluice+log").join("access.log");
+    let spec = SluiceSpec {
+        telemetry: Some(json!({
+            "access_log": { "path": log_path.display().to_string(), "format": "json" },
+        })),
+        ..SluiceSpec::default()
+    };
+    peers.push(ctx.sluice(ports, NAME, "sluice+log", &spec)?);
+    Ok(Case {
+        name: NAME,
+        title: "Sluice and nginx without and with a JSON access log written to a file",
+        peers,
+        ratios: vec![
+            ("sluice+log".into(), "sluice".into()),
+            ("nginx+log".into(), "nginx".into()),
+            ("sluice+log".into(), "nginx+log".into()),
+        ],
+        notes: Vec::new(),
         client: Client::Wrk,
     })
 }

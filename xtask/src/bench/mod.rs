@@ -35,7 +35,7 @@ const LOAD_CORE: u32 = 0;
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Which case to run: `proxy`, `filters` or `all`.
+    /// Which case to run: `proxy`, `filters`, `tracing`, `access-log`, `tls-h1`, `tls-h2` or `all`.
     #[arg(long, default_value = "proxy")]
     case: String,
     /// Measured rounds per peer (the method asks for at least 3).
