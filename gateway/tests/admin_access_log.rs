@@ -221,3 +221,40 @@ fn full_queue_drops_and_counts_instead_of_blocking() -> Result<(), Box<dyn std::
     assert_eq!(written + dropped, LINES);
     Ok(())
 }
+
+/// A backlog larger than one pass of the writer (it handles a few thousand lines at a time and
+/// does not wait on the channel while lines flow) arrives whole and in order, without drops.
+#[test]
+fn a_backlog_is_written_whole_and_in_order() -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::{BufRead, BufReader};
+    // Below the queue's capacity, so that none may be dropped while the writer is stuck.
+    const LINES: usize = 12_000;
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success(), "mkfifo failed");
+    // The reader reads nothing until every line was logged: the writer gets stuck on the full
+    // pipe after a few hundred lines and the rest queue up, several passes' worth.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || -> std::io::Result<Vec<String>> {
+        let file = std::fs::File::open(&reader_path)?;
+        let _ = go_rx.recv();
+        BufReader::new(file).lines().collect()
+    });
+    let log = AccessLog::open(&config(&fifo))?;
+    let paths: Vec<String> = (0..LINES).map(|i| format!("/backlog/{i}")).collect();
+    for p in &paths {
+        log.log(&entry(p));
+    }
+    assert_eq!(log.dropped(), 0);
+    go_tx.send(())?;
+    drop(log);
+    let got = reader.join().map_err(|_| "reader panicked")??;
+    assert_eq!(got.len(), LINES);
+    for (i, line) in got.iter().enumerate() {
+        let v: Value = serde_json::from_str(line)?;
+        assert_eq!(v["path"], paths[i].as_str(), "line {i}");
+    }
+    Ok(())
+}

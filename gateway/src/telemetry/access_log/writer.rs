@@ -24,6 +24,9 @@ pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) const WRITE_TICK: Duration = Duration::from_millis(10);
 /// Ticks without a line after which the writer waits on the channel instead of ticking.
 pub(crate) const IDLE_TICKS: u32 = 5;
+/// Messages handled in one pass at most, so that the flush interval and the rotation check are
+/// kept under a steady stream (4096 lines a tick is some 400,000 lines a second).
+const DRAIN_MAX: usize = 4096;
 /// How often the file's path is checked for a rename (logrotate's `create` mode).
 const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// A failing disk must not flood the log with the same warning.
@@ -127,11 +130,15 @@ impl Writer {
         let mut last_flush = Instant::now();
         let mut last_check = Instant::now();
         let mut idle_ticks = IDLE_TICKS;
+        // The last pass stopped at `DRAIN_MAX` with more queued: the next one does not sleep.
+        let mut behind = false;
         loop {
-            let mut msg = if idle_ticks >= IDLE_TICKS {
+            let first = if idle_ticks >= IDLE_TICKS {
                 self.rx.recv_timeout(FLUSH_INTERVAL)
             } else {
-                std::thread::park_timeout(WRITE_TICK);
+                if !behind {
+                    std::thread::park_timeout(WRITE_TICK);
+                }
                 self.try_recv()
             };
             if last_check.elapsed() >= ROTATION_CHECK_INTERVAL {
@@ -141,8 +148,14 @@ impl Writer {
                 }
             }
             let mut lines = false;
-            // Everything queued, one message after the other.
-            loop {
+            let mut first = Some(first);
+            behind = true;
+            // What is queued, one message after the other (each taken only when it is handled).
+            for _ in 0..DRAIN_MAX {
+                let msg = match first.take() {
+                    Some(m) => m,
+                    None => self.try_recv(),
+                };
                 // Checked before each message, so a line logged after `reopen()` returned lands
                 // in the new file.
                 if self.reopen.load(Ordering::Acquire) && self.reopen.swap(false, Ordering::AcqRel)
@@ -165,9 +178,11 @@ impl Writer {
                         self.flush();
                         return;
                     }
-                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        behind = false;
+                        break;
+                    }
                 }
-                msg = self.try_recv();
             }
             idle_ticks = if lines {
                 0
