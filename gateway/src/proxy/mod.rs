@@ -453,7 +453,7 @@ fn prepare(
     upgrading: bool,
     max_body: u64,
 ) -> Option<Outgoing> {
-    let (req, hash) = {
+    let (mut req, hash) = {
         let mut e = ex.borrow_mut();
         e.cluster = Some(cluster.name.clone());
         let too_large = e
@@ -497,7 +497,6 @@ fn prepare(
         let limited = LimitedBody::wrap(body, max_body, tripped.clone(), received.clone());
         (limited, Some(tripped))
     };
-    let mut req = req;
     *req.body_mut() = body;
     let traced = ex.borrow().trace.as_ref().map(|t| TracedSend {
         span: t.start_upstream(req.headers_mut()),
