@@ -181,44 +181,68 @@ fn flushes_on_its_own() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A FIFO whose reader opens it (which lets the log's writer open it) but reads nothing until
+/// `go` is sent: the pipe, then the writer's buffer, then the log's queue fill up. The reader
+/// returns every line it read once the writer closes the pipe.
+struct HeldFifo {
+    path: std::path::PathBuf,
+    go: std::sync::mpsc::Sender<()>,
+    reader: std::thread::JoinHandle<std::io::Result<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl HeldFifo {
+    fn new() -> Result<HeldFifo, Box<dyn std::error::Error>> {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&path).status()?;
+        assert!(made.success(), "mkfifo failed");
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || -> std::io::Result<Vec<String>> {
+            let file = std::fs::File::open(&reader_path)?;
+            let _ = go_rx.recv();
+            BufReader::new(file).lines().collect()
+        });
+        Ok(HeldFifo {
+            path,
+            go,
+            reader,
+            _dir: dir,
+        })
+    }
+
+    /// Lets the reader read, closes `log` (the reader then sees end-of-file once the writer has
+    /// drained its queue) and returns the lines read.
+    fn release(
+        self,
+        log: std::sync::Arc<AccessLog>,
+    ) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        self.go.send(())?;
+        drop(log);
+        Ok(self.reader.join().map_err(|_| "reader panicked")??)
+    }
+}
+
 #[test]
 fn full_queue_drops_and_counts_instead_of_blocking() -> Result<(), Box<dyn std::error::Error>> {
-    use std::io::{BufRead, BufReader};
     const LINES: u64 = 100_000;
-    let dir = tempfile::tempdir()?;
-    let fifo = dir.path().join("pipe");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
-    assert!(made.success(), "mkfifo failed");
-
-    // The reader opens the pipe (which lets the writer's open proceed) but reads nothing until
-    // every line was logged, so the pipe, then the writer's buffer, then the queue fill up.
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let reader_path = fifo.clone();
-    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
-        let file = std::fs::File::open(&reader_path)?;
-        let _ = go_rx.recv();
-        let mut n = 0;
-        for line in BufReader::new(file).lines() {
-            let line = line?;
-            assert!(
-                serde_json::from_str::<Value>(&line).is_ok(),
-                "bad line {line}"
-            );
-            n += 1;
-        }
-        Ok(n)
-    });
-    let log = AccessLog::open(&config(&fifo))?;
+    let fifo = HeldFifo::new()?;
+    let log = AccessLog::open(&config(&fifo.path))?;
     for _ in 0..LINES {
         log.log(&entry("/flood"));
     }
     let dropped = log.dropped();
     assert!(dropped > 0, "a blocked writer must make lines drop");
-    go_tx.send(())?;
-    // Dropping closes the queue, so the reader sees end-of-file once the writer has drained it.
-    drop(log);
-    let written = reader.join().map_err(|_| "reader panicked")??;
-    assert_eq!(written + dropped, LINES);
+    let written = fifo.release(log)?;
+    for line in &written {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "bad line {line}"
+        );
+    }
+    assert_eq!(written.len() as u64 + dropped, LINES);
     Ok(())
 }
 
@@ -226,31 +250,17 @@ fn full_queue_drops_and_counts_instead_of_blocking() -> Result<(), Box<dyn std::
 /// does not wait on the channel while lines flow) arrives whole and in order, without drops.
 #[test]
 fn a_backlog_is_written_whole_and_in_order() -> Result<(), Box<dyn std::error::Error>> {
-    use std::io::{BufRead, BufReader};
-    // Below the queue's capacity, so that none may be dropped while the writer is stuck.
+    // Below the queue's capacity, so that none may be dropped while the writer is stuck (on
+    // the full pipe after a few hundred lines; the rest queue up, several passes' worth).
     const LINES: usize = 12_000;
-    let dir = tempfile::tempdir()?;
-    let fifo = dir.path().join("pipe");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
-    assert!(made.success(), "mkfifo failed");
-    // The reader reads nothing until every line was logged: the writer gets stuck on the full
-    // pipe after a few hundred lines and the rest queue up, several passes' worth.
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let reader_path = fifo.clone();
-    let reader = std::thread::spawn(move || -> std::io::Result<Vec<String>> {
-        let file = std::fs::File::open(&reader_path)?;
-        let _ = go_rx.recv();
-        BufReader::new(file).lines().collect()
-    });
-    let log = AccessLog::open(&config(&fifo))?;
+    let fifo = HeldFifo::new()?;
+    let log = AccessLog::open(&config(&fifo.path))?;
     let paths: Vec<String> = (0..LINES).map(|i| format!("/backlog/{i}")).collect();
     for p in &paths {
         log.log(&entry(p));
     }
     assert_eq!(log.dropped(), 0);
-    go_tx.send(())?;
-    drop(log);
-    let got = reader.join().map_err(|_| "reader panicked")??;
+    let got = fifo.release(log)?;
     assert_eq!(got.len(), LINES);
     for (i, line) in got.iter().enumerate() {
         let v: Value = serde_json::from_str(line)?;

@@ -144,8 +144,9 @@ fn access_lines(gw: &Gateway, n: usize) -> Vec<serde_json::Value> {
     panic!("fewer than {n} access log lines in {}", path.display());
 }
 
-#[test]
-fn access_log_names_the_upstream_endpoint_of_proxied_and_failed_requests() {
+/// A gateway with an access log, a route `up` to a live upstream and a route `down` (paths
+/// under `/down`) to a refused port: the upstream and that port come back with it.
+fn logged_up_and_down() -> (Gateway, Upstream, u16) {
     let up = Upstream::start("up");
     let refused = free_port();
     let gw = Gateway::start(&format!(
@@ -171,20 +172,28 @@ telemetry:
 "#,
         up.addr
     ));
+    (gw, up, refused)
+}
+
+/// The line of `route` among `lines`.
+fn line_of<'a>(lines: &'a [serde_json::Value], route: &str) -> &'a serde_json::Value {
+    lines
+        .iter()
+        .find(|l| l["route"] == route)
+        .unwrap_or_else(|| panic!("no line for route {route}: {lines:?}"))
+}
+
+#[test]
+fn access_log_names_the_upstream_endpoint_of_proxied_and_failed_requests() {
+    let (gw, up, refused) = logged_up_and_down();
     assert_eq!(get(&gw, "/hello").status, 200);
     assert_eq!(get(&gw, "/down").status, 503);
     let lines = access_lines(&gw, 2);
-    let by_route = |route: &str| {
-        lines
-            .iter()
-            .find(|l| l["route"] == route)
-            .unwrap_or_else(|| panic!("no line for route {route}: {lines:?}"))
-    };
-    let ok = by_route("up");
+    let ok = line_of(&lines, "up");
     assert_eq!(ok["status"], 200);
     assert_eq!(ok["cluster"], "up");
     assert_eq!(ok["upstream_addr"], up.addr.to_string());
-    let failed = by_route("down");
+    let failed = line_of(&lines, "down");
     assert_eq!(failed["status"], 503);
     assert_eq!(failed["upstream_addr"], format!("127.0.0.1:{refused}"));
 }
@@ -194,31 +203,7 @@ telemetry:
 /// one whose upstream refused the connection.
 #[test]
 fn access_log_reports_the_client_headers_of_proxied_requests() {
-    let up = Upstream::start("up");
-    let refused = free_port();
-    let gw = Gateway::start(&format!(
-        r#"
-workers: 1
-listeners:
-  - name: public
-    address: "127.0.0.1:{{PORT}}"
-    routes:
-      - name: down
-        match: {{ path_prefix: "/down" }}
-        cluster: down
-      - name: up
-        match: {{ path_prefix: "/" }}
-        cluster: up
-clusters:
-  - name: up
-    endpoints: ["{}"]
-  - name: down
-    endpoints: ["127.0.0.1:{refused}"]
-telemetry:
-  access_log: {{ path: "{{DIR}}/access.log", format: json }}
-"#,
-        up.addr
-    ));
+    let (gw, _up, _refused) = logged_up_and_down();
     let sent = [
         ("host", "site.example"),
         ("user-agent", "agent/2"),
@@ -235,10 +220,7 @@ telemetry:
     assert_eq!(get_with(&gw, "/down", &sent).status, 503);
     let lines = access_lines(&gw, 2);
     for route in ["up", "down"] {
-        let line = lines
-            .iter()
-            .find(|l| l["route"] == route)
-            .unwrap_or_else(|| panic!("no line for route {route}: {lines:?}"));
+        let line = line_of(&lines, route);
         assert_eq!(line["authority"], "site.example", "{line}");
         assert_eq!(line["user_agent"], "agent/2", "{line}");
         assert_eq!(line["referer"], "https://from.example/page", "{line}");
