@@ -5,18 +5,20 @@
 #   bench/callgrind.sh [--case CASE] [--bin PATH] [-n REQUESTS] [--keep DIR] [--plugin PATH.wasm]
 #                      [--atomics]
 #
-# CASE: proxy (default) | accesslog | headers | wasm | trace1 | trace100 | nginx
+# CASE: proxy (default) | accesslog | headers | wasm | trace1 | trace100 | h2c | nginx
 #   proxy     Sluice, one worker, one route to one cluster (the `proxy` bench case)
 #   accesslog plus the JSON access log, written to a file
 #   headers   plus the native `headers` filter adding one response header
 #   wasm      plus a wasm plugin adding the same header (default target/plugins/add_header.wasm)
 #   trace1    tracing, 1 % sampled, OTLP/HTTP to the upstream nginx (which answers POSTs)
 #   trace100  the same, every request sampled
+#   h2c       Sluice as in proxy, the clients speaking HTTP/2 with prior knowledge (10
+#             concurrent streams per connection; the upstream side stays HTTP/1.1)
 #   nginx     nginx as the reverse proxy (the reference), one process
 # --bin: the sluice binary (default: target/profiling/sluice, built with
 #   `cargo build --profile profiling -p sluice` if missing; published figures use release).
 #
-# The upstream is Debian's nginx answering `hello\n`; the load is h2load --h1 with 16
+# The upstream is Debian's nginx answering `hello\n`; the load is h2load --h1 (h2c: h2load) with 16
 # keep-alive connections: 3 000 warm-up requests uncounted, then REQUESTS (default 20 000)
 # counted. Prints total instructions (Ir, user space of the whole process, every thread) and
 # Ir per request. --keep DIR keeps callgrind's output there for callgrind_annotate. --atomics
@@ -72,9 +74,10 @@ sed -e "s#{{DIR}}#$work/up#g" -e "s#{{LISTEN}}#127.0.0.1:$up_port#g" \
 "$nginx_bin" -p "$work/up" -c "$work/up/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
-filters="[]" plugins="[]" telemetry=""
+filters="[]" plugins="[]" telemetry="" protocols=http1 load=(--h1)
 case $case_ in
   proxy) ;;
+  h2c) protocols="http1, http2" load=(-m 10) ;;
   headers) filters='[{ name: headers, config: { response: { add: [{ name: x-bench, value: "1" }] } } }]' ;;
   wasm)
     plugin=${plugin:-$target/plugins/add_header.wasm}
@@ -105,7 +108,7 @@ workers: 1
 listeners:
   - name: bench
     address: "127.0.0.1:$proxy_port"
-    protocols: [http1]
+    protocols: [$protocols]
     filters: $filters
     routes:
       - match: { path_prefix: "/" }
@@ -135,9 +138,9 @@ if [ "$case_" = wasm ] || [ "$case_" = headers ]; then
   curl -fsS -D - -o /dev/null "$url" | grep -qi '^x-bench: 1' || { echo "x-bench header missing" >&2; exit 1; }
 fi
 
-h2load --h1 -n 3000 -c 16 "$url" >/dev/null
+h2load "${load[@]}" -n 3000 -c 16 "$url" >/dev/null
 callgrind_control -i on "$vg_pid" >/dev/null
-h2load --h1 -n "$n" -c 16 "$url" >"$work/h2load.txt"
+h2load "${load[@]}" -n "$n" -c 16 "$url" >"$work/h2load.txt"
 callgrind_control -i off "$vg_pid" >/dev/null
 callgrind_control -d "$vg_pid" >/dev/null
 grep -q "status codes: $n 2xx" "$work/h2load.txt" || { cat "$work/h2load.txt" >&2; echo "not every request succeeded" >&2; exit 1; }

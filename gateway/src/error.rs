@@ -102,13 +102,6 @@ pub fn grpc_error(code: u8, details: &'static str) -> LocalResponse {
         )
 }
 
-/// Whether a request is gRPC (content-type application/grpc*).
-pub fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

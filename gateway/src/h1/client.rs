@@ -354,14 +354,19 @@ fn encode_head<B>(req: &Request<B>, framing: RequestFraming, out: &mut Vec<u8>) 
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let headers = req.headers();
-    if !headers.contains_key(header::HOST) {
+    // One pass of name comparisons instead of two hashed lookups (a head has few fields).
+    let (mut has_host, mut has_length) = (false, false);
+    for name in headers.keys() {
+        has_host |= *name == header::HOST;
+        has_length |= *name == header::CONTENT_LENGTH;
+    }
+    if !has_host {
         if let Some(a) = uri.authority() {
             out.extend_from_slice(b"host: ");
             out.extend_from_slice(a.as_str().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
     }
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
     for (name, value) in headers {
         // Framing is ours to write: the client's `Transfer-Encoding` was hop-by-hop, and a
         // `Content-Length` is rewritten below when the body it described is gone.

@@ -243,7 +243,12 @@ pub fn chunked_last(map: &HeaderMap) -> bool {
 /// several values disagree (RFC 9112 §6.3: the message is invalid).
 pub fn content_length(map: &HeaderMap) -> Result<Option<u64>, BadField> {
     let mut found = None;
-    for v in map.get_all(http::header::CONTENT_LENGTH) {
+    // A pass of name comparisons (a head has few fields) instead of a hashed lookup.
+    let values = map
+        .iter()
+        .filter(|(name, _)| *name == http::header::CONTENT_LENGTH)
+        .map(|(_, v)| v);
+    for v in values {
         for part in v.as_bytes().split(|b| *b == b',') {
             let n = parse_u64(trim(part)).ok_or(BadField)?;
             if found.is_some_and(|f| f != n) {

@@ -17,12 +17,75 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // One pass of cheap name comparisons first: most heads carry at most `Connection`, and a
     // removal hashes the name and shifts the map, several times per request otherwise.
-    if h.keys().any(|n| is_hop_by_hop(n, keep_upgrade)) {
+    let present = h.keys().any(|n| is_hop_by_hop(n, keep_upgrade));
+    remove_hop_by_hop_found(h, keep_upgrade, present);
+}
+
+/// [`remove_hop_by_hop`] when whether any hop-by-hop field is present is already known (see
+/// [`RequestFields`]).
+pub fn remove_hop_by_hop_found(h: &mut HeaderMap, keep_upgrade: bool, present: bool) {
+    if present {
         remove_listed(h, keep_upgrade);
     }
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// The fields of a request head the proxy acts on when it builds the upstream request, found
+/// in one pass of name comparisons. A standard name compares as a small integer, and a request
+/// head has few fields, so the pass costs less than the five hashed lookups it replaces.
+#[derive(Debug, Default)]
+pub struct RequestFields {
+    /// The first `Content-Length` value, when it is a number.
+    pub content_length: Option<u64>,
+    /// The first `TE` value.
+    pub te: Option<HeaderValue>,
+    pub host: bool,
+    pub expect: bool,
+    /// A field [`remove_hop_by_hop`] removes whatever `Connection` says, or `Connection`.
+    pub hop_by_hop: bool,
+}
+
+impl RequestFields {
+    /// One pass over `h`; `keep_upgrade` as for [`remove_hop_by_hop`].
+    pub fn of(h: &HeaderMap, keep_upgrade: bool) -> Self {
+        let mut f = RequestFields::default();
+        let mut length_seen = false;
+        for (name, value) in h {
+            if *name == header::HOST {
+                f.host = true;
+            } else if *name == header::CONTENT_LENGTH {
+                if !length_seen {
+                    length_seen = true;
+                    f.content_length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+                }
+            } else if *name == header::EXPECT {
+                f.expect = true;
+            } else if is_hop_by_hop(name, keep_upgrade) {
+                f.hop_by_hop = true;
+                if *name == header::TE && f.te.is_none() {
+                    f.te = Some(value.clone());
+                }
+            }
+        }
+        f
+    }
+}
+
+/// What the request path reads of a request head before its filters run, in one pass: whether
+/// it is a gRPC request (`Content-Type: application/grpc…`) and its first `x-request-id`.
+pub fn grpc_and_request_id(h: &HeaderMap) -> (bool, Option<&HeaderValue>) {
+    let (mut grpc, mut id) = (None, None);
+    for (name, value) in h {
+        if *name == header::CONTENT_TYPE {
+            grpc.get_or_insert(value);
+        } else if *name == X_REQUEST_ID {
+            id.get_or_insert(value);
+        }
+    }
+    let grpc = grpc.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    (grpc, id)
 }
 
 /// Whether `name` is removed by [`remove_hop_by_hop`] whatever `Connection` says.
@@ -223,6 +286,75 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    fn head(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in fields {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn request_fields_agree_with_the_lookups_they_replace() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[],
+            &[("host", "a"), ("user-agent", "u")],
+            &[
+                ("content-length", "12"),
+                ("content-length", "13"),
+                ("expect", "100-continue"),
+            ],
+            &[("content-length", "x12")],
+            &[("te", "trailers"), ("te", "gzip"), ("x-a", "1")],
+            &[("connection", "x-a"), ("x-a", "1"), ("host", "h")],
+            &[("upgrade", "websocket"), ("connection", "upgrade")],
+            &[("proxy-authorization", "Basic a"), ("keep-alive", "5")],
+        ];
+        for fields in cases {
+            let h = head(fields);
+            for upgrade in [false, true] {
+                let f = RequestFields::of(&h, upgrade);
+                let length = h
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                assert_eq!(f.content_length, length, "{fields:?}");
+                assert_eq!(f.te.as_ref(), h.get(header::TE), "{fields:?}");
+                assert_eq!(f.host, h.contains_key(header::HOST), "{fields:?}");
+                assert_eq!(f.expect, h.contains_key(header::EXPECT), "{fields:?}");
+                let hop = h.keys().any(|n| is_hop_by_hop(n, upgrade));
+                assert_eq!(f.hop_by_hop, hop, "{fields:?} upgrade={upgrade}");
+                // And removing with the known answer leaves what the lookup version leaves.
+                let (mut a, mut b) = (h.clone(), h.clone());
+                remove_hop_by_hop(&mut a, upgrade);
+                remove_hop_by_hop_found(&mut b, upgrade, f.hop_by_hop);
+                assert_eq!(a, b, "{fields:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn grpc_and_the_first_request_id_are_found_in_one_pass() {
+        let h = head(&[
+            ("x-request-id", "first"),
+            ("content-type", "application/grpc+proto"),
+            ("x-request-id", "second"),
+        ]);
+        let (grpc, id) = grpc_and_request_id(&h);
+        assert!(grpc);
+        assert_eq!(id.map(HeaderValue::as_bytes), Some(&b"first"[..]));
+        let json = head(&[("content-type", "application/json")]);
+        let (grpc, id) = grpc_and_request_id(&json);
+        assert!(!grpc);
+        assert!(id.is_none());
+        // Only the first content type counts, as a lookup would find it.
+        let h = head(&[
+            ("content-type", "text/plain"),
+            ("content-type", "application/grpc"),
+        ]);
+        assert!(!grpc_and_request_id(&h).0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 
 use crate::body::{self, ProxyBody};
-use crate::error::{self, ProxyError};
+use crate::error::ProxyError;
 use crate::filter::chain::{Chain, SharedExchange};
 use crate::filter::{Exchange, LocalResponse, LoggedHeaders, Phases, RequestInfo};
 use crate::router::{Action, Route};
@@ -162,7 +162,8 @@ pub async fn handle(
         headers_end_stream: req.body().is_end_stream(),
     };
     let (parts, incoming) = req.into_parts();
-    let grpc = error::is_grpc(&parts.headers);
+    let (grpc, request_id) = headers::grpc_and_request_id(&parts.headers);
+    let request_id = request_id.filter(|v| !v.is_empty()).cloned();
     let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, parts)));
 
     let mut resp = 'serve: {
@@ -176,7 +177,7 @@ pub async fn handle(
             break 'serve Box::pin(local(&worker, &conn, ex, None, metrics, r)).await;
         };
         let route = listener.router.find(&ex.borrow().request);
-        ensure_request_id(&ex);
+        ensure_request_id(&ex, request_id);
         if let Some(t) = worker.tracer() {
             let mut e = ex.borrow_mut();
             e.trace = t.start(&e.request.headers, e.info.start);
@@ -272,11 +273,13 @@ async fn dispatch(
     }
 }
 
-fn ensure_request_id(ex: &SharedExchange) {
+/// The request's id: `found`, the client's non-empty `x-request-id`, or a new one, which is
+/// then set on the request.
+fn ensure_request_id(ex: &SharedExchange, found: Option<HeaderValue>) {
     let mut e = ex.borrow_mut();
-    let id = match e.request.headers.get(&headers::X_REQUEST_ID) {
-        Some(v) if !v.is_empty() => v.clone(),
-        _ => {
+    let id = match found {
+        Some(v) => v,
+        None => {
             let v = headers::new_request_id();
             e.request
                 .headers
@@ -456,13 +459,8 @@ fn prepare(
     let (mut req, hash) = {
         let mut e = ex.borrow_mut();
         e.cluster = Some(cluster.name.clone());
-        let too_large = e
-            .request
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > max_body);
+        let fields = headers::RequestFields::of(&e.request.headers, upgrading);
+        let too_large = fields.content_length.is_some_and(|n| n > max_body);
         if too_large {
             return None;
         }
@@ -479,7 +477,10 @@ fn prepare(
             }
             std::mem::take(&mut e.request.headers)
         };
-        (upstream_request(&e, headers, route, conn, upgrading), hash)
+        (
+            upstream_request(&e, headers, &fields, route, conn, upgrading),
+            hash,
+        )
     };
     let received = Rc::new(Cell::new(0u64));
     // Most requests have no body: send an empty one (a zero-sized box, no allocation), with no
@@ -574,22 +575,24 @@ async fn respond_through_body_filters(
 fn upstream_request(
     e: &Exchange,
     mut headers: http::HeaderMap,
+    fields: &headers::RequestFields,
     route: &Route,
     conn: &ConnState,
     upgrade: bool,
 ) -> Box<Request<ProxyBody>> {
     let src = &e.request;
-    let te = headers.get(header::TE).cloned();
-    headers::remove_hop_by_hop(&mut headers, upgrade);
-    headers::keep_te_trailers(te.as_ref(), &mut headers);
-    headers.remove(header::EXPECT);
+    headers::remove_hop_by_hop_found(&mut headers, upgrade, fields.hop_by_hop);
+    headers::keep_te_trailers(fields.te.as_ref(), &mut headers);
+    if fields.expect {
+        headers.remove(header::EXPECT);
+    }
     match &conn.forwarded_for {
         Some(client) => headers::set_forwarded_value(&mut headers, client, conn.scheme),
         None => headers::set_forwarded(&mut headers, conn.client.ip(), conn.scheme),
     }
     if let Some(h) = &route.rewrite_host {
         headers.insert(header::HOST, h.clone());
-    } else if !headers.contains_key(header::HOST) {
+    } else if !fields.host {
         if let Some(a) = src.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                 headers.insert(header::HOST, v);
