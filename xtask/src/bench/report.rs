@@ -140,6 +140,32 @@ fn fmt_latency(us: f64) -> String {
     }
 }
 
+/// The lowest and highest of the per-round ratios `f(a) / f(b)`, round i of `a` against round
+/// i of `b`: the rounds are interleaved, so a pair was measured within a few seconds, and the
+/// range shows how far the machine moved the ratio during the run. `None` without a pair.
+pub fn round_ratio_range(
+    a: &PeerResult,
+    b: &PeerResult,
+    f: fn(&Round) -> f64,
+) -> Option<(f64, f64)> {
+    a.rounds
+        .iter()
+        .zip(&b.rounds)
+        .map(|(x, y)| f(x) / f(y))
+        .filter(|r| r.is_finite())
+        .fold(None, |acc, r| match acc {
+            None => Some((r, r)),
+            Some((lo, hi)) => Some((f64::min(lo, r), f64::max(hi, r))),
+        })
+}
+
+fn fmt_range(range: Option<(f64, f64)>) -> String {
+    match range {
+        Some((lo, hi)) => format!("{lo:.2}–{hi:.2}×"),
+        None => "–".into(),
+    }
+}
+
 fn fmt_ratio(a: f64, b: f64) -> String {
     if a.is_finite() && b.is_finite() && b > 0.0 {
         format!("{:.2}×", a / b)
@@ -214,18 +240,22 @@ impl CaseResult {
             .iter()
             .filter_map(|(a, b)| {
                 let (ma, mb) = (self.summary_of(a)?, self.summary_of(b)?);
+                let (pa, pb) = (self.peer(a)?, self.peer(b)?);
                 Some(format!(
-                    "| {a} / {b} | {} | {} | {} | {} |",
+                    "| {a} / {b} | {} | {} | {} | {} | {} | {} |",
                     fmt_ratio(ma.requests_per_second, mb.requests_per_second),
                     fmt_ratio(ma.p99_us, mb.p99_us),
                     fmt_ratio(ma.cpu_us_per_request, mb.cpu_us_per_request),
-                    fmt_ratio(ma.peak_rss_kib, mb.peak_rss_kib)
+                    fmt_ratio(ma.peak_rss_kib, mb.peak_rss_kib),
+                    fmt_range(round_ratio_range(pa, pb, |r| r.wrk.requests_per_second)),
+                    fmt_range(round_ratio_range(pa, pb, Round::cpu_us_per_request)),
                 ))
             })
             .collect();
         if !ratios.is_empty() {
             s.push_str(
-                "\n| ratio | req/s | p99 | CPU/request | peak RSS |\n|---|---:|---:|---:|---:|\n",
+                "\n| ratio | req/s | p99 | CPU/request | peak RSS | req/s, round by round | CPU/request, round by round |\n\
+                 |---|---:|---:|---:|---:|---:|---:|\n",
             );
             for r in ratios {
                 s.push_str(&r);
@@ -248,7 +278,11 @@ impl CaseResult {
     }
 
     fn summary_of(&self, name: &str) -> Option<Summary> {
-        self.peers.iter().find(|p| p.name == name)?.summary()
+        self.peer(name)?.summary()
+    }
+
+    fn peer(&self, name: &str) -> Option<&PeerResult> {
+        self.peers.iter().find(|p| p.name == name)
     }
 
     /// Every round of every peer, plus the medians.
@@ -289,11 +323,28 @@ impl CaseResult {
                 json!({ "name": p.name, "failure": p.failure, "rounds": rounds, "median": median })
             })
             .collect();
+        // Per pair: the lowest and highest round-by-round ratios (see `round_ratio_range`).
+        let ranges: Vec<Value> = self
+            .ratios
+            .iter()
+            .filter_map(|(a, b)| {
+                let (pa, pb) = (self.peer(a)?, self.peer(b)?);
+                let range =
+                    |f: fn(&Round) -> f64| round_ratio_range(pa, pb, f).map(|(lo, hi)| [lo, hi]);
+                Some(json!({
+                    "subject": a,
+                    "reference": b,
+                    "requests_per_second": range(|r| r.wrk.requests_per_second),
+                    "cpu_us_per_request": range(Round::cpu_us_per_request),
+                }))
+            })
+            .collect();
         json!({
             "name": self.name,
             "title": self.title,
             "peers": peers,
             "ratios": self.ratios,
+            "ratio_ranges": ranges,
             "notes": self.notes,
         })
     }
@@ -461,8 +512,11 @@ mod tests {
             md.contains("| nginx | 95,000 | 750 µs | 1.50 ms | 10.00 µs | 95 % | 13.0 MiB | 0 |"),
             "{md}"
         );
+        // One sluice round: paired with nginx's first (90,000 req/s, 10 µs per request).
         assert!(
-            md.contains("| sluice / nginx | 0.50× | 2.00× | 2.00× | 2.00× |"),
+            md.contains(
+                "| sluice / nginx | 0.50× | 2.00× | 2.00× | 2.00× | 0.53–0.53× | 2.00–2.00× |"
+            ),
             "{md}"
         );
         assert!(!md.contains("sluice / haproxy"), "{md}");
@@ -470,6 +524,45 @@ mod tests {
         let js = case.json();
         assert_eq!(js["peers"][0]["median"]["requests_per_second"], 95_000.0);
         assert!(js["peers"][1]["median"].is_null());
+    }
+
+    #[test]
+    fn round_by_round_ratios_pair_the_interleaved_rounds() {
+        let peer = |name: &str, rps: &[f64]| PeerResult {
+            name: name.into(),
+            rounds: rps
+                .iter()
+                .map(|&r| round(r, 1000.0, (r * 5.0) as u64, 5.0, 1024))
+                .collect(),
+            failure: None,
+        };
+        // Medians 100 and 100, but round by round 0.90, 1.00 and 1.10.
+        let a = peer("a", &[90.0, 100.0, 110.0]);
+        let b = peer("b", &[100.0, 100.0, 100.0]);
+        let (lo, hi) = round_ratio_range(&a, &b, |r| r.wrk.requests_per_second).expect("pairs");
+        assert!(
+            (lo - 0.9).abs() < 1e-9 && (hi - 1.1).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = round_ratio_range(&a, &b, Round::cpu_us_per_request).expect("pairs");
+        assert!((lo - 100.0 / 110.0).abs() < 1e-9 && (hi - 100.0 / 90.0).abs() < 1e-9);
+        // A peer without rounds pairs with nothing; extra rounds of the other are left out.
+        assert!(round_ratio_range(&a, &peer("c", &[]), |r| r.wrk.requests_per_second).is_none());
+        let short = peer("d", &[100.0]);
+        assert_eq!(
+            round_ratio_range(&a, &short, |r| r.wrk.requests_per_second),
+            Some((0.9, 0.9))
+        );
+        let case = CaseResult {
+            name: "proxy",
+            title: "t",
+            peers: vec![a, b],
+            ratios: vec![("a".into(), "b".into())],
+            notes: vec![],
+        };
+        let js = case.json();
+        assert_eq!(js["ratio_ranges"][0]["subject"], "a");
+        assert_eq!(js["ratio_ranges"][0]["requests_per_second"][1], 1.1);
     }
 
     #[test]
