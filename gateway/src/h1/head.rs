@@ -301,17 +301,20 @@ pub fn write_u64(n: u64, out: &mut impl bytes::BufMut) {
     out.put_slice(&digits[i..]);
 }
 
+/// A map of `pairs`, appended in order (for tests here and elsewhere in the crate).
+#[cfg(test)]
+pub(crate) fn map_of(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut m = HeaderMap::new();
+    for (k, v) in pairs {
+        m.append(*k, HeaderValue::from_static(v));
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
+    use super::map_of as map;
     use super::*;
-
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(*k, HeaderValue::from_static(v));
-        }
-        m
-    }
 
     #[test]
     fn content_length_rules() {

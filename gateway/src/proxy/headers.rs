@@ -268,6 +268,7 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h1::head::map_of as head;
 
     #[test]
     fn hop_by_hop_removed_including_connection_listed() {
@@ -286,14 +287,6 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
-    }
-
-    fn head(fields: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in fields {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
     }
 
     #[test]
