@@ -17,12 +17,19 @@ use super::{Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases};
 pub struct ChainEntry {
     pub filter: Arc<dyn HttpFilter>,
     pub phases: Phases,
+    /// [`HttpFilter::reads_request_headers_later`], read once.
+    pub reads_request_later: bool,
 }
 
 impl ChainEntry {
     pub fn new(filter: Arc<dyn HttpFilter>) -> Self {
         let phases = filter.phases();
-        ChainEntry { filter, phases }
+        let reads_request_later = filter.reads_request_headers_later();
+        ChainEntry {
+            filter,
+            phases,
+            reads_request_later,
+        }
     }
 }
 
@@ -31,12 +38,19 @@ impl ChainEntry {
 pub struct FilterList {
     pub entries: Vec<ChainEntry>,
     pub phases: Phases,
+    /// Some filter of the list reads the request headers after the request phase.
+    pub reads_request_later: bool,
 }
 
 impl FilterList {
     pub fn new(entries: Vec<ChainEntry>) -> Self {
         let phases = entries.iter().fold(Phases::NONE, |acc, e| acc | e.phases);
-        FilterList { entries, phases }
+        let reads_request_later = entries.iter().any(|e| e.reads_request_later);
+        FilterList {
+            entries,
+            phases,
+            reads_request_later,
+        }
     }
 }
 
@@ -63,6 +77,15 @@ impl Chain {
             Some(r) => l | r.phases,
             None => l,
         }
+    }
+
+    /// Whether a filter of the chain reads the request headers after the request phase (see
+    /// [`HttpFilter::reads_request_headers_later`]).
+    pub fn reads_request_later(&self) -> bool {
+        self.listener
+            .as_ref()
+            .is_some_and(|l| l.reads_request_later)
+            || self.route.as_ref().is_some_and(|r| r.reads_request_later)
     }
 
     pub fn len(&self) -> usize {
@@ -217,5 +240,72 @@ impl Chain {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A filter with these phases that keeps the trait's answer to whether it reads the
+    /// request headers later.
+    struct Default(Phases);
+
+    impl HttpFilter for Default {
+        fn name(&self) -> &str {
+            "default"
+        }
+        fn phases(&self) -> Phases {
+            self.0
+        }
+    }
+
+    /// A filter with request and response phases that says it does not read the request
+    /// headers after the request phase.
+    struct SaysNo;
+
+    impl HttpFilter for SaysNo {
+        fn name(&self) -> &str {
+            "says-no"
+        }
+        fn phases(&self) -> Phases {
+            Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS
+        }
+        fn reads_request_headers_later(&self) -> bool {
+            false
+        }
+    }
+
+    fn list(filters: Vec<Arc<dyn HttpFilter>>) -> Option<Arc<FilterList>> {
+        let entries = filters.into_iter().map(ChainEntry::new).collect();
+        Some(Arc::new(FilterList::new(entries)))
+    }
+
+    #[test]
+    fn the_request_headers_are_kept_only_for_a_filter_that_reads_them_later() {
+        // The trait's default: any phase after the request headers may read them.
+        assert!(!Default(Phases::REQUEST_HEADERS).reads_request_headers_later());
+        for later in [
+            Phases::REQUEST_BODY,
+            Phases::REQUEST_TRAILERS,
+            Phases::RESPONSE_HEADERS,
+            Phases::RESPONSE_BODY,
+            Phases::RESPONSE_TRAILERS,
+            Phases::LOG,
+        ] {
+            assert!(Default(Phases::REQUEST_HEADERS | later).reads_request_headers_later());
+        }
+
+        let request_only = || -> Arc<dyn HttpFilter> { Arc::new(Default(Phases::REQUEST_HEADERS)) };
+        let says_no = || -> Arc<dyn HttpFilter> { Arc::new(SaysNo) };
+        let reads = || -> Arc<dyn HttpFilter> { Arc::new(Default(Phases::RESPONSE_HEADERS)) };
+        let chain = |listener, route| Chain { listener, route };
+        assert!(!chain(None, None).reads_request_later());
+        assert!(!chain(list(vec![request_only(), says_no()]), None).reads_request_later());
+        assert!(!chain(None, list(vec![says_no()])).reads_request_later());
+        assert!(
+            chain(list(vec![request_only()]), list(vec![says_no(), reads()])).reads_request_later()
+        );
+        assert!(chain(list(vec![reads()]), list(vec![says_no()])).reads_request_later());
     }
 }

@@ -314,6 +314,12 @@ impl HttpFilter for Headers {
         p
     }
 
+    /// The response operations render fixed values and the connection's and route's
+    /// variables: never the request headers.
+    fn reads_request_headers_later(&self) -> bool {
+        false
+    }
+
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         // Take the map out so templates can read the rest of the exchange while it is changed.
         let mut headers = std::mem::take(&mut cx.ex.request.headers);
@@ -407,6 +413,10 @@ response:
         ex.request_id = Some(HeaderValue::from_static("rid-1"));
         f.on_request_headers(&mut ex.cx(0));
         assert_eq!(ex.request.headers["x-client"], "192.0.2.7");
+        // The filter says its response phase does not read the request headers: the proxy
+        // moves them to the upstream request, and the phase renders the same without them.
+        assert!(!f.reads_request_headers_later());
+        ex.request.headers.clear();
         respond(&mut ex, 200);
         f.on_response_headers(&mut ex.cx(0));
         assert_eq!(ex.response.unwrap().headers["x-served"], "public/api/rid-1");

@@ -506,6 +506,11 @@ impl HttpFilter for LocalRateLimit {
         }
     }
 
+    /// The response headers come from the request phase's state.
+    fn reads_request_headers_later(&self) -> bool {
+        false
+    }
+
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         let now = self.state.now();
         let ip = cx.ex.info.client_addr.ip().to_canonical();

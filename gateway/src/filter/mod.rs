@@ -53,6 +53,9 @@ impl Phases {
     pub const RESPONSE_TRAILERS: Phases = Phases(32);
     pub const LOG: Phases = Phases(64);
     pub const ALL: Phases = Phases(127);
+    /// Every phase that runs after the request headers were sent on (body, trailers,
+    /// response, log).
+    pub const AFTER_REQUEST_HEADERS: Phases = Phases(127 & !1);
 
     pub const fn union(self, other: Phases) -> Phases {
         Phases(self.0 | other.0)
@@ -280,6 +283,15 @@ pub trait HttpFilter: Send + Sync + 'static {
 
     fn phases(&self) -> Phases {
         Phases::REQUEST_HEADERS
+    }
+
+    /// Whether a phase after the request headers (body, trailers, response, log) reads
+    /// `cx.ex.request.headers`. The request's header map moves to the upstream request when it
+    /// is sent; the proxy keeps a copy for the later phases only when a filter of the chain
+    /// says it reads it. The default assumes it does whenever the filter has such a phase:
+    /// answer `false` only for a filter whose later phases never look at the request headers.
+    fn reads_request_headers_later(&self) -> bool {
+        self.phases().intersects(Phases::AFTER_REQUEST_HEADERS)
     }
 
     fn on_request_headers(&self, _cx: &mut FilterCx<'_>) -> Flow {

@@ -90,6 +90,11 @@ impl HttpFilter for RequestId {
         }
     }
 
+    /// The echo reads the exchange's request id, not the request headers.
+    fn reads_request_headers_later(&self) -> bool {
+        false
+    }
+
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         let id = self.incoming(cx).unwrap_or_else(uuid_v4);
         // `insert` also collapses repeated incoming ids into the one kept.
@@ -160,6 +165,9 @@ mod tests {
         let id = ex.request.headers.get("x-request-id").unwrap().clone();
         assert!(is_uuid_v4(id.to_str().unwrap()), "{id:?}");
         assert_eq!(ex.request_id.as_ref(), Some(&id));
+        // The echo does not read the request headers, which have moved on by then.
+        assert!(!f.reads_request_headers_later());
+        ex.request.headers.clear();
         respond(&mut ex, 200);
         assert!(is_continue(&f.on_response_headers(&mut ex.cx(0))));
         assert_eq!(ex.response.unwrap().headers.get("x-request-id"), Some(&id));

@@ -47,16 +47,26 @@ impl Finish {
             now - start,
             self.ttfb.saturating_duration_since(start),
         );
+        let mut handed_back = false;
         if let Some(chain) = &self.chain {
             if ex.response.is_none() && chain.phases().intersects(Phases::LOG) {
                 // The head the server wrote, handed back (see `ConnState::head_written`).
                 ex.response = self.conn.take_head();
+                handed_back = ex.response.is_some();
             }
             chain.log(&mut ex);
         }
         (self.sink)(self, &ex);
         if let Some(t) = ex.trace.take() {
             t.finish(&ex, self.status, self.conn.local, now);
+        }
+        if handed_back {
+            // Written, logged: the head's map goes back to the thread's spare maps, as a head
+            // the log phase did not ask for does once written (the next head parsed reuses it
+            // instead of allocating one).
+            if let Some(parts) = ex.response.take() {
+                crate::h1::head::recycle(parts.headers);
+            }
         }
         self.conn.request_done(now);
     }

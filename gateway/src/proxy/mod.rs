@@ -467,10 +467,14 @@ fn prepare(
         let hash = snap_hash(snap, &cluster.name, &e.request.headers);
         // The request's own fields are read again after the upstream answers only by the
         // filters' later phases and the access log (the trace keeps the two headers it reports
-        // when it starts). Filters may read any of them: a copy. The access log reads four:
-        // those stay behind, and the fields move to the upstream request.
-        let headers = if !chain.is_empty() {
-            e.request.headers.clone()
+        // when it starts). A filter that reads them then may read any of them: a copy, which
+        // stays behind. The map itself moves on: it has the room the parser left for the
+        // fields the proxy adds (a clone has none, and X-Forwarded-For would grow it). The
+        // access log reads four: without such a filter, those stay behind, and the fields move
+        // to the upstream request.
+        let headers = if chain.reads_request_later() {
+            let copy = e.request.headers.clone();
+            std::mem::replace(&mut e.request.headers, copy)
         } else {
             if worker.access_log_on() {
                 e.logged = Some(Box::new(LoggedHeaders::of(&e.request.headers)));

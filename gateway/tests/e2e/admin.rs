@@ -159,6 +159,18 @@ listeners:
       - name: down
         match: {{ path_prefix: "/down" }}
         cluster: down
+      - name: moved
+        match: {{ path_prefix: "/moved" }}
+        cluster: up
+        filters:
+          - name: headers
+            config: {{ response: {{ set: [{{ name: x-route, value: "%ROUTE%" }}] }} }}
+      - name: copied
+        match: {{ path_prefix: "/copied" }}
+        cluster: up
+        filters:
+          - name: cors
+            config: {{ allow_origins: ["https://app.example"] }}
       - name: up
         match: {{ path_prefix: "/" }}
         cluster: up
@@ -198,9 +210,11 @@ fn access_log_names_the_upstream_endpoint_of_proxied_and_failed_requests() {
     assert_eq!(failed["upstream_addr"], format!("127.0.0.1:{refused}"));
 }
 
-/// Without filters the request's header map moves to the upstream request (no copy): the
-/// access log still reports the headers as the client sent them, for a proxied request and for
-/// one whose upstream refused the connection.
+/// Without filters, or with filters that do not read the request headers once it is sent
+/// (`headers`), the request's header map moves to the upstream request (no copy); with one that
+/// does (`cors` reads Origin in the response phase) a copy stays behind. Either way the access
+/// log reports the headers as the client sent them, for proxied requests and for one whose
+/// upstream refused the connection, and the filters see what they need.
 #[test]
 fn access_log_reports_the_client_headers_of_proxied_requests() {
     let (gw, _up, _refused) = logged_up_and_down();
@@ -209,6 +223,7 @@ fn access_log_reports_the_client_headers_of_proxied_requests() {
         ("user-agent", "agent/2"),
         ("referer", "https://from.example/page"),
         ("x-forwarded-for", "203.0.113.9"),
+        ("origin", "https://app.example"),
     ];
     let r = get_with(&gw, "/hello", &sent);
     assert_eq!(r.status, 200);
@@ -218,8 +233,26 @@ fn access_log_reports_the_client_headers_of_proxied_requests() {
         "203.0.113.9, 127.0.0.1"
     );
     assert_eq!(get_with(&gw, "/down", &sent).status, 503);
-    let lines = access_lines(&gw, 2);
-    for route in ["up", "down"] {
+    let moved = get_with(&gw, "/moved", &sent);
+    assert_eq!(moved.status, 200);
+    assert_eq!(moved.header("x-route"), Some("moved"));
+    assert_eq!(
+        moved.json()["headers"]["x-forwarded-for"][0],
+        "203.0.113.9, 127.0.0.1"
+    );
+    let copied = get_with(&gw, "/copied", &sent);
+    assert_eq!(copied.status, 200);
+    assert_eq!(
+        copied.header("access-control-allow-origin"),
+        Some("https://app.example"),
+        "the response phase read the request's Origin"
+    );
+    assert_eq!(
+        copied.json()["headers"]["x-forwarded-for"][0],
+        "203.0.113.9, 127.0.0.1"
+    );
+    let lines = access_lines(&gw, 4);
+    for route in ["up", "down", "moved", "copied"] {
         let line = line_of(&lines, route);
         assert_eq!(line["authority"], "site.example", "{line}");
         assert_eq!(line["user_agent"], "agent/2", "{line}");

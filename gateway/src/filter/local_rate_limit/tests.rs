@@ -141,6 +141,9 @@ fn filter_rejects_with_retry_after_and_counts_headers() {
     for left in ["1", "0"] {
         let mut ex = get("192.0.2.1:1000");
         assert!(is_continue(&f.on_request_headers(&mut ex.cx(0))));
+        // The response phase reads its state, not the request headers (moved on by then).
+        assert!(!f.reads_request_headers_later());
+        ex.request.headers.clear();
         respond(&mut ex, 200);
         f.on_response_headers(&mut ex.cx(0));
         let h = ex.response.unwrap().headers;
