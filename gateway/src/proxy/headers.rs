@@ -73,19 +73,32 @@ impl RequestFields {
     }
 }
 
-/// What the request path reads of a request head before its filters run, in one pass: whether
-/// it is a gRPC request (`Content-Type: application/grpc…`) and its first `x-request-id`.
-pub fn grpc_and_request_id(h: &HeaderMap) -> (bool, Option<&HeaderValue>) {
-    let (mut grpc, mut id) = (None, None);
-    for (name, value) in h {
-        if *name == header::CONTENT_TYPE {
-            grpc.get_or_insert(value);
-        } else if *name == X_REQUEST_ID {
-            id.get_or_insert(value);
+/// What the request path reads of a request head before its filters run, found in one pass
+/// over its fields (the first value of each, as a lookup would find it).
+#[derive(Debug, Default)]
+pub struct Arrival<'a> {
+    /// A gRPC request (`Content-Type: application/grpc…`).
+    pub grpc: bool,
+    pub request_id: Option<&'a HeaderValue>,
+    /// The W3C trace context the client sent (read when tracing is on).
+    pub traceparent: Option<&'a HeaderValue>,
+}
+
+impl Arrival<'_> {
+    pub fn of(h: &HeaderMap) -> Arrival<'_> {
+        let (mut grpc, mut a) = (None, Arrival::default());
+        for (name, value) in h {
+            if *name == header::CONTENT_TYPE {
+                grpc.get_or_insert(value);
+            } else if *name == X_REQUEST_ID {
+                a.request_id.get_or_insert(value);
+            } else if *name == crate::telemetry::otel::context::TRACEPARENT {
+                a.traceparent.get_or_insert(value);
+            }
         }
+        a.grpc = grpc.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        a
     }
-    let grpc = grpc.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    (grpc, id)
 }
 
 /// Whether `name` is removed by [`remove_hop_by_hop`] whatever `Connection` says.
@@ -329,25 +342,32 @@ mod tests {
     }
 
     #[test]
-    fn grpc_and_the_first_request_id_are_found_in_one_pass() {
+    fn grpc_the_first_request_id_and_traceparent_are_found_in_one_pass() {
         let h = head(&[
             ("x-request-id", "first"),
+            ("traceparent", "tp-1"),
             ("content-type", "application/grpc+proto"),
             ("x-request-id", "second"),
+            ("traceparent", "tp-2"),
         ]);
-        let (grpc, id) = grpc_and_request_id(&h);
-        assert!(grpc);
-        assert_eq!(id.map(HeaderValue::as_bytes), Some(&b"first"[..]));
+        let a = Arrival::of(&h);
+        assert!(a.grpc);
+        assert_eq!(a.request_id.map(HeaderValue::as_bytes), Some(&b"first"[..]));
+        // The first of each, as a lookup finds it.
+        assert_eq!(a.request_id, h.get("x-request-id"));
+        assert_eq!(a.traceparent, h.get("traceparent"));
+        assert_eq!(a.traceparent.map(HeaderValue::as_bytes), Some(&b"tp-1"[..]));
         let json = head(&[("content-type", "application/json")]);
-        let (grpc, id) = grpc_and_request_id(&json);
-        assert!(!grpc);
-        assert!(id.is_none());
+        let a = Arrival::of(&json);
+        assert!(!a.grpc);
+        assert!(a.request_id.is_none());
+        assert!(a.traceparent.is_none());
         // Only the first content type counts, as a lookup would find it.
         let h = head(&[
             ("content-type", "text/plain"),
             ("content-type", "application/grpc"),
         ]);
-        assert!(!grpc_and_request_id(&h).0);
+        assert!(!Arrival::of(&h).grpc);
     }
 
     #[test]

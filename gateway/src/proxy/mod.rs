@@ -162,9 +162,18 @@ pub async fn handle(
         headers_end_stream: req.body().is_end_stream(),
     };
     let (parts, incoming) = req.into_parts();
-    let (grpc, request_id) = headers::grpc_and_request_id(&parts.headers);
-    let request_id = request_id.filter(|v| !v.is_empty()).cloned();
+    let arrival = headers::Arrival::of(&parts.headers);
+    let grpc = arrival.grpc;
+    let request_id = arrival.request_id.filter(|v| !v.is_empty()).cloned();
+    // Sampling is decided, and a sampled request's server span starts, from the head as the
+    // client sent it, with the `traceparent` the pass above found.
+    let trace = worker
+        .tracer()
+        .and_then(|t| t.start(&parts.headers, arrival.traceparent, start));
     let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, parts)));
+    if trace.is_some() {
+        ex.borrow_mut().trace = trace;
+    }
 
     let mut resp = 'serve: {
         // The listener and the route are borrowed from the snapshot this request holds: no
@@ -178,20 +187,18 @@ pub async fn handle(
         };
         let route = listener.router.find(&ex.borrow().request);
         ensure_request_id(&ex, request_id);
-        if let Some(t) = worker.tracer() {
-            let mut e = ex.borrow_mut();
-            e.trace = t.start(&e.request.headers, e.info.start);
-        }
         // A traced request's log lines carry its trace and span ids (set while its future is
         // polled); an untraced one's future is polled as is, without the wrapper's move.
         let ids = ex.borrow().trace.as_ref().map(|t| t.log_ids());
         if ids.is_some() {
-            break 'serve Box::pin(WithLogIds::new(
-                dispatch(
+            // Only the dispatch future is boxed (one move of it, into the box); the small
+            // wrapper stays in this future.
+            break 'serve WithLogIds::new(
+                Box::pin(dispatch(
                     &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
-                ),
+                )),
                 ids,
-            ))
+            )
             .await;
         }
         dispatch(

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 
 /// `traceparent` header name.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -20,13 +20,8 @@ pub struct Parent {
     pub sampled: bool,
 }
 
-/// The parent in `headers`, if its `traceparent` is valid (version 00 layout; later versions are
+/// The parent in one `traceparent` value, if it is valid (version 00 layout; later versions are
 /// read by their first four fields, as the spec asks). All-zero ids are invalid.
-pub fn extract(headers: &HeaderMap) -> Option<Parent> {
-    parse_traceparent(headers.get(&TRACEPARENT)?.as_bytes())
-}
-
-/// Parse one `traceparent` value.
 pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
     if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
         return None;

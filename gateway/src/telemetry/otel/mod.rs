@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::config::model::TracingConfig;
 
@@ -82,9 +82,15 @@ impl Tracer {
     }
 
     /// Decide sampling for a request with `headers` (parent-based, then ratio) and, when
-    /// sampled, start its server span at `start` (when the request arrived).
-    pub fn start(self: &Arc<Self>, headers: &HeaderMap, start: Instant) -> Option<RequestTrace> {
-        let incoming = self.propagation.extract(headers);
+    /// sampled, start its server span at `start` (when the request arrived). `traceparent`:
+    /// the first `traceparent` of `headers`, found by the caller's pass over them.
+    pub fn start(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        traceparent: Option<&HeaderValue>,
+        start: Instant,
+    ) -> Option<RequestTrace> {
+        let incoming = self.propagation.extract(headers, traceparent);
         let sampled = match incoming.and_then(|i| i.sampled) {
             Some(s) => s,
             None => self.always || ids::next_u64() < self.threshold,

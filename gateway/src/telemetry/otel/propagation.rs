@@ -1,7 +1,7 @@
 //! Which trace-context formats the gateway reads from clients and writes to upstreams
 //! (`telemetry.tracing.propagation`): W3C trace context, B3 single header, B3 multi headers.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::{b3, context};
 
@@ -82,9 +82,15 @@ impl Propagation {
 
     /// The first configured format that finds a valid context in `headers`. Either B3 format
     /// reads both B3 encodings: which one a client uses is its choice, not the operator's.
-    pub fn extract(&self, headers: &HeaderMap) -> Option<Incoming> {
+    /// `traceparent` is the first `traceparent` of `headers` (the request path finds it in its
+    /// one pass over the fields, not by a lookup).
+    pub fn extract(
+        &self,
+        headers: &HeaderMap,
+        traceparent: Option<&HeaderValue>,
+    ) -> Option<Incoming> {
         self.formats.iter().find_map(|f| match f {
-            Format::W3c => context::extract(headers).map(|p| Incoming {
+            Format::W3c => context::parse_traceparent(traceparent?.as_bytes()).map(|p| Incoming {
                 parent: Some((p.trace_id, p.span_id)),
                 sampled: Some(p.sampled),
                 w3c: true,
@@ -142,9 +148,13 @@ mod tests {
     #[test]
     fn extraction_follows_the_configured_order() {
         let h = both();
-        let w3c_first = names(&["w3c", "b3"]).extract(&h).expect("found");
+        let w3c_first = names(&["w3c", "b3"])
+            .extract(&h, h.get(&context::TRACEPARENT))
+            .expect("found");
         assert!(w3c_first.w3c);
-        let b3_first = names(&["b3multi", "w3c"]).extract(&h).expect("found");
+        let b3_first = names(&["b3multi", "w3c"])
+            .extract(&h, h.get(&context::TRACEPARENT))
+            .expect("found");
         assert!(!b3_first.w3c);
         assert_eq!(
             b3_first.parent.map(|p| p.1),
@@ -153,7 +163,7 @@ mod tests {
         // The default reads only W3C.
         let mut only_b3 = HeaderMap::new();
         only_b3.insert(&b3::B3, HeaderValue::from_static(B3));
-        assert_eq!(Propagation::default().extract(&only_b3), None);
+        assert_eq!(Propagation::default().extract(&only_b3, None), None);
     }
 
     #[test]
