@@ -86,6 +86,8 @@ fn debug_problem(cfg: &Config) -> Option<Diagnostic> {
 /// # Errors
 /// A config that does not load, a listener that cannot bind, a runtime that cannot start.
 pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
+    // Before the workers start and their heaps grow (see `huge_pages`).
+    crate::huge_pages::disable_for_process();
     let services = Services::new();
     let registry = FilterRegistry::builtin();
     let (cfg, snap) = match check(path, &registry, &services) {

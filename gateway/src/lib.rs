@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod h1;
+pub mod huge_pages;
 pub mod lazy_timer;
 pub mod listener;
 pub mod plugin_fetch;
