@@ -277,21 +277,7 @@ fn websocket_upgrade_passes_through() {
 #[test]
 fn the_gateway_process_runs_without_transparent_huge_pages() {
     let up = Upstream::start("up");
-    let gw = Gateway::start(&format!(
-        r#"
-workers: 2
-listeners:
-  - name: public
-    address: "127.0.0.1:{{PORT}}"
-    routes:
-      - match: {{ path_prefix: "/" }}
-        cluster: up
-clusters:
-  - name: up
-    endpoints: ["{}"]
-"#,
-        up.addr
-    ));
+    let gw = Gateway::proxying_to(&up, 2);
     let load = crate::load::Load::start(gw.addr(), "/", 8, 2000);
     std::thread::sleep(Duration::from_millis(700));
     let report = load.stop();

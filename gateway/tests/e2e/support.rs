@@ -266,6 +266,25 @@ impl Gateway {
         gw
     }
 
+    /// Start with `workers` workers and one listener whose every request goes to `up`.
+    pub fn proxying_to(up: &Upstream, workers: usize) -> Gateway {
+        Gateway::start(&format!(
+            r#"
+workers: {workers}
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - match: {{ path_prefix: "/" }}
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{}"]
+"#,
+            up.addr
+        ))
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
