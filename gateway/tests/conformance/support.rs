@@ -42,13 +42,9 @@ pub fn with_trailers(data: &'static str, trailers: &[(&str, &str)]) -> TestBody 
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+#[path = "../common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// A server on its own thread and runtime, stopped on drop.
 pub struct Server {
@@ -290,7 +286,20 @@ pub fn wasm_cache_dir() -> PathBuf {
 impl Gateway {
     /// Start with `yaml` (`{PORT}`, `{ADMIN}`, `{DIR}` are substituted); `None` with the log when
     /// the process exits instead of listening.
+    ///
+    /// When a port picked for it was taken before the gateway bound it (another test's server
+    /// can take it in between), the start is tried again with new ports.
     pub fn try_start(yaml: &str) -> Result<Gateway, String> {
+        let mut attempt = 1;
+        loop {
+            match Gateway::start_once(yaml) {
+                Err(log) if attempt < 3 && log.contains("Address already in use") => attempt += 1,
+                started => return started,
+            }
+        }
+    }
+
+    fn start_once(yaml: &str) -> Result<Gateway, String> {
         let port = free_port();
         let admin_port = free_port();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

@@ -25,13 +25,9 @@ pub fn full(b: impl Into<Bytes>) -> TestBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+#[path = "../common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// A real HTTP upstream on 127.0.0.1 with a few canned behaviours, chosen by path:
 /// - `/status/NNN` answers NNN; `/delay/MS` waits MS ms then answers 200;
@@ -229,7 +225,23 @@ pub struct Gateway {
 
 impl Gateway {
     /// Start with `yaml`, where `{PORT}` is replaced by a free port for the (first) listener.
+    ///
+    /// When a port the test picked was taken before the gateway bound it (another test's
+    /// server can take it in between), the start is tried again with new ports.
     pub fn start(yaml: &str) -> Gateway {
+        let mut attempt = 1;
+        loop {
+            match Gateway::try_start(yaml) {
+                Ok(gw) => return gw,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    attempt += 1;
+                }
+                Err(log) => panic!("gateway did not start; log:\n{log}"),
+            }
+        }
+    }
+
+    fn try_start(yaml: &str) -> Result<Gateway, String> {
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("sluice.yaml");
@@ -254,7 +266,7 @@ impl Gateway {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn sluice");
-        let gw = Gateway {
+        let mut gw = Gateway {
             child: Some(child),
             dir,
             port,
@@ -262,8 +274,8 @@ impl Gateway {
             config_path,
             log_path,
         };
-        gw.wait_ready();
-        gw
+        gw.wait_ready()?;
+        Ok(gw)
     }
 
     /// Start with `workers` workers and one listener whose every request goes to `up`.
@@ -301,18 +313,28 @@ clusters:
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         // The listener accepts as soon as it is bound; /ready says the workers serve and the
         // file watcher is armed (a config written after that is seen).
         let admin = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
         while Instant::now() < deadline {
             if StdStream::connect(self.addr()).is_ok() && admin_ready(admin) {
-                return;
+                return Ok(());
+            }
+            if self.has_exited() {
+                return Err(self.log());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("gateway did not start; log:\n{}", self.log());
+        Err(self.log())
+    }
+
+    /// Whether the process has exited (it does at once when a listener cannot bind).
+    fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn log(&self) -> String {
