@@ -39,8 +39,9 @@ pub struct BatchEncoder {
     resource: Vec<u8>,
     /// `ScopeSpans.scope`, encoded once (key and length included).
     scope: Vec<u8>,
-    /// The spans' bytes in the last batch: the next buffer starts that large.
-    last_len: usize,
+    /// Bytes per span in the last batch: the next buffer starts with room for its spans at
+    /// that size (plus an eighth), so that it is not reallocated (copied) as it fills.
+    span_len: usize,
     blocks: Blocks,
 }
 
@@ -171,7 +172,7 @@ impl BatchEncoder {
         BatchEncoder {
             resource: r,
             scope: sc,
-            last_len: 0,
+            span_len: 0,
             blocks: Blocks::default(),
         }
     }
@@ -181,13 +182,21 @@ impl BatchEncoder {
     /// Written in one buffer, each byte once: the spans go after room for the longest head
     /// (whose lengths are known only at the end), the head is written right before them, and
     /// the unused front is cut off (no copy).
-    pub fn encode<'r>(&mut self, batch: impl IntoIterator<Item = &'r SpanRecord>) -> Bytes {
+    /// `spans` is how many spans `batch` has (it sizes the buffer; any number is correct).
+    pub fn encode<'r>(
+        &mut self,
+        batch: impl IntoIterator<Item = &'r SpanRecord>,
+        spans: usize,
+    ) -> Bytes {
         // ExportTraceServiceRequest.resource_spans (1) { resource (1), scope_spans (2) { scope
         // (1), spans (2)... } }
         let room = 2 * (1 + MAX_VARINT) + self.resource.len() + self.scope.len();
-        let mut out = Vec::with_capacity(room + self.last_len + self.last_len / 8);
+        let guess = spans.saturating_mul(self.span_len);
+        let mut out = Vec::with_capacity(room.saturating_add(guess.saturating_add(guess / 8)));
         out.resize(room, 0);
+        let mut count = 0;
         for r in batch {
+            count += 1;
             out.push(SCOPE_SPANS_SPAN);
             let at = out.len();
             out.extend_from_slice(&[0, 0]);
@@ -195,7 +204,9 @@ impl BatchEncoder {
             put_len(&mut out, at);
         }
         let spans_len = out.len() - room;
-        self.last_len = spans_len;
+        if count > 0 {
+            self.span_len = spans_len.div_ceil(count);
+        }
         let scope_spans_len = self.scope.len() + spans_len;
         let resource_spans_len = self.resource.len() + field_len(2, scope_spans_len);
         let mut head = Vec::with_capacity(room);
@@ -462,15 +473,15 @@ mod tests {
             }],
         };
         let mut enc = BatchEncoder::new(&res);
-        assert_eq!(enc.encode(&batch), expected.encode_to_vec());
+        assert_eq!(enc.encode(&batch, batch.len()), expected.encode_to_vec());
         // Again, the constant attributes now copied from the encoder's blocks.
         assert!(!enc.blocks.is_empty());
-        assert_eq!(enc.encode(&batch), expected.encode_to_vec());
+        assert_eq!(enc.encode(&batch, batch.len()), expected.encode_to_vec());
         // A second, smaller batch is encoded alone: nothing of the first carries over.
         let one = &batch[4..5];
         let mut single = expected.clone();
         single.resource_spans[0].scope_spans[0].spans =
             one.iter().map(SpanRecord::to_span).collect();
-        assert_eq!(enc.encode(one), single.encode_to_vec());
+        assert_eq!(enc.encode(one, 1), single.encode_to_vec());
     }
 }

@@ -357,7 +357,7 @@ async fn export(
     stats: &ExportStats,
 ) {
     let n = n as u64;
-    let body = encoder.encode(batch.iter().flatten());
+    let body = encoder.encode(batch.iter().flatten(), batch.iter().map(Vec::len).sum());
     // The records (and the route, cluster and request text they share) are freed here.
     drop(batch);
     match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(body)).await {
