@@ -229,6 +229,24 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         expect_header: None,
         tls: false,
     });
+    // nginx setting the request headers Sluice sets (see docs/performance.md): with its own
+    // random request id, and with a counter for one.
+    for (name, id) in [
+        ("nginx+headers", configs::NginxRequestId::Random),
+        ("nginx+headers-counter-id", configs::NginxRequestId::Counter),
+    ] {
+        let listen = ports.next()?;
+        let dir = ctx.dir(NAME, name);
+        peers.push(Peer {
+            name: name.into(),
+            kind: PeerKind::Nginx,
+            listen,
+            config: configs::proxy_nginx_headers(&dir, listen, ctx.upstream, id),
+            dir,
+            expect_header: None,
+            tls: false,
+        });
+    }
     if ctx.haproxy {
         let listen = ports.next()?;
         let dir = ctx.dir(NAME, "haproxy");
@@ -247,6 +265,8 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
     peers.push(ctx.sluice(ports, NAME, "sluice", &SluiceSpec::default())?);
     let mut ratios = vec![
         ("sluice".into(), "nginx".into()),
+        ("sluice".into(), "nginx+headers".into()),
+        ("sluice".into(), "nginx+headers-counter-id".into()),
         ("sluice".into(), "haproxy".into()),
         // Not the question, but it checks the setup against the reference points (≈ 0.98).
         ("haproxy".into(), "nginx".into()),
@@ -531,7 +551,14 @@ mod tests {
         case.retain_peers(&["nginx".to_string(), "haproxy".to_string()]);
         let names: Vec<&str> = case.peers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["nginx", "haproxy"]);
-        assert_eq!(case.notes, ["sluice: not selected (--peers)"]);
+        assert_eq!(
+            case.notes,
+            [
+                "nginx+headers: not selected (--peers)",
+                "nginx+headers-counter-id: not selected (--peers)",
+                "sluice: not selected (--peers)"
+            ]
+        );
         Ok(())
     }
 

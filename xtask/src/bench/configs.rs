@@ -31,6 +31,39 @@ pub fn proxy_nginx(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> Stri
     render(PROXY_NGINX, dir, listen, Some(upstream))
 }
 
+/// How nginx makes the `X-Request-ID` it sends upstream in [`proxy_nginx_headers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NginxRequestId {
+    /// `$request_id`: 16 random bytes from OpenSSL, in hex (nginx's own request id).
+    Random,
+    /// `$pid-$connection-$connection_requests`: unique per process, no random number (as cheap
+    /// as an id can be; Sluice's is a random UUID from a fast non-cryptographic generator).
+    Counter,
+}
+
+/// [`proxy_nginx`] doing to the request what Sluice does by default (and issue 2 requires of
+/// it): the client's `Host` passed on, `X-Forwarded-For` and `X-Forwarded-Proto` set, and an
+/// `X-Request-ID` added. The plain [`proxy_nginx`] does none of it.
+pub fn proxy_nginx_headers(
+    dir: &Path,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    id: NginxRequestId,
+) -> String {
+    let id = match id {
+        NginxRequestId::Random => "$request_id",
+        NginxRequestId::Counter => "$pid-$connection-$connection_requests",
+    };
+    let headers = format!(
+        r#"proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Request-ID {id};"#
+    );
+    proxy_nginx(dir, listen, upstream).replace(r#"proxy_set_header Connection "";"#, &headers)
+}
+
 /// [`proxy_nginx`] with a JSON access log like Sluice's (the same fields where nginx has them,
 /// `escape=json`) written to `DIR/access.log` through a 64 KiB buffer flushed every 100 ms: what
 /// Sluice's writer does.
@@ -169,6 +202,31 @@ fn flow(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nginx_with_headers_sets_what_sluice_sets() {
+        let dir = Path::new("/tmp/x");
+        let plain = proxy_nginx(dir, addr(1), addr(2));
+        for (id, value) in [
+            (NginxRequestId::Random, "$request_id;"),
+            (
+                NginxRequestId::Counter,
+                "$pid-$connection-$connection_requests;",
+            ),
+        ] {
+            let conf = proxy_nginx_headers(dir, addr(1), addr(2), id);
+            for line in [
+                "proxy_set_header Connection \"\";",
+                "proxy_set_header Host $http_host;",
+                "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                "proxy_set_header X-Forwarded-Proto $scheme;",
+            ] {
+                assert!(conf.contains(line), "{line} missing:\n{conf}");
+            }
+            assert!(conf.contains(&format!("proxy_set_header X-Request-ID {value}")));
+            assert!(!plain.contains("X-Request-ID"));
+        }
+    }
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
