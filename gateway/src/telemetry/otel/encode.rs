@@ -177,6 +177,11 @@ impl BatchEncoder {
         }
     }
 
+    /// Bytes per span in the last batch (0 before the first).
+    pub fn span_len(&self) -> usize {
+        self.span_len
+    }
+
     /// The `ExportTraceServiceRequest` carrying `batch`, encoded.
     ///
     /// Written in one buffer, each byte once: the spans go after room for the longest head

@@ -9,8 +9,8 @@
 //!
 //! The exporter is not woken per span: waking a thread costs a system call and, on a busy core,
 //! two context switches, which measured at more than the rest of tracing together. It wakes
-//! when a batch is full ([`MAX_BATCH`] spans queued) or after [`BATCH_DELAY`], whichever is first,
-//! and drains the channel without blocking.
+//! when a batch is full (see [`batch_spans`]) or after [`BATCH_DELAY`], whichever is first, and
+//! drains the channel without blocking.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,7 +37,15 @@ pub const LOCAL_BATCH: usize = 32;
 /// A partial worker buffer is handed over this long after its first span at the latest.
 pub const LOCAL_DELAY: Duration = Duration::from_millis(100);
 /// Spans per export request at most.
-pub const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 2048;
+/// Spans per export request at least, however large they are.
+pub const MIN_BATCH: usize = 64;
+/// Spans in the first export request (the OpenTelemetry SDKs' default batch), before the size
+/// of a span is known.
+pub const FIRST_BATCH: usize = 512;
+/// The encoded size an export request aims at. Collectors refuse gRPC messages over 4 MiB by
+/// default; a batch is sized from the last batch's bytes per span to about a quarter of that.
+pub const TARGET_BATCH_BYTES: usize = 1 << 20;
 /// A partial batch waits at most this long.
 pub const BATCH_DELAY: Duration = Duration::from_millis(500);
 /// One export (connect included) gives up after this long; its spans count as dropped.
@@ -78,6 +86,9 @@ pub struct ExportStats {
 struct Shared {
     /// Spans sent and not yet taken by the exporter (approximately: it only decides wake-ups).
     queued: AtomicUsize,
+    /// Spans in a full batch now (see [`batch_spans`]): the exporter is woken when this many
+    /// are queued.
+    batch: AtomicUsize,
     /// Wakes the exporter early: a batch is full, or the last sender is gone.
     wake: Notify,
 }
@@ -117,6 +128,7 @@ impl Exporter {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY / LOCAL_BATCH);
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
+            batch: AtomicUsize::new(FIRST_BATCH),
             wake: Notify::new(),
         });
         let resource = resource(service_name);
@@ -217,7 +229,8 @@ impl Local {
         }
         // Only the batch that completes an export batch wakes the exporter.
         let before = h.shared.queued.fetch_add(n, Ordering::Relaxed);
-        if before < MAX_BATCH && before + n >= MAX_BATCH {
+        let batch = h.shared.batch.load(Ordering::Relaxed);
+        if before < batch && before + n >= batch {
             h.shared.wake.notify_one();
         }
     }
@@ -318,10 +331,11 @@ async fn run(
         // Woken early by a full batch or the last sender leaving; else every BATCH_DELAY.
         let _ = tokio::time::timeout(BATCH_DELAY, shared.wake.notified()).await;
         loop {
+            let limit = shared.batch.load(Ordering::Relaxed);
             let mut batch = Vec::new();
             let mut n = 0;
             let mut closed = false;
-            while n < MAX_BATCH {
+            while n < limit {
                 match rx.try_recv() {
                     Ok(spans) => {
                         n += spans.len();
@@ -335,9 +349,12 @@ async fn run(
                 }
             }
             shared.queued.fetch_sub(n, Ordering::Relaxed);
-            let full = n >= MAX_BATCH;
+            let full = n >= limit;
             if n > 0 {
                 export(&mut sender, &mut encoder, batch, n, &stats).await;
+                shared
+                    .batch
+                    .store(batch_spans(encoder.span_len()), Ordering::Relaxed);
             }
             if closed {
                 return;
@@ -347,6 +364,15 @@ async fn run(
             }
         }
     }
+}
+
+/// Spans in a full batch when spans encode to `span_len` bytes each: as many as make
+/// [`TARGET_BATCH_BYTES`], within [`MIN_BATCH`] and [`MAX_BATCH`]. Fewer, larger export requests
+/// cost the exporter less per span (each one is a wake-up, an HTTP exchange and its system
+/// calls); OpenTelemetry SDKs send 512 spans per request by default. Large spans make smaller
+/// batches, so that a request stays well under the collectors' message limit.
+pub fn batch_spans(span_len: usize) -> usize {
+    (TARGET_BATCH_BYTES / span_len.max(1)).clamp(MIN_BATCH, MAX_BATCH)
 }
 
 async fn export(
@@ -578,6 +604,22 @@ mod tests {
         });
         let uri = format!("http://{addr}/otlp").parse().expect("uri");
         (uri, conns, posts)
+    }
+
+    #[test]
+    fn batches_aim_at_a_megabyte_within_bounds() {
+        // Typical spans (about 300 bytes): the largest batch, about 600 KiB.
+        assert_eq!(batch_spans(300), MAX_BATCH);
+        // 4 KiB spans (long URLs and user agents): 256 of them, 1 MiB.
+        assert_eq!(batch_spans(4096), 256);
+        // Huge spans: never fewer than MIN_BATCH; nothing divides by zero.
+        assert_eq!(batch_spans(1 << 20), MIN_BATCH);
+        assert_eq!(batch_spans(0), MAX_BATCH);
+        // Every batch the sizing allows stays under the 4 MiB gRPC default for spans up to
+        // 64 KiB each.
+        for len in [100, 1000, 5000, 16 << 10, 64 << 10] {
+            assert!(batch_spans(len) * len <= 4 << 20, "{len}");
+        }
     }
 
     #[tokio::test]
