@@ -163,6 +163,7 @@ telemetry:
 
 const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
+const OTHER_PARENT_SPAN: &str = "b7ad6b7169203331";
 
 #[test]
 fn spans_reach_the_collector_and_traceparent_is_continued() {
@@ -825,13 +826,28 @@ telemetry:
         get_with(&gw, "/traced", &[("traceparent", &tp)]).status,
         200
     );
+    // The same over HTTP/2 (streams share a connection: another way to carry the ids).
+    let tp2 = format!("00-{PARENT_TRACE}-{OTHER_PARENT_SPAN}-01");
+    let (ok, _, err) = curl(&[
+        "-f",
+        "--http2-prior-knowledge",
+        "-H",
+        &format!("traceparent: {tp2}"),
+        &gw.url("/h2-traced"),
+    ]);
+    assert!(ok, "{err}");
     // ratio 0 and no parent: not traced.
     assert_eq!(get(&gw, "/untraced").status, 200);
-    let server = rx
-        .wait_spans(2)
-        .into_iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .expect("a server span");
+    let spans = rx.wait_spans(4);
+    let server_of = |parent: &str| {
+        spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Server as i32 && hex(&s.parent_span_id) == parent)
+            .unwrap_or_else(|| panic!("no server span under {parent}"))
+            .clone()
+    };
+    let server = server_of(PARENT_SPAN);
+    let server_h2 = server_of(OTHER_PARENT_SPAN);
 
     let line_of = |path: &str| -> serde_json::Value {
         let needle = format!("sluice-conformance log info {path}");
@@ -851,6 +867,13 @@ telemetry:
         traced["span"]["span_id"].as_str(),
         Some(hex(&server.span_id).as_str()),
         "{traced}"
+    );
+    let traced_h2 = line_of("/h2-traced");
+    assert_eq!(traced_h2["span"]["trace_id"], PARENT_TRACE, "{traced_h2}");
+    assert_eq!(
+        traced_h2["span"]["span_id"].as_str(),
+        Some(hex(&server_h2.span_id).as_str()),
+        "{traced_h2}"
     );
     let untraced = line_of("/untraced");
     assert!(untraced.get("span").is_none(), "{untraced}");
