@@ -115,6 +115,7 @@ async fn serve(
         conn.scheme = "https";
         conn.tls = tls;
     }
+    let conn = Rc::new(conn);
     let limits = &l.config.limits;
     let header_limit = limits
         .max_request_headers_size
@@ -141,22 +142,14 @@ async fn serve(
         },
     };
     if !h2 {
-        // One request at a time, polled inside this connection's task: a traced request's
-        // log ids go into the connection's slot (see `WithSlotIds`).
-        let slot = crate::telemetry::log_context::Slot::default();
-        conn.log_ids = Some(slot.clone());
-        let conn = Rc::new(conn);
         conn.hands_back_head.set(true);
         let (w, c) = (w.clone(), conn.clone());
         let handle = move |req: http::Request<crate::h1::ServerBody>, upgrade: Option<_>| {
-            crate::telemetry::log_context::WithSlotIds::new(
-                proxy::handle(
-                    w.clone(),
-                    c.clone(),
-                    req.map(RequestBody::H1),
-                    upgrade.map(proxy::upgrade::Downstream::H1),
-                ),
-                slot.clone(),
+            proxy::handle(
+                w.clone(),
+                c.clone(),
+                req.map(RequestBody::H1),
+                upgrade.map(proxy::upgrade::Downstream::H1),
             )
         };
         let written = move |head| conn.head_written(head);
@@ -168,7 +161,7 @@ async fn serve(
         name,
         peer,
         Rewind::new(first.freeze(), io),
-        Rc::new(conn),
+        conn,
         shutdown,
         &settings,
         header_limit as u32,

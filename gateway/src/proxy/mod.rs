@@ -60,10 +60,6 @@ pub struct ConnState {
     wants_head: Cell<bool>,
     /// The head handed back, until the log phase takes it.
     head: RefCell<Option<http::response::Parts>>,
-    /// On a connection whose server polls each request inside a
-    /// [`crate::telemetry::log_context::WithSlotIds`] on this slot (our HTTP/1.1 server), a
-    /// traced request puts its log ids here instead of wrapping its own future.
-    pub log_ids: Option<crate::telemetry::log_context::Slot>,
 }
 
 impl ConnState {
@@ -88,7 +84,6 @@ impl ConnState {
             hands_back_head: Cell::new(false),
             wants_head: Cell::new(false),
             head: RefCell::new(None),
-            log_ids: None,
         }
     }
 
@@ -192,26 +187,19 @@ pub async fn handle(
         };
         let route = listener.router.find(&ex.borrow().request);
         ensure_request_id(&ex, request_id);
-        // A traced request's log lines carry its trace and span ids, current while its future
-        // is polled: on HTTP/1.1 through the connection's slot, on HTTP/2 through a wrapper
-        // around the dispatch future. An untraced one's future is polled as is.
+        // A traced request's log lines carry its trace and span ids (set while its future is
+        // polled); an untraced one's future is polled as is, without the wrapper's move.
         let ids = ex.borrow().trace.as_ref().map(|t| t.log_ids());
-        if let Some(ids) = ids {
-            match &conn.log_ids {
-                // HTTP/1.1: the connection's server polls this future with the slot's ids.
-                Some(slot) => crate::telemetry::log_context::enter_slot(slot, ids),
-                // HTTP/2 streams share the connection: only the dispatch future is boxed (one
-                // move of it, into the box); the small wrapper stays in this future.
-                None => {
-                    break 'serve WithLogIds::new(
-                        Box::pin(dispatch(
-                            &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
-                        )),
-                        Some(ids),
-                    )
-                    .await;
-                }
-            }
+        if ids.is_some() {
+            // Only the dispatch future is boxed (one move of it, into the box); the small
+            // wrapper stays in this future.
+            break 'serve WithLogIds::new(
+                Box::pin(dispatch(
+                    &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
+                )),
+                ids,
+            )
+            .await;
         }
         dispatch(
             &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,

@@ -11,7 +11,6 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use super::otel::context::encode_into;
@@ -84,71 +83,6 @@ pin_project_lite::pin_project! {
             }
         }
     }
-}
-
-/// Where a connection whose requests run one after another inside its own task (HTTP/1.1)
-/// keeps the ids of the request it is serving: the request sets them once its trace starts,
-/// and [`WithSlotIds`] makes them current while the request's future is polled. A traced
-/// request then needs no wrapper of its own around its future (no box, no move of it).
-pub type Slot = Rc<Cell<Option<LogIds>>>;
-
-pin_project_lite::pin_project! {
-    /// A request's future polled — and dropped — with the ids in `slot` as its thread's
-    /// current ones, whenever the request has put some there. The slot is emptied when the
-    /// future completes or is dropped, so that the connection's next request starts without.
-    pub struct WithSlotIds<F> {
-        #[pin]
-        inner: Option<F>,
-        slot: Slot,
-    }
-
-    impl<F> PinnedDrop for WithSlotIds<F> {
-        fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            if let Some(ids) = this.slot.take() {
-                let _scope = Scope::enter(ids);
-                this.inner.set(None);
-            }
-        }
-    }
-}
-
-impl<F> WithSlotIds<F> {
-    /// `inner`, polled with the ids it puts in `slot` current.
-    pub fn new(inner: F, slot: Slot) -> Self {
-        WithSlotIds {
-            inner: Some(inner),
-            slot,
-        }
-    }
-}
-
-impl<F: Future> Future for WithSlotIds<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            // Only the drop above empties it.
-            return Poll::Pending;
-        };
-        // The slot's ids (or none) are current for this poll; [`enter_slot`] makes the ids a
-        // request puts in the slot current at once, until this poll ends.
-        let _scope = Scope(CURRENT.with(|c| c.replace(this.slot.get())));
-        let out = inner.poll(cx);
-        if out.is_ready() {
-            this.slot.set(None);
-        }
-        out
-    }
-}
-
-/// Put `ids` in `slot` and make them current now: the request future that does it must be
-/// polled inside a [`WithSlotIds`] on `slot`, which restores the thread's ids when the poll ends
-/// and makes them current again on each later poll.
-pub fn enter_slot(slot: &Slot, ids: LogIds) {
-    slot.set(Some(ids));
-    CURRENT.with(|c| c.set(Some(ids)));
 }
 
 impl<F> WithLogIds<F> {
@@ -226,79 +160,6 @@ mod tests {
             assert_eq!(run(Some(IDS)).0, Some(IDS));
             assert_eq!(current(), Some(other));
         });
-        assert_eq!(current(), None);
-    }
-
-    /// Puts `ids` in its slot when first polled (as a request does once its trace starts) and
-    /// checks they are current at once; notes the current ids on its next poll and when dropped.
-    struct SlotProbe<'a> {
-        slot: Slot,
-        ids: Option<LogIds>,
-        polls: u32,
-        seen: &'a Cell<Option<LogIds>>,
-        dropped: &'a Cell<Option<LogIds>>,
-    }
-
-    impl Future for SlotProbe<'_> {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            self.polls += 1;
-            if self.polls == 1 {
-                if let Some(ids) = self.ids {
-                    enter_slot(&self.slot, ids);
-                }
-                // Current at once, for the rest of this poll.
-                assert_eq!(current(), self.ids);
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            self.seen.set(current());
-            Poll::Ready(())
-        }
-    }
-
-    impl Drop for SlotProbe<'_> {
-        fn drop(&mut self) {
-            self.dropped.set(current());
-        }
-    }
-
-    #[test]
-    fn slot_ids_are_current_once_set_and_cleared_after() {
-        let slot = Slot::default();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        for ids in [Some(IDS), None] {
-            let (seen, dropped) = (Cell::new(None), Cell::new(None));
-            let probe = SlotProbe {
-                slot: slot.clone(),
-                ids,
-                polls: 0,
-                seen: &seen,
-                dropped: &dropped,
-            };
-            let mut f = Box::pin(WithSlotIds::new(probe, slot.clone()));
-            assert!(f.as_mut().poll(&mut cx).is_pending());
-            assert_eq!(current(), None, "restored after the poll");
-            assert!(f.as_mut().poll(&mut cx).is_ready());
-            assert_eq!(seen.get(), ids);
-            assert_eq!(slot.get(), None, "a finished request leaves no ids behind");
-            assert_eq!(current(), None);
-            drop(f);
-        }
-        // Dropped before it finishes (the client left): dropped inside the scope, slot emptied.
-        let (seen, dropped) = (Cell::new(None), Cell::new(None));
-        let probe = SlotProbe {
-            slot: slot.clone(),
-            ids: Some(IDS),
-            polls: 0,
-            seen: &seen,
-            dropped: &dropped,
-        };
-        let mut f = Box::pin(WithSlotIds::new(probe, slot.clone()));
-        assert!(f.as_mut().poll(&mut cx).is_pending());
-        drop(f);
-        assert_eq!(dropped.get(), Some(IDS));
-        assert_eq!(slot.get(), None);
         assert_eq!(current(), None);
     }
 
