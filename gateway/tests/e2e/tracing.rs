@@ -861,20 +861,17 @@ telemetry:
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let traced = line_of("/traced");
-    assert_eq!(traced["span"]["trace_id"], PARENT_TRACE, "{traced}");
-    assert_eq!(
-        traced["span"]["span_id"].as_str(),
-        Some(hex(&server.span_id).as_str()),
-        "{traced}"
-    );
-    let traced_h2 = line_of("/h2-traced");
-    assert_eq!(traced_h2["span"]["trace_id"], PARENT_TRACE, "{traced_h2}");
-    assert_eq!(
-        traced_h2["span"]["span_id"].as_str(),
-        Some(hex(&server_h2.span_id).as_str()),
-        "{traced_h2}"
-    );
+    // The line names the trace and the gateway's server span of its request (h1, then h2).
+    for (path, span) in [("/traced", &server), ("/h2-traced", &server_h2)] {
+        let line = line_of(path);
+        assert_eq!(line["span"]["trace_id"], PARENT_TRACE, "{line}");
+        let span_id = hex(&span.span_id);
+        assert_eq!(
+            line["span"]["span_id"].as_str(),
+            Some(span_id.as_str()),
+            "{line}"
+        );
+    }
     let untraced = line_of("/untraced");
     assert!(untraced.get("span").is_none(), "{untraced}");
 }
