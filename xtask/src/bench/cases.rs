@@ -3,7 +3,7 @@
 //! -> anyhow::Result<Case>` and listing it in [`CASES`].
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde_json::{json, Value};
@@ -248,17 +248,21 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         });
     }
     if ctx.haproxy {
-        let listen = ports.next()?;
-        let dir = ctx.dir(NAME, "haproxy");
-        peers.push(Peer {
-            name: "haproxy".into(),
-            kind: PeerKind::Haproxy,
-            listen,
-            config: configs::haproxy(&dir, listen, ctx.upstream),
-            dir,
-            expect_header: None,
-            tls: false,
-        });
+        let plain: fn(&Path, SocketAddr, SocketAddr) -> String = configs::haproxy;
+        let headers: fn(&Path, SocketAddr, SocketAddr) -> String = configs::haproxy_headers;
+        for (name, config) in [("haproxy", plain), ("haproxy+headers", headers)] {
+            let listen = ports.next()?;
+            let dir = ctx.dir(NAME, name);
+            peers.push(Peer {
+                name: name.into(),
+                kind: PeerKind::Haproxy,
+                listen,
+                config: config(&dir, listen, ctx.upstream),
+                dir,
+                expect_header: None,
+                tls: false,
+            });
+        }
     } else {
         notes.push("haproxy: skipped, not installed (`apt-get install -y haproxy`)".into());
     }
@@ -268,6 +272,7 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         ("sluice".into(), "nginx+headers".into()),
         ("sluice".into(), "nginx+headers-counter-id".into()),
         ("sluice".into(), "haproxy".into()),
+        ("sluice".into(), "haproxy+headers".into()),
         // Not the question, but it checks the setup against the reference points (≈ 0.98).
         ("haproxy".into(), "nginx".into()),
     ];
@@ -556,6 +561,7 @@ mod tests {
             [
                 "nginx+headers: not selected (--peers)",
                 "nginx+headers-counter-id: not selected (--peers)",
+                "haproxy+headers: not selected (--peers)",
                 "sluice: not selected (--peers)"
             ]
         );

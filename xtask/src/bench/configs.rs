@@ -108,6 +108,19 @@ pub fn haproxy(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
     render(HAPROXY, dir, listen, Some(upstream))
 }
 
+/// [`haproxy`] doing to the request what Sluice does by default: `X-Forwarded-For` (`option
+/// forwardfor`), `X-Forwarded-Proto` and an `X-Request-ID` holding a random UUID (HAProxy's
+/// `uuid` fetch, version 4 like Sluice's). HAProxy passes the client's `Host` on already.
+pub fn haproxy_headers(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+    haproxy(dir, listen, upstream).replace(
+        "    default_backend upstream",
+        "    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Request-ID %[uuid]
+    default_backend upstream",
+    )
+}
+
 /// What varies between the Sluice configs of the cases.
 #[derive(Clone, Debug, Default)]
 pub struct SluiceSpec {
@@ -202,6 +215,22 @@ fn flow(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn haproxy_with_headers_sets_what_sluice_sets() {
+        let dir = Path::new("/tmp/x");
+        let conf = haproxy_headers(dir, addr(1), addr(2));
+        for line in [
+            "option forwardfor",
+            "http-request set-header X-Forwarded-Proto http",
+            "http-request set-header X-Request-ID %[uuid]",
+        ] {
+            assert!(conf.contains(line), "{line} missing:\n{conf}");
+        }
+        // In the frontend, before its backend is chosen.
+        assert!(conf.find("option forwardfor") < conf.find("default_backend upstream"));
+        assert!(!haproxy(dir, addr(1), addr(2)).contains("forwardfor"));
+    }
 
     #[test]
     fn nginx_with_headers_sets_what_sluice_sets() {

@@ -200,8 +200,9 @@ mod tests {
             p.check_running()?;
             started += 1;
         }
-        // nginx, nginx+headers and nginx+headers-counter-id; haproxy when installed.
-        assert_eq!(started, 3 + usize::from(tools.haproxy.is_some()));
+        // nginx, nginx+headers and nginx+headers-counter-id; haproxy and haproxy+headers when
+        // installed.
+        assert_eq!(started, 3 + 2 * usize::from(tools.haproxy.is_some()));
         Ok(())
     }
 
