@@ -218,51 +218,47 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
     const NAME: &str = "proxy";
     let mut peers = Vec::new();
     let mut notes = Vec::new();
-    let listen = ports.next()?;
-    let dir = ctx.dir(NAME, "nginx");
-    peers.push(Peer {
-        name: "nginx".into(),
-        kind: PeerKind::Nginx,
-        listen,
-        config: configs::proxy_nginx(&dir, listen, ctx.upstream),
-        dir,
-        expect_header: None,
-        tls: false,
-    });
+    let up = ctx.upstream;
+    peers.push(reference(
+        ctx,
+        ports,
+        NAME,
+        "nginx",
+        PeerKind::Nginx,
+        |d, l| configs::proxy_nginx(d, l, up),
+    )?);
     // nginx setting the request headers Sluice sets (see docs/performance.md): with its own
     // random request id, and with a counter for one.
     for (name, id) in [
         ("nginx+headers", configs::NginxRequestId::Random),
         ("nginx+headers-counter-id", configs::NginxRequestId::Counter),
     ] {
-        let listen = ports.next()?;
-        let dir = ctx.dir(NAME, name);
-        peers.push(Peer {
-            name: name.into(),
-            kind: PeerKind::Nginx,
-            listen,
-            config: configs::proxy_nginx_headers(&dir, listen, ctx.upstream, id),
-            dir,
-            expect_header: None,
-            tls: false,
-        });
+        peers.push(reference(
+            ctx,
+            ports,
+            NAME,
+            name,
+            PeerKind::Nginx,
+            |d, l| configs::proxy_nginx_headers(d, l, up, id),
+        )?);
     }
     if ctx.haproxy {
-        let plain: fn(&Path, SocketAddr, SocketAddr) -> String = configs::haproxy;
-        let headers: fn(&Path, SocketAddr, SocketAddr) -> String = configs::haproxy_headers;
-        for (name, config) in [("haproxy", plain), ("haproxy+headers", headers)] {
-            let listen = ports.next()?;
-            let dir = ctx.dir(NAME, name);
-            peers.push(Peer {
-                name: name.into(),
-                kind: PeerKind::Haproxy,
-                listen,
-                config: config(&dir, listen, ctx.upstream),
-                dir,
-                expect_header: None,
-                tls: false,
-            });
-        }
+        peers.push(reference(
+            ctx,
+            ports,
+            NAME,
+            "haproxy",
+            PeerKind::Haproxy,
+            |d, l| configs::haproxy(d, l, up),
+        )?);
+        peers.push(reference(
+            ctx,
+            ports,
+            NAME,
+            "haproxy+headers",
+            PeerKind::Haproxy,
+            |d, l| configs::haproxy_headers(d, l, up),
+        )?);
     } else {
         notes.push("haproxy: skipped, not installed (`apt-get install -y haproxy`)".into());
     }
@@ -295,6 +291,29 @@ fn proxy(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         ratios,
         notes,
         client: Client::Wrk,
+    })
+}
+
+/// A plain-HTTP reference peer (nginx or HAProxy) named `name` in `case`, on the next port, with
+/// the config `config(dir, listen)` makes.
+fn reference(
+    ctx: &CaseCtx,
+    ports: &mut Ports,
+    case: &str,
+    name: &str,
+    kind: PeerKind,
+    config: impl FnOnce(&Path, SocketAddr) -> String,
+) -> anyhow::Result<Peer> {
+    let listen = ports.next()?;
+    let dir = ctx.dir(case, name);
+    Ok(Peer {
+        name: name.into(),
+        kind,
+        listen,
+        config: config(&dir, listen),
+        dir,
+        expect_header: None,
+        tls: false,
     })
 }
 
