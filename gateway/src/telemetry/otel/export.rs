@@ -575,24 +575,42 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    type Counts = Arc<std::sync::Mutex<Vec<usize>>>;
+
     /// A collector stand-in on loopback that answers 200 to every POST and counts connections.
     async fn collector() -> (http::Uri, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let (uri, conns, posts, _) = counting_collector().await;
+        (uri, conns, posts)
+    }
+
+    /// [`collector`], also noting how many spans each export request carried.
+    async fn counting_collector() -> (http::Uri, Arc<AtomicUsize>, Arc<AtomicUsize>, Counts) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local address");
         let conns = Arc::new(AtomicUsize::new(0));
         let posts = Arc::new(AtomicUsize::new(0));
-        let (c, p) = (conns.clone(), posts.clone());
+        let counts = Counts::default();
+        let (c, p, n) = (conns.clone(), posts.clone(), counts.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                let p = p.clone();
+                let (p, n) = (p.clone(), n.clone());
                 let svc = hyper::service::service_fn(move |req: http::Request<_>| {
-                    let p = p.clone();
+                    let (p, n) = (p.clone(), n.clone());
                     async move {
                         let ok = req.uri().path() == "/otlp/v1/traces";
-                        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                        let body = http_body_util::BodyExt::collect(req.into_body())
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                        if let Ok(r) = ExportTraceServiceRequest::decode(body) {
+                            let spans = r.resource_spans.iter().flat_map(|r| &r.scope_spans);
+                            let count = spans.map(|s| s.spans.len()).sum();
+                            n.lock().expect("counts").push(count);
+                        }
                         p.fetch_add(1, Ordering::SeqCst);
                         let status = if ok { 200 } else { 404 };
                         http::Response::builder()
@@ -605,7 +623,69 @@ mod tests {
             }
         });
         let uri = format!("http://{addr}/otlp").parse().expect("uri");
-        (uri, conns, posts)
+        (uri, conns, posts, counts)
+    }
+
+    /// A span of about 4 KiB (a long filter name stands for long URLs and user agents).
+    fn large_span() -> SpanRecord {
+        SpanRecord {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            flags: 0x101,
+            trace_state: None,
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            detail: super::super::record::Detail::Filter(super::super::record::FilterSpan {
+                filter: Arc::from("f".repeat(4096)),
+                phase: "log",
+                outcome: "ok",
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn large_spans_go_out_in_smaller_batches() {
+        let (uri, _, _, counts) = counting_collector().await;
+        let stats = Arc::new(ExportStats::default());
+        let exporter = Exporter::start(
+            &uri.to_string(),
+            Protocol::HttpProtobuf,
+            "svc",
+            stats.clone(),
+        )
+        .expect("exporter");
+        let exported = |n: u64| {
+            let stats = stats.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while stats.exported.load(Ordering::SeqCst) < n {
+                    assert!(std::time::Instant::now() < deadline, "{stats:?}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        // Before any span is known: one batch of FIRST_BATCH.
+        for _ in 0..FIRST_BATCH {
+            exporter.send(large_span());
+        }
+        flush_local();
+        exported(FIRST_BATCH as u64).await;
+        // One post, unless the 500 ms timer fired halfway (a very busy machine).
+        let first = counts.lock().expect("counts").len();
+        // Now sized from ~4 KiB per span: batches of MIN_BATCH, about 256 KiB each.
+        for _ in 0..4 * MIN_BATCH {
+            exporter.send(large_span());
+        }
+        flush_local();
+        exported((FIRST_BATCH + 4 * MIN_BATCH) as u64).await;
+        let counts = counts.lock().expect("counts").clone();
+        let (before, after) = counts.split_at(first);
+        assert_eq!(before.iter().sum::<usize>(), FIRST_BATCH, "{counts:?}");
+        assert!(before.iter().all(|&n| n <= FIRST_BATCH), "{counts:?}");
+        assert!(after.iter().all(|&n| n <= MIN_BATCH), "{counts:?}");
+        assert_eq!(after.iter().sum::<usize>(), 4 * MIN_BATCH, "{counts:?}");
+        assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
     }
 
     #[test]
