@@ -170,6 +170,8 @@ pub async fn dispatch(
         timer: None,
         endpoint: None,
         now: None,
+        raw_fields: false,
+        added: None,
     };
     let resp: Response<UpstreamBody> = *w.pools.send(&c, Box::new(req), &opts).await?;
     Ok(resp.map(crate::body::boxed))

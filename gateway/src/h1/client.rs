@@ -25,7 +25,9 @@ use super::chunked;
 use super::client_body::{ClientBody, Framing};
 use super::head::{self, MAX_FIELDS};
 use super::io::{poll_read_buf, WriteQueue};
+use super::raw_fields::RawFields;
 use crate::body::{BoxError, ProxyBody};
+use crate::upstream::added::AddedFields;
 use crate::upstream::pool::Recycle;
 use crate::upstream::tls::UpstreamIo;
 
@@ -119,12 +121,18 @@ impl Conn {
     ///
     /// The response comes boxed, its body made by `wrap`: the caller's futures then move one
     /// pointer instead of the response head (about 250 bytes) at each level.
+    ///
+    /// `raw`: nothing reads the response's fields but the HTTP/1.1 server writing them to the
+    /// client, so a final response may carry them as [`RawFields`] (in its extensions, with an
+    /// empty map) instead of a `HeaderMap`.
     pub(crate) async fn send<B>(
         mut self,
         mut req: Box<Request<ProxyBody>>,
         reused: bool,
         recycle: Recycle,
         wrap: fn(ClientBody) -> B,
+        raw: bool,
+        added: Option<&AddedFields>,
     ) -> Result<Box<Response<B>>, SendError> {
         // The request stays in its box (one pointer to move through the exchange's states,
         // and the box itself goes back when it can be resent).
@@ -136,7 +144,7 @@ impl Conn {
         let mut out = std::mem::take(&mut self.head);
         out.clear();
         out.reserve(512);
-        encode_head(&req, framing, &mut out);
+        encode_head(&req, framing, added, &mut out);
         if framing == RequestFraming::Empty {
             // Nothing of the request is consumed until a response arrives: on the keep-alive
             // race it goes back whole, and the caller may resend it.
@@ -149,7 +157,7 @@ impl Conn {
                     SendError::Io(e)
                 });
             }
-            return match self.read_head(head_request, reused).await {
+            return match self.read_head(head_request, reused, raw).await {
                 Ok(h) => {
                     head::recycle(std::mem::take(req.headers_mut()));
                     Ok(self.response(h, true, recycle, wrap))
@@ -169,7 +177,7 @@ impl Conn {
             Err(e) => return Err(e),
         };
         // The body was consumed: a stale connection cannot resend it (Stale carries nothing).
-        let h = self.read_head(head_request, reused && whole).await?;
+        let h = self.read_head(head_request, reused && whole, raw).await?;
         let sent = writer.finished();
         Ok(self.response(h, sent, recycle, wrap))
     }
@@ -233,12 +241,13 @@ impl Conn {
         &mut self,
         head_request: bool,
         stale_possible: bool,
+        raw: bool,
     ) -> Result<(http::response::Parts, Framing, bool), SendError> {
         let mut interim = 0;
         let mut received_any = !self.buf.is_empty();
         loop {
             if !self.buf.is_empty() {
-                match parse_response(&mut self.buf, head_request)? {
+                match parse_response(&mut self.buf, head_request, raw)? {
                     Some(parsed)
                         if parsed.0.status.is_informational()
                             && parsed.0.status != StatusCode::SWITCHING_PROTOCOLS =>
@@ -343,7 +352,12 @@ fn expects_content(m: &Method) -> bool {
 }
 
 /// `METHOD target HTTP/1.1`, the fields, the framing field, the empty line.
-fn encode_head<B>(req: &Request<B>, framing: RequestFraming, out: &mut Vec<u8>) {
+fn encode_head<B>(
+    req: &Request<B>,
+    framing: RequestFraming,
+    added: Option<&AddedFields>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let uri = req.uri();
@@ -380,6 +394,9 @@ fn encode_head<B>(req: &Request<B>, framing: RequestFraming, out: &mut Vec<u8>) 
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(added) = added {
+        added.write(out);
+    }
     match framing {
         RequestFraming::Empty => {
             if has_length || expects_content(req.method()) {
@@ -402,7 +419,11 @@ type Parsed = (http::response::Parts, Framing, bool);
 
 /// Parse a response head from the front of `buf` (consumed when complete); `None` if more is
 /// needed.
-fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, SendError> {
+fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+    raw: bool,
+) -> Result<Option<Parsed>, SendError> {
     let Some(len) = head::head_len(buf) else {
         return Ok(None);
     };
@@ -434,23 +455,40 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
     } else {
         Version::HTTP_11
     };
-    // Hop-by-hop fields are dropped here: the proxy would remove them anyway, and callouts
-    // never see them (as with Envoy's codec).
-    let (mut headers, scan) = head::fields_to_map(&head, resp.headers, 2, true)
-        .map_err(|_| SendError::BadResponse("invalid header field"))?;
-    if scan.transfer_encoding && (scan.content_length.is_some() || scan.bad_length) {
-        // The chunked framing wins; a length forwarded with it would lie (RFC 9112 §6.3).
-        headers.remove(header::CONTENT_LENGTH);
-    }
+    let mut r = Response::new(());
+    // A final response whose fields only the client will read: passed through as received
+    // (1xx, 101 and 204 have fields of their own to drop or keep, and take the map path).
+    let passed = (raw
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| RawFields::of(&head, resp.headers))
+        .flatten();
+    let scan = match passed {
+        Some((fields, scan)) => {
+            r.extensions_mut().insert(fields);
+            scan
+        }
+        None => {
+            // Hop-by-hop fields are dropped here: the proxy would remove them anyway, and
+            // callouts never see them (as with Envoy's codec).
+            let (mut headers, scan) = head::fields_to_map(&head, resp.headers, 2, true)
+                .map_err(|_| SendError::BadResponse("invalid header field"))?;
+            if scan.transfer_encoding && (scan.content_length.is_some() || scan.bad_length) {
+                // The chunked framing wins; a length forwarded with it would lie (RFC 9112 §6.3).
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            *r.headers_mut() = headers;
+            scan
+        }
+    };
     let (framing, mut keep_alive) = response_framing(status, head_request, &scan)?;
     keep_alive &= match version {
         Version::HTTP_10 => scan.keep_alive,
         _ => !scan.close,
     };
-    let mut r = Response::new(());
     *r.status_mut() = status;
     *r.version_mut() = version;
-    *r.headers_mut() = headers;
     Ok(Some((r.into_parts().0, framing, keep_alive)))
 }
 
@@ -664,6 +702,7 @@ mod tests {
         encode_head(
             &r,
             request_framing(r.headers(), r.body()).unwrap(),
+            None,
             &mut out,
         );
         String::from_utf8(out).unwrap()
@@ -706,7 +745,7 @@ mod tests {
 
     fn parse(raw: &'static [u8], head: bool) -> Result<Option<Parsed>, SendError> {
         let mut buf = BytesMut::from(raw);
-        parse_response(&mut buf, head)
+        parse_response(&mut buf, head, false)
     }
 
     #[test]

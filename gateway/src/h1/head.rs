@@ -75,7 +75,9 @@ fn new_map(capacity: usize) -> HeaderMap {
 
 /// Give a map that is no longer needed back for the next heads of this thread.
 pub(crate) fn recycle(mut map: HeaderMap) {
-    if map.capacity() > SPARE_MAP_CAPACITY_MAX {
+    // A map that never held a field (a response passed through as received) has no tables
+    // worth keeping.
+    if map.capacity() == 0 || map.capacity() > SPARE_MAP_CAPACITY_MAX {
         return;
     }
     map.clear();
@@ -146,61 +148,143 @@ pub(crate) fn fields_to_map(
     Ok((map, scan))
 }
 
+/// The fields the proxy acts on, told apart by name (every other name is `Other`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    Te,
+    Trailer,
+    KeepAlive,
+    ProxyConnection,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    Date,
+    Other,
+}
+
+impl Known {
+    /// The kind of a parsed name: comparisons of standard names are small-integer comparisons.
+    pub(crate) fn of(name: &HeaderName) -> Known {
+        use http::header;
+        if *name == header::CONTENT_LENGTH {
+            Known::ContentLength
+        } else if *name == header::TRANSFER_ENCODING {
+            Known::TransferEncoding
+        } else if *name == header::CONNECTION {
+            Known::Connection
+        } else if *name == header::UPGRADE {
+            Known::Upgrade
+        } else if *name == header::EXPECT {
+            Known::Expect
+        } else if *name == header::TE {
+            Known::Te
+        } else if *name == header::TRAILER {
+            Known::Trailer
+        } else if *name == header::DATE {
+            Known::Date
+        } else if *name == header::PROXY_AUTHENTICATE {
+            Known::ProxyAuthenticate
+        } else if *name == header::PROXY_AUTHORIZATION {
+            Known::ProxyAuthorization
+        } else if name.as_str() == "keep-alive" {
+            Known::KeepAlive
+        } else if name.as_str() == "proxy-connection" {
+            Known::ProxyConnection
+        } else {
+            Known::Other
+        }
+    }
+
+    /// The kind of a name as received (any case), without making a `HeaderName` of it: the
+    /// length picks at most two candidates.
+    pub(crate) fn of_raw(name: &[u8]) -> Known {
+        let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
+        match name.len() {
+            2 if is(b"te") => Known::Te,
+            4 if is(b"date") => Known::Date,
+            6 if is(b"expect") => Known::Expect,
+            7 if is(b"upgrade") => Known::Upgrade,
+            7 if is(b"trailer") => Known::Trailer,
+            10 if is(b"connection") => Known::Connection,
+            10 if is(b"keep-alive") => Known::KeepAlive,
+            14 if is(b"content-length") => Known::ContentLength,
+            16 if is(b"proxy-connection") => Known::ProxyConnection,
+            17 if is(b"transfer-encoding") => Known::TransferEncoding,
+            18 if is(b"proxy-authenticate") => Known::ProxyAuthenticate,
+            19 if is(b"proxy-authorization") => Known::ProxyAuthorization,
+            _ => Known::Other,
+        }
+    }
+}
+
 /// Note what field `name: value` says; true if it is a hop-by-hop field that may be dropped
 /// (a `Connection` naming other fields is kept, so that they can be removed by name later).
 fn scan_field(scan: &mut Scan, name: &HeaderName, value: &[u8]) -> bool {
-    use http::header;
-    if *name == header::CONTENT_LENGTH {
-        for part in value.split(|b| *b == b',') {
-            match parse_u64(trim(part)) {
-                Some(n) if scan.content_length.is_none_or(|c| c == n) => {
-                    scan.content_length = Some(n)
+    scan_known(scan, Known::of(name), value)
+}
+
+/// [`scan_field`] for a field whose kind is known.
+pub(crate) fn scan_known(scan: &mut Scan, kind: Known, value: &[u8]) -> bool {
+    match kind {
+        Known::ContentLength => {
+            for part in value.split(|b| *b == b',') {
+                match parse_u64(trim(part)) {
+                    Some(n) if scan.content_length.is_none_or(|c| c == n) => {
+                        scan.content_length = Some(n)
+                    }
+                    _ => scan.bad_length = true,
                 }
-                _ => scan.bad_length = true,
             }
+            false
         }
-        false
-    } else if *name == header::TRANSFER_ENCODING {
-        scan.transfer_encoding = true;
-        scan.chunked = value
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
-        true
-    } else if *name == header::CONNECTION {
-        let mut other = false;
-        for t in value
-            .split(|b| *b == b',')
-            .map(trim)
-            .filter(|t| !t.is_empty())
-        {
-            if t.eq_ignore_ascii_case(b"close") {
-                scan.close = true;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                scan.keep_alive = true;
-            } else if t.eq_ignore_ascii_case(b"upgrade") {
-                scan.upgrade_token = true;
-            } else {
-                other = true;
+        Known::TransferEncoding => {
+            scan.transfer_encoding = true;
+            scan.chunked = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
+            true
+        }
+        Known::Connection => {
+            let mut other = false;
+            for t in value
+                .split(|b| *b == b',')
+                .map(trim)
+                .filter(|t| !t.is_empty())
+            {
+                if t.eq_ignore_ascii_case(b"close") {
+                    scan.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    scan.keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    scan.upgrade_token = true;
+                } else {
+                    other = true;
+                }
             }
+            scan.names_fields |= other;
+            !other
         }
-        scan.names_fields |= other;
-        !other
-    } else if *name == header::UPGRADE {
-        scan.upgrade = true;
-        false
-    } else if *name == header::EXPECT {
-        scan.expect_continue |= trim(value).eq_ignore_ascii_case(b"100-continue");
-        false
-    } else if *name == header::TE {
-        scan.te_trailers |= value
-            .split(|b| *b == b',')
-            .any(|t| trim(t).eq_ignore_ascii_case(b"trailers"));
-        true
-    } else {
-        *name == header::TRAILER
-            || name.as_str() == "keep-alive"
-            || name.as_str() == "proxy-connection"
+        Known::Upgrade => {
+            scan.upgrade = true;
+            false
+        }
+        Known::Expect => {
+            scan.expect_continue |= trim(value).eq_ignore_ascii_case(b"100-continue");
+            false
+        }
+        Known::Te => {
+            scan.te_trailers |= value
+                .split(|b| *b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"trailers"));
+            true
+        }
+        Known::Trailer | Known::KeepAlive | Known::ProxyConnection => true,
+        Known::ProxyAuthenticate | Known::ProxyAuthorization | Known::Date | Known::Other => false,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod client_body;
 pub mod date;
 pub mod head;
 pub mod io;
+pub mod raw_fields;
 pub mod server;
 pub mod server_body;
 

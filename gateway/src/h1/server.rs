@@ -44,6 +44,7 @@ use super::chunked;
 use super::date::write_date;
 use super::head::{self, MAX_FIELDS};
 use super::io::{poll_read_buf, WriteQueue};
+use super::raw_fields::RawFields;
 use super::server_body::{Reading, ServerBody, Shared};
 use crate::body::ProxyBody;
 use crate::lazy_timer::LazyTimer;
@@ -439,7 +440,12 @@ async fn write_response(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = head::content_length(&parts.headers).ok().flatten();
+    // Fields passed through as the upstream sent them (see `raw_fields`), or the map's.
+    let raw = parts.extensions.get::<RawFields>();
+    let declared = match raw {
+        Some(r) => r.content_length,
+        None => head::content_length(&parts.headers).ok().flatten(),
+    };
     let out = if no_body {
         Out::None
     } else if let Some(n) = declared {
@@ -454,7 +460,7 @@ async fn write_response(
     let keep = flags.keep_alive && !draining && out != Out::Close && !upgrading;
     let heads = out_bufs.heads;
     heads.reserve(256 + parts.headers.len() * 32);
-    encode_head(&parts, out, declared.is_some(), keep, flags, heads);
+    encode_head(&parts, raw, out, declared.is_some(), keep, flags, heads);
     // Handed back before the body can end (or be dropped unread), which finishes the exchange.
     written(parts);
     let mut w = ResponseWriter {
@@ -484,6 +490,7 @@ async fn write_response(
 /// `Connection`, and the empty line.
 fn encode_head(
     parts: &http::response::Parts,
+    raw: Option<&RawFields>,
     out: Out,
     declared_length: bool,
     keep: bool,
@@ -500,6 +507,13 @@ fn encode_head(
     // length they were given, which describes the representation.
     let strip_length = status.is_informational() || status == StatusCode::NO_CONTENT;
     let mut has_date = false;
+    if let Some(raw) = raw {
+        // Framing and hop-by-hop lines are already out (and 1xx and 204 never come this way).
+        for piece in raw.pieces() {
+            buf.extend_from_slice(piece);
+        }
+        has_date = raw.has_date;
+    }
     for (name, value) in &parts.headers {
         if *name == header::TRANSFER_ENCODING
             || *name == header::CONNECTION
@@ -822,7 +836,7 @@ mod tests {
             te_trailers: false,
         };
         let mut buf = BytesMut::new();
-        encode_head(&parts, out, declared, keep, flags, &mut buf);
+        encode_head(&parts, None, out, declared, keep, flags, &mut buf);
         String::from_utf8(buf.to_vec()).unwrap()
     }
 

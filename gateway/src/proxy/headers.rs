@@ -45,6 +45,8 @@ pub struct RequestFields {
     pub expect: bool,
     /// A field [`remove_hop_by_hop`] removes whatever `Connection` says, or `Connection`.
     pub hop_by_hop: bool,
+    /// The client sent `X-Forwarded-For` or `X-Forwarded-Proto`.
+    pub forwarded: bool,
 }
 
 impl RequestFields {
@@ -67,6 +69,8 @@ impl RequestFields {
                 if *name == header::TE && f.te.is_none() {
                     f.te = Some(value.clone());
                 }
+            } else if *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO {
+                f.forwarded = true;
             }
         }
         f

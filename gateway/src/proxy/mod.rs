@@ -27,6 +27,7 @@ use crate::router::{Action, Route};
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use crate::telemetry::log_context::WithLogIds;
 use crate::telemetry::otel::attempts::Tries;
+use crate::upstream::added::AddedFields;
 use crate::upstream::SendOptions;
 use crate::worker::WorkerCtx;
 
@@ -352,6 +353,7 @@ async fn forward(
         received,
         tripped,
         traced,
+        added,
     } = out;
     let endpoint = Cell::new(None);
     let opts = SendOptions {
@@ -365,6 +367,17 @@ async fn forward(
         // its route matched): the route timeout counts from the arrival's clock reading. A
         // filter may have paused the request (a callout), so with one the clock is read again.
         now: chain.is_empty().then(crate::request_clock::get),
+        // Only the HTTP/1.1 server reads the response's fields when no filter has a phase after
+        // the request's (nothing else on this path does: logs and traces take the status).
+        raw_fields: on_upgrade.is_none()
+            && conn.hands_back_head.get()
+            && !chain.phases().intersects(
+                Phases::RESPONSE_HEADERS
+                    | Phases::RESPONSE_BODY
+                    | Phases::RESPONSE_TRAILERS
+                    | Phases::LOG,
+            ),
+        added: Some(&added),
     };
     let result = worker.pools.send(cluster, req, &opts).await;
     ex.borrow_mut().upstream_addr = endpoint.get();
@@ -440,6 +453,8 @@ struct Outgoing {
     /// Set when the request body went over the listener's limit while it streamed.
     tripped: Option<Rc<Cell<bool>>>,
     traced: Option<TracedSend>,
+    /// Fields added on the way out instead of in the request's map.
+    added: AddedFields,
 }
 
 /// The upstream span of a traced request, open while the request is sent.
@@ -463,6 +478,7 @@ fn prepare(
     upgrading: bool,
     max_body: u64,
 ) -> Option<Outgoing> {
+    let mut added = AddedFields::default();
     let (mut req, hash) = {
         let mut e = ex.borrow_mut();
         e.cluster = Some(cluster.name.clone());
@@ -489,7 +505,7 @@ fn prepare(
             std::mem::take(&mut e.request.headers)
         };
         (
-            upstream_request(&e, headers, &fields, route, conn, upgrading),
+            upstream_request(&e, headers, &fields, route, conn, upgrading, &mut added),
             hash,
         )
     };
@@ -521,6 +537,7 @@ fn prepare(
         received,
         tripped,
         traced,
+        added,
     })
 }
 
@@ -590,6 +607,7 @@ fn upstream_request(
     route: &Route,
     conn: &ConnState,
     upgrade: bool,
+    added: &mut AddedFields,
 ) -> Box<Request<ProxyBody>> {
     let src = &e.request;
     headers::remove_hop_by_hop_found(&mut headers, upgrade, fields.hop_by_hop);
@@ -598,6 +616,13 @@ fn upstream_request(
         headers.remove(header::EXPECT);
     }
     match &conn.forwarded_for {
+        // Neither field from the client: the upstream exchange writes both (see `added`).
+        Some(client) if !fields.forwarded => {
+            *added = AddedFields {
+                forwarded_for: Some(client.clone()),
+                forwarded_proto: Some(conn.scheme),
+            }
+        }
         Some(client) => headers::set_forwarded_value(&mut headers, client, conn.scheme),
         None => headers::set_forwarded(&mut headers, conn.client.ip(), conn.scheme),
     }

@@ -19,6 +19,7 @@
 //!   (`retry.rs`); a stale keep-alive connection is retried once transparently (`send.rs`).
 //! - "Active requests" count an exchange until its response headers arrive (`endpoint.rs`).
 
+pub mod added;
 mod body;
 mod cluster;
 mod dns;
@@ -155,6 +156,13 @@ pub struct SendOptions<'a> {
     /// The time now, when the caller read the clock a moment ago (at most microseconds): the
     /// route timeout counts from it instead of a new reading. `None`: the clock is read.
     pub now: Option<tokio::time::Instant>,
+    /// Nothing but an HTTP/1.1 server writing them out reads the response's fields: an
+    /// HTTP/1.1 upstream's final response may carry them as received
+    /// ([`crate::h1::raw_fields::RawFields`] in its extensions, its map empty).
+    pub raw_fields: bool,
+    /// Fields the proxy adds, written by the HTTP/1.1 client after the request's own (see
+    /// [`added`]).
+    pub added: Option<&'a added::AddedFields>,
 }
 
 /// A reusable route-timeout timer, see [`SendOptions::timer`].

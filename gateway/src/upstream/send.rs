@@ -162,9 +162,15 @@ impl WorkerPools {
         }
         let traced = opts.tries.map(|t| (t, std::time::Instant::now()));
         let outcome = match cluster.protocol() {
-            Protocol::Http1 => self.exchange_h1(cluster, ep, req).await,
+            Protocol::Http1 => self.exchange_h1(cluster, ep, req, opts).await,
             // Boxed: hyper's HTTP/2 send future is large, and would size every request's future.
-            Protocol::Http2 => Box::pin(self.exchange_h2(cluster, ep, *req)).await,
+            Protocol::Http2 => {
+                let mut req = *req;
+                if let Some(added) = opts.added {
+                    added.insert_into(req.headers_mut());
+                }
+                Box::pin(self.exchange_h2(cluster, ep, req)).await
+            }
         };
         if let Some((tries, start)) = traced {
             tries.record(start, ep.addr, &outcome);
@@ -177,6 +183,7 @@ impl WorkerPools {
         cluster: &Cluster,
         ep: &Endpoint,
         mut req: Box<Request<ProxyBody>>,
+        opts: &SendOptions<'_>,
     ) -> Outcome {
         let key = cluster.pool_key(ep);
         let (mut conn, mut reused) = match self.inner.take_h1(key, crate::request_clock::get()) {
@@ -185,7 +192,17 @@ impl WorkerPools {
         };
         loop {
             let recycle = self.inner.recycler(key, cluster.pool);
-            let back = match conn.send(req, reused, recycle, UpstreamBody::H1).await {
+            let back = match conn
+                .send(
+                    req,
+                    reused,
+                    recycle,
+                    UpstreamBody::H1,
+                    opts.raw_fields,
+                    opts.added,
+                )
+                .await
+            {
                 Ok(resp) => return Ok(resp),
                 Err(SendError::Unsent(unsent, e)) => (unsent, e),
                 Err(SendError::Stale(Some(back), e)) if resendable(&back) => (back, e),

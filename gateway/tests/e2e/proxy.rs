@@ -299,3 +299,280 @@ fn the_gateway_process_runs_without_transparent_huge_pages() {
         "{huge}\n{rollup}"
     );
 }
+
+/// A keep-alive HTTP/1.1 upstream answering each request with the reply its path names (see
+/// `scripted_reply`); a reply with `Connection: close` closes the connection after it.
+fn scripted_upstream() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/");
+                    let mut reply = scripted_reply(path.rsplit('/').next().unwrap_or(""));
+                    if head.starts_with("HEAD ") {
+                        let end = reply.windows(4).position(|w| w == b"\r\n\r\n");
+                        reply = &reply[..end.map_or(reply.len(), |e| e + 4)];
+                    }
+                    if s.write_all(reply).is_err() || reply.ends_with(b"close\r\n\r\nok") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn scripted_reply(name: &str) -> &'static [u8] {
+    match name {
+        // Hop-by-hop fields of every kind among the end-to-end ones; names in any case.
+        "fields" => {
+            b"HTTP/1.1 200 OK\r\nServer: scripted\r\nConnection: keep-alive\r\n\
+            Keep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nSET-COOKIE: b=2\r\nX-Empty:\r\n\
+            Proxy-Connection: keep-alive\r\nProxy-Authenticate: Basic\r\nTrailer: x-t\r\n\
+            X-Spaced: one  two\r\nContent-Length: 5\r\n\r\nhello"
+        }
+        "chunked" => {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\
+            Date: Sun, 06 Dec 2026 10:00:00 GMT\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        }
+        // `Connection` naming a field: that field is hop-by-hop too.
+        "named" => {
+            b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Kept: 2\r\n\
+            Content-Length: 5\r\n\r\nhello"
+        }
+        "not-modified" => b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 5\r\n\r\n",
+        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    }
+}
+
+/// The response of a raw `request` to the gateway: its status line, its fields (names
+/// lowercased, sorted, without `date` and `name_to_skip`) and its body.
+fn raw_exchange(gw: &Gateway, request: &str, name_to_skip: &str) -> (String, Vec<String>, String) {
+    let text = raw(gw.addr(), request.as_bytes(), Duration::from_secs(10));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("").to_string();
+    let mut fields: Vec<String> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap_or((l, ""));
+            format!("{}:{}", n.to_ascii_lowercase(), v.trim())
+        })
+        .filter(|f| !f.starts_with("date:") && !f.starts_with(name_to_skip))
+        .collect();
+    fields.sort();
+    (status, fields, body.to_string())
+}
+
+#[test]
+fn upstream_response_fields_reach_the_client_with_and_without_filters() {
+    // `/plain` has no filter: the fields pass through as the upstream sent them. `/filtered`
+    // has a response-phase filter: they go through a header map. The client sees the same.
+    let up = scripted_upstream();
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    protocols: [http1, http2]
+    routes:
+      - match: {{ path_prefix: "/filtered" }}
+        cluster: up
+        filters:
+          - name: headers
+            config: {{ response: {{ set: [{{ name: x-filtered, value: "yes" }}] }} }}
+      - match: {{ path_prefix: "/plain" }}
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{up}"]
+"#
+    ));
+    let ask = |method: &str, path: &str, version: &str| {
+        let req = format!("{method} {path} {version}\r\nHost: x\r\nConnection: close\r\n\r\n");
+        raw_exchange(&gw, &req, "x-filtered:")
+    };
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let (status, fields, body) = ask("GET", "/plain/fields", version);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, "hello");
+        assert_eq!(
+            fields,
+            [
+                "connection:close",
+                "content-length:5",
+                "server:scripted",
+                "set-cookie:a=1",
+                "set-cookie:b=2",
+                "x-empty:",
+                "x-spaced:one  two"
+            ],
+            "{version}"
+        );
+        assert_eq!(
+            ask("GET", "/filtered/fields", version),
+            (status, fields, body)
+        );
+    }
+    // Passed through as received without a filter (names keep their case), through the map
+    // with one (names lowercased).
+    let fields = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        raw(gw.addr(), req.as_bytes(), Duration::from_secs(10))
+    };
+    let plain = fields("/plain/fields");
+    assert!(plain.contains("\r\nSET-COOKIE: b=2\r\n"), "{plain}");
+    let filtered = fields("/filtered/fields");
+    assert!(filtered.contains("\r\nset-cookie: b=2\r\n"), "{filtered}");
+    // Chunked from the upstream: re-framed by the gateway, the upstream's Date kept.
+    let (status, fields, body) = ask("GET", "/plain/chunked", "HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        fields,
+        ["connection:close", "transfer-encoding:chunked", "x-a:1"]
+    );
+    assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(
+        ask("GET", "/filtered/chunked", "HTTP/1.1"),
+        (status, fields, body)
+    );
+    let text = raw(
+        gw.addr(),
+        b"GET /plain/chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(
+        text.contains("Date: Sun, 06 Dec 2026 10:00:00 GMT\r\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("ate: ").count(), 1, "one Date: {text}");
+    // A field named by Connection goes too (the map path takes such a head).
+    let (_, fields, body) = ask("GET", "/plain/named", "HTTP/1.1");
+    assert_eq!(fields, ["connection:close", "content-length:5", "x-kept:2"]);
+    assert_eq!(body, "hello");
+    // HEAD and 304 keep the length that describes the representation, and carry no body.
+    for (method, path, status) in [
+        ("HEAD", "/plain/fields", "HTTP/1.1 200 OK"),
+        ("GET", "/plain/not-modified", "HTTP/1.1 304 Not Modified"),
+    ] {
+        let (s, fields, body) = ask(method, path, "HTTP/1.1");
+        assert_eq!(s, status);
+        assert!(
+            fields.contains(&"content-length:5".to_string()),
+            "{fields:?}"
+        );
+        assert_eq!(body, "");
+        let filtered = ask(method, &path.replace("plain", "filtered"), "HTTP/1.1");
+        assert_eq!(filtered, (s, fields, body));
+    }
+    // Over h2c the response goes through hyper, which needs the map: the fields are all there.
+    let req = http::Request::get(format!("http://{}/plain/fields", gw.addr()))
+        .body(full(""))
+        .expect("request");
+    let r = send(gw.addr(), req, true).expect("h2c");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("server"), Some("scripted"));
+    assert_eq!(r.header("x-spaced"), Some("one  two"));
+    assert_eq!(r.headers.get_all("set-cookie").iter().count(), 2);
+    assert!(r.headers.get("keep-alive").is_none());
+    assert!(r.headers.get("proxy-authenticate").is_none());
+    assert_eq!(r.text(), "hello");
+    // Keep-alive on both sides: many requests on one client connection, upstream reused.
+    let many: String = (0..20)
+        .map(|_| "GET /plain/fields HTTP/1.1\r\nHost: x\r\n\r\n")
+        .collect::<String>()
+        + "GET /plain/fields HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let text = raw(gw.addr(), many.as_bytes(), Duration::from_secs(10));
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 21, "{text}");
+    assert_eq!(text.matches("\r\n\r\nhello").count(), 21);
+    assert_eq!(text.matches("keep-alive").count(), 0, "{text}");
+}
+
+#[test]
+fn forwarded_fields_reach_h1_and_h2_upstreams_once() {
+    // Without the client's own X-Forwarded-* fields the gateway writes them as it sends the
+    // request (HTTP/1.1) or inserts them into the request (HTTP/2); with them, it joins the
+    // client's X-Forwarded-For and keeps its X-Forwarded-Proto.
+    let (h1, h2) = (Upstream::start("h1"), Upstream::start_h2("h2"));
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - match: {{ path_prefix: "/h2" }}
+        cluster: h2
+      - match: {{ path_prefix: "/" }}
+        cluster: h1
+clusters:
+  - name: h1
+    endpoints: ["{}"]
+  - name: h2
+    endpoints: ["{}"]
+    protocol: http2
+"#,
+        h1.addr, h2.addr
+    ));
+    for path in ["/h1", "/h2"] {
+        let r = get(&gw, path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let h = &r.json()["headers"];
+        assert_eq!(
+            h["x-forwarded-for"],
+            serde_json::json!(["127.0.0.1"]),
+            "{path}: {h}"
+        );
+        assert_eq!(
+            h["x-forwarded-proto"],
+            serde_json::json!(["http"]),
+            "{path}: {h}"
+        );
+        assert_eq!(
+            h["x-request-id"].as_array().map(Vec::len),
+            Some(1),
+            "{path}"
+        );
+        let r = get_with(&gw, path, &[("x-forwarded-proto", "https")]);
+        let h = &r.json()["headers"];
+        assert_eq!(
+            h["x-forwarded-for"],
+            serde_json::json!(["127.0.0.1"]),
+            "{path}: {h}"
+        );
+        assert_eq!(
+            h["x-forwarded-proto"],
+            serde_json::json!(["https"]),
+            "{path}: {h}"
+        );
+        let r = get_with(&gw, path, &[("x-forwarded-for", "198.18.0.9")]);
+        let h = &r.json()["headers"];
+        assert_eq!(
+            h["x-forwarded-for"],
+            serde_json::json!(["198.18.0.9, 127.0.0.1"]),
+            "{path}: {h}"
+        );
+        assert_eq!(
+            h["x-forwarded-proto"],
+            serde_json::json!(["http"]),
+            "{path}: {h}"
+        );
+    }
+}

@@ -20,6 +20,8 @@ async fn kind_of(yaml: &str, timeout: Duration) -> UpstreamErrorKind {
         timer: None,
         endpoint: None,
         now: None,
+        raw_fields: false,
+        added: None,
     };
     match send(&pools, &c, get("/"), &o).await {
         Ok(answer) => panic!("expected an error, got {answer:?}"),
@@ -220,6 +222,8 @@ fn a_zero_route_timeout_means_none() {
             timer: None,
             endpoint: None,
             now: None,
+            raw_fields: false,
+            added: None,
         };
         let (status, body) = send(&WorkerPools::new(), &c, get("/"), &o)
             .await
@@ -253,6 +257,8 @@ fn the_route_timeout_counts_from_the_given_now() {
             endpoint: None,
             // As if the request had arrived 400 ms ago: 200 ms are left.
             now: Some(started - Duration::from_millis(400)),
+            raw_fields: false,
+            added: None,
         };
         match send(&WorkerPools::new(), &c, get("/"), &o).await {
             Ok(answer) => panic!("expected a timeout counted from `now`, got {answer:?}"),

@@ -175,6 +175,8 @@ pub fn opts(retries: Option<&RetryConfig>, hash: Option<u64>) -> SendOptions<'_>
         timer: None,
         endpoint: None,
         now: None,
+        raw_fields: false,
+        added: None,
     }
 }
 

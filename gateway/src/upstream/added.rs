@@ -1,0 +1,70 @@
+//! Fields the proxy adds to an upstream request that nothing on the gateway reads afterwards
+//! (`X-Forwarded-For` and `X-Forwarded-Proto` when the client sent neither): an HTTP/1.1
+//! upstream gets them written after the request's own fields, an HTTP/2 one has them inserted
+//! into the request's map. A map insert hashes the name and probes the table; the two cost
+//! about 0.8 k instructions per request, writing the two lines a few dozen.
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::proxy::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
+
+/// See the module.
+#[derive(Debug, Default, Clone)]
+pub struct AddedFields {
+    /// `X-Forwarded-For`: the client's address.
+    pub forwarded_for: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`: the scheme the client used.
+    pub forwarded_proto: Option<&'static str>,
+}
+
+impl AddedFields {
+    /// Append the fields as `name: value` lines (HTTP/1.1).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        if let Some(v) = &self.forwarded_for {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(p) = self.forwarded_proto {
+            out.extend_from_slice(b"x-forwarded-proto: ");
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Insert the fields into `h` (HTTP/2, where the map is what is sent).
+    pub fn insert_into(&self, h: &mut HeaderMap) {
+        if let Some(v) = &self.forwarded_for {
+            h.insert(X_FORWARDED_FOR.clone(), v.clone());
+        }
+        if let Some(p) = self.forwarded_proto {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(p));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_as_lines_or_inserted() {
+        let added = AddedFields {
+            forwarded_for: Some(HeaderValue::from_static("198.18.0.7")),
+            forwarded_proto: Some("https"),
+        };
+        let mut out = Vec::new();
+        added.write(&mut out);
+        assert_eq!(
+            out,
+            b"x-forwarded-for: 198.18.0.7\r\nx-forwarded-proto: https\r\n"
+        );
+        let mut h = HeaderMap::new();
+        added.insert_into(&mut h);
+        assert_eq!(h["x-forwarded-for"], "198.18.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let mut out = Vec::new();
+        AddedFields::default().write(&mut out);
+        assert!(out.is_empty());
+    }
+}
