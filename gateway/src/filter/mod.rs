@@ -167,6 +167,9 @@ pub struct Exchange {
     pub upstream_addr: Option<std::net::SocketAddr>,
     /// The request id (x-request-id) once set.
     pub request_id: Option<HeaderValue>,
+    /// The request id is the gateway's and not among the request's fields: no filter runs on
+    /// the request, so the upstream exchange adds it as it sends the request.
+    pub request_id_unlisted: bool,
     /// Set when the gateway answered itself; access log `details`.
     pub local_details: Option<&'static str>,
     /// A local response chosen by a body filter while the body streamed: the request path answers
@@ -232,6 +235,7 @@ impl Exchange {
             cluster: None,
             upstream_addr: None,
             request_id: None,
+            request_id_unlisted: false,
             local_details: None,
             pending_local: None,
             trace: None,

@@ -202,7 +202,7 @@ impl Known {
     /// The kind of a name as received (any case), without making a `HeaderName` of it: the
     /// length picks at most two candidates.
     pub(crate) fn of_raw(name: &[u8]) -> Known {
-        let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
+        let is = |k: &[u8]| token_eq(name, k);
         match name.len() {
             2 if is(b"te") => Known::Te,
             4 if is(b"date") => Known::Date,
@@ -221,6 +221,38 @@ impl Known {
     }
 }
 
+/// Whether `name`, a token (httparse checked it), is `lower` (lowercase letters and `-`) in any
+/// case. Setting bit 5 of a byte lowercases a letter and leaves `-` as it is, and turns no other
+/// token byte into a letter or `-`: names compare eight bytes at a time.
+fn token_eq(name: &[u8], lower: &[u8]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_le_bytes)
+    };
+    let n = name.len();
+    if n != lower.len() {
+        return false;
+    }
+    if n < 8 {
+        return name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b);
+    }
+    let mut at = 0;
+    loop {
+        // The last word overlaps the one before when the length is not a multiple of 8.
+        let at_now = at.min(n - 8);
+        match (word(name, at_now), word(lower, at_now)) {
+            (Some(a), Some(b)) if a | CASE == b => {}
+            _ => return false,
+        }
+        if at_now == n - 8 {
+            return true;
+        }
+        at += 8;
+    }
+}
+
 /// Note what field `name: value` says; true if it is a hop-by-hop field that may be dropped
 /// (a `Connection` naming other fields is kept, so that they can be removed by name later).
 fn scan_field(scan: &mut Scan, name: &HeaderName, value: &[u8]) -> bool {
@@ -231,6 +263,14 @@ fn scan_field(scan: &mut Scan, name: &HeaderName, value: &[u8]) -> bool {
 pub(crate) fn scan_known(scan: &mut Scan, kind: Known, value: &[u8]) -> bool {
     match kind {
         Known::ContentLength => {
+            // One number, as nearly always: no list to split.
+            if let Some(n) = parse_u64(trim(value)) {
+                match scan.content_length {
+                    Some(c) if c != n => scan.bad_length = true,
+                    _ => scan.content_length = Some(n),
+                }
+                return false;
+            }
             for part in value.split(|b| *b == b',') {
                 match parse_u64(trim(part)) {
                     Some(n) if scan.content_length.is_none_or(|c| c == n) => {
@@ -250,6 +290,15 @@ pub(crate) fn scan_known(scan: &mut Scan, kind: Known, value: &[u8]) -> bool {
             true
         }
         Known::Connection => {
+            // One token, as nearly always: no list to split.
+            if value.eq_ignore_ascii_case(b"keep-alive") {
+                scan.keep_alive = true;
+                return true;
+            }
+            if value.eq_ignore_ascii_case(b"close") {
+                scan.close = true;
+                return true;
+            }
             let mut other = false;
             for t in value
                 .split(|b| *b == b',')
@@ -457,6 +506,66 @@ mod tests {
             &http::header::CONNECTION,
             "close"
         ));
+    }
+
+    #[test]
+    fn token_names_compare_in_any_case() {
+        for (name, lower, same) in [
+            (&b"Content-Length"[..], &b"content-length"[..], true),
+            (b"CONTENT-LENGTH", b"content-length", true),
+            (b"content-lengtH", b"content-length", true),
+            (b"content_length", b"content-length", false),
+            (b"content-lengts", b"content-length", false),
+            (b"Dontent-length", b"content-length", false),
+            (b"Connection", b"connection", true),
+            (b"Connectiom", b"connection", false),
+            (b"KEEP-ALIVE", b"keep-alive", true),
+            (b"Date", b"date", true),
+            (b"Data", b"date", false),
+            (b"TE", b"te", true),
+            (b"te", b"ter", false),
+            (b"Proxy-Authorization", b"proxy-authorization", true),
+            (b"Proxy-Authorizatioz", b"proxy-authorization", false),
+            (b"upgradE", b"upgrade", true),
+        ] {
+            assert_eq!(token_eq(name, lower), same, "{name:?}");
+        }
+        assert_eq!(Known::of_raw(b"Content-Length"), Known::ContentLength);
+        assert_eq!(Known::of_raw(b"TRANSFER-ENCODING"), Known::TransferEncoding);
+        assert_eq!(Known::of_raw(b"proxy-connection"), Known::ProxyConnection);
+        assert_eq!(Known::of_raw(b"X-Content-Length"), Known::Other);
+    }
+
+    #[test]
+    fn scans_of_lengths_and_connection_tokens() {
+        let scan = |fields: &[(Known, &str)]| {
+            let mut s = Scan::default();
+            let hops: Vec<bool> = fields
+                .iter()
+                .map(|(k, v)| scan_known(&mut s, *k, v.as_bytes()))
+                .collect();
+            (s, hops)
+        };
+        let (s, _) = scan(&[(Known::ContentLength, " 42 ")]);
+        assert_eq!((s.content_length, s.bad_length), (Some(42), false));
+        let (s, _) = scan(&[(Known::ContentLength, "42, 42")]);
+        assert_eq!((s.content_length, s.bad_length), (Some(42), false));
+        let (s, _) = scan(&[(Known::ContentLength, "42"), (Known::ContentLength, "42")]);
+        assert_eq!((s.content_length, s.bad_length), (Some(42), false));
+        let (s, _) = scan(&[(Known::ContentLength, "42"), (Known::ContentLength, "43")]);
+        assert!(s.bad_length);
+        let (s, _) = scan(&[(Known::ContentLength, "42, 43")]);
+        assert!(s.bad_length);
+        let (s, _) = scan(&[(Known::ContentLength, "4 2")]);
+        assert!(s.bad_length);
+        let (s, hops) = scan(&[(Known::Connection, "Keep-Alive")]);
+        assert!(s.keep_alive && !s.close && !s.names_fields && hops[0]);
+        let (s, hops) = scan(&[(Known::Connection, "CLOSE")]);
+        assert!(s.close && !s.keep_alive && hops[0]);
+        let (s, hops) = scan(&[(Known::Connection, "close, X-A")]);
+        assert!(s.close && s.names_fields && !hops[0]);
+        let (s, hops) = scan(&[(Known::Connection, "upgrade")]);
+        assert!(s.upgrade_token && hops[0]);
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub async fn handle(
     let (parts, incoming) = req.into_parts();
     let arrival = headers::Arrival::of(&parts.headers);
     let grpc = arrival.grpc;
+    // An empty `x-request-id` is replaced (in the map, where it is).
+    let request_id_field = arrival.request_id.is_some();
     let request_id = arrival.request_id.filter(|v| !v.is_empty()).cloned();
     // Sampling is decided, and a sampled request's server span starts, from the head as the
     // client sent it, with the `traceparent` the pass above found.
@@ -187,7 +189,11 @@ pub async fn handle(
             break 'serve Box::pin(local(&worker, &conn, ex, None, metrics, r)).await;
         };
         let route = listener.router.find(&ex.borrow().request);
-        ensure_request_id(&ex, request_id);
+        // Filters may read the id among the request's fields; without any, nothing does.
+        let in_map = request_id_field
+            || !listener.chain.entries.is_empty()
+            || route.is_some_and(|r| !r.chain.entries.is_empty());
+        ensure_request_id(&ex, request_id, in_map);
         // A traced request's log lines carry its trace and span ids (set while its future is
         // polled); an untraced one's future is polled as is, without the wrapper's move.
         let ids = ex.borrow().trace.as_ref().map(|t| t.log_ids());
@@ -282,17 +288,23 @@ async fn dispatch(
 }
 
 /// The request's id: `found`, the client's non-empty `x-request-id`, or a new one, which is
-/// then set on the request.
-fn ensure_request_id(ex: &SharedExchange, found: Option<HeaderValue>) {
+/// then set on the request: among its fields when filters may read them or an empty one is
+/// there (`in_map`), else only when it is sent upstream (see
+/// [`Exchange::request_id_unlisted`]).
+fn ensure_request_id(ex: &SharedExchange, found: Option<HeaderValue>, in_map: bool) {
     let mut e = ex.borrow_mut();
     let id = match found {
         Some(v) => v,
-        None => {
+        None if in_map => {
             let v = headers::new_request_id();
             e.request
                 .headers
                 .insert(headers::X_REQUEST_ID.clone(), v.clone());
             v
+        }
+        None => {
+            e.request_id_unlisted = true;
+            headers::new_request_id()
         }
     };
     e.request_id = Some(id);
@@ -610,6 +622,9 @@ fn upstream_request(
     added: &mut AddedFields,
 ) -> Box<Request<ProxyBody>> {
     let src = &e.request;
+    if e.request_id_unlisted {
+        added.request_id = e.request_id.clone();
+    }
     headers::remove_hop_by_hop_found(&mut headers, upgrade, fields.hop_by_hop);
     headers::keep_te_trailers(fields.te.as_ref(), &mut headers);
     if fields.expect {
@@ -618,10 +633,8 @@ fn upstream_request(
     match &conn.forwarded_for {
         // Neither field from the client: the upstream exchange writes both (see `added`).
         Some(client) if !fields.forwarded => {
-            *added = AddedFields {
-                forwarded_for: Some(client.clone()),
-                forwarded_proto: Some(conn.scheme),
-            }
+            added.forwarded_for = Some(client.clone());
+            added.forwarded_proto = Some(conn.scheme);
         }
         Some(client) => headers::set_forwarded_value(&mut headers, client, conn.scheme),
         None => headers::set_forwarded(&mut headers, conn.client.ip(), conn.scheme),

@@ -550,6 +550,11 @@ clusters:
             Some(1),
             "{path}"
         );
+        // An empty request id is replaced, not joined by a second one.
+        let r = get_with(&gw, path, &[("x-request-id", "")]);
+        let ids = &r.json()["headers"]["x-request-id"];
+        assert_eq!(ids.as_array().map(Vec::len), Some(1), "{path}: {ids}");
+        assert_eq!(ids[0].as_str().map(str::len), Some(36), "{path}: {ids}");
         let r = get_with(&gw, path, &[("x-forwarded-proto", "https")]);
         let h = &r.json()["headers"];
         assert_eq!(
