@@ -380,9 +380,16 @@ async fn forward(
         // filter may have paused the request (a callout), so with one the clock is read again.
         now: chain.is_empty().then(crate::request_clock::get),
         // Only the HTTP/1.1 server reads the response's fields when no filter has a phase after
-        // the request's (nothing else on this path does: logs and traces take the status).
+        // the request's (nothing else on this path does: logs and traces take the status), and
+        // no `debug.config_version_header` replaces one of them.
         raw_fields: on_upgrade.is_none()
             && conn.hands_back_head.get()
+            && snap
+                .config
+                .file
+                .debug
+                .as_ref()
+                .is_none_or(|d| d.config_version_header.is_none())
             && !chain.phases().intersects(
                 Phases::RESPONSE_HEADERS
                     | Phases::RESPONSE_BODY

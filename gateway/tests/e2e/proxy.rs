@@ -357,6 +357,9 @@ fn scripted_reply(name: &str) -> &'static [u8] {
             b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Kept: 2\r\n\
             Content-Length: 5\r\n\r\nhello"
         }
+        "version" => {
+            b"HTTP/1.1 200 OK\r\nX-Config-Version: upstream\r\nContent-Length: 5\r\n\r\nhello"
+        }
         "not-modified" => b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 5\r\n\r\n",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
     }
@@ -580,4 +583,35 @@ clusters:
             "{path}: {h}"
         );
     }
+}
+
+#[test]
+fn the_config_version_header_replaces_the_upstreams() {
+    let up = scripted_upstream();
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+debug: {{ config_version_header: x-config-version }}
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - match: {{ path_prefix: "/" }}
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{up}"]
+"#
+    ));
+    let text = raw(
+        gw.addr(),
+        b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    let versions: Vec<&str> = text
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("x-config-version:"))
+        .collect();
+    assert_eq!(versions.len(), 1, "{text}");
+    assert!(!versions[0].contains("upstream"), "{text}");
 }
