@@ -198,15 +198,12 @@ pub async fn handle(
         // polled); an untraced one's future is polled as is, without the wrapper's move.
         let ids = ex.borrow().trace.as_ref().map(|t| t.log_ids());
         if ids.is_some() {
-            // Only the dispatch future is boxed (one move of it, into the box); the small
-            // wrapper stays in this future.
-            break 'serve WithLogIds::new(
-                Box::pin(dispatch(
-                    &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
-                )),
-                ids,
-            )
-            .await;
+            // The dispatch future is pinned in this future's state (where the untraced one
+            // is awaited too, in a different branch: they share the space), not boxed.
+            let slot = std::pin::pin!(Some(dispatch(
+                &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,
+            )));
+            break 'serve WithLogIds::new(slot, ids).await;
         }
         dispatch(
             &worker, &conn, &snap, listener, route, ex, incoming, on_upgrade, grpc,

@@ -64,44 +64,38 @@ pub fn with<R>(ids: LogIds, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-pin_project_lite::pin_project! {
-    /// A future polled — and dropped — with `ids` as its thread's current ones; without ids, a
-    /// plain pass-through (an untraced request's lines carry no scope).
-    pub struct WithLogIds<F> {
-        // An option only so that the drop below can drop the future inside the scope.
-        #[pin]
-        inner: Option<F>,
-        ids: Option<LogIds>,
-    }
+/// A future polled — and dropped — with `ids` as its thread's current ones; without ids, a
+/// plain pass-through (an untraced request's lines carry no scope). The future stays where its
+/// caller pinned it (e.g. with `std::pin::pin!` in an `async fn`): a traced request's future is
+/// not moved into a box of its own, a copy of kilobytes.
+pub struct WithLogIds<'a, F> {
+    /// Emptied, inside the scope, when this is dropped before the future finished.
+    inner: Pin<&'a mut Option<F>>,
+    ids: Option<LogIds>,
+}
 
-    impl<F> PinnedDrop for WithLogIds<F> {
-        fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            if let Some(ids) = *this.ids {
-                let _scope = Scope::enter(ids);
-                this.inner.set(None);
-            }
+impl<F> Drop for WithLogIds<'_, F> {
+    fn drop(&mut self) {
+        if let Some(ids) = self.ids {
+            let _scope = Scope::enter(ids);
+            self.inner.set(None);
         }
     }
 }
 
-impl<F> WithLogIds<F> {
+impl<'a, F> WithLogIds<'a, F> {
     /// `inner`, polled with `ids` current.
-    pub fn new(inner: F, ids: Option<LogIds>) -> Self {
-        WithLogIds {
-            inner: Some(inner),
-            ids,
-        }
+    pub fn new(inner: Pin<&'a mut Option<F>>, ids: Option<LogIds>) -> Self {
+        WithLogIds { inner, ids }
     }
 }
 
-impl<F: Future> Future for WithLogIds<F> {
+impl<F: Future> Future for WithLogIds<'_, F> {
     type Output = F::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let _scope = this.ids.map(Scope::enter);
-        match this.inner.as_pin_mut() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _scope = self.ids.map(Scope::enter);
+        match self.inner.as_mut().as_pin_mut() {
             Some(f) => f.poll(cx),
             // Only the drop above empties it.
             None => Poll::Pending,
@@ -138,9 +132,10 @@ mod tests {
     fn run(ids: Option<LogIds>) -> (Option<LogIds>, Option<LogIds>) {
         let before = current();
         let (polled, dropped) = (Cell::new(None), Cell::new(None));
-        let mut f = Box::pin(WithLogIds::new(Probe(&polled, &dropped), ids));
+        let slot = std::pin::pin!(Some(Probe(&polled, &dropped)));
+        let mut f = WithLogIds::new(slot, ids);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(f.as_mut().poll(&mut cx).is_ready());
+        assert!(Pin::new(&mut f).poll(&mut cx).is_ready());
         assert_eq!(current(), before, "restored after the poll");
         drop(f);
         assert_eq!(current(), before, "restored after the drop");
