@@ -534,7 +534,9 @@ clusters:
 "#,
         h1.addr, h2.addr
     ));
-    let cases: [(&[(&str, &str)], &str, &str); 3] = [
+    // What the client sends, and the X-Forwarded-For and -Proto the upstream must see.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 3] = [
         (&[], "127.0.0.1", "http"),
         (&[("x-forwarded-proto", "https")], "127.0.0.1", "https"),
         (

@@ -325,6 +325,18 @@ fn unsampled_parent_is_passed_through_untouched() {
     assert_eq!(r.status, 200);
     let spans = rx.wait_spans(2);
     assert!(spans.iter().all(|s| hex(&s.trace_id) != PARENT_TRACE));
+    // That root request's upstream got one traceparent: the upstream span, in its new trace.
+    let client = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .expect("an upstream span");
+    let tp = format!("00-{}-{}-01", hex(&client.trace_id), hex(&client.span_id));
+    assert_eq!(
+        r.json()["headers"]["traceparent"],
+        serde_json::json!([tp]),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]
