@@ -466,7 +466,7 @@ fn parse_response(
         .flatten();
     let scan = match passed {
         Some((fields, scan)) => {
-            r.extensions_mut().insert(fields);
+            super::raw_fields::attach(r.extensions_mut(), fields);
             scan
         }
         None => {

@@ -101,6 +101,33 @@ impl RawFields {
     }
 }
 
+thread_local! {
+    /// The emptied extensions of the last response written with raw fields: their table stays
+    /// allocated for the next one (an insert into fresh extensions allocates the map and its
+    /// table).
+    static SPARE: std::cell::RefCell<Option<http::Extensions>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Put `fields` into a response's (empty) extensions, on this thread's spare table if it has
+/// one.
+pub fn attach(ext: &mut http::Extensions, fields: RawFields) {
+    if let Some(spare) = SPARE.with(|s| s.borrow_mut().take()) {
+        *ext = spare;
+    }
+    ext.insert(fields);
+}
+
+/// Keep the extensions of a written response as this thread's spare table: emptied (the
+/// fields' hold on the upstream head goes), and only when small.
+pub fn recycle(mut ext: http::Extensions) {
+    if ext.is_empty() || ext.len() > 2 {
+        return;
+    }
+    ext.clear();
+    SPARE.with(|s| *s.borrow_mut() = Some(ext));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +181,23 @@ mod tests {
         assert_eq!(text, "");
         let (text, _) = forwarded(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").expect("raw");
         assert_eq!(text, "");
+    }
+
+    #[test]
+    fn extensions_are_reused_emptied() {
+        let (_, raw) = forwarded(b"HTTP/1.1 200 OK\r\nA: 1\r\n\r\n").expect("raw path");
+        let mut ext = http::Extensions::new();
+        attach(&mut ext, raw.clone());
+        assert!(ext.get::<RawFields>().is_some());
+        recycle(ext);
+        // The next response gets the spare, with only its own fields in it.
+        let mut next = http::Extensions::new();
+        attach(&mut next, raw);
+        assert_eq!(next.len(), 1);
+        assert!(SPARE.with(|s| s.borrow().is_none()));
+        // Nothing to keep from empty extensions.
+        recycle(http::Extensions::new());
+        assert!(SPARE.with(|s| s.borrow().is_none()));
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl ConnState {
             *self.head.borrow_mut() = Some(parts);
         } else {
             crate::h1::head::recycle(parts.headers);
+            crate::h1::raw_fields::recycle(parts.extensions);
         }
     }
 
