@@ -628,20 +628,12 @@ mod tests {
 
     /// A span of about 4 KiB (a long filter name stands for long URLs and user agents).
     fn large_span() -> SpanRecord {
-        SpanRecord {
-            trace_id: [1; 16],
-            span_id: [2; 8],
-            parent_span_id: None,
-            flags: 0x101,
-            trace_state: None,
-            start_unix_nanos: 1,
-            end_unix_nanos: 2,
-            detail: super::super::record::Detail::Filter(super::super::record::FilterSpan {
-                filter: Arc::from("f".repeat(4096)),
-                phase: "log",
-                outcome: "ok",
-            }),
-        }
+        use super::super::record::{Detail, FilterSpan};
+        SpanRecord::for_test(Detail::Filter(FilterSpan {
+            filter: Arc::from("f".repeat(4096)),
+            phase: "log",
+            outcome: "ok",
+        }))
     }
 
     #[tokio::test]

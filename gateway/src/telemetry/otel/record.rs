@@ -426,6 +426,23 @@ fn kv(key: &'static str, v: any_value::Value) -> KeyValue {
 }
 
 #[cfg(test)]
+impl SpanRecord {
+    /// A sampled root span with fixed ids and times, for tests.
+    pub(crate) fn for_test(detail: Detail) -> SpanRecord {
+        SpanRecord {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            flags: 0x101,
+            trace_state: None,
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -481,16 +498,7 @@ mod tests {
         assert_eq!(sv.query(), Some("x=1"));
         assert_eq!(sv.host(), "example.com");
         assert_eq!(sv.user_agent(), Some("curl"));
-        let rec = SpanRecord {
-            trace_id: [1; 16],
-            span_id: [2; 8],
-            parent_span_id: None,
-            flags: 0x101,
-            trace_state: None,
-            start_unix_nanos: 1,
-            end_unix_nanos: 2,
-            detail: Detail::Server(sv),
-        };
+        let rec = SpanRecord::for_test(Detail::Server(sv));
         assert_eq!(rec.name(), "GET r");
     }
 }
