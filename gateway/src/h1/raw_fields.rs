@@ -196,6 +196,9 @@ mod tests {
         attach(&mut ext, raw.clone());
         assert!(ext.get::<RawFields>().is_some());
         recycle(ext);
+        // Kept, emptied: the fields (and their hold on the upstream head) are gone.
+        let kept = SPARE.with(|s| s.borrow().as_ref().map(http::Extensions::len));
+        assert_eq!(kept, Some(0));
         // The next response gets the spare, with only its own fields in it.
         let mut next = http::Extensions::new();
         attach(&mut next, raw);
