@@ -21,6 +21,10 @@ fn nanos(d: Duration) -> u64 {
 
 /// Nanoseconds since the Unix epoch for `at`, given that `anchor` (Instant) is `anchor_unix`.
 pub fn unix_nanos(anchor: Instant, anchor_unix: u64, at: Instant) -> u64 {
+    // A span that starts with its request (the server span) is at the anchor itself.
+    if at == anchor {
+        return anchor_unix;
+    }
     match at.checked_duration_since(anchor) {
         Some(d) => anchor_unix.saturating_add(nanos(d)),
         None => anchor_unix.saturating_sub(nanos(anchor - at)),

@@ -409,6 +409,7 @@ async fn forward(
                 method,
                 tries,
             } = traced;
+            let r = r.as_ref().copied().map_err(String::as_str);
             t.end_upstream(span, &method, &cluster.name, r, tries);
         }
     }

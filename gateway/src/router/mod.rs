@@ -124,16 +124,18 @@ pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
     strip_port(raw)
 }
 
-fn strip_port(h: &str) -> &str {
-    if h.starts_with('[') {
-        // [v6]:port
-        return match h.find(']') {
-            Some(end) => &h[..=end],
-            None => h,
-        };
-    }
-    match h.rfind(':') {
-        Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
+/// `h` without its port: the digits after its last `:`, unless that `:` is inside an IPv6
+/// literal's brackets. Read from the end, without a search.
+pub fn strip_port(h: &str) -> &str {
+    let b = h.as_bytes();
+    let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    match b.len().checked_sub(digits + 1) {
+        Some(colon)
+            if b[colon] == b':'
+                && (b.first() != Some(&b'[') || colon > 0 && b[colon - 1] == b']') =>
+        {
+            &h[..colon]
+        }
         _ => h,
     }
 }

@@ -88,14 +88,28 @@ struct Block {
 /// The blocks of one encoder.
 #[derive(Default)]
 pub struct Blocks {
-    map: HashMap<Key, Block, FxBuildHasher>,
+    /// Where each key's block is in `blocks`.
+    map: HashMap<Key, usize, FxBuildHasher>,
+    blocks: Vec<Block>,
+    /// The block found last for a server span and for an upstream span: consecutive requests
+    /// of a route find theirs with a comparison, without hashing and probing.
+    last: [Option<(Key, usize)>; 2],
 }
 
 impl Blocks {
     /// The encoded attributes of `c`, if kept.
-    pub fn get(&self, c: &Constant<'_>) -> Option<&[u8]> {
+    pub fn get(&mut self, c: &Constant<'_>) -> Option<&[u8]> {
         let (key, _) = key(c)?;
-        self.map.get(&key).map(|b| b.bytes.as_slice())
+        let slot = usize::from(matches!(key, Key::Upstream { .. }));
+        let at = match self.last[slot] {
+            Some((k, at)) if k == key => at,
+            _ => {
+                let at = *self.map.get(&key)?;
+                self.last[slot] = Some((key, at));
+                at
+            }
+        };
+        self.blocks.get(at).map(|b| b.bytes.as_slice())
     }
 
     /// Keep `bytes`, the encoded attributes of `c` (not kept for an extension method).
@@ -105,12 +119,20 @@ impl Blocks {
         };
         if self.map.len() >= MAX_BLOCKS {
             self.map.clear();
+            self.blocks.clear();
+            self.last = [None, None];
         }
         let block = Block {
             bytes: bytes.to_vec(),
             _names: names.map(|n| n.cloned()),
         };
-        self.map.insert(key, block);
+        match self.map.get(&key) {
+            Some(&at) => self.blocks[at] = block,
+            None => {
+                self.map.insert(key, self.blocks.len());
+                self.blocks.push(block);
+            }
+        }
     }
 
     /// How many blocks are kept.
@@ -222,18 +244,27 @@ mod tests {
         let mut b = Blocks::default();
         b.insert(&upstream(&get, &app, 80), b"one");
         assert_eq!(b.get(&upstream(&get, &app, 80)), Some(&b"one"[..]));
+        // Found again through the last lookup, and after another key's.
+        assert_eq!(b.get(&upstream(&get, &app, 80)), Some(&b"one"[..]));
+        b.insert(&upstream(&get, &app, 90), b"ninety");
+        assert_eq!(b.get(&upstream(&get, &app, 90)), Some(&b"ninety"[..]));
+        assert_eq!(b.get(&upstream(&get, &app, 80)), Some(&b"one"[..]));
+        // Replaced in place.
+        b.insert(&upstream(&get, &app, 90), b"ninety again");
+        assert_eq!(b.get(&upstream(&get, &app, 90)), Some(&b"ninety again"[..]));
         assert_eq!(b.get(&upstream(&post, &app, 80)), None);
         assert_eq!(b.get(&upstream(&get, &app, 81)), None);
         // Another Arc is another key, even with the same name.
         let again: Arc<str> = Arc::from("app");
         assert_eq!(b.get(&upstream(&get, &again, 80)), None);
-        // The block keeps its name alive: the address is not reused while it is kept.
-        assert_eq!(Arc::strong_count(&app), 2);
+        // The blocks keep their name alive: the address is not reused while one is kept (two
+        // blocks; the replaced one let go of its clone).
+        assert_eq!(Arc::strong_count(&app), 3);
         // Extension methods are not kept.
         let ext = http::Method::from_bytes(b"PURGE").expect("method");
         b.insert(&upstream(&ext, &app, 80), b"two");
         assert_eq!(b.get(&upstream(&ext, &app, 80)), None);
-        assert_eq!(b.len(), 1);
+        assert_eq!(b.len(), 2);
     }
 
     #[test]
@@ -243,9 +274,15 @@ mod tests {
         let mut b = Blocks::default();
         for port in 0..=MAX_BLOCKS as u16 {
             b.insert(&upstream(&get, &app, port), b"x");
+            assert_eq!(b.get(&upstream(&get, &app, port)), Some(&b"x"[..]));
             assert!(b.len() <= MAX_BLOCKS);
         }
         assert_eq!(b.len(), 1, "started over");
+        assert_eq!(
+            b.get(&upstream(&get, &app, 0)),
+            None,
+            "the last lookup went too"
+        );
         drop(b);
         assert_eq!(Arc::strong_count(&app), 1, "names let go");
     }

@@ -1,10 +1,11 @@
-//! OTLP protobuf encoding of a batch of [`SpanRecord`]s straight into bytes: the same bytes
-//! prost writes for the equivalent `ExportTraceServiceRequest`, without building its ~25
-//! strings and vectors per span first (the exporter shares the proxy's cores).
+//! OTLP protobuf encoding of [`SpanRecord`]s straight into bytes: the same bytes prost writes
+//! for the equivalent `ExportTraceServiceRequest`, without building its ~25 strings and
+//! vectors per span first. A span is encoded on the worker when it ends ([`SpanEncoder`]); the
+//! exporter thread only puts a request's head in front of the spans' bytes ([`BatchEncoder`]).
 
 use std::net::IpAddr;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
@@ -33,16 +34,47 @@ const STATUS_MESSAGE: u32 = 2;
 const STATUS_CODE: u32 = 3;
 const STATUS_CODE_ERROR: u64 = 2;
 
-/// Encodes batches for one resource and scope.
+/// Encodes each span as it ends, on the thread that recorded it, into that thread's buffer:
+/// a `ScopeSpans.spans` field ready to be concatenated with others. Encoding right away costs
+/// no more than encoding later, and saves keeping the record (its strings, its names' shared
+/// counts) until the exporter thread gets to it and freeing it there.
+#[derive(Default)]
+pub struct SpanEncoder {
+    blocks: Blocks,
+}
+
+impl SpanEncoder {
+    /// Append `r` to `out` as one `ScopeSpans.spans` field (key, length, `Span` body).
+    pub fn push(&mut self, r: &SpanRecord, out: &mut Vec<u8>) {
+        out.push(SCOPE_SPANS_SPAN);
+        let at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        encode_span(r, out, &mut self.blocks);
+        put_len(out, at);
+    }
+
+    /// How many constant blocks it keeps.
+    #[cfg(test)]
+    pub fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
+/// Spans encoded by [`SpanEncoder::push`], one after the other, and how many.
+#[derive(Debug, Default)]
+pub struct EncodedSpans {
+    pub bytes: Vec<u8>,
+    pub count: usize,
+}
+
+/// Wraps encoded spans of one resource and scope into export requests.
 pub struct BatchEncoder {
     /// `ResourceSpans.resource`, encoded once (key and length included).
     resource: Vec<u8>,
     /// `ScopeSpans.scope`, encoded once (key and length included).
     scope: Vec<u8>,
-    /// Bytes per span in the last batch: the next buffer starts with room for its spans at
-    /// that size (plus an eighth), so that it is not reallocated (copied) as it fills.
+    /// Bytes per span in the last batch (it sizes the next batch, see `batch_spans`).
     span_len: usize,
-    blocks: Blocks,
 }
 
 fn bytes_field(tag: u32, v: &[u8], out: &mut Vec<u8>) {
@@ -116,21 +148,29 @@ impl AttributeSink for Attrs<'_> {
 
     fn int(&mut self, key: &'static str, v: i64) {
         // AnyValue.int_value (3), varint of the two's complement.
-        let n = v as u64;
-        let any_len = 1 + encoded_len_varint(n);
+        let mut var = [0u8; MAX_VARINT];
+        let var_len = varint(v as u64, &mut var);
+        let any_len = 1 + var_len;
         let kv_len = 2 + key.len() + 2 + any_len;
         if kv_len < 0x80 {
-            let out = &mut *self.out;
-            out.reserve(2 + kv_len);
-            out.extend_from_slice(&[ATTRIBUTE_KEY, kv_len as u8, FIELD_1_BYTES]);
-            out.push(key.len() as u8);
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(&[FIELD_2_BYTES, any_len as u8, FIELD_3_VARINT]);
+            // The whole entry in one copy: it is short (a key and at most ten bytes).
+            let mut entry = [0u8; 2 + 0x80];
+            entry[..4].copy_from_slice(&[
+                ATTRIBUTE_KEY,
+                kv_len as u8,
+                FIELD_1_BYTES,
+                key.len() as u8,
+            ]);
+            let at = 4 + key.len();
+            entry[4..at].copy_from_slice(key.as_bytes());
+            entry[at..at + 3].copy_from_slice(&[FIELD_2_BYTES, any_len as u8, FIELD_3_VARINT]);
+            entry[at + 3..at + 3 + var_len].copy_from_slice(&var[..var_len]);
+            self.out.extend_from_slice(&entry[..2 + kv_len]);
         } else {
             self.key_value(key, any_len);
             self.out.push(FIELD_3_VARINT);
+            self.out.extend_from_slice(&var[..var_len]);
         }
-        encode_varint(n, self.out);
     }
 
     fn ip(&mut self, key: &'static str, ip: IpAddr) {
@@ -173,7 +213,6 @@ impl BatchEncoder {
             resource: r,
             scope: sc,
             span_len: 0,
-            blocks: Blocks::default(),
         }
     }
 
@@ -182,50 +221,35 @@ impl BatchEncoder {
         self.span_len
     }
 
-    /// The `ExportTraceServiceRequest` carrying `batch`, encoded.
-    ///
-    /// Written in one buffer, each byte once: the spans go after room for the longest head
-    /// (whose lengths are known only at the end), the head is written right before them, and
-    /// the unused front is cut off (no copy).
-    /// `spans` is how many spans `batch` has (it sizes the buffer; any number is correct).
-    pub fn encode<'r>(
-        &mut self,
-        batch: impl IntoIterator<Item = &'r SpanRecord>,
-        spans: usize,
-    ) -> Bytes {
+    /// The `ExportTraceServiceRequest` carrying the spans of `batch`, encoded: its head, then
+    /// the spans' bytes as the workers wrote them (not copied: the request is sent as these
+    /// pieces, one after the other).
+    pub fn encode(&mut self, batch: Vec<EncodedSpans>) -> Vec<Bytes> {
         // ExportTraceServiceRequest.resource_spans (1) { resource (1), scope_spans (2) { scope
         // (1), spans (2)... } }
-        let room = 2 * (1 + MAX_VARINT) + self.resource.len() + self.scope.len();
-        let guess = spans.saturating_mul(self.span_len);
-        let mut out = Vec::with_capacity(room.saturating_add(guess.saturating_add(guess / 8)));
-        out.resize(room, 0);
-        let mut count = 0;
-        for r in batch {
-            count += 1;
-            out.push(SCOPE_SPANS_SPAN);
-            let at = out.len();
-            out.extend_from_slice(&[0, 0]);
-            encode_span(r, &mut out, &mut self.blocks);
-            put_len(&mut out, at);
-        }
-        let spans_len = out.len() - room;
+        let spans_len: usize = batch.iter().map(|c| c.bytes.len()).sum();
+        let count: usize = batch.iter().map(|c| c.count).sum();
         if count > 0 {
             self.span_len = spans_len.div_ceil(count);
         }
         let scope_spans_len = self.scope.len() + spans_len;
         let resource_spans_len = self.resource.len() + field_len(2, scope_spans_len);
-        let mut head = Vec::with_capacity(room);
+        let mut head = Vec::with_capacity(field_len(1, resource_spans_len) - spans_len);
         encode_key(1, WireType::LengthDelimited, &mut head);
         encode_varint(resource_spans_len as u64, &mut head);
         head.extend_from_slice(&self.resource);
         encode_key(2, WireType::LengthDelimited, &mut head);
         encode_varint(scope_spans_len as u64, &mut head);
         head.extend_from_slice(&self.scope);
-        let start = room - head.len();
-        out[start..room].copy_from_slice(&head);
-        let mut body = Bytes::from(out);
-        body.advance(start);
-        body
+        let mut parts = Vec::with_capacity(1 + batch.len());
+        parts.push(Bytes::from(head));
+        parts.extend(
+            batch
+                .into_iter()
+                .filter(|c| !c.bytes.is_empty())
+                .map(|c| Bytes::from(c.bytes)),
+        );
+        parts
     }
 }
 
@@ -244,6 +268,18 @@ fn put_len(out: &mut Vec<u8>, at: usize) {
     }
 }
 
+/// `v` as a protobuf varint at the start of `buf`; its length.
+fn varint(mut v: u64, buf: &mut [u8; MAX_VARINT]) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    n + 1
+}
+
 /// The key byte of a field numbered below 16.
 const fn key_byte(tag: u32, wire_type: WireType) -> u8 {
     (tag << 3 | wire_type as u32) as u8
@@ -260,7 +296,7 @@ fn encode_span(r: &SpanRecord, out: &mut Vec<u8>, blocks: &mut Blocks) {
     ids[19] = 8;
     ids[20..].copy_from_slice(&r.span_id);
     out.extend_from_slice(&ids);
-    if let Some(ts) = r.trace_state.as_deref().filter(|t| !t.is_empty()) {
+    if let Some(ts) = r.trace_state.filter(|t| !t.is_empty()) {
         bytes_field(span::TRACE_STATE, ts.as_bytes(), out);
     }
     if let Some(p) = &r.parent_span_id {
@@ -332,62 +368,115 @@ mod tests {
     use crate::telemetry::otel::record::UpstreamSpan;
     use crate::telemetry::otel::record::{AttemptSpan, Detail, FilterSpan, ServerSpan};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
     use std::sync::Arc;
 
-    fn record(detail: Detail, parent: Option<[u8; 8]>, state: Option<&str>) -> SpanRecord {
+    fn record<'a>(
+        detail: Detail<'a>,
+        parent: Option<[u8; 8]>,
+        state: Option<&'a str>,
+    ) -> SpanRecord<'a> {
         SpanRecord {
             trace_id: [0xab; 16],
             span_id: [7; 8],
             parent_span_id: parent,
             flags: 0x301,
-            trace_state: state.map(Arc::from),
+            trace_state: state,
             start_unix_nanos: 1_700_000_000_000_000_000,
             end_unix_nanos: 1_700_000_000_000_100_000,
             detail,
         }
     }
 
-    fn server(status: u16, query: bool, route: Option<&str>, client: &str) -> Detail {
-        let text = "/p/q?a=1example.orgcurl/8";
+    fn server<'a>(
+        status: u16,
+        query: bool,
+        route: Option<&'a Arc<str>>,
+        client: &str,
+        cluster: &'a Arc<str>,
+    ) -> Detail<'a> {
         Detail::Server(ServerSpan {
-            method: http::Method::POST,
-            text: text.into(),
-            query_at: 4,
-            host_at: 8,
-            ua_at: 19,
-            has_query: query,
-            has_ua: true,
+            method: &http::Method::POST,
+            path: "/p/q",
+            query: query.then_some("a=1"),
+            host: "example.org",
+            user_agent: Some("curl/8"),
             scheme: "https",
             version: http::Version::HTTP_2,
             local_port: 8443,
             client: client.parse().expect("address"),
             status,
-            route: route.map(Arc::from),
-            cluster: Some(Arc::from("app")),
+            route,
+            cluster: Some(cluster),
             details: status.eq(&503).then_some("no_healthy_endpoint"),
         })
+    }
+
+    fn joined(parts: Vec<Bytes>) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn varints_match_prost() {
+        for v in [
+            0,
+            1,
+            0x7f,
+            0x80,
+            0x3fff,
+            0x4000,
+            40_000,
+            u64::MAX >> 1,
+            u64::MAX,
+        ] {
+            let mut buf = [0u8; MAX_VARINT];
+            let n = varint(v, &mut buf);
+            let mut expected = Vec::new();
+            encode_varint(v, &mut expected);
+            assert_eq!(&buf[..n], expected.as_slice(), "{v}");
+        }
+        // An integer attribute whose entry is too long for one-byte lengths.
+        let mut out = Vec::new();
+        let mut blocks = Blocks::default();
+        let key: &'static str = Box::leak("k".repeat(130).into_boxed_str());
+        Attrs {
+            out: &mut out,
+            blocks: &mut blocks,
+        }
+        .int(key, -1);
+        let kv = KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(-1)),
+            }),
+            ..Default::default()
+        };
+        let mut expected = Vec::new();
+        prost::encoding::message::encode(span::ATTRIBUTES, &kv, &mut expected);
+        assert_eq!(out, expected);
     }
 
     /// Every kind of span, errors and not, encodes to exactly prost's bytes for the structs.
     #[test]
     fn same_bytes_as_prost() {
         let ep = "10.0.0.7:8080".parse().expect("address");
+        let (api, app): (Arc<str>, Arc<str>) = (Arc::from("api"), Arc::from("app"));
         let mut batch = vec![
             record(
-                server(200, true, Some("api"), "127.0.0.1:40000"),
+                server(200, true, Some(&api), "127.0.0.1:40000", &app),
                 None,
                 None,
             ),
             record(
-                server(503, false, None, "[2001:db8::2]:1"),
+                server(503, false, None, "[2001:db8::2]:1", &app),
                 Some([9; 8]),
                 Some("k=v"),
             ),
             record(
                 Detail::Upstream(UpstreamSpan {
-                    method: http::Method::GET,
-                    cluster: Arc::from("app"),
+                    method: &http::Method::GET,
+                    cluster: &app,
                     result: Ok(404),
                     endpoint: Some(ep),
                     resends: 0,
@@ -397,9 +486,9 @@ mod tests {
             ),
             record(
                 Detail::Upstream(UpstreamSpan {
-                    method: http::Method::GET,
-                    cluster: Arc::from("app"),
-                    result: Err("ConnectTimeout".into()),
+                    method: &http::Method::GET,
+                    cluster: &app,
+                    result: Err("ConnectTimeout"),
                     endpoint: Some(ep),
                     resends: 2,
                 }),
@@ -419,14 +508,14 @@ mod tests {
                 Detail::Attempt(AttemptSpan {
                     number: 1,
                     endpoint: ep,
-                    result: Err("Reset".into()),
+                    result: Err("Reset"),
                 }),
                 Some([4; 8]),
                 None,
             ),
             record(
                 Detail::Filter(FilterSpan {
-                    filter: Arc::from("auth"),
+                    filter: "auth",
                     phase: "request_headers",
                     outcome: "error",
                 }),
@@ -438,7 +527,7 @@ mod tests {
         // others have two), and attribute values too long for one-byte lengths.
         let mut tiny = record(
             Detail::Filter(FilterSpan {
-                filter: Arc::from("a"),
+                filter: "a",
                 phase: "log",
                 outcome: "ok",
             }),
@@ -447,15 +536,16 @@ mod tests {
         );
         (tiny.start_unix_nanos, tiny.end_unix_nanos) = (0, 0);
         batch.push(tiny);
-        let long_route = "r".repeat(150);
+        let long_route: Arc<str> = Arc::from("r".repeat(150));
+        let long_cluster: Arc<str> = Arc::from("c".repeat(120));
+        let long_ua = "u".repeat(20_000);
         let mut huge = record(
-            server(200, true, Some(&long_route), "10.1.2.3:5"),
+            server(200, true, Some(&long_route), "10.1.2.3:5", &long_cluster),
             None,
             None,
         );
         if let Detail::Server(sv) = &mut huge.detail {
-            sv.text.push_str(&"u".repeat(20_000));
-            sv.cluster = Some(Arc::from("c".repeat(120)));
+            sv.user_agent = Some(&long_ua);
         }
         batch.push(huge);
         let sizes: Vec<usize> = batch.iter().map(|r| r.to_span().encoded_len()).collect();
@@ -477,16 +567,46 @@ mod tests {
                 schema_url: String::new(),
             }],
         };
+        let mut spans = SpanEncoder::default();
         let mut enc = BatchEncoder::new(&res);
-        assert_eq!(enc.encode(&batch, batch.len()), expected.encode_to_vec());
-        // Again, the constant attributes now copied from the encoder's blocks.
-        assert!(!enc.blocks.is_empty());
-        assert_eq!(enc.encode(&batch, batch.len()), expected.encode_to_vec());
+        let encoded = |spans: &mut SpanEncoder, records: &[SpanRecord]| {
+            let mut c = EncodedSpans::default();
+            for r in records {
+                spans.push(r, &mut c.bytes);
+                c.count += 1;
+            }
+            c
+        };
+        let all = encoded(&mut spans, &batch);
+        assert_eq!(joined(enc.encode(vec![all])), expected.encode_to_vec());
+        assert_eq!(
+            enc.span_len(),
+            expected.resource_spans[0].scope_spans[0]
+                .spans
+                .iter()
+                .map(|s| prost::encoding::message::encoded_len(2, s))
+                .sum::<usize>()
+                .div_ceil(batch.len())
+        );
+        // Again, in three pieces (as three workers would hand them over), the constant
+        // attributes now copied from the encoder's blocks.
+        assert!(spans.blocks() > 0);
+        let pieces = vec![
+            encoded(&mut spans, &batch[..2]),
+            EncodedSpans::default(),
+            encoded(&mut spans, &batch[2..]),
+        ];
+        let parts = enc.encode(pieces);
+        assert_eq!(parts.len(), 3, "the head and two pieces with spans");
+        assert_eq!(joined(parts), expected.encode_to_vec());
         // A second, smaller batch is encoded alone: nothing of the first carries over.
         let one = &batch[4..5];
         let mut single = expected.clone();
         single.resource_spans[0].scope_spans[0].spans =
             one.iter().map(SpanRecord::to_span).collect();
-        assert_eq!(enc.encode(one, 1), single.encode_to_vec());
+        assert_eq!(
+            joined(enc.encode(vec![encoded(&mut spans, one)])),
+            single.encode_to_vec()
+        );
     }
 }

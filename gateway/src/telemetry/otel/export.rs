@@ -1,8 +1,8 @@
 //! The span exporter: a thread of its own that batches finished spans and sends them as OTLP
 //! (gRPC or HTTP/protobuf).
 //!
-//! The request path pushes a finished span onto a buffer of its worker thread (no lock, no
-//! atomic operation); every [`LOCAL_BATCH`] spans, or [`LOCAL_DELAY`] after the first span of a
+//! The request path encodes a finished span into a buffer of its worker thread (no lock, no
+//! atomic operation, nothing kept of the record); every [`LOCAL_BATCH`] spans, or [`LOCAL_DELAY`] after the first span of a
 //! partial batch (a task on the worker, [`flush_loop`]), the buffer is handed to the exporter
 //! with one `try_send` into a bounded channel. A slow or unreachable collector fills the
 //! channel, and batches that do not fit are dropped and their spans counted.
@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::sync::Notify;
 
-use super::encode::BatchEncoder;
+use super::encode::{BatchEncoder, EncodedSpans, SpanEncoder};
 use super::record::SpanRecord;
 
 /// Spans waiting for export at most (in batches of up to [`LOCAL_BATCH`]); past this, new
@@ -109,7 +109,7 @@ impl Drop for Closer {
 #[derive(Clone)]
 pub struct Exporter {
     // Declared before `_closer`: the channel is closed when the closer wakes the exporter.
-    tx: SyncSender<Vec<SpanRecord>>,
+    tx: SyncSender<EncodedSpans>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
     _closer: Arc<Closer>,
@@ -159,9 +159,9 @@ impl Exporter {
         })
     }
 
-    /// Queue a finished span on this thread's buffer; never waits. A full export queue drops
-    /// the buffer's spans when they are handed over (counted).
-    pub fn send(&self, span: SpanRecord) {
+    /// Encode a finished span into this thread's buffer; never waits. A full export queue
+    /// drops the buffer's spans when they are handed over (counted).
+    pub fn send(&self, span: &SpanRecord) {
         let wake = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
             if !l
@@ -177,12 +177,11 @@ impl Exporter {
                     stats: self.stats.clone(),
                 });
             }
-            let first = l.spans.is_empty();
-            if first && l.spans.capacity() == 0 {
-                l.spans.reserve_exact(LOCAL_BATCH);
-            }
-            l.spans.push(span);
-            if l.spans.len() >= LOCAL_BATCH {
+            let first = l.spans.count == 0;
+            let Local { spans, encoder, .. } = &mut *l;
+            encoder.push(span, &mut spans.bytes);
+            spans.count += 1;
+            if spans.count >= LOCAL_BATCH {
                 l.hand_over();
             }
             // The flush task waits for the first span of a batch.
@@ -196,7 +195,7 @@ impl Exporter {
 
 /// Where a worker's buffered spans go.
 struct Handoff {
-    tx: SyncSender<Vec<SpanRecord>>,
+    tx: SyncSender<EncodedSpans>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
 }
@@ -205,7 +204,9 @@ struct Handoff {
 #[derive(Default)]
 struct Local {
     to: Option<Handoff>,
-    spans: Vec<SpanRecord>,
+    spans: EncodedSpans,
+    /// Encodes this thread's spans (and keeps their constant attributes, encoded).
+    encoder: SpanEncoder,
     /// The [`flush_loop`] of this thread, waiting for a first span.
     waker: Option<Waker>,
 }
@@ -217,14 +218,22 @@ thread_local! {
 impl Local {
     /// Hand the buffered spans to their exporter (one channel operation).
     fn hand_over(&mut self) {
-        if self.spans.is_empty() {
+        if self.spans.count == 0 {
             return;
         }
         let Some(h) = &self.to else {
             return;
         };
-        let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(LOCAL_BATCH));
-        let n = spans.len();
+        // The next buffer starts with room for a full batch of spans of this batch's size
+        // (plus an eighth), so that it is not reallocated (copied) as it fills.
+        let per_span = self.spans.bytes.len() / self.spans.count;
+        let room = (per_span * LOCAL_BATCH).saturating_add(per_span * LOCAL_BATCH / 8);
+        let next = EncodedSpans {
+            bytes: Vec::with_capacity(room),
+            count: 0,
+        };
+        let spans = std::mem::replace(&mut self.spans, next);
+        let n = spans.count;
         if h.tx.try_send(spans).is_err() {
             h.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
             return;
@@ -257,7 +266,7 @@ pub async fn flush_loop() {
         std::future::poll_fn(|cx| {
             LOCAL.with(|l| {
                 let mut l = l.borrow_mut();
-                if l.spans.is_empty() {
+                if l.spans.count == 0 {
                     l.waker = Some(cx.waker().clone());
                     Poll::Pending
                 } else {
@@ -323,7 +332,7 @@ async fn run(
     uri: http::Uri,
     protocol: Protocol,
     resource: Resource,
-    rx: Receiver<Vec<SpanRecord>>,
+    rx: Receiver<EncodedSpans>,
     shared: Arc<Shared>,
     stats: Arc<ExportStats>,
 ) {
@@ -340,7 +349,7 @@ async fn run(
             while n < limit {
                 match rx.try_recv() {
                     Ok(spans) => {
-                        n += spans.len();
+                        n += spans.count;
                         batch.push(spans);
                     }
                     Err(TryRecvError::Empty) => break,
@@ -380,14 +389,12 @@ pub fn batch_spans(span_len: usize) -> usize {
 async fn export(
     sender: &mut Sender,
     encoder: &mut BatchEncoder,
-    batch: Vec<Vec<SpanRecord>>,
+    batch: Vec<EncodedSpans>,
     n: usize,
     stats: &ExportStats,
 ) {
     let n = n as u64;
-    let body = encoder.encode(batch.iter().flatten(), batch.iter().map(Vec::len).sum());
-    // The records (and the route, cluster and request text they share) are freed here.
-    drop(batch);
+    let body = encoder.encode(batch);
     match tokio::time::timeout(EXPORT_TIMEOUT, sender.export(body)).await {
         Ok(Ok(())) => {
             stats.exported.fetch_add(n, Ordering::Relaxed);
@@ -420,8 +427,8 @@ impl Sender {
         }
     }
 
-    /// Send an encoded `ExportTraceServiceRequest`.
-    async fn export(&mut self, body: Bytes) -> Result<(), String> {
+    /// Send an encoded `ExportTraceServiceRequest`, in pieces.
+    async fn export(&mut self, body: Vec<Bytes>) -> Result<(), String> {
         match self {
             Sender::Grpc(client, uri) => {
                 let c = client.get_or_insert_with(|| tonic::client::Grpc::new(lazy_channel(uri)));
@@ -448,7 +455,7 @@ struct RawEncoder;
 struct ResponseDecoder;
 
 impl tonic::codec::Codec for RawCodec {
-    type Encode = Bytes;
+    type Encode = Vec<Bytes>;
     type Decode = ExportTraceServiceResponse;
     type Encoder = RawEncoder;
     type Decoder = ResponseDecoder;
@@ -463,16 +470,59 @@ impl tonic::codec::Codec for RawCodec {
 }
 
 impl tonic::codec::Encoder for RawEncoder {
-    type Item = Bytes;
+    type Item = Vec<Bytes>;
     type Error = tonic::Status;
 
     fn encode(
         &mut self,
-        item: Bytes,
+        item: Vec<Bytes>,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
+        for part in &item {
+            bytes::BufMut::put_slice(dst, part);
+        }
         Ok(())
+    }
+}
+
+/// A request body sent as the pieces it was made in, with its length known up front (a
+/// `Content-Length`, not chunked).
+pub struct Pieces {
+    parts: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl Pieces {
+    pub fn new(parts: Vec<Bytes>) -> Self {
+        let left = parts.iter().map(|p| p.len() as u64).sum();
+        Pieces {
+            parts: parts.into(),
+            left,
+        }
+    }
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let part = self.parts.pop_front();
+        if let Some(p) = &part {
+            self.left -= p.len() as u64;
+        }
+        Poll::Ready(part.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 
@@ -490,7 +540,7 @@ impl tonic::codec::Decoder for ResponseDecoder {
     }
 }
 
-type HttpConn = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+type HttpConn = hyper::client::conn::http1::SendRequest<Pieces>;
 
 /// POSTs OTLP/HTTP protobuf bodies to one collector over a connection kept open between
 /// exports (at 100 % sampling a busy gateway exports many times a second: a connect, and its
@@ -507,12 +557,12 @@ impl HttpPoster {
         HttpPoster { base, conn: None }
     }
 
-    /// POST `body` to `path` under the endpoint's own path.
+    /// POST `body` (its pieces one after the other) to `path` under the endpoint's own path.
     ///
     /// # Errors
     /// The connection or the request failed, or the collector answered other than 2xx; the
     /// connection is dropped after a transport error.
-    pub async fn post(&mut self, path: &str, body: Bytes) -> Result<(), String> {
+    pub async fn post(&mut self, path: &str, body: Vec<Bytes>) -> Result<(), String> {
         let authority = self.base.authority().ok_or("endpoint has no host")?.clone();
         let kept = match self.conn.take() {
             Some(mut c) if !c.is_closed() => c.ready().await.is_ok().then_some(c),
@@ -526,7 +576,7 @@ impl HttpPoster {
         let req = http::Request::post(format!("{prefix}{path}"))
             .header(http::header::HOST, authority.as_str())
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(http_body_util::Full::new(body))
+            .body(Pieces::new(body))
             .map_err(|e| e.to_string())?;
         let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
@@ -566,7 +616,7 @@ async fn connect(authority: &http::uri::Authority) -> Result<HttpConn, String> {
 /// As [`HttpPoster::post`].
 pub async fn post_protobuf(base: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), String> {
     HttpPoster::new(base.clone())
-        .post(path, Bytes::from(body))
+        .post(path, vec![Bytes::from(body)])
         .await
 }
 
@@ -626,11 +676,12 @@ mod tests {
         (uri, conns, posts, counts)
     }
 
-    /// A span of about 4 KiB (a long filter name stands for long URLs and user agents).
-    fn large_span() -> SpanRecord {
+    /// A span of about 4 KiB with a 4 KiB `name` (a long filter name stands for long URLs and
+    /// user agents).
+    fn large_span(name: &str) -> SpanRecord<'_> {
         use super::super::record::{Detail, FilterSpan};
         SpanRecord::for_test(Detail::Filter(FilterSpan {
-            filter: Arc::from("f".repeat(4096)),
+            filter: name,
             phase: "log",
             outcome: "ok",
         }))
@@ -657,9 +708,10 @@ mod tests {
                 }
             }
         };
+        let name = "f".repeat(4096);
         // Before any span is known: one batch of FIRST_BATCH.
         for _ in 0..FIRST_BATCH {
-            exporter.send(large_span());
+            exporter.send(&large_span(&name));
         }
         flush_local();
         exported(FIRST_BATCH as u64).await;
@@ -667,7 +719,7 @@ mod tests {
         let first = counts.lock().expect("counts").len();
         // Now sized from ~4 KiB per span: batches of MIN_BATCH, about 256 KiB each.
         for _ in 0..4 * MIN_BATCH {
-            exporter.send(large_span());
+            exporter.send(&large_span(&name));
         }
         flush_local();
         exported((FIRST_BATCH + 4 * MIN_BATCH) as u64).await;
@@ -703,16 +755,19 @@ mod tests {
         let mut poster = HttpPoster::new(uri);
         for _ in 0..3 {
             poster
-                .post("/v1/traces", Bytes::from_static(&[1, 2, 3]))
+                .post(
+                    "/v1/traces",
+                    vec![Bytes::from_static(&[1, 2]), Bytes::from_static(&[3])],
+                )
                 .await
                 .expect("export accepted");
         }
         assert_eq!(posts.load(Ordering::SeqCst), 3);
         assert_eq!(conns.load(Ordering::SeqCst), 1);
         // An error status keeps the connection usable too.
-        assert!(poster.post("/other", Bytes::new()).await.is_err());
+        assert!(poster.post("/other", Vec::new()).await.is_err());
         poster
-            .post("/v1/traces", Bytes::new())
+            .post("/v1/traces", Vec::new())
             .await
             .expect("accepted");
         assert_eq!(conns.load(Ordering::SeqCst), 1);

@@ -101,7 +101,7 @@ impl Tracer {
         Some(RequestTrace::new(self.clone(), incoming, headers, start))
     }
 
-    fn send(&self, span: record::SpanRecord) {
+    fn send(&self, span: &record::SpanRecord) {
         self.exporter.send(span);
     }
 }

@@ -1,7 +1,6 @@
-//! A finished span as the request path records it: fixed fields, shared or static strings, no
-//! attribute list. The exporter thread turns records into OTLP `Span` values, so the ~20
-//! attribute keys and values of a request are allocated (and freed) there, not on the proxy's
-//! worker, and never cross threads.
+//! A finished span as the request path describes it: fixed fields and strings borrowed from the
+//! exchange, no attribute list. It lives only while it is encoded into the worker's export
+//! buffer (see `encode`), so it copies, allocates and shares nothing.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,71 +9,67 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span, Status};
 
 /// One finished span.
-pub struct SpanRecord {
+pub struct SpanRecord<'a> {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
     /// OTLP span flags (sampled, whether the parent is remote).
     pub flags: u32,
     /// The client's `tracestate`, shared by every span of the request.
-    pub trace_state: Option<Arc<str>>,
+    pub trace_state: Option<&'a str>,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
-    pub detail: Detail,
+    pub detail: Detail<'a>,
 }
 
 /// What kind of span it is, with the fields its name and attributes are made of.
-pub enum Detail {
-    Server(ServerSpan),
-    Upstream(UpstreamSpan),
-    Attempt(AttemptSpan),
-    Filter(FilterSpan),
+pub enum Detail<'a> {
+    Server(ServerSpan<'a>),
+    Upstream(UpstreamSpan<'a>),
+    Attempt(AttemptSpan<'a>),
+    Filter(FilterSpan<'a>),
 }
 
 /// The server span of a request.
-pub struct ServerSpan {
-    pub method: http::Method,
-    /// Path, query, host and user agent, one after the other (one allocation for the four).
-    pub text: String,
-    /// Where the query, the host and the user agent start in `text` (each ends where the next
-    /// starts; the user agent at the end).
-    pub query_at: usize,
-    pub host_at: usize,
-    pub ua_at: usize,
-    pub has_query: bool,
-    pub has_ua: bool,
+pub struct ServerSpan<'a> {
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The host the client asked for, without a port.
+    pub host: &'a str,
+    pub user_agent: Option<&'a str>,
     pub scheme: &'static str,
     pub version: http::Version,
     pub local_port: u16,
     pub client: SocketAddr,
     pub status: u16,
-    pub route: Option<Arc<str>>,
-    pub cluster: Option<Arc<str>>,
+    pub route: Option<&'a Arc<str>>,
+    pub cluster: Option<&'a Arc<str>>,
     pub details: Option<&'static str>,
 }
 
 /// The client span around the upstream request (all its tries).
-pub struct UpstreamSpan {
-    pub method: http::Method,
-    pub cluster: Arc<str>,
+pub struct UpstreamSpan<'a> {
+    pub method: &'a http::Method,
+    pub cluster: &'a Arc<str>,
     /// The response status, or the failure kind.
-    pub result: Result<u16, String>,
+    pub result: Result<u16, &'a str>,
     /// The endpoint of the last try.
     pub endpoint: Option<SocketAddr>,
     pub resends: usize,
 }
 
 /// One try of a retried upstream request.
-pub struct AttemptSpan {
+pub struct AttemptSpan<'a> {
     /// 1 for the first try.
     pub number: usize,
     pub endpoint: SocketAddr,
-    pub result: Result<u16, String>,
+    pub result: Result<u16, &'a str>,
 }
 
 /// One filter phase.
-pub struct FilterSpan {
-    pub filter: Arc<str>,
+pub struct FilterSpan<'a> {
+    pub filter: &'a str,
     pub phase: &'static str,
     pub outcome: &'static str,
 }
@@ -184,27 +179,40 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-/// The dotted-decimal text of `ip` into `buf`; its length (7 to 15). Digits by arithmetic:
-/// no `core::fmt`, no division loop per octet.
+/// Each byte value's decimal digits, left-aligned, and how many there are.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut o = 0;
+    while o < 256 {
+        let v = o as u8;
+        t[o] = if v >= 100 {
+            ([b'0' + v / 100, b'0' + v / 10 % 10, b'0' + v % 10], 3)
+        } else if v >= 10 {
+            ([b'0' + v / 10, b'0' + v % 10, 0], 2)
+        } else {
+            ([b'0' + v, 0, 0], 1)
+        };
+        o += 1;
+    }
+    t
+};
+
+/// The dotted-decimal text of `ip` into `buf`; its length (7 to 15). Digits from a table: no
+/// `core::fmt`, no division.
 pub fn ipv4_text(ip: Ipv4Addr, buf: &mut [u8; 15]) -> usize {
+    // Written in a buffer with room for a whole entry after the last digit.
+    let mut out = [0u8; 16];
     let mut at = 0;
-    for (n, o) in ip.octets().into_iter().enumerate() {
-        if n > 0 {
-            buf[at] = b'.';
-            at += 1;
-        }
-        if o >= 100 {
-            buf[at] = b'0' + o / 100;
-            at += 1;
-        }
-        if o >= 10 {
-            buf[at] = b'0' + o / 10 % 10;
-            at += 1;
-        }
-        buf[at] = b'0' + o % 10;
+    for o in ip.octets() {
+        let (digits, n) = OCTETS[usize::from(o)];
+        out[at..at + 3].copy_from_slice(&digits);
+        at += usize::from(n);
+        out[at] = b'.';
         at += 1;
     }
-    at
+    // Without the last dot.
+    buf.copy_from_slice(&out[..15]);
+    at - 1
 }
 
 /// The text of `ip` into `buf`, without `core::fmt` for IPv4 (the common case).
@@ -237,41 +245,25 @@ fn error_type(sink: &mut impl AttributeSink, code: u16) {
     sink.str("error.type", decimal(u64::from(code), &mut d));
 }
 
-impl ServerSpan {
-    fn path(&self) -> &str {
-        self.text.get(..self.query_at).unwrap_or("")
-    }
-    fn query(&self) -> Option<&str> {
-        let q = self.query_at..self.host_at;
-        self.has_query.then(|| self.text.get(q).unwrap_or(""))
-    }
-    fn host(&self) -> &str {
-        let h = self.host_at..self.ua_at;
-        self.text.get(h).unwrap_or("")
-    }
-    fn user_agent(&self) -> Option<&str> {
-        let ua = self.ua_at..;
-        self.has_ua.then(|| self.text.get(ua).unwrap_or(""))
-    }
-
+impl ServerSpan<'_> {
     fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'static str> {
         a.constant(Constant::Server {
-            method: &self.method,
+            method: self.method,
             scheme: self.scheme,
             version: self.version,
             local_port: self.local_port,
-            route: self.route.as_ref(),
-            cluster: self.cluster.as_ref(),
+            route: self.route,
+            cluster: self.cluster,
         });
-        a.str("url.path", self.path());
-        a.str("server.address", self.host());
+        a.str("url.path", self.path);
+        a.str("server.address", self.host);
         a.ip("client.address", self.client.ip());
         a.int("client.port", i64::from(self.client.port()));
         a.int("http.response.status_code", i64::from(self.status));
-        if let Some(q) = self.query() {
+        if let Some(q) = self.query {
             a.str("url.query", q);
         }
-        if let Some(ua) = self.user_agent() {
+        if let Some(ua) = self.user_agent {
             a.str("user_agent.original", ua);
         }
         if let Some(d) = self.details {
@@ -286,11 +278,11 @@ impl ServerSpan {
     }
 }
 
-impl UpstreamSpan {
-    fn attributes<'s>(&'s self, a: &mut impl AttributeSink) -> Option<&'s str> {
+impl<'a> UpstreamSpan<'a> {
+    fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'a str> {
         a.constant(Constant::Upstream {
-            method: &self.method,
-            cluster: &self.cluster,
+            method: self.method,
+            cluster: self.cluster,
             endpoint: self.endpoint,
         });
         let mut status = None;
@@ -304,7 +296,7 @@ impl UpstreamSpan {
             }
             Err(kind) => {
                 a.str("error.type", kind);
-                status = Some(kind.as_str());
+                status = Some(kind);
             }
         }
         if self.resends > 0 {
@@ -314,8 +306,8 @@ impl UpstreamSpan {
     }
 }
 
-impl AttemptSpan {
-    fn attributes<'s>(&'s self, a: &mut impl AttributeSink) -> Option<&'s str> {
+impl<'a> AttemptSpan<'a> {
+    fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'a str> {
         addr_attrs(a, &self.endpoint);
         a.int("sluice.attempt", self.number as i64);
         match &self.result {
@@ -325,22 +317,22 @@ impl AttemptSpan {
             }
             Err(kind) => {
                 a.str("error.type", kind);
-                Some(kind.as_str())
+                Some(kind)
             }
         }
     }
 }
 
-impl FilterSpan {
+impl FilterSpan<'_> {
     fn attributes(&self, a: &mut impl AttributeSink) -> Option<&'static str> {
-        a.str("sluice.filter", &self.filter);
+        a.str("sluice.filter", self.filter);
         a.str("sluice.phase", self.phase);
         a.str("sluice.outcome", self.outcome);
         (self.outcome == "error").then_some("filter failed")
     }
 }
 
-impl SpanRecord {
+impl<'a> SpanRecord<'a> {
     /// The span's name, in up to three parts (`buf` holds a number's digits).
     pub fn name_parts<'s>(&'s self, buf: &'s mut [u8; 20]) -> [&'s str; 3] {
         match &self.detail {
@@ -350,7 +342,7 @@ impl SpanRecord {
             },
             Detail::Upstream(up) => [up.method.as_str(), "", ""],
             Detail::Attempt(at) => ["attempt ", decimal(at.number as u64, buf), ""],
-            Detail::Filter(f) => [&f.filter, " ", f.phase],
+            Detail::Filter(f) => [f.filter, " ", f.phase],
         }
     }
 
@@ -370,7 +362,7 @@ impl SpanRecord {
 
     /// Hand the attributes to `sink`, in a fixed order; the result is the message of an error
     /// status (`Some("")` for an error without message), none when the span is not an error.
-    pub fn attributes<'s>(&'s self, sink: &mut impl AttributeSink) -> Option<&'s str> {
+    pub fn attributes(&self, sink: &mut impl AttributeSink) -> Option<&'a str> {
         match &self.detail {
             Detail::Server(sv) => sv.attributes(sink),
             Detail::Upstream(up) => up.attributes(sink),
@@ -400,10 +392,7 @@ impl SpanRecord {
         Span {
             trace_id: self.trace_id.to_vec(),
             span_id: self.span_id.to_vec(),
-            trace_state: self
-                .trace_state
-                .as_deref()
-                .map_or_else(String::new, str::to_string),
+            trace_state: self.trace_state.map_or_else(String::new, str::to_string),
             parent_span_id: self.parent_span_id.map_or_else(Vec::new, |p| p.to_vec()),
             flags: self.flags,
             name,
@@ -426,9 +415,9 @@ fn kv(key: &'static str, v: any_value::Value) -> KeyValue {
 }
 
 #[cfg(test)]
-impl SpanRecord {
+impl<'a> SpanRecord<'a> {
     /// A sampled root span with fixed ids and times, for tests.
-    pub(crate) fn for_test(detail: Detail) -> SpanRecord {
+    pub(crate) fn for_test(detail: Detail<'a>) -> SpanRecord<'a> {
         SpanRecord {
             trace_id: [1; 16],
             span_id: [2; 8],
@@ -476,29 +465,41 @@ mod tests {
     }
 
     #[test]
-    fn server_text_ranges() {
+    fn span_names() {
+        let route: Arc<str> = Arc::from("r");
         let sv = ServerSpan {
-            method: http::Method::GET,
-            text: "/a/bx=1example.comcurl".into(),
-            query_at: 4,
-            host_at: 7,
-            ua_at: 18,
-            has_query: true,
-            has_ua: true,
+            method: &http::Method::GET,
+            path: "/a/b",
+            query: Some("x=1"),
+            host: "example.com",
+            user_agent: Some("curl"),
             scheme: "http",
             version: http::Version::HTTP_11,
             local_port: 8080,
             client: "127.0.0.1:5000".parse().expect("address"),
             status: 200,
-            route: Some("r".into()),
+            route: Some(&route),
             cluster: None,
             details: None,
         };
-        assert_eq!(sv.path(), "/a/b");
-        assert_eq!(sv.query(), Some("x=1"));
-        assert_eq!(sv.host(), "example.com");
-        assert_eq!(sv.user_agent(), Some("curl"));
-        let rec = SpanRecord::for_test(Detail::Server(sv));
-        assert_eq!(rec.name(), "GET r");
+        assert_eq!(SpanRecord::for_test(Detail::Server(sv)).name(), "GET r");
+        let at = AttemptSpan {
+            number: 12,
+            endpoint: SocketAddr::from(([127, 0, 0, 1], 1)),
+            result: Ok(200),
+        };
+        assert_eq!(
+            SpanRecord::for_test(Detail::Attempt(at)).name(),
+            "attempt 12"
+        );
+        let f = FilterSpan {
+            filter: "auth",
+            phase: "request_headers",
+            outcome: "ok",
+        };
+        assert_eq!(
+            SpanRecord::for_test(Detail::Filter(f)).name(),
+            "auth request_headers"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The spans of one sampled request: the server span, the upstream span and, when enabled, one
-//! span per filter phase. Recorded as
-//! compact [`SpanRecord`]s when they end; the exporter thread turns them into OTLP spans.
+//! span per filter phase. Each is described as a [`SpanRecord`] borrowing from the exchange when
+//! it ends, and encoded into the worker's export buffer right away.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,7 +118,7 @@ impl RequestTrace {
         up: UpstreamSpan,
         method: &http::Method,
         cluster: &Arc<str>,
-        result: Result<u16, String>,
+        result: Result<u16, &str>,
         tries: Tries,
     ) {
         let resends = tries.len().saturating_sub(1);
@@ -131,8 +131,8 @@ impl RequestTrace {
             up.start,
             end,
             Detail::Upstream(UpstreamRecord {
-                method: method.clone(),
-                cluster: cluster.clone(),
+                method,
+                cluster,
                 result,
                 endpoint: last.map(|(ep, _)| ep),
                 resends,
@@ -151,7 +151,7 @@ impl RequestTrace {
                 Detail::Attempt(AttemptSpan {
                     number: n + 1,
                     endpoint: t.endpoint,
-                    result: t.result,
+                    result: t.result.as_ref().copied().map_err(String::as_str),
                 }),
             );
         }
@@ -171,7 +171,7 @@ impl RequestTrace {
             start,
             Instant::now(),
             Detail::Filter(FilterSpan {
-                filter: Arc::from(filter),
+                filter,
                 phase,
                 outcome,
             }),
@@ -184,46 +184,26 @@ impl RequestTrace {
         let host = req
             .uri
             .host()
-            .or_else(|| {
-                self.host
-                    .as_ref()
-                    .and_then(hv_str)
-                    .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
-            })
+            .or_else(|| self.host.as_ref().and_then(host_name))
             .unwrap_or("");
-        let path = req.uri.path();
-        let query = req.uri.query();
-        let ua = self.user_agent.as_ref().and_then(hv_str);
-        let q = query.unwrap_or("");
-        let u = ua.unwrap_or("");
-        let mut text = String::with_capacity(path.len() + q.len() + host.len() + u.len());
-        text.push_str(path);
-        let query_at = text.len();
-        text.push_str(q);
-        let host_at = text.len();
-        text.push_str(host);
-        let ua_at = text.len();
-        text.push_str(u);
         self.emit(
             self.span_id,
             self.parent_span_id,
             self.start,
             end,
             Detail::Server(ServerSpan {
-                method: req.method.clone(),
-                text,
-                query_at,
-                host_at,
-                ua_at,
-                has_query: query.is_some(),
-                has_ua: ua.is_some(),
+                method: &req.method,
+                path: req.uri.path(),
+                query: req.uri.query(),
+                host,
+                user_agent: self.user_agent.as_ref().and_then(text),
                 scheme: e.info.scheme,
                 version: req.version,
                 local_port: conn_local.port(),
                 client: e.info.client_addr,
                 status,
-                route: e.route.clone(),
-                cluster: e.cluster.clone(),
+                route: e.route.as_ref(),
+                cluster: e.cluster.as_ref(),
                 details: e.local_details,
             }),
         );
@@ -235,9 +215,9 @@ impl RequestTrace {
         parent: Option<[u8; 8]>,
         start: Instant,
         end: Instant,
-        detail: Detail,
+        detail: Detail<'_>,
     ) {
-        self.tracer.send(SpanRecord {
+        self.tracer.send(&SpanRecord {
             trace_id: self.trace_id,
             span_id,
             parent_span_id: parent,
@@ -249,7 +229,7 @@ impl RequestTrace {
                 } else {
                     0
                 },
-            trace_state: self.trace_state.clone(),
+            trace_state: self.trace_state.as_deref(),
             start_unix_nanos: unix_nanos(self.start, self.start_unix_nanos, start),
             end_unix_nanos: unix_nanos(self.start, self.start_unix_nanos, end),
             detail,
@@ -257,12 +237,61 @@ impl RequestTrace {
     }
 }
 
-fn hv_str(v: &HeaderValue) -> Option<&str> {
-    v.to_str().ok()
+/// A field's value as text, if it is UTF-8 (which a span's string attribute must be). Values
+/// are nearly always ASCII, which is checked a word at a time (UTF-8 validation goes byte by
+/// byte over short strings).
+fn text(v: &HeaderValue) -> Option<&str> {
+    let b = v.as_bytes();
+    if b.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).ok()
+}
+
+/// A `Host` value without its port, if it is text.
+fn host_name(v: &HeaderValue) -> Option<&str> {
+    text(v).map(crate::router::strip_port)
 }
 
 /// An upstream span in progress.
 pub struct UpstreamSpan {
     span_id: [u8; 8],
     start: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_lose_their_port_only() {
+        for (host, name) in [
+            ("example.com", "example.com"),
+            ("example.com:8080", "example.com"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("[::1]:8443", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("[2001:db8::12]", "[2001:db8::12]"),
+            ("example.com:", "example.com"),
+            ("a1:b2", "a1:b2"),
+            ("[::1]x:80", "[::1]x:80"),
+            ("[::12", "[::12"),
+            ("9", "9"),
+            ("", ""),
+        ] {
+            let v = HeaderValue::from_static(host);
+            assert_eq!(host_name(&v), Some(name), "{host}");
+        }
+        let value = |b: &[u8]| match HeaderValue::from_bytes(b) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        };
+        // obs-text: a valid field value, not UTF-8.
+        let latin = value(b"caf\xe9");
+        assert_eq!(host_name(&latin), None);
+        assert_eq!(text(&latin), None);
+        let utf8 = value("agent/1 (é)".as_bytes());
+        assert_eq!(text(&utf8), Some("agent/1 (é)"));
+    }
 }
