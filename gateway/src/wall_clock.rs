@@ -35,18 +35,27 @@ pub fn unix_nanos(anchor: Instant, anchor_unix: u64, at: Instant) -> u64 {
 pub fn unix_nanos_at(at: Instant) -> u64 {
     ANCHOR.with(|c| {
         let (anchor, unix) = match c.get() {
-            Some((t, u)) if at.saturating_duration_since(t) < ANCHOR_AGE => (t, u),
-            _ => {
-                let unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, nanos);
-                let fresh = (Instant::now(), unix);
-                c.set(Some(fresh));
-                fresh
-            }
+            Some((t, u)) => match at.checked_duration_since(t) {
+                // One subtraction for the check and the time.
+                Some(d) if d < ANCHOR_AGE => return u.saturating_add(nanos(d)),
+                None if t - at < ANCHOR_AGE => return u.saturating_sub(nanos(t - at)),
+                _ => refresh(c),
+            },
+            None => refresh(c),
         };
         unix_nanos(anchor, unix, at)
     })
+}
+
+/// Read the wall clock next to a fresh `Instant` as this thread's anchor.
+#[cold]
+fn refresh(c: &Cell<Option<(Instant, u64)>>) -> (Instant, u64) {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, nanos);
+    let fresh = (Instant::now(), unix);
+    c.set(Some(fresh));
+    fresh
 }
 
 /// [`unix_nanos_at`] as a `SystemTime`.
@@ -76,6 +85,13 @@ mod tests {
             .duration_since(system_time_at(earlier))
             .unwrap_or_default();
         assert_eq!(d, Duration::from_millis(250));
+        // Further back than an anchor is used for (a new anchor is read): still exact, within
+        // the slack of two wall-clock readings.
+        let long_ago = at - Duration::from_secs(2);
+        let d = t
+            .duration_since(system_time_at(long_ago))
+            .unwrap_or_default();
+        assert!(d.abs_diff(Duration::from_secs(2)) < slack, "{d:?}");
     }
 
     #[test]

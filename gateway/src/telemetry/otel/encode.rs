@@ -152,20 +152,17 @@ impl AttributeSink for Attrs<'_> {
         let var_len = varint(v as u64, &mut var);
         let any_len = 1 + var_len;
         let kv_len = 2 + key.len() + 2 + any_len;
+        let out = &mut *self.out;
         if kv_len < 0x80 {
-            // The whole entry in one copy: it is short (a key and at most ten bytes).
-            let mut entry = [0u8; 2 + 0x80];
-            entry[..4].copy_from_slice(&[
-                ATTRIBUTE_KEY,
-                kv_len as u8,
-                FIELD_1_BYTES,
-                key.len() as u8,
-            ]);
-            let at = 4 + key.len();
-            entry[4..at].copy_from_slice(key.as_bytes());
-            entry[at..at + 3].copy_from_slice(&[FIELD_2_BYTES, any_len as u8, FIELD_3_VARINT]);
-            entry[at + 3..at + 3 + var_len].copy_from_slice(&var[..var_len]);
-            self.out.extend_from_slice(&entry[..2 + kv_len]);
+            out.reserve(2 + kv_len + MAX_VARINT);
+            out.extend_from_slice(&[ATTRIBUTE_KEY, kv_len as u8, FIELD_1_BYTES, key.len() as u8]);
+            out.extend_from_slice(key.as_bytes());
+            // The varint's whole buffer (a fixed-size copy, no call), then its unused end cut.
+            let mut tail = [0u8; 3 + MAX_VARINT];
+            tail[..3].copy_from_slice(&[FIELD_2_BYTES, any_len as u8, FIELD_3_VARINT]);
+            tail[3..].copy_from_slice(&var);
+            out.extend_from_slice(&tail);
+            out.truncate(out.len() - (MAX_VARINT - var_len));
         } else {
             self.key_value(key, any_len);
             self.out.push(FIELD_3_VARINT);
