@@ -304,16 +304,20 @@ fn encode_span(r: &SpanRecord, out: &mut Vec<u8>, blocks: &mut Blocks) {
     let parts = r.name_parts(&mut digits);
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > 0 {
-        encode_key(span::NAME, WireType::LengthDelimited, out);
-        encode_varint(len as u64, out);
-        for p in parts {
+        if len < 0x80 {
+            out.extend_from_slice(&[key_byte(span::NAME, WireType::LengthDelimited), len as u8]);
+        } else {
+            encode_key(span::NAME, WireType::LengthDelimited, out);
+            encode_varint(len as u64, out);
+        }
+        for p in parts.iter().filter(|p| !p.is_empty()) {
             out.extend_from_slice(p.as_bytes());
         }
     }
+    // SpanKind values are 0 to 5: a one-byte varint.
     let kind = r.kind() as i32;
     if kind != 0 {
-        encode_key(span::KIND, WireType::Varint, out);
-        encode_varint(kind as u64, out);
+        out.extend_from_slice(&[key_byte(span::KIND, WireType::Varint), kind as u8]);
     }
     if r.start_unix_nanos != 0 && r.end_unix_nanos != 0 {
         let mut times = [0u8; 18];
