@@ -77,6 +77,11 @@ impl Tries {
     }
 
     /// The tries, in order.
+    /// When the first try started.
+    pub fn first_start(&self) -> Option<Instant> {
+        self.0.borrow().first.as_ref().map(|a| a.start)
+    }
+
     pub fn into_vec(self) -> Vec<Attempt> {
         let List { first, mut rest } = self.0.into_inner();
         if let Some(f) = first {

@@ -106,10 +106,7 @@ impl RequestTrace {
         self.tracer
             .propagation
             .inject(headers, &self.trace_id, &span_id);
-        UpstreamSpan {
-            span_id,
-            start: Instant::now(),
-        }
+        UpstreamSpan { span_id }
     }
 
     /// End the upstream span: `status` of the response, or the error that replaced it.
@@ -125,10 +122,13 @@ impl RequestTrace {
         // The last try is the one that answered (or failed last); the span ends with it.
         let last = tries.last();
         let end = last.map_or_else(Instant::now, |(_, end)| end);
+        // The span starts with the first try (no clock reading of its own); without a try (no
+        // endpoint to send to) it is an instant.
+        let start = tries.first_start().unwrap_or(end);
         self.emit(
             up.span_id,
             Some(self.span_id),
-            up.start,
+            start,
             end,
             Detail::Upstream(UpstreamRecord {
                 method,
@@ -257,7 +257,6 @@ fn host_name(v: &HeaderValue) -> Option<&str> {
 /// An upstream span in progress.
 pub struct UpstreamSpan {
     span_id: [u8; 8],
-    start: Instant,
 }
 
 #[cfg(test)]
