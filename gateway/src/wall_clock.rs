@@ -85,6 +85,10 @@ mod tests {
             .duration_since(system_time_at(earlier))
             .unwrap_or_default();
         assert_eq!(d, Duration::from_millis(250));
+        // After the anchor (read by the first call, after `at`): offsets stay exact.
+        let later = Instant::now() + Duration::from_millis(300);
+        let d = system_time_at(later).duration_since(t).unwrap_or_default();
+        assert_eq!(d, later - at);
         // Further back than an anchor is used for (a new anchor is read): still exact, within
         // the slack of two wall-clock readings.
         let long_ago = at - Duration::from_secs(2);

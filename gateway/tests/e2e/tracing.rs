@@ -221,6 +221,17 @@ fn spans_reach_the_collector_and_traceparent_is_continued() {
         .expect("an upstream span");
     assert_eq!(client.parent_span_id, server.span_id);
     assert_eq!(client.trace_id, server.trace_id);
+    // The upstream exchange lies inside the request and takes time (a real round trip).
+    assert!(
+        server.start_time_unix_nano <= client.start_time_unix_nano
+            && client.start_time_unix_nano < client.end_time_unix_nano
+            && client.end_time_unix_nano <= server.end_time_unix_nano,
+        "server {}..{}, upstream {}..{}",
+        server.start_time_unix_nano,
+        server.end_time_unix_nano,
+        client.start_time_unix_nano,
+        client.end_time_unix_nano
+    );
     assert_eq!(
         up_tp,
         format!("00-{PARENT_TRACE}-{}-01", hex(&client.span_id))

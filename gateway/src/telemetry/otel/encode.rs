@@ -378,16 +378,11 @@ mod tests {
         parent: Option<[u8; 8]>,
         state: Option<&'a str>,
     ) -> SpanRecord<'a> {
-        SpanRecord {
-            trace_id: [0xab; 16],
-            span_id: [7; 8],
-            parent_span_id: parent,
-            flags: 0x301,
-            trace_state: state,
-            start_unix_nanos: 1_700_000_000_000_000_000,
-            end_unix_nanos: 1_700_000_000_000_100_000,
-            detail,
-        }
+        let mut r = SpanRecord::for_test(detail);
+        (r.parent_span_id, r.trace_state, r.flags) = (parent, state, 0x301);
+        (r.start_unix_nanos, r.end_unix_nanos) =
+            (1_700_000_000_000_000_000, 1_700_000_000_000_100_000);
+        r
     }
 
     fn server<'a>(

@@ -650,7 +650,9 @@ mod tests {
                 let svc = hyper::service::service_fn(move |req: http::Request<_>| {
                     let (p, n) = (p.clone(), n.clone());
                     async move {
-                        let ok = req.uri().path() == "/otlp/v1/traces";
+                        // Export bodies have a length up front: never chunked.
+                        let ok = req.uri().path() == "/otlp/v1/traces"
+                            && !req.headers().contains_key(http::header::TRANSFER_ENCODING);
                         let body = http_body_util::BodyExt::collect(req.into_body())
                             .await
                             .map(|b| b.to_bytes())
