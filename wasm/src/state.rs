@@ -22,6 +22,38 @@ pub trait StreamHost {
     /// A stream header map (request/response headers and trailers), `None` when it does not exist
     /// (yet) in this phase.
     fn headers(&mut self, map: MapType) -> Option<&mut HeaderMap>;
+    /// Whether the stream header map `map` exists in this phase (without needing it whole, as
+    /// [`StreamHost::headers`] does).
+    fn has_headers(&mut self, map: MapType) -> bool {
+        self.headers(map).is_some()
+    }
+    /// Change one field of a stream header map: replace every value of `name` with `value`
+    /// (`replace`), add `value` to them, or remove them (`value` none); `false` when the map
+    /// does not exist in this phase. A host that keeps a map in another form until it is needed
+    /// whole may make the change there.
+    fn edit_header(
+        &mut self,
+        map: MapType,
+        name: http::HeaderName,
+        value: Option<http::HeaderValue>,
+        replace: bool,
+    ) -> bool {
+        let Some(h) = self.headers(map) else {
+            return false;
+        };
+        match value {
+            Some(v) if replace => {
+                h.insert(name, v);
+            }
+            Some(v) => {
+                h.append(name, v);
+            }
+            None => {
+                h.remove(name);
+            }
+        }
+        true
+    }
     /// Pseudo headers shown before the regular ones (`:method`, `:path`, `:authority`, `:scheme`
     /// for requests, `:status` for responses).
     fn pseudo_headers(&self, map: MapType) -> Vec<(&'static str, String)>;

@@ -19,16 +19,26 @@ pub struct ChainEntry {
     pub phases: Phases,
     /// [`HttpFilter::reads_request_headers_later`], read once.
     pub reads_request_later: bool,
+    /// The filter has no response phase, or [`HttpFilter::takes_raw_response`].
+    pub raw_response: bool,
 }
+
+/// The phases that see the response.
+const RESPONSE_PHASES: Phases = Phases::RESPONSE_HEADERS
+    .union(Phases::RESPONSE_BODY)
+    .union(Phases::RESPONSE_TRAILERS)
+    .union(Phases::LOG);
 
 impl ChainEntry {
     pub fn new(filter: Arc<dyn HttpFilter>) -> Self {
         let phases = filter.phases();
         let reads_request_later = filter.reads_request_headers_later();
+        let raw_response = !phases.intersects(RESPONSE_PHASES) || filter.takes_raw_response();
         ChainEntry {
             filter,
             phases,
             reads_request_later,
+            raw_response,
         }
     }
 }
@@ -40,16 +50,20 @@ pub struct FilterList {
     pub phases: Phases,
     /// Some filter of the list reads the request headers after the request phase.
     pub reads_request_later: bool,
+    /// Every filter of the list takes a response with raw fields ([`ChainEntry::raw_response`]).
+    pub raw_response: bool,
 }
 
 impl FilterList {
     pub fn new(entries: Vec<ChainEntry>) -> Self {
         let phases = entries.iter().fold(Phases::NONE, |acc, e| acc | e.phases);
         let reads_request_later = entries.iter().any(|e| e.reads_request_later);
+        let raw_response = entries.iter().all(|e| e.raw_response);
         FilterList {
             entries,
             phases,
             reads_request_later,
+            raw_response,
         }
     }
 }
@@ -86,6 +100,13 @@ impl Chain {
             .as_ref()
             .is_some_and(|l| l.reads_request_later)
             || self.route.as_ref().is_some_and(|r| r.reads_request_later)
+    }
+
+    /// Whether every filter of the chain takes a response whose upstream fields are still
+    /// raw lines (see [`HttpFilter::takes_raw_response`]); true without filters.
+    pub fn takes_raw_response(&self) -> bool {
+        self.listener.as_ref().is_none_or(|l| l.raw_response)
+            && self.route.as_ref().is_none_or(|r| r.raw_response)
     }
 
     pub fn len(&self) -> usize {

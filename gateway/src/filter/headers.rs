@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::registry::{parse_config, BuildContext};
 use super::{Exchange, FilterCx, Flow, HttpFilter, Phases};
+use crate::h1::raw_fields;
 
 /// Registered name.
 pub const NAME: &str = "headers";
@@ -270,6 +271,24 @@ impl Ops {
     }
 }
 
+impl Ops {
+    /// [`Ops::apply`] to a response head, whose fields may still be the upstream's raw lines:
+    /// each change goes through [`raw_fields::edit`], which keeps them raw when it can.
+    fn apply_response(&self, ex: &Exchange, parts: &mut http::response::Parts) {
+        for n in &self.remove {
+            raw_fields::edit(parts, n.clone(), None, true);
+        }
+        for (n, v) in &self.set {
+            raw_fields::edit(parts, n.clone(), v.render(ex), true);
+        }
+        for (n, v) in &self.add {
+            if let Some(v) = v.render(ex) {
+                raw_fields::edit(parts, n.clone(), Some(v), false);
+            }
+        }
+    }
+}
+
 /// The built filter.
 pub struct Headers {
     request: Ops,
@@ -328,9 +347,14 @@ impl HttpFilter for Headers {
         Flow::Continue
     }
 
+    /// The response operations go through `raw_fields::edit`.
+    fn takes_raw_response(&self) -> bool {
+        true
+    }
+
     fn on_response_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         if let Some(mut resp) = cx.ex.response.take() {
-            self.response.apply(cx.ex, &mut resp.headers);
+            self.response.apply_response(cx.ex, &mut resp);
             cx.ex.response = Some(resp);
         }
         Flow::Continue

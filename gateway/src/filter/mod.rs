@@ -298,6 +298,16 @@ pub trait HttpFilter: Send + Sync + 'static {
         self.phases().intersects(Phases::AFTER_REQUEST_HEADERS)
     }
 
+    /// Whether the response phases (headers, body, trailers, log) accept a response whose
+    /// upstream fields are still the raw lines of its head, with `cx.ex.response`'s map holding
+    /// only the fields set since (see [`crate::h1::raw_fields`]). Such a filter reads and
+    /// changes the response's fields only through `raw_fields` (`all_fields`, `edit`,
+    /// `materialize`). When every filter with such a phase does, an HTTP/1.1 response is passed
+    /// through without building its map. The default: no.
+    fn takes_raw_response(&self) -> bool {
+        false
+    }
+
     fn on_request_headers(&self, _cx: &mut FilterCx<'_>) -> Flow {
         Flow::Continue
     }

@@ -37,7 +37,7 @@ pub fn value_from(head: &Bytes, value: &[u8]) -> Option<HeaderValue> {
 /// httparse (without the obsolete line folding we never enable) accepts only HTAB, SP, visible
 /// ASCII and obs-text (0x80-0xFF) in a value: exactly what a `HeaderValue` may hold, so the
 /// second validation `value_from` makes is skipped (a loop over every value byte).
-fn parsed_value(head: &Bytes, value: &[u8]) -> HeaderValue {
+pub(crate) fn parsed_value(head: &Bytes, value: &[u8]) -> HeaderValue {
     if value.is_empty() {
         return HeaderValue::from_static("");
     }
@@ -62,7 +62,8 @@ const SPARE_MAPS_MAX: usize = 64;
 const SPARE_MAP_CAPACITY_MAX: usize = 48;
 
 /// An empty map with room for `capacity` fields, reusing a spare one when there is one.
-fn new_map(capacity: usize) -> HeaderMap {
+#[inline(always)]
+pub(crate) fn new_map(capacity: usize) -> HeaderMap {
     let spare = SPARE_MAPS.with(|s| s.borrow_mut().pop());
     match spare {
         Some(mut map) => {

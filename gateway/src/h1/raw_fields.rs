@@ -7,8 +7,15 @@
 //! Only the common shape goes this way: every line ends with CRLF, `Connection` lists no field
 //! names, no `Upgrade`, and no `Transfer-Encoding` beside a `Content-Length`. Anything else
 //! takes the map path, which handles every case.
+//!
+//! Filters that say they can ([`crate::filter::HttpFilter::takes_raw_response`], the wasm
+//! plugins) also see such a response. Its fields are then the raw lines followed by the
+//! entries of the response's map: a field the plugin sets that the upstream did not send goes
+//! into the (otherwise empty) map, and anything else first turns the lines into map entries
+//! ([`materialize`]).
 
 use bytes::Bytes;
+use http::header::HeaderName;
 
 use super::head::{scan_known, Known, Scan};
 
@@ -22,6 +29,8 @@ pub struct RawFields {
     /// `(start, end)` of each piece of `head` to write, in order; each ends with CRLF.
     pieces: [(u32, u32); MAX_CUTS + 1],
     len: u8,
+    /// How many field lines the pieces hold.
+    count: u16,
     /// The `Content-Length` the fields declare.
     pub content_length: Option<u64>,
     /// The fields include `Date`.
@@ -44,6 +53,7 @@ impl RawFields {
             head: head.clone(),
             pieces: [(0, 0); MAX_CUTS + 1],
             len: 0,
+            count: 0,
             content_length: None,
             has_date: false,
         };
@@ -70,6 +80,8 @@ impl RawFields {
                     raw.push(piece_start, start)?;
                 }
                 piece_start = end;
+            } else {
+                raw.count += 1;
             }
         }
         if block_end > piece_start {
@@ -99,6 +111,155 @@ impl RawFields {
             .iter()
             .map(|&(s, e)| self.head.get(s as usize..e as usize).unwrap_or_default())
     }
+
+    /// Each forwarded field as `(name, value)`: the name as the upstream wrote it, the value
+    /// without the whitespace around it (as httparse reads it).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.pieces()
+            .flat_map(|p| p.split_inclusive(|&b| b == b'\n'))
+            .filter_map(|line| {
+                let line = line.strip_suffix(b"\r\n")?;
+                let colon = memchr::memchr(b':', line)?;
+                Some((&line[..colon], line[colon + 1..].trim_ascii()))
+            })
+    }
+
+    /// How many fields are forwarded.
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Whether no field is forwarded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether a forwarded field is named `name` (compared without case). A line's name ends
+    /// at its colon (httparse allows no space before it in a response).
+    pub fn contains(&self, name: &[u8]) -> bool {
+        let n = name.len();
+        for piece in self.pieces() {
+            let mut line = piece;
+            while line.len() > n {
+                if line[n] == b':' && line[..n].eq_ignore_ascii_case(name) {
+                    return true;
+                }
+                match memchr::memchr(b'\n', line) {
+                    Some(end) => line = &line[end + 1..],
+                    None => break,
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Whether `parts` is a response whose upstream fields are still raw lines.
+pub fn is_raw(parts: &http::response::Parts) -> bool {
+    parts.extensions.get::<RawFields>().is_some()
+}
+
+/// Every field of `parts` as `(name, value)`: its raw lines first, if it has any, then its
+/// map's entries (names lowercase).
+pub fn all_fields(parts: &http::response::Parts) -> impl Iterator<Item = (&[u8], &[u8])> {
+    parts
+        .extensions
+        .get::<RawFields>()
+        .into_iter()
+        .flat_map(RawFields::fields)
+        .chain(
+            parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+        )
+}
+
+/// Change one field of `parts`: replace every value of `name` with `value` (`replace`), add
+/// `value` to them, or remove them (`value` none). While the fields are raw lines, a change
+/// that needs no line changed stays out of them: a name the framing does not depend on (see
+/// `frames_or_hops`) that the lines lack is set in the map, and an added value goes after the lines
+/// anyway. Anything else turns the lines into map entries first.
+pub fn edit(
+    parts: &mut http::response::Parts,
+    name: HeaderName,
+    value: Option<http::HeaderValue>,
+    replace: bool,
+) {
+    if let Some(raw) = parts.extensions.get::<RawFields>() {
+        let plain = !frames_or_hops(&name);
+        let stays =
+            plain && ((value.is_some() && !replace) || !raw.contains(name.as_str().as_bytes()));
+        if !stays {
+            materialize(parts);
+        }
+    }
+    let h = &mut parts.headers;
+    if h.capacity() == 0 && value.is_some() {
+        // The map of a raw response is empty and never allocated: take a spare one.
+        *h = super::head::new_map(4);
+    }
+    match value {
+        Some(v) if replace => {
+            h.insert(name, v);
+        }
+        Some(v) => {
+            h.append(name, v);
+        }
+        None => {
+            h.remove(name);
+        }
+    }
+}
+
+/// Whether a field is one the proxy frames the message with, or a hop-by-hop one, or `Date`
+/// (the fields `Known` tells apart, which the server writes from what it knows).
+fn frames_or_hops(name: &HeaderName) -> bool {
+    use http::header::{
+        CONNECTION, CONTENT_LENGTH, DATE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+        TRANSFER_ENCODING, UPGRADE,
+    };
+    [
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        UPGRADE,
+        TE,
+        TRAILER,
+        DATE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
+/// Turn the raw lines of `parts`, if it has any, into entries of its map, ahead of the entries
+/// already there (which came after them): from then on the map holds every field. Values stay
+/// slices of the upstream head (no copy).
+pub fn materialize(parts: &mut http::response::Parts) {
+    let Some(raw) = parts.extensions.remove::<RawFields>() else {
+        return;
+    };
+    let later = std::mem::take(&mut parts.headers);
+    let mut map = super::head::new_map(raw.len() + later.len());
+    for (name, value) in raw.fields() {
+        // httparse accepted the name as a token, which `http` accepts too.
+        let Ok(name) = HeaderName::from_bytes(name) else {
+            continue;
+        };
+        map.append(name, super::head::parsed_value(&raw.head, value));
+    }
+    let mut last: Option<HeaderName> = None;
+    for (name, value) in later {
+        if let Some(n) = name {
+            last = Some(n);
+        }
+        if let Some(n) = &last {
+            map.append(n.clone(), value);
+        }
+    }
+    parts.headers = map;
 }
 
 thread_local! {
@@ -228,5 +389,128 @@ mod tests {
               Keep-Alive: x\r\nD: 1\r\nProxy-Connection: x\r\nE: 1\r\n\r\n"
         )
         .is_none());
+    }
+
+    /// A response head as the proxy holds it on the raw path: `head`'s forwarded lines in its
+    /// extensions, its map empty.
+    fn raw_parts(head: &'static [u8]) -> http::response::Parts {
+        let (_, raw) = raw_path(head);
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.extensions.insert(raw);
+        parts
+    }
+
+    fn texts<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(String, String)> {
+        it.map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const HEAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nX-Multi: a\r\n\
+                          Content-Length:  3 \r\nX-Empty:\r\nx-multi:\tb\r\n\r\n";
+
+    #[test]
+    fn fields_are_read_from_the_lines() {
+        let (_, raw) = raw_path(HEAD);
+        assert_eq!(
+            texts(raw.fields()),
+            pairs(&[
+                ("Server", "up"),
+                ("X-Multi", "a"),
+                ("Content-Length", "3"),
+                ("X-Empty", ""),
+                ("x-multi", "b"),
+            ])
+        );
+        assert_eq!(raw.len(), 5);
+        assert!(!raw.is_empty());
+        assert!(raw.contains(b"x-multi") && raw.contains(b"SERVER"));
+        assert!(!raw.contains(b"connection") && !raw.contains(b"x-mult"));
+        let (_, none) = raw_path(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        assert_eq!((none.len(), none.is_empty()), (0, true));
+        assert_eq!(none.fields().count(), 0);
+    }
+
+    #[test]
+    fn edits_stay_out_of_the_lines_when_they_can() {
+        let name = |n: &'static str| http::HeaderName::from_static(n);
+        let value = |v: &'static str| Some(http::HeaderValue::from_static(v));
+        // A new name, an added value, a name removed that the lines lack: still raw, the
+        // change in the map after the lines.
+        let mut p = raw_parts(HEAD);
+        edit(&mut p, name("x-new"), value("n"), true);
+        edit(&mut p, name("x-multi"), value("c"), false);
+        edit(&mut p, name("x-absent"), None, true);
+        assert!(is_raw(&p));
+        assert_eq!(p.headers.len(), 2);
+        assert_eq!(
+            texts(all_fields(&p)),
+            pairs(&[
+                ("Server", "up"),
+                ("X-Multi", "a"),
+                ("Content-Length", "3"),
+                ("X-Empty", ""),
+                ("x-multi", "b"),
+                ("x-new", "n"),
+                ("x-multi", "c"),
+            ])
+        );
+        // Replacing what the lines have makes them map entries first: one value left.
+        edit(&mut p, name("x-multi"), value("d"), true);
+        assert!(!is_raw(&p));
+        let got: Vec<_> = p.headers.get_all("x-multi").iter().collect();
+        assert_eq!(got, ["d"]);
+        assert_eq!(p.headers["server"], "up");
+        assert_eq!(p.headers["x-new"], "n");
+        assert_eq!(p.headers.len(), 5);
+
+        // Removing what the lines have.
+        let mut p = raw_parts(HEAD);
+        edit(&mut p, name("server"), None, true);
+        assert!(!is_raw(&p));
+        assert!(!p.headers.contains_key("server"));
+        assert_eq!(p.headers.len(), 4);
+
+        // A framing or date field, even absent from the lines, makes them map entries.
+        for n in ["content-length", "transfer-encoding", "date", "connection"] {
+            let mut p = raw_parts(HEAD);
+            edit(&mut p, name(n), value("1"), false);
+            assert!(!is_raw(&p), "{n}");
+        }
+    }
+
+    #[test]
+    fn materialized_lines_come_before_later_entries() {
+        let mut p = raw_parts(HEAD);
+        p.headers
+            .append("x-multi", http::HeaderValue::from_static("c"));
+        p.headers
+            .append("x-late", http::HeaderValue::from_static("1"));
+        p.headers
+            .append("x-late", http::HeaderValue::from_static("2"));
+        materialize(&mut p);
+        assert!(!is_raw(&p));
+        let multi: Vec<_> = p.headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["a", "b", "c"]);
+        let late: Vec<_> = p.headers.get_all("x-late").iter().collect();
+        assert_eq!(late, ["1", "2"]);
+        assert_eq!(p.headers["content-length"], "3");
+        assert_eq!(p.headers["x-empty"], "");
+        assert_eq!(p.headers.len(), 8);
+        // Once is enough: a map without raw lines stays as it is.
+        let before = p.headers.clone();
+        materialize(&mut p);
+        assert_eq!(p.headers, before);
     }
 }

@@ -66,6 +66,7 @@ impl Finish {
             // instead of allocating one).
             if let Some(parts) = ex.response.take() {
                 crate::h1::head::recycle(parts.headers);
+                crate::h1::raw_fields::recycle(parts.extensions);
             }
         }
         self.conn.request_done(now);

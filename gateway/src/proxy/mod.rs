@@ -378,8 +378,9 @@ async fn forward(
         // filter may have paused the request (a callout), so with one the clock is read again.
         now: chain.is_empty().then(crate::request_clock::get),
         // Only the HTTP/1.1 server reads the response's fields when no filter has a phase after
-        // the request's (nothing else on this path does: logs and traces take the status), and
-        // no `debug.config_version_header` replaces one of them.
+        // the request's, or every such filter takes them raw (nothing else on this path does:
+        // logs and traces take the status), and no `debug.config_version_header` replaces one
+        // of them.
         raw_fields: on_upgrade.is_none()
             && conn.hands_back_head.get()
             && snap
@@ -388,12 +389,7 @@ async fn forward(
                 .debug
                 .as_ref()
                 .is_none_or(|d| d.config_version_header.is_none())
-            && !chain.phases().intersects(
-                Phases::RESPONSE_HEADERS
-                    | Phases::RESPONSE_BODY
-                    | Phases::RESPONSE_TRAILERS
-                    | Phases::LOG,
-            ),
+            && chain.takes_raw_response(),
         added: Some(&added),
     };
     let result = worker.pools.send(cluster, req, &opts).await;
@@ -845,5 +841,9 @@ fn clone_head(p: &http::response::Parts) -> http::response::Parts {
     *r.status_mut() = p.status;
     *r.version_mut() = p.version;
     *r.headers_mut() = p.headers.clone();
+    // Raw fields (see `raw_fields`) are part of the head: a reference count on the upstream's.
+    if crate::h1::raw_fields::is_raw(p) {
+        *r.extensions_mut() = p.extensions.clone();
+    }
     r.into_parts().0
 }

@@ -588,6 +588,12 @@ impl HttpFilter for WasmFilter {
         self.inner.phases
     }
 
+    /// The host calls reach the response's fields through `raw_fields` (see `GatewayStream`):
+    /// a plugin that sets a field the upstream did not send leaves the upstream's lines raw.
+    fn takes_raw_response(&self) -> bool {
+        true
+    }
+
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         let n = header_count(cx.ex);
         let eos = cx.ex.info.headers_end_stream;
@@ -637,7 +643,14 @@ impl HttpFilter for WasmFilter {
     }
 
     fn on_response_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
-        let n = cx.ex.response.as_ref().map_or(0, |r| r.headers.len() + 1);
+        // The fields (raw lines and map entries) and `:status`.
+        let n = cx.ex.response.as_ref().map_or(0, |r| {
+            let raw = r
+                .extensions
+                .get::<crate::h1::raw_fields::RawFields>()
+                .map_or(0, |f| f.len());
+            raw + r.headers.len() + 1
+        });
         self.inner
             .run(
                 cx,

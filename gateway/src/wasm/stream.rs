@@ -8,6 +8,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use sluice_wasm::{BufferType, MapType, Prop, Status, StreamHost};
 
 use crate::filter::Exchange;
+use crate::h1::raw_fields;
 
 /// The stream of one phase.
 pub(crate) struct GatewayStream<'a> {
@@ -88,13 +89,56 @@ impl StreamHost for GatewayStream<'_> {
     fn headers(&mut self, map: MapType) -> Option<&mut HeaderMap> {
         match map {
             MapType::RequestHeaders => Some(&mut self.ex.request.headers),
-            MapType::ResponseHeaders => self.ex.response.as_mut().map(|r| &mut r.headers),
+            MapType::ResponseHeaders => self.ex.response.as_mut().map(|r| {
+                // Needed whole: the upstream's raw lines become map entries (see `raw_fields`).
+                raw_fields::materialize(r);
+                &mut r.headers
+            }),
             MapType::RequestTrailers | MapType::ResponseTrailers => match &mut self.trailers {
                 Some((m, t)) if *m == map => Some(&mut **t),
                 _ => None,
             },
             _ => None,
         }
+    }
+
+    fn has_headers(&mut self, map: MapType) -> bool {
+        match map {
+            MapType::ResponseHeaders => self.ex.response.is_some(),
+            _ => self.headers(map).is_some(),
+        }
+    }
+
+    fn edit_header(
+        &mut self,
+        map: MapType,
+        name: http::HeaderName,
+        value: Option<http::HeaderValue>,
+        replace: bool,
+    ) -> bool {
+        if map == MapType::ResponseHeaders {
+            // The response's raw lines stay raw when the change allows (see `raw_fields::edit`).
+            let Some(r) = self.ex.response.as_mut() else {
+                return false;
+            };
+            raw_fields::edit(r, name, value, replace);
+            return true;
+        }
+        let Some(h) = self.headers(map) else {
+            return false;
+        };
+        match value {
+            Some(v) if replace => {
+                h.insert(name, v);
+            }
+            Some(v) => {
+                h.append(name, v);
+            }
+            None => {
+                h.remove(name);
+            }
+        }
+        true
     }
 
     fn pseudo_headers(&self, map: MapType) -> Vec<(&'static str, String)> {
@@ -205,8 +249,22 @@ impl StreamHost for GatewayStream<'_> {
                     })
                     .to_string(),
             ),
-            ["response", "headers"] => headers_prop(&ex.response.as_ref()?.headers),
-            ["response", "size"] => Prop::Int(content_length(&ex.response.as_ref()?.headers)),
+            ["response", "headers"] => Prop::Map(
+                raw_fields::all_fields(ex.response.as_ref()?)
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).to_ascii_lowercase(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        )
+                    })
+                    .collect(),
+            ),
+            ["response", "size"] => Prop::Int(
+                raw_fields::all_fields(ex.response.as_ref()?)
+                    .find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0),
+            ),
             ["source", "address"] => Prop::Str(info.client_addr.to_string()),
             ["source", "port"] => Prop::Int(i64::from(info.client_addr.port())),
             ["destination", "address"] => Prop::Str(info.local_addr.to_string()),

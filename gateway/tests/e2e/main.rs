@@ -16,6 +16,7 @@ mod load;
 mod plugin_cli;
 mod plugin_metrics;
 mod proxy;
+mod raw_response;
 mod reload;
 mod tls;
 mod tracing;

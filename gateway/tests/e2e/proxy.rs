@@ -386,7 +386,10 @@ fn raw_exchange(gw: &Gateway, request: &str, name_to_skip: &str) -> (String, Vec
 #[test]
 fn upstream_response_fields_reach_the_client_with_and_without_filters() {
     // `/plain` has no filter: the fields pass through as the upstream sent them. `/filtered`
-    // has a response-phase filter: they go through a header map. The client sees the same.
+    // has a response-phase filter that sets `date` (a field the gateway writes itself, so the
+    // change builds the header map): they go through a map. `/raw-filter` has one that sets
+    // only a field the upstream did not send: the upstream's lines stay as they are. The client
+    // sees the same.
     let up = scripted_upstream();
     let gw = Gateway::start(&format!(
         r#"
@@ -397,6 +400,15 @@ listeners:
     protocols: [http1, http2]
     routes:
       - match: {{ path_prefix: "/filtered" }}
+        cluster: up
+        filters:
+          - name: headers
+            config:
+              response:
+                set:
+                  - {{ name: x-filtered, value: "yes" }}
+                  - {{ name: date, value: "Sun, 06 Dec 2026 10:00:00 GMT" }}
+      - match: {{ path_prefix: "/raw-filter" }}
         cluster: up
         filters:
           - name: headers
@@ -431,17 +443,27 @@ clusters:
         );
         assert_eq!(
             ask("GET", "/filtered/fields", version),
+            (status.clone(), fields.clone(), body.clone())
+        );
+        assert_eq!(
+            ask("GET", "/raw-filter/fields", version),
             (status, fields, body)
         );
     }
-    // Passed through as received without a filter (names keep their case), through the map
-    // with one (names lowercased).
+    // Passed through as received without a filter or through one that leaves them raw (names
+    // keep their case), through the map otherwise (names lowercased).
     let fields = |path: &str| {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         raw(gw.addr(), req.as_bytes(), Duration::from_secs(10))
     };
     let plain = fields("/plain/fields");
     assert!(plain.contains("\r\nSET-COOKIE: b=2\r\n"), "{plain}");
+    let raw_filter = fields("/raw-filter/fields");
+    assert!(
+        raw_filter.contains("\r\nSET-COOKIE: b=2\r\n")
+            && raw_filter.contains("\r\nx-filtered: yes\r\n"),
+        "{raw_filter}"
+    );
     let filtered = fields("/filtered/fields");
     assert!(filtered.contains("\r\nset-cookie: b=2\r\n"), "{filtered}");
     // Chunked from the upstream: re-framed by the gateway, the upstream's Date kept.

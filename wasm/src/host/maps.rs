@@ -195,7 +195,7 @@ fn modify(
         let name = String::from_utf8_lossy(&key.to_ascii_lowercase()).into_owned();
         return Ok(stream.set_pseudo_header(map, &name, value).code());
     }
-    if stream.headers(map).is_none() {
+    if !stream.has_headers(map) {
         return Ok(Status::NotFound.code());
     }
     let Some(name) = st.header_cache.name(key) else {
@@ -208,21 +208,14 @@ fn modify(
             None => return Ok(Status::BadArgument.code()),
         },
     };
-    let Some(headers) = st.stream().and_then(|s| s.headers(map)) else {
+    let Some(stream) = st.stream() else {
         return Ok(Status::NotFound.code());
     };
-    match (edit, new_value) {
-        (Edit::Add, Some(v)) => {
-            headers.append(name, v);
-        }
-        (Edit::Replace, Some(v)) => {
-            headers.insert(name, v);
-        }
-        _ => {
-            headers.remove(name);
-        }
+    if stream.edit_header(map, name, new_value, edit == Edit::Replace) {
+        Ok(Status::Ok.code())
+    } else {
+        Ok(Status::NotFound.code())
     }
-    Ok(Status::Ok.code())
 }
 
 fn set_pairs(mut c: C<'_>, map: i32, ptr: i32, len: i32) -> HostResult {

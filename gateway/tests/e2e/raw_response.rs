@@ -1,0 +1,222 @@
+//! A wasm plugin on an upstream response that the gateway passes through without building its
+//! header map (the upstream's field lines stay raw until a plugin needs them whole): every kind
+//! of header change gives the same response head as on a map, with no field lost or doubled.
+//! The upstream is a plain socket writing a fixed head, so that the lines are known exactly.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The upstream's answer to every request.
+const HEAD: &str = "HTTP/1.1 200 OK\r\nServer: up\r\nX-Multi: a\r\nX-Gone: 1\r\n\
+                    X-Keep: k\r\nContent-Length: 3\r\n\r\nok\n";
+
+/// A keep-alive HTTP/1.1 upstream answering every request (no body) with [`HEAD`].
+struct FixedUpstream {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FixedUpstream {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if conn.write_all(HEAD.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FixedUpstream {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FixedUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn wasm(name: &str) -> PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}
+
+/// The field lines of the response to `GET path`, lowercased names, in order.
+fn fields(gw: &Gateway, path: &str) -> Vec<(String, String)> {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+    let text = raw(gw.addr(), req.as_bytes(), Duration::from_secs(10));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("");
+    assert!(status.starts_with("HTTP/1.1 200"), "{path}: {text}");
+    assert_eq!(body, "ok\n", "{path}: {text}");
+    lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+/// The values of `name` among `fields`, in order.
+fn values<'a>(fields: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    fields
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn plugin_edits_of_a_passed_through_response_lose_and_double_nothing() {
+    let up = FixedUpstream::start();
+    let route = |path: &str, rules: &str| {
+        format!(
+            r#"
+      - match: {{ path_prefix: "{path}" }}
+        cluster: app
+        filters: [{{ plugin: hdr, config: {{ response: [{rules}] }} }}]"#
+        )
+    };
+    let routes = [
+        route("/set-new", "{ name: x-new, value: n }"),
+        route("/add", "{ name: x-multi, value: b, action: add }"),
+        route("/set-existing", "{ name: server, value: sluice }"),
+        route("/remove", "{ name: x-gone, action: remove }"),
+        route("/absent", "{ name: x-absent, action: remove }"),
+        route(
+            "/then-read",
+            "{ name: x-new, value: n }, { name: x-multi, value: c, action: add }, \
+             { name: x-keep, value: d, action: default }, { name: x-other, value: o, action: default }",
+        ),
+        route(
+            "/framing",
+            "{ name: content-length, action: remove }, { name: x-new, value: n }",
+        ),
+    ]
+    .concat();
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:{routes}
+clusters:
+  - name: app
+    endpoints: ["{up}"]
+    protocol: http1
+plugins:
+  - name: hdr
+    wasm: "{wasm}"
+    config: {{}}
+"#,
+        up = up.addr,
+        wasm = wasm("add_header.wasm").display(),
+    ));
+
+    // Each check runs twice: the second request reuses the upstream connection.
+    for _ in 0..2 {
+        // A field the upstream did not send: the upstream's lines are forwarded as they came,
+        // the new field after them.
+        let f = fields(&gw, "/set-new");
+        assert_eq!(values(&f, "server"), ["up"], "{f:?}");
+        assert_eq!(values(&f, "x-multi"), ["a"], "{f:?}");
+        assert_eq!(values(&f, "x-gone"), ["1"], "{f:?}");
+        assert_eq!(values(&f, "x-new"), ["n"], "{f:?}");
+        assert_eq!(values(&f, "content-length"), ["3"], "{f:?}");
+        let at = |name: &str| f.iter().position(|(k, _)| k == name);
+        assert!(at("x-keep") < at("x-new"), "{f:?}");
+
+        // A value added to a field the upstream sent comes after the upstream's.
+        let f = fields(&gw, "/add");
+        assert_eq!(values(&f, "x-multi"), ["a", "b"], "{f:?}");
+        assert_eq!(values(&f, "server"), ["up"], "{f:?}");
+
+        // Setting a field the upstream sent replaces it: one value, the plugin's.
+        let f = fields(&gw, "/set-existing");
+        assert_eq!(values(&f, "server"), ["sluice"], "{f:?}");
+        assert_eq!(values(&f, "x-multi"), ["a"], "{f:?}");
+        assert_eq!(values(&f, "x-keep"), ["k"], "{f:?}");
+
+        let f = fields(&gw, "/remove");
+        assert_eq!(values(&f, "x-gone"), Vec::<&str>::new(), "{f:?}");
+        assert_eq!(values(&f, "server"), ["up"], "{f:?}");
+
+        // Nothing else: the upstream's fields, and the gateway's `date` and `connection`.
+        let f = fields(&gw, "/absent");
+        let mut names: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "connection",
+                "content-length",
+                "date",
+                "server",
+                "x-gone",
+                "x-keep",
+                "x-multi"
+            ],
+            "{f:?}"
+        );
+
+        // Reading after changes (`default` looks the field up) sees the upstream's fields and
+        // the plugin's, once each.
+        let f = fields(&gw, "/then-read");
+        assert_eq!(values(&f, "x-new"), ["n"], "{f:?}");
+        assert_eq!(values(&f, "x-multi"), ["a", "c"], "{f:?}");
+        assert_eq!(values(&f, "x-keep"), ["k"], "{f:?}");
+        assert_eq!(values(&f, "x-other"), ["o"], "{f:?}");
+        assert_eq!(values(&f, "server"), ["up"], "{f:?}");
+
+        // A framing field: the gateway frames the body itself, once.
+        let f = fields(&gw, "/framing");
+        assert_eq!(values(&f, "content-length"), ["3"], "{f:?}");
+        assert_eq!(values(&f, "x-new"), ["n"], "{f:?}");
+        assert_eq!(values(&f, "server"), ["up"], "{f:?}");
+    }
+}
