@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::telemetry::otel::request::Found;
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -84,20 +86,27 @@ pub struct Arrival<'a> {
     /// A gRPC request (`Content-Type: application/grpc…`).
     pub grpc: bool,
     pub request_id: Option<&'a HeaderValue>,
-    /// The W3C trace context the client sent (read when tracing is on).
-    pub traceparent: Option<&'a HeaderValue>,
+    /// What a trace reads: the W3C trace context the client sent, `Host` and `User-Agent`
+    /// (looked for only when tracing is on, `TRACED`).
+    pub trace: Found<'a>,
 }
 
 impl Arrival<'_> {
-    pub fn of(h: &HeaderMap) -> Arrival<'_> {
+    pub fn of<const TRACED: bool>(h: &HeaderMap) -> Arrival<'_> {
         let (mut grpc, mut a) = (None, Arrival::default());
         for (name, value) in h {
             if *name == header::CONTENT_TYPE {
                 grpc.get_or_insert(value);
             } else if *name == X_REQUEST_ID {
                 a.request_id.get_or_insert(value);
-            } else if *name == crate::telemetry::otel::context::TRACEPARENT {
-                a.traceparent.get_or_insert(value);
+            } else if TRACED {
+                if *name == header::HOST {
+                    a.trace.host.get_or_insert(value);
+                } else if *name == header::USER_AGENT {
+                    a.trace.user_agent.get_or_insert(value);
+                } else if *name == crate::telemetry::otel::context::TRACEPARENT {
+                    a.trace.traceparent.get_or_insert(value);
+                }
             }
         }
         a.grpc = grpc.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
@@ -346,32 +355,52 @@ mod tests {
     }
 
     #[test]
-    fn grpc_the_first_request_id_and_traceparent_are_found_in_one_pass() {
+    fn grpc_the_first_request_id_and_trace_fields_are_found_in_one_pass() {
         let h = head(&[
             ("x-request-id", "first"),
             ("traceparent", "tp-1"),
+            ("user-agent", "ua-1"),
             ("content-type", "application/grpc+proto"),
+            ("host", "h-1"),
             ("x-request-id", "second"),
             ("traceparent", "tp-2"),
+            ("host", "h-2"),
+            ("user-agent", "ua-2"),
         ]);
-        let a = Arrival::of(&h);
+        let a = Arrival::of::<true>(&h);
         assert!(a.grpc);
         assert_eq!(a.request_id.map(HeaderValue::as_bytes), Some(&b"first"[..]));
         // The first of each, as a lookup finds it.
         assert_eq!(a.request_id, h.get("x-request-id"));
-        assert_eq!(a.traceparent, h.get("traceparent"));
-        assert_eq!(a.traceparent.map(HeaderValue::as_bytes), Some(&b"tp-1"[..]));
+        for (found, name) in [
+            (a.trace.traceparent, "traceparent"),
+            (a.trace.host, "host"),
+            (a.trace.user_agent, "user-agent"),
+        ] {
+            assert!(found.is_some(), "{name}");
+            assert_eq!(found, h.get(name), "{name}");
+        }
+        assert_eq!(
+            a.trace.traceparent.map(HeaderValue::as_bytes),
+            Some(&b"tp-1"[..])
+        );
+        // Untraced, the trace's fields are not looked for.
+        let a = Arrival::of::<false>(&h);
+        assert!(a.grpc);
+        assert_eq!(a.request_id, h.get("x-request-id"));
+        assert!(a.trace.traceparent.is_none() && a.trace.host.is_none());
+        assert!(a.trace.user_agent.is_none());
         let json = head(&[("content-type", "application/json")]);
-        let a = Arrival::of(&json);
+        let a = Arrival::of::<true>(&json);
         assert!(!a.grpc);
         assert!(a.request_id.is_none());
-        assert!(a.traceparent.is_none());
+        assert!(a.trace.traceparent.is_none());
         // Only the first content type counts, as a lookup would find it.
         let h = head(&[
             ("content-type", "text/plain"),
             ("content-type", "application/grpc"),
         ]);
-        assert!(!Arrival::of(&h).grpc);
+        assert!(!Arrival::of::<true>(&h).grpc);
     }
 
     #[test]

@@ -164,16 +164,19 @@ pub async fn handle(
         headers_end_stream: req.body().is_end_stream(),
     };
     let (parts, incoming) = req.into_parts();
-    let arrival = headers::Arrival::of(&parts.headers);
+    let tracer = worker.tracer();
+    let arrival = if tracer.is_some() {
+        headers::Arrival::of::<true>(&parts.headers)
+    } else {
+        headers::Arrival::of::<false>(&parts.headers)
+    };
     let grpc = arrival.grpc;
     // An empty `x-request-id` is replaced (in the map, where it is).
     let request_id_field = arrival.request_id.is_some();
     let request_id = arrival.request_id.filter(|v| !v.is_empty()).cloned();
     // Sampling is decided, and a sampled request's server span starts, from the head as the
     // client sent it, with the `traceparent` the pass above found.
-    let trace = worker
-        .tracer()
-        .and_then(|t| t.start(&parts.headers, arrival.traceparent, start));
+    let trace = tracer.and_then(|t| t.start(&parts.headers, arrival.trace, start));
     let ex: SharedExchange = Rc::new(RefCell::new(Exchange::new(info, parts)));
     if trace.is_some() {
         ex.borrow_mut().trace = trace;
@@ -540,8 +543,10 @@ fn prepare(
         (limited, Some(tripped))
     };
     *req.body_mut() = body;
+    // Without filters nothing but the client could have put a `traceparent` in the map.
+    let quiet = chain.is_empty();
     let traced = ex.borrow().trace.as_ref().map(|t| TracedSend {
-        span: t.start_upstream(req.headers_mut()),
+        span: t.start_upstream(req.headers_mut(), quiet.then_some(&mut added)),
         method: req.method().clone(),
         tries: Tries::default(),
     });

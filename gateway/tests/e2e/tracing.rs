@@ -144,6 +144,9 @@ listeners:
             config:
               request:
                 add: [{{ name: x-traced, value: "yes" }}]
+      - name: plain
+        match: {{ path_prefix: "/plain" }}
+        cluster: app
       - name: down
         match: {{ path_prefix: "/down" }}
         cluster: nowhere
@@ -320,6 +323,47 @@ fn failed_upstream_is_an_error_span_and_roots_start_new_traces() {
     assert!(spans
         .iter()
         .all(|s| attr_str(s, "sluice.filter").is_empty()));
+}
+
+#[test]
+fn upstream_gets_exactly_one_traceparent_without_filters() {
+    // Without filters, the upstream's `traceparent` is written as the request is encoded
+    // (not inserted in the map) unless the client sent one: each case ends with one field,
+    // naming the upstream span.
+    let rx = Receiver::start();
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(&format!("http://{}", rx.addr), &up, ""));
+    let tp = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    let cases: [(&str, &[(&str, &str)]); 3] = [
+        ("/plain/none", &[]),
+        ("/plain/valid", &[("traceparent", &tp)]),
+        ("/plain/junk", &[("traceparent", "junk")]),
+    ];
+    let mut seen = Vec::new();
+    for (path, headers) in cases {
+        let r = get_with(&gw, path, headers);
+        assert_eq!(r.status, 200, "{path}");
+        seen.push((path, r.json()["headers"]["traceparent"].clone()));
+    }
+    let spans = rx.wait_spans(6);
+    for (path, got) in seen {
+        let server = spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Server as i32 && attr_str(s, "url.path") == path)
+            .unwrap_or_else(|| panic!("no server span for {path}"));
+        let client = spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Client as i32 && s.parent_span_id == server.span_id)
+            .unwrap_or_else(|| panic!("no upstream span for {path}"));
+        let want = format!("00-{}-{}-01", hex(&client.trace_id), hex(&client.span_id));
+        assert_eq!(got, serde_json::json!([want]), "{path}");
+        // Only the valid parent is continued.
+        assert_eq!(
+            hex(&server.trace_id) == PARENT_TRACE,
+            path == "/plain/valid",
+            "{path}"
+        );
+    }
 }
 
 #[test]

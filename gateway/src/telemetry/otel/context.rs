@@ -51,6 +51,17 @@ pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
 
 /// The `traceparent` value naming `span_id` of `trace_id` as the parent, sampled.
 pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue {
+    let buf = traceparent_bytes(trace_id, span_id);
+    let value = slab_bytes(&buf);
+    // SAFETY: only lowercase hex digits, `0`, `1` and dashes were written: visible ASCII, all
+    // valid in a header value (checking them again was a third of this function).
+    unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
+}
+
+pub const TRACEPARENT_LEN: usize = 55;
+
+/// The `traceparent` value naming `span_id` of `trace_id` as a sampled parent.
+pub fn traceparent_bytes(trace_id: &[u8; 16], span_id: &[u8; 8]) -> [u8; TRACEPARENT_LEN] {
     let mut buf = [0u8; TRACEPARENT_LEN];
     buf[0] = b'0';
     buf[1] = b'0';
@@ -61,13 +72,8 @@ pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue
     buf[52] = b'-';
     buf[53] = b'0';
     buf[54] = b'1';
-    let value = slab_bytes(&buf);
-    // SAFETY: only lowercase hex digits, `0`, `1` and dashes were written: visible ASCII, all
-    // valid in a header value (checking them again was a third of this function).
-    unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
+    buf
 }
-
-const TRACEPARENT_LEN: usize = 55;
 const VALUES_PER_SLAB: usize = 64;
 
 thread_local! {

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 
 use crate::config::model::TracingConfig;
 
@@ -82,14 +82,16 @@ impl Tracer {
     }
 
     /// Decide sampling for a request with `headers` (parent-based, then ratio) and, when
-    /// sampled, start its server span at `start` (when the request arrived). `traceparent`:
-    /// the first `traceparent` of `headers`, found by the caller's pass over them.
+    /// sampled, start its server span at `start` (when the request arrived). `found`: the
+    /// first `traceparent`, `Host` and `User-Agent` of `headers`, found by the caller's pass
+    /// over them.
     pub fn start(
         self: &Arc<Self>,
         headers: &HeaderMap,
-        traceparent: Option<&HeaderValue>,
+        found: request::Found<'_>,
         start: Instant,
     ) -> Option<RequestTrace> {
+        let traceparent = found.traceparent;
         let incoming = self.propagation.extract(headers, traceparent);
         let sampled = match incoming.and_then(|i| i.sampled) {
             Some(s) => s,
@@ -98,7 +100,13 @@ impl Tracer {
         if !sampled {
             return None;
         }
-        Some(RequestTrace::new(self.clone(), incoming, headers, start))
+        Some(RequestTrace::new(
+            self.clone(),
+            incoming,
+            headers,
+            found,
+            start,
+        ))
     }
 
     fn send(&self, span: &record::SpanRecord) {

@@ -103,6 +103,11 @@ impl Propagation {
         })
     }
 
+    /// Whether W3C trace context is the only format written.
+    pub fn w3c_only(&self) -> bool {
+        self.formats == [Format::W3c]
+    }
+
     /// Write `span_id` of `trace_id` as the upstream's parent in every configured format.
     pub fn inject(&self, headers: &mut HeaderMap, trace_id: &[u8; 16], span_id: &[u8; 8]) {
         if self.formats.iter().any(|f| *f != Format::W3c) {

@@ -128,7 +128,8 @@ impl Constant<'_> {
             } => {
                 a.str("http.request.method", method.as_str());
                 a.str("url.scheme", scheme);
-                a.str("network.protocol.name", "http");
+                // `network.protocol.name` is left out: the conventions ask for it only when
+                // it is not `http`.
                 a.str("network.protocol.version", protocol_version(version));
                 a.int("server.port", i64::from(local_port));
                 if let Some(r) = route {

@@ -19,6 +19,7 @@ use super::Tracer;
 use super::{context, ids};
 use crate::filter::Exchange;
 use crate::telemetry::log_context::LogIds;
+use crate::upstream::added::AddedFields;
 
 /// A sampled request's trace state, carried by the exchange.
 pub struct RequestTrace {
@@ -35,6 +36,17 @@ pub struct RequestTrace {
     /// can move to the upstream request instead of being copied.
     host: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
+    /// The client sent a `traceparent` (valid or not): the request's map has one.
+    client_traceparent: bool,
+}
+
+/// What the request path's pass over a request's fields found for its trace: the first
+/// `traceparent`, `Host` and `User-Agent`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Found<'a> {
+    pub traceparent: Option<&'a HeaderValue>,
+    pub host: Option<&'a HeaderValue>,
+    pub user_agent: Option<&'a HeaderValue>,
 }
 
 /// The Unix time of `at` (a recent instant) from this thread's anchor (see
@@ -48,6 +60,7 @@ impl RequestTrace {
         tracer: Arc<Tracer>,
         incoming: Option<Incoming>,
         headers: &HeaderMap,
+        found: Found<'_>,
         start: Instant,
     ) -> Self {
         let parent = incoming.and_then(|i| i.parent);
@@ -71,8 +84,9 @@ impl RequestTrace {
             trace_state,
             start_unix_nanos: unix_nanos_at(start),
             start,
-            host: headers.get(http::header::HOST).cloned(),
-            user_agent: headers.get(http::header::USER_AGENT).cloned(),
+            host: found.host.cloned(),
+            user_agent: found.user_agent.cloned(),
+            client_traceparent: found.traceparent.is_some(),
         }
     }
 
@@ -100,12 +114,24 @@ impl RequestTrace {
     }
 
     /// Start a child span for the upstream request and name it as the parent in `headers`, in
-    /// every configured propagation format.
-    pub fn start_upstream(&self, headers: &mut HeaderMap) -> UpstreamSpan {
+    /// every configured propagation format. `added`: when no filter ran on the request, and
+    /// W3C is the only format, the `traceparent` goes there instead (the map has none unless
+    /// the client sent one), written as the request is encoded rather than inserted.
+    pub fn start_upstream(
+        &self,
+        headers: &mut HeaderMap,
+        added: Option<&mut AddedFields>,
+    ) -> UpstreamSpan {
         let span_id = ids::span_id();
-        self.tracer
-            .propagation
-            .inject(headers, &self.trace_id, &span_id);
+        match added {
+            Some(added) if self.tracer.propagation.w3c_only() && !self.client_traceparent => {
+                added.traceparent = Some((self.trace_id, span_id));
+            }
+            _ => self
+                .tracer
+                .propagation
+                .inject(headers, &self.trace_id, &span_id),
+        }
         UpstreamSpan { span_id }
     }
 
