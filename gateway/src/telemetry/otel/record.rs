@@ -259,7 +259,8 @@ impl ServerSpan<'_> {
         a.str("url.path", self.path);
         a.str("server.address", self.host);
         a.ip("client.address", self.client.ip());
-        a.int("client.port", i64::from(self.client.port()));
+        // `client.port` is opt-in for HTTP server spans in the conventions: left out (the
+        // access log has the client's port).
         a.int("http.response.status_code", i64::from(self.status));
         if let Some(q) = self.query {
             a.str("url.query", q);
