@@ -199,6 +199,16 @@ pub fn edit(
         // The map of a raw response is empty and never allocated: take a spare one.
         *h = super::head::new_map(4);
     }
+    edit_map(h, name, value, replace);
+}
+
+/// [`edit`] on a plain map.
+pub fn edit_map(
+    h: &mut http::HeaderMap,
+    name: HeaderName,
+    value: Option<http::HeaderValue>,
+    replace: bool,
+) {
     match value {
         Some(v) if replace => {
             h.insert(name, v);

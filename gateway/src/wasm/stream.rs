@@ -127,17 +127,7 @@ impl StreamHost for GatewayStream<'_> {
         let Some(h) = self.headers(map) else {
             return false;
         };
-        match value {
-            Some(v) if replace => {
-                h.insert(name, v);
-            }
-            Some(v) => {
-                h.append(name, v);
-            }
-            None => {
-                h.remove(name);
-            }
-        }
+        raw_fields::edit_map(h, name, value, replace);
         true
     }
 

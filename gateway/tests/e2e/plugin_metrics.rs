@@ -1,22 +1,9 @@
 //! The gateway's figures about wasm plugins on /metrics, with real plugins through a real
 //! gateway: time per phase, VMs and their memory, failures by kind.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-fn wasm(name: &str) -> PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
-}
 
 /// The value of the sample `series` (name and labels exactly as rendered).
 fn value(metrics: &str, series: &str) -> Option<f64> {

@@ -21,6 +21,19 @@ use hyper_util::rt::TokioIo;
 
 pub type TestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// A first-party or conformance plugin built by `scripts/build-plugins.sh`, by file name.
+pub fn wasm(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}
+
 pub fn full(b: impl Into<Bytes>) -> TestBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
