@@ -300,43 +300,10 @@ fn the_gateway_process_runs_without_transparent_huge_pages() {
     );
 }
 
-/// A keep-alive HTTP/1.1 upstream answering each request with the reply its path names (see
-/// `scripted_reply`); a reply with `Connection: close` closes the connection after it.
-fn scripted_upstream() -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { break };
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("/");
-                    let mut reply = scripted_reply(path.rsplit('/').next().unwrap_or(""));
-                    if head.starts_with("HEAD ") {
-                        let end = reply.windows(4).position(|w| w == b"\r\n\r\n");
-                        reply = &reply[..end.map_or(reply.len(), |e| e + 4)];
-                    }
-                    if s.write_all(reply).is_err() || reply.ends_with(b"close\r\n\r\nok") {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+/// The upstream of the pass-through tests: each request gets the reply its path's last
+/// segment names (see `scripted_reply`).
+fn scripted_upstream() -> ScriptedUpstream {
+    ScriptedUpstream::start(|path| scripted_reply(path.rsplit('/').next().unwrap_or("")))
 }
 
 fn scripted_reply(name: &str) -> &'static [u8] {
@@ -418,7 +385,8 @@ listeners:
 clusters:
   - name: up
     endpoints: ["{up}"]
-"#
+"#,
+        up = up.addr
     ));
     let ask = |method: &str, path: &str, version: &str| {
         let req = format!("{method} {path} {version}\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -602,7 +570,8 @@ listeners:
 clusters:
   - name: up
     endpoints: ["{up}"]
-"#
+"#,
+        up = up.addr
     ));
     let text = raw(
         gw.addr(),

@@ -3,11 +3,6 @@
 //! of header change gives the same response head as on a map, with no field lost or doubled.
 //! The upstream is a plain socket writing a fixed head, so that the lines are known exactly.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::support::*;
@@ -15,63 +10,6 @@ use crate::support::*;
 /// The upstream's answer to every request.
 const HEAD: &str = "HTTP/1.1 200 OK\r\nServer: up\r\nX-Multi: a\r\nX-Gone: 1\r\n\
                     X-Keep: k\r\nContent-Length: 3\r\n\r\nok\n";
-
-/// A keep-alive HTTP/1.1 upstream answering every request (no body) with [`HEAD`].
-struct FixedUpstream {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FixedUpstream {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(mut conn) = conn else { continue };
-                std::thread::spawn(move || {
-                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        match conn.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..end + 4);
-                            if conn.write_all(HEAD.as_bytes()).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        FixedUpstream {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FixedUpstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// The field lines of the response to `GET path`, lowercased names, in order.
 fn fields(gw: &Gateway, path: &str) -> Vec<(String, String)> {
@@ -99,7 +37,7 @@ fn values<'a>(fields: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 
 #[test]
 fn plugin_edits_of_a_passed_through_response_lose_and_double_nothing() {
-    let up = FixedUpstream::start();
+    let up = ScriptedUpstream::start(|_| HEAD.as_bytes());
     let route = |path: &str, rules: &str| {
         format!(
             r#"

@@ -129,6 +129,81 @@ impl Upstream {
     }
 }
 
+/// A keep-alive HTTP/1.1 upstream on a plain socket, answering each request (without a body)
+/// with the exact bytes `reply` gives for its path: for tests that need a response head
+/// written byte for byte. A HEAD request gets the reply's head only; a reply whose head says
+/// `Connection: close` closes the connection after it. Stopped when dropped.
+pub struct ScriptedUpstream {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ScriptedUpstream {
+    pub fn start(reply: fn(&str) -> &'static [u8]) -> ScriptedUpstream {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                std::thread::spawn(move || answer_scripted(conn, reply));
+            }
+        });
+        ScriptedUpstream {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn answer_scripted(mut s: StdStream, reply: fn(&str) -> &'static [u8]) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let mut out = reply(head.split(' ').nth(1).unwrap_or("/"));
+        let head_end = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(out.len(), |e| e + 4);
+        if head.starts_with("HEAD ") {
+            out = &out[..head_end];
+        }
+        let close = String::from_utf8_lossy(&out[..head_end])
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("connection: close"));
+        if s.write_all(out).is_err() || close {
+            return;
+        }
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = StdStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
