@@ -104,7 +104,7 @@ plugins:
   - name: add-header
     wasm: "$plugin"
     root_id: add_header
-    config: { header: x-bench, value: "1" }
+    config: { response: [{ name: x-bench, value: "1", action: add }] }
 telemetry:
   tracing: { otlp_endpoint: "http://127.0.0.1:$up_port", protocol: http/protobuf, sample_ratio: 0.05 }
 EOF

@@ -83,7 +83,7 @@ case $case_ in
     plugin=${plugin:-$target/plugins/add_header.wasm}
     [ -f "$plugin" ] || { echo "no plugin at $plugin (run scripts/build-plugins.sh)" >&2; exit 1; }
     filters='[{ plugin: add-header }]'
-    plugins="[{ name: add-header, wasm: \"$plugin\", root_id: add_header, config: { header: x-bench, value: \"1\" } }]" ;;
+    plugins="[{ name: add-header, wasm: \"$plugin\", root_id: add_header, config: { response: [{ name: x-bench, value: \"1\", action: add }] } }]" ;;
   trace1|trace100)
     ratio=$([ "$case_" = trace1 ] && echo 0.01 || echo 1.0)
     telemetry="telemetry: { tracing: { otlp_endpoint: \"http://127.0.0.1:$up_port\", protocol: http/protobuf, sample_ratio: $ratio } }" ;;

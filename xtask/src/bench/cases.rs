@@ -339,7 +339,11 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
             let mut plugin = json!({
                 "name": "add-header",
                 "wasm": wasm.display().to_string(),
-                "config": { "header": BENCH_HEADER, "value": "1" },
+                // The native filter's operation: an add (`proxy_add_header_map_value`), not
+                // the plugin's default set, which first looks for the name among the fields.
+                "config": {
+                    "response": [ { "name": BENCH_HEADER, "value": "1", "action": "add" } ],
+                },
             });
             if let (Some(root_id), Some(map)) = (&ctx.plugin_root_id, plugin.as_object_mut()) {
                 map.insert("root_id".into(), Value::from(root_id.as_str()));
