@@ -759,6 +759,83 @@ mod tests {
         }
     }
 
+    /// An OTLP/gRPC collector: tonic's `TraceService` server with its default limits (a 4 MiB
+    /// message at most), noting how many spans each export request carried.
+    async fn grpc_collector() -> (http::Uri, Counts) {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+            TraceService, TraceServiceServer,
+        };
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+        #[derive(Clone)]
+        struct Counting(Counts);
+
+        #[tonic::async_trait]
+        impl TraceService for Counting {
+            async fn export(
+                &self,
+                request: tonic::Request<ExportTraceServiceRequest>,
+            ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+                let req = request.into_inner();
+                let spans = req.resource_spans.iter().flat_map(|r| &r.scope_spans);
+                let n = spans.map(|s| s.spans.len()).sum();
+                self.0.lock().expect("counts").push(n);
+                Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address");
+        let counts = Counts::default();
+        let svc = TraceServiceServer::new(Counting(counts.clone()));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        (format!("http://{addr}").parse().expect("uri"), counts)
+    }
+
+    #[tokio::test]
+    async fn the_largest_batches_are_accepted_over_grpc() {
+        let (uri, counts) = grpc_collector().await;
+        let stats = ExportStats::default();
+        let mut sender = Sender::new(uri, Protocol::Grpc);
+        let mut batches = BatchEncoder::new(&resource("svc"));
+        let mut spans = SpanEncoder::default();
+        // Spans of a proxied request's size (a full MAX_BATCH), then 4 KiB ones (as many as
+        // make TARGET_BATCH_BYTES): the largest export requests the sizing makes.
+        let (mut sent, mut bytes) = (Vec::new(), Vec::new());
+        for name_len in [64, 4096] {
+            let name = "f".repeat(name_len);
+            let mut one = Vec::new();
+            spans.push(&large_span(&name), &mut one);
+            let n = batch_spans(one.len());
+            let mut encoded = EncodedSpans::default();
+            for _ in 0..n {
+                spans.push(&large_span(&name), &mut encoded.bytes);
+                encoded.count += 1;
+            }
+            let before = stats.exported.load(Ordering::SeqCst);
+            export(&mut sender, &mut batches, vec![encoded], n, &stats).await;
+            assert_eq!(stats.exported.load(Ordering::SeqCst), before + n as u64);
+            sent.push(n);
+            bytes.push(n * one.len());
+        }
+        assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
+        // A full batch of small spans, then about 1 MiB of large ones.
+        assert_eq!(sent[0], MAX_BATCH);
+        assert!(sent[1] < MAX_BATCH, "{sent:?}");
+        assert!(bytes[1] > TARGET_BATCH_BYTES * 9 / 10, "{bytes:?}");
+        assert_eq!(*counts.lock().expect("counts"), sent);
+    }
+
     #[tokio::test]
     async fn exports_share_one_connection() {
         let (uri, conns, posts) = collector().await;
