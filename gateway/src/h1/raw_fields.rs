@@ -10,8 +10,9 @@
 //!
 //! Filters that say they can ([`crate::filter::HttpFilter::takes_raw_response`], the wasm
 //! plugins) also see such a response. Its fields are then the raw lines followed by the
-//! entries of the response's map: a field the plugin sets that the upstream did not send goes
-//! into the (otherwise empty) map, and anything else first turns the lines into map entries
+//! fields filters added: a field the plugin adds, or sets when the upstream did not send it,
+//! goes after the upstream's lines as a line of its own (while there is room, else into the
+//! otherwise empty map), and anything else first turns the lines into map entries
 //! ([`materialize`]).
 
 use bytes::Bytes;
@@ -22,6 +23,14 @@ use super::head::{scan_known, Known, Scan};
 /// Hop-by-hop lines cut out of a block at most (each cut may split it once more).
 const MAX_CUTS: usize = 3;
 
+/// Room for the lines filters add (`name: value` and CRLF each): a response usually gets one
+/// or two short ones (a marker, a cache status). Adding a field this way is a copy of its
+/// bytes, where a map costs a hashed insert into a map taken for it; a field that does not fit
+/// goes into the map. 39 bytes (and a tag) keep `RawFields` at 128 bytes, which the proxy moves
+/// with a few vector stores: with 64, the unfiltered path paid 50 instructions more for the
+/// copies. The room is only zeroed when a first line is added.
+const EXTRA_ROOM: usize = 39;
+
 /// The field lines of an upstream response head to forward, as pieces of the head.
 #[derive(Clone, Debug)]
 pub struct RawFields {
@@ -29,8 +38,11 @@ pub struct RawFields {
     /// `(start, end)` of each piece of `head` to write, in order; each ends with CRLF.
     pieces: [(u32, u32); MAX_CUTS + 1],
     len: u8,
-    /// How many field lines the pieces hold.
+    /// How many field lines the pieces and `extra` hold.
     count: u16,
+    /// Lines filters added after the upstream's, as they are written (`extra_len` bytes).
+    extra: Option<[u8; EXTRA_ROOM]>,
+    extra_len: u8,
     /// The `Content-Length` the fields declare.
     pub content_length: Option<u64>,
     /// The fields include `Date`.
@@ -54,6 +66,8 @@ impl RawFields {
             pieces: [(0, 0); MAX_CUTS + 1],
             len: 0,
             count: 0,
+            extra: None,
+            extra_len: 0,
             content_length: None,
             has_date: false,
         };
@@ -77,7 +91,7 @@ impl RawFields {
                 );
             if cut {
                 if start > piece_start {
-                    raw.push(piece_start, start)?;
+                    raw.push_piece(piece_start, start)?;
                 }
                 piece_start = end;
             } else {
@@ -85,7 +99,7 @@ impl RawFields {
             }
         }
         if block_end > piece_start {
-            raw.push(piece_start, block_end)?;
+            raw.push_piece(piece_start, block_end)?;
         }
         if scan.names_fields
             || scan.upgrade
@@ -98,30 +112,62 @@ impl RawFields {
         Some((raw, scan))
     }
 
-    fn push(&mut self, start: usize, end: usize) -> Option<()> {
+    fn push_piece(&mut self, start: usize, end: usize) -> Option<()> {
         let slot = self.pieces.get_mut(usize::from(self.len))?;
         *slot = (u32::try_from(start).ok()?, u32::try_from(end).ok()?);
         self.len += 1;
         Some(())
     }
 
-    /// The field lines to forward, each with its CRLF.
+    /// The upstream's field lines to forward, each with its CRLF; the lines filters added
+    /// ([`RawFields::added`]) go after them.
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
         self.pieces[..usize::from(self.len)]
             .iter()
             .map(|&(s, e)| self.head.get(s as usize..e as usize).unwrap_or_default())
     }
 
+    /// The lines filters added, each with its CRLF.
+    pub fn added(&self) -> &[u8] {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.get(..usize::from(self.extra_len)))
+            .unwrap_or_default()
+    }
+
+    /// Every field line, each with its CRLF: the upstream's, then those filters added.
+    fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces().chain(std::iter::once(self.added()))
+    }
+
     /// Each forwarded field as `(name, value)`: the name as the upstream wrote it, the value
-    /// without the whitespace around it (as httparse reads it).
+    /// without the whitespace around it (as httparse reads it); then the fields filters added.
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.pieces()
-            .flat_map(|p| p.split_inclusive(|&b| b == b'\n'))
-            .filter_map(|line| {
-                let line = line.strip_suffix(b"\r\n")?;
-                let colon = memchr::memchr(b':', line)?;
-                Some((&line[..colon], line[colon + 1..].trim_ascii()))
-            })
+        fields_in(self.lines())
+    }
+
+    /// Add `name: value` after the other lines, if there is room.
+    fn push(&mut self, name: &HeaderName, value: &http::HeaderValue) -> bool {
+        let (n, v) = (name.as_str().as_bytes(), value.as_bytes());
+        let at = usize::from(self.extra_len);
+        let end = at + n.len() + v.len() + 4;
+        if end > EXTRA_ROOM {
+            return false;
+        }
+        let Some(line) = self.extra.get_or_insert([0; EXTRA_ROOM]).get_mut(at..end) else {
+            return false;
+        };
+        let (name_part, rest) = line.split_at_mut(n.len());
+        name_part.copy_from_slice(n);
+        let (sep, rest) = rest.split_at_mut(2);
+        sep.copy_from_slice(b": ");
+        let (value_part, crlf) = rest.split_at_mut(v.len());
+        value_part.copy_from_slice(v);
+        crlf.copy_from_slice(b"\r\n");
+        // `end` is at most EXTRA_ROOM (39); `count` cannot reach u16::MAX in a head.
+        self.extra_len = end as u8;
+        self.count = self.count.saturating_add(1);
+        true
     }
 
     /// How many fields are forwarded.
@@ -138,7 +184,7 @@ impl RawFields {
     /// at its colon (httparse allows no space before it in a response).
     pub fn contains(&self, name: &[u8]) -> bool {
         let n = name.len();
-        for piece in self.pieces() {
+        for piece in self.lines() {
             let mut line = piece;
             while line.len() > n {
                 if line[n] == b':' && line[..n].eq_ignore_ascii_case(name) {
@@ -152,6 +198,20 @@ impl RawFields {
         }
         false
     }
+}
+
+/// The fields of `lines` (each ending with CRLF) as `(name, value)`, the value without the
+/// whitespace around it.
+fn fields_in<'a>(
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    lines
+        .flat_map(|p| p.split_inclusive(|&b| b == b'\n'))
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r\n")?;
+            let colon = memchr::memchr(b':', line)?;
+            Some((&line[..colon], line[colon + 1..].trim_ascii()))
+        })
 }
 
 /// Whether `parts` is a response whose upstream fields are still raw lines.
@@ -178,20 +238,27 @@ pub fn all_fields(parts: &http::response::Parts) -> impl Iterator<Item = (&[u8],
 /// Change one field of `parts`: replace every value of `name` with `value` (`replace`), add
 /// `value` to them, or remove them (`value` none). While the fields are raw lines, a change
 /// that needs no line changed stays out of them: a name the framing does not depend on (see
-/// `frames_or_hops`) that the lines lack is set in the map, and an added value goes after the lines
-/// anyway. Anything else turns the lines into map entries first.
+/// `frames_or_hops`) that the lines lack is set, and an added value is added, after the lines
+/// (as a line of its own while the map is empty and the line fits, else in the map); removing
+/// such a name only looks at the map. Anything else turns the lines into map entries first.
 pub fn edit(
     parts: &mut http::response::Parts,
     name: HeaderName,
     value: Option<http::HeaderValue>,
     replace: bool,
 ) {
-    if let Some(raw) = parts.extensions.get::<RawFields>() {
+    let map_empty = parts.headers.is_empty();
+    if let Some(raw) = parts.extensions.get_mut::<RawFields>() {
         let plain = !frames_or_hops(&name);
         let stays =
             plain && ((value.is_some() && !replace) || !raw.contains(name.as_str().as_bytes()));
         if !stays {
             materialize(parts);
+        } else if let Some(v) = &value {
+            // Nothing comes after the lines yet: the field can be a line too.
+            if map_empty && raw.push(&name, v) {
+                return;
+            }
         }
     }
     let h = &mut parts.headers;
@@ -253,12 +320,21 @@ pub fn materialize(parts: &mut http::response::Parts) {
     };
     let later = std::mem::take(&mut parts.headers);
     let mut map = super::head::new_map(raw.len() + later.len());
-    for (name, value) in raw.fields() {
+    for (name, value) in fields_in(raw.pieces()) {
         // httparse accepted the name as a token, which `http` accepts too.
         let Ok(name) = HeaderName::from_bytes(name) else {
             continue;
         };
         map.append(name, super::head::parsed_value(&raw.head, value));
+    }
+    // The added lines were written from a `HeaderName` and a `HeaderValue`: both parse back.
+    for (name, value) in fields_in(std::iter::once(raw.added())) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            map.append(name, value);
+        }
     }
     let mut last: Option<HeaderName> = None;
     for (name, value) in later {
@@ -457,13 +533,24 @@ mod tests {
         let name = |n: &'static str| http::HeaderName::from_static(n);
         let value = |v: &'static str| Some(http::HeaderValue::from_static(v));
         // A new name, an added value, a name removed that the lines lack: still raw, the
-        // change in the map after the lines.
+        // change in lines of its own after the upstream's (the map stays empty).
         let mut p = raw_parts(HEAD);
         edit(&mut p, name("x-new"), value("n"), true);
         edit(&mut p, name("x-multi"), value("c"), false);
         edit(&mut p, name("x-absent"), None, true);
         assert!(is_raw(&p));
-        assert_eq!(p.headers.len(), 2);
+        assert_eq!(p.headers.len(), 0);
+        let lines: Vec<u8> = p
+            .extensions
+            .get::<RawFields>()
+            .map(|r| r.lines().flatten().copied().collect())
+            .unwrap_or_default();
+        assert!(
+            lines.ends_with(b"x-multi:\tb\r\nx-new: n\r\nx-multi: c\r\n"),
+            "{}",
+            String::from_utf8_lossy(&lines)
+        );
+        assert_eq!(p.extensions.get::<RawFields>().map(RawFields::len), Some(7));
         assert_eq!(
             texts(all_fields(&p)),
             pairs(&[
@@ -498,6 +585,54 @@ mod tests {
             edit(&mut p, name(n), value("1"), false);
             assert!(!is_raw(&p), "{n}");
         }
+    }
+
+    #[test]
+    fn added_lines_past_their_room_go_into_the_map_in_order() {
+        let name = |n: &'static str| http::HeaderName::from_static(n);
+        let mut p = raw_parts(HEAD);
+        // 39 bytes of room: two 17-byte lines fit, the third goes into the map, and so does
+        // everything after it (the map comes after the lines when written).
+        assert!(std::mem::size_of::<RawFields>() <= 128);
+        let v = http::HeaderValue::from_static("01");
+        for n in ["x-added-one", "x-added-two", "x-added-333", "x-a"] {
+            edit(&mut p, name(n), Some(v.clone()), false);
+        }
+        assert!(is_raw(&p));
+        let names: Vec<_> = p.headers.keys().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(names, ["x-added-333", "x-a"]);
+        let all: Vec<String> = all_fields(&p)
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        assert_eq!(
+            all[5..],
+            ["x-added-one", "x-added-two", "x-added-333", "x-a"]
+        );
+        // Setting an added name makes everything map entries, in the same order, one value.
+        edit(
+            &mut p,
+            name("x-added-two"),
+            Some(http::HeaderValue::from_static("2")),
+            true,
+        );
+        assert!(!is_raw(&p));
+        let names: Vec<_> = p.headers.keys().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "server",
+                "x-multi",
+                "content-length",
+                "x-empty",
+                "x-added-one",
+                "x-added-two",
+                "x-added-333",
+                "x-a"
+            ]
+        );
+        assert_eq!(p.headers["x-added-two"], "2");
+        assert_eq!(p.headers["x-added-one"], "01");
+        assert_eq!(p.headers.get_all("x-multi").iter().count(), 2);
     }
 
     #[test]

@@ -512,6 +512,11 @@ fn encode_head(
         for piece in raw.pieces() {
             buf.extend_from_slice(piece);
         }
+        // Then the lines filters added (before the map's entries, which came after them).
+        let added = raw.added();
+        if !added.is_empty() {
+            buf.extend_from_slice(added);
+        }
         has_date = raw.has_date;
     }
     for (name, value) in &parts.headers {
