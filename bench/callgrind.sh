@@ -3,7 +3,7 @@
 # machine's load (unlike req/s or CPU time), for edit-measure loops on the request path.
 #
 #   bench/callgrind.sh [--case CASE] [--bin PATH] [-n REQUESTS] [--keep DIR] [--plugin PATH.wasm]
-#                      [--atomics]
+#                      [--atomics] [--cache]
 #
 # CASE: proxy (default) | accesslog | headers | wasm | trace1 | trace100 | h2c | nginx
 #   proxy     Sluice, one worker, one route to one cluster (the `proxy` bench case)
@@ -23,13 +23,17 @@
 # counted. Prints total instructions (Ir, user space of the whole process, every thread) and
 # Ir per request. --keep DIR keeps callgrind's output there for callgrind_annotate. --atomics
 # also prints the atomic read-modify-writes (lock-prefixed instructions, ~20 cycles each, which
-# instruction counts do not show) per request, by function (bench/atomics.py).
+# instruction counts do not show) per request, by function (bench/atomics.py). --cache also
+# simulates the caches (callgrind --cache-sim=yes, sized like this machine's) and prints the L1
+# instruction and data misses per request: the cost of a larger code footprint, which
+# instruction counts do not show either (user space only; the kernel's share of the caches is
+# not simulated).
 # SLUICE_WASM_PROFILER=perfmap names the plugins' compiled functions in /tmp/perf-PID.map.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-case_=proxy bin= n=20000 keep= plugin= atomics=
+case_=proxy bin= n=20000 keep= plugin= atomics= cache=
 while [ $# -gt 0 ]; do
   case $1 in
     --case) case_=$2; shift 2 ;;
@@ -38,7 +42,8 @@ while [ $# -gt 0 ]; do
     --keep) keep=$2; shift 2 ;;
     --plugin) plugin=$2; shift 2 ;;
     --atomics) atomics=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --cache) cache=1; shift ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -95,6 +100,7 @@ esac
 out=$work/callgrind.out
 vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out")
 if [ -n "$atomics" ]; then vg+=(--dump-instr=yes --compress-pos=no --compress-strings=no); fi
+if [ -n "$cache" ]; then vg+=(--cache-sim=yes); fi
 if [ "$case_" = nginx ]; then
   mkdir -p "$work/px"
   sed -e "s#{{DIR}}#$work/px#g" -e "s#{{LISTEN}}#127.0.0.1:$proxy_port#g" \
@@ -151,6 +157,11 @@ for f in "$out"*; do
   total=$((total + ${ir:-0}))
 done
 printf 'case %s: %d requests, %d instructions, %d per request\n' "$case_" "$n" "$total" $((total / n))
+if [ -n "$cache" ]; then
+  # totals: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+  cat "$out"* | awk -v n="$n" '/^totals:/ { i1 += $5; d1 += $6 + $7 }
+    END { printf "L1 misses per request (simulated): instruction %.0f, data %.0f\n", i1 / n, d1 / n }'
+fi
 if [ -n "$atomics" ]; then
   for f in "$out"*; do
     grep -q '^0x' "$f" && python3 bench/atomics.py "$f" "$n"

@@ -21,6 +21,8 @@ pub struct ChainEntry {
     pub reads_request_later: bool,
     /// The filter has no response phase, or [`HttpFilter::takes_raw_response`].
     pub raw_response: bool,
+    /// [`HttpFilter::lists_request_id_on_read`], read once.
+    pub lists_request_id: bool,
 }
 
 /// The phases that see the response.
@@ -34,11 +36,13 @@ impl ChainEntry {
         let phases = filter.phases();
         let reads_request_later = filter.reads_request_headers_later();
         let raw_response = !phases.intersects(RESPONSE_PHASES) || filter.takes_raw_response();
+        let lists_request_id = filter.lists_request_id_on_read();
         ChainEntry {
             filter,
             phases,
             reads_request_later,
             raw_response,
+            lists_request_id,
         }
     }
 }
@@ -52,6 +56,9 @@ pub struct FilterList {
     pub reads_request_later: bool,
     /// Every filter of the list takes a response with raw fields ([`ChainEntry::raw_response`]).
     pub raw_response: bool,
+    /// Some filter of the list may read the request's fields without listing the gateway's
+    /// request id first ([`ChainEntry::lists_request_id`]): the id goes among them up front.
+    pub needs_request_id_field: bool,
 }
 
 impl FilterList {
@@ -59,11 +66,13 @@ impl FilterList {
         let phases = entries.iter().fold(Phases::NONE, |acc, e| acc | e.phases);
         let reads_request_later = entries.iter().any(|e| e.reads_request_later);
         let raw_response = entries.iter().all(|e| e.raw_response);
+        let needs_request_id_field = entries.iter().any(|e| !e.lists_request_id);
         FilterList {
             entries,
             phases,
             reads_request_later,
             raw_response,
+            needs_request_id_field,
         }
     }
 }

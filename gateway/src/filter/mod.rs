@@ -167,8 +167,10 @@ pub struct Exchange {
     pub upstream_addr: Option<std::net::SocketAddr>,
     /// The request id (x-request-id) once set.
     pub request_id: Option<HeaderValue>,
-    /// The request id is the gateway's and not among the request's fields: no filter runs on
-    /// the request, so the upstream exchange adds it as it sends the request.
+    /// The request id is the gateway's and not among the request's fields: no filter reads the
+    /// map directly (none at all, or only plugins, whose host lists it on first use: see
+    /// [`Exchange::list_request_id`]), so the upstream exchange adds it as it sends the
+    /// request.
     pub request_id_unlisted: bool,
     /// Set when the gateway answered itself; access log `details`.
     pub local_details: Option<&'static str>,
@@ -245,6 +247,19 @@ impl Exchange {
         }
     }
 
+    /// Put the gateway's request id among the request's fields if it is not there yet (see
+    /// [`Exchange::request_id_unlisted`]): for a filter about to read or change them, which
+    /// then sees the same fields as when the id is listed up front.
+    pub fn list_request_id(&mut self) {
+        if std::mem::take(&mut self.request_id_unlisted) {
+            if let Some(id) = &self.request_id {
+                self.request
+                    .headers
+                    .insert(crate::proxy::headers::X_REQUEST_ID.clone(), id.clone());
+            }
+        }
+    }
+
     /// A view of this exchange for the filter at `slot` of the chain.
     pub fn cx(&mut self, slot: usize) -> FilterCx<'_> {
         FilterCx { ex: self, slot }
@@ -296,6 +311,14 @@ pub trait HttpFilter: Send + Sync + 'static {
     /// answer `false` only for a filter whose later phases never look at the request headers.
     fn reads_request_headers_later(&self) -> bool {
         self.phases().intersects(Phases::AFTER_REQUEST_HEADERS)
+    }
+
+    /// Whether the filter reads and changes the request's fields only after calling
+    /// [`Exchange::list_request_id`], so the gateway's `x-request-id` need not be among them up
+    /// front (a hashed insert per request, and the upstream exchange writes it otherwise). The
+    /// default: no, the filter may read `cx.ex.request.headers` at any time.
+    fn lists_request_id_on_read(&self) -> bool {
+        false
     }
 
     /// Whether the response phases (headers, body, trailers, log) accept a response whose

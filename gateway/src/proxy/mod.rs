@@ -193,10 +193,11 @@ pub async fn handle(
             break 'serve Box::pin(local(&worker, &conn, ex, None, metrics, r)).await;
         };
         let route = listener.router.find(&ex.borrow().request);
-        // Filters may read the id among the request's fields; without any, nothing does.
+        // Native filters may read the id among the request's fields; plugins list it when they
+        // first look (`Exchange::list_request_id`); without filters, nothing does.
         let in_map = request_id_field
-            || !listener.chain.entries.is_empty()
-            || route.is_some_and(|r| !r.chain.entries.is_empty());
+            || listener.chain.needs_request_id_field
+            || route.is_some_and(|r| r.chain.needs_request_id_field);
         ensure_request_id(&ex, request_id, in_map);
         // A traced request's log lines carry its trace and span ids (set while its future is
         // polled); an untraced one's future is polled as is, without the wrapper's move.

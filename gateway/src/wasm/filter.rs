@@ -575,8 +575,8 @@ impl Drop for Waiting {
 }
 
 fn header_count(ex: &Exchange) -> usize {
-    // Envoy counts the pseudo headers too.
-    ex.request.headers.len() + 4
+    // Envoy counts the pseudo headers too, and the request id the host lists on first read.
+    ex.request.headers.len() + 4 + usize::from(ex.request_id_unlisted)
 }
 
 impl HttpFilter for WasmFilter {
@@ -591,6 +591,12 @@ impl HttpFilter for WasmFilter {
     /// The host calls reach the response's fields through `raw_fields` (see `GatewayStream`):
     /// a plugin that sets a field the upstream did not send leaves the upstream's lines raw.
     fn takes_raw_response(&self) -> bool {
+        true
+    }
+
+    /// The host's request-header calls go through `GatewayStream::headers`, which lists the
+    /// gateway's request id first; the properties add it too.
+    fn lists_request_id_on_read(&self) -> bool {
         true
     }
 

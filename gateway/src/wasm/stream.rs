@@ -88,7 +88,12 @@ impl GatewayStream<'_> {
 impl StreamHost for GatewayStream<'_> {
     fn headers(&mut self, map: MapType) -> Option<&mut HeaderMap> {
         match map {
-            MapType::RequestHeaders => Some(&mut self.ex.request.headers),
+            MapType::RequestHeaders => {
+                // The gateway's request id, when it is not yet among the fields (see
+                // `WasmFilter::lists_request_id_on_read`).
+                self.ex.list_request_id();
+                Some(&mut self.ex.request.headers)
+            }
             MapType::ResponseHeaders => self.ex.response.as_mut().map(|r| {
                 // Needed whole: the upstream's raw lines become map entries (see `raw_fields`).
                 raw_fields::materialize(r);
@@ -203,7 +208,18 @@ impl StreamHost for GatewayStream<'_> {
             ["request", "host"] => Prop::Str(self.authority()),
             ["request", "scheme"] => Prop::Str(info.scheme.to_string()),
             ["request", "method"] => Prop::Str(ex.request.method.as_str().to_string()),
-            ["request", "headers"] => headers_prop(&ex.request.headers),
+            ["request", "headers"] => {
+                let mut all = headers_prop(&ex.request.headers);
+                if let (true, Some(id), Prop::Map(m)) =
+                    (ex.request_id_unlisted, &ex.request_id, &mut all)
+                {
+                    m.push((
+                        "x-request-id".to_string(),
+                        String::from_utf8_lossy(id.as_bytes()).into_owned(),
+                    ));
+                }
+                all
+            }
             ["request", "id"] => Prop::Str(
                 ex.request_id
                     .as_ref()

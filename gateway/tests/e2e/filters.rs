@@ -71,6 +71,81 @@ fn request_id_and_headers_filters() {
     assert_eq!(r.header("x-served-by"), Some("public/direct"));
 }
 
+/// Without a native filter, the gateway's request id is not put among the request's fields up
+/// front: a plugin's host lists it the first time the plugin reads or changes them, and
+/// otherwise the upstream exchange writes it. Either way the plugin sees it in the count and
+/// the pairs, and the upstream gets exactly one.
+#[test]
+fn plugins_see_the_gateways_request_id_and_the_upstream_gets_one() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - name: reads
+        match: {{ path_prefix: "/reads" }}
+        filters: [{{ plugin: hdr }}]
+        cluster: up
+      - name: blind
+        match: {{ path_prefix: "/blind" }}
+        filters: [{{ plugin: stamp }}]
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{up}"]
+plugins:
+  - name: hdr
+    wasm: "{hdr}"
+  - name: stamp
+    wasm: "{stamp}"
+    config: {{ response: [{{ name: x-stamp, value: "1", action: add }}] }}
+"#,
+        up = up.addr,
+        hdr = wasm("rs_headers.wasm").display(),
+        stamp = wasm("add_header.wasm").display(),
+    ));
+    let one_id = |r: &Resp, what: &str| -> String {
+        let ids = &r.json()["headers"]["x-request-id"];
+        assert_eq!(ids.as_array().map(Vec::len), Some(1), "{what}: {ids}");
+        let id = ids[0].as_str().unwrap_or_default().to_string();
+        assert_eq!(id.len(), 36, "{what}: {ids}");
+        id
+    };
+    for _ in 0..2 {
+        // The plugin reads the pairs: the id is among them, and the number of fields the
+        // callback was given counts it too (Envoy's count and pairs agree).
+        let r = get(&gw, "/reads/x");
+        assert_eq!(r.status, 200, "{}", r.text());
+        one_id(&r, "read");
+        let pairs = r.json()["headers"]["x-conf-request-header-count"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(r.header("x-conf-request-num-headers"), Some(pairs.as_str()));
+        // The plugin writes the whole map back (with the id it read): still one.
+        let r = get_with(&gw, "/reads/x", &[("x-conf-set-map", "1")]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["headers"]["x-conf-map-replaced"][0], "1");
+        one_id(&r, "set map");
+        // A client's empty id is replaced, not joined.
+        let r = get_with(&gw, "/reads/x", &[("x-request-id", "")]);
+        one_id(&r, "empty id");
+        // The plugin never looks at the request: the upstream exchange writes the id.
+        let r = get(&gw, "/blind/x");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-stamp"), Some("1"));
+        let a = one_id(&r, "blind");
+        let b = one_id(&get(&gw, "/blind/x"), "blind again");
+        assert_ne!(a, b, "a new id per request");
+        // A client's id is kept as it is.
+        let r = get_with(&gw, "/blind/x", &[("x-request-id", "client-7")]);
+        assert_eq!(r.json()["headers"]["x-request-id"][0], "client-7");
+    }
+}
+
 #[test]
 fn local_rate_limit_answers_429_with_retry_after() {
     let up = Upstream::start("up");
