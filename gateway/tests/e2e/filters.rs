@@ -77,7 +77,7 @@ fn request_id_and_headers_filters() {
 /// the pairs, and the upstream gets exactly one.
 #[test]
 fn plugins_see_the_gateways_request_id_and_the_upstream_gets_one() {
-    let up = Upstream::start("up");
+    let (up, up2) = (Upstream::start("up"), Upstream::start_h2("up2"));
     let gw = Gateway::start(&format!(
         r#"
 workers: 1
@@ -85,6 +85,10 @@ listeners:
   - name: public
     address: "127.0.0.1:{{PORT}}"
     routes:
+      - name: blind-h2
+        match: {{ path_prefix: "/blind-h2" }}
+        filters: [{{ plugin: stamp }}]
+        cluster: up2
       - name: reads
         match: {{ path_prefix: "/reads" }}
         filters: [{{ plugin: hdr }}]
@@ -96,6 +100,9 @@ listeners:
 clusters:
   - name: up
     endpoints: ["{up}"]
+  - name: up2
+    endpoints: ["{up2}"]
+    protocol: http2
 plugins:
   - name: hdr
     wasm: "{hdr}"
@@ -104,6 +111,7 @@ plugins:
     config: {{ response: [{{ name: x-stamp, value: "1", action: add }}] }}
 "#,
         up = up.addr,
+        up2 = up2.addr,
         hdr = wasm("rs_headers.wasm").display(),
         stamp = wasm("add_header.wasm").display(),
     ));
@@ -143,6 +151,10 @@ plugins:
         // A client's id is kept as it is.
         let r = get_with(&gw, "/blind/x", &[("x-request-id", "client-7")]);
         assert_eq!(r.json()["headers"]["x-request-id"][0], "client-7");
+        // An HTTP/2 upstream gets the id inserted into the request it is sent.
+        let r = get(&gw, "/blind-h2/x");
+        assert_eq!(r.status, 200, "{}", r.text());
+        one_id(&r, "blind h2");
     }
 }
 
