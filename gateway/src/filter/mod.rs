@@ -380,3 +380,33 @@ pub fn resolve_path(base_dir: &std::path::Path, p: &str) -> PathBuf {
         base_dir.join(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    #[test]
+    fn an_unlisted_request_id_is_listed_once() {
+        let mut ex = super::test_support::get("127.0.0.1:1");
+        // Nothing to list: no id yet, or one already among the fields.
+        ex.list_request_id();
+        assert!(!ex.request.headers.contains_key("x-request-id"));
+        let id = HeaderValue::from_static("id-1");
+        ex.request_id = Some(id.clone());
+        ex.list_request_id();
+        assert!(!ex.request.headers.contains_key("x-request-id"));
+        // The gateway's id, kept out of the fields: listed on first use, then left alone (a
+        // filter may remove or replace it afterwards).
+        ex.request_id_unlisted = true;
+        ex.list_request_id();
+        assert_eq!(ex.request.headers.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(ex.request.headers.get("x-request-id"), Some(&id));
+        assert!(
+            !ex.request_id_unlisted,
+            "the upstream exchange must not add it again"
+        );
+        ex.request.headers.remove("x-request-id");
+        ex.list_request_id();
+        assert!(!ex.request.headers.contains_key("x-request-id"));
+    }
+}
