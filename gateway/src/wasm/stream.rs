@@ -304,3 +304,36 @@ fn tls_prop(tls: &crate::listener::tls::TlsInfo, name: &str) -> Option<Prop> {
         _ => return None,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::GatewayStream;
+    use http::HeaderValue;
+    use sluice_wasm::{MapType, Prop, StreamHost};
+
+    fn ids(p: Option<Prop>) -> Vec<String> {
+        match p {
+            Some(Prop::Map(m)) => m
+                .into_iter()
+                .filter(|(k, _)| k == "x-request-id")
+                .map(|(_, v)| v)
+                .collect(),
+            other => panic!("request.headers is not a map: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unlisted_request_id_is_in_the_plugins_view_of_the_request() {
+        let mut ex = crate::filter::test_support::get("127.0.0.1:1");
+        ex.request_id = Some(HeaderValue::from_static("id-9"));
+        ex.request_id_unlisted = true;
+        let mut host = GatewayStream::new(&mut ex);
+        // The property shows it without changing the fields.
+        assert_eq!(ids(host.property(&["request", "headers"])), ["id-9"]);
+        assert!(host.ex.request_id_unlisted);
+        // Reaching the map lists it, once.
+        let n = host.headers(MapType::RequestHeaders).map(|h| h.len());
+        assert_eq!(n, Some(1));
+        assert_eq!(ids(host.property(&["request", "headers"])), ["id-9"]);
+    }
+}
