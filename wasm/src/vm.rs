@@ -11,6 +11,7 @@ use crate::abi::{AbiVersion, Action};
 use crate::engine::Ticker;
 use crate::failure::{count, Failure, FailureKind};
 use crate::host::zero_of;
+use crate::merged::Merged;
 use crate::plugin::PluginModule;
 use crate::shared::QueueNotifier;
 use crate::state::{
@@ -167,9 +168,14 @@ pub struct Vm {
     roots: IdMap<u32>,
     /// What every callback is armed with: its deadline in epoch ticks and its fuel.
     arm: Arm,
+    /// The merged entries this plugin allows (see [`crate::merged`]).
+    merged: Merged,
     args: Vec<Val>,
     results: Vec<Val>,
 }
+
+/// The most callbacks one entry runs (see [`crate::merged`]).
+const MAX_MERGED: usize = 3;
 
 /// The per-callback budget: the deadline in epoch ticks (recomputed only when the engine's
 /// tick changes) and the fuel.
@@ -177,8 +183,16 @@ struct Arm {
     ticker: &'static Ticker,
     timeout: std::time::Duration,
     tick_ns: u64,
-    deadline_ticks: u64,
+    /// `deadlines[k - 1]`: the deadline in ticks of an entry that runs `k` callbacks (`k`
+    /// times the timeout), each registered with the ticker so that it does not park before the
+    /// longest of them has passed.
+    deadlines: [u64; MAX_MERGED],
     fuel: Option<u64>,
+}
+
+/// The deadlines in ticks of entries running 1 to [`MAX_MERGED`] callbacks of `timeout` each.
+fn deadlines(ticker: &Ticker, timeout: std::time::Duration) -> [u64; MAX_MERGED] {
+    std::array::from_fn(|i| ticker.deadline_ticks(timeout.saturating_mul(i as u32 + 1)))
 }
 
 impl Arm {
@@ -189,7 +203,7 @@ impl Arm {
             ticker,
             timeout: limits.callback_timeout,
             tick_ns: ticker.tick_ns(),
-            deadline_ticks: ticker.deadline_ticks(limits.callback_timeout),
+            deadlines: deadlines(ticker, limits.callback_timeout),
             fuel: limits.fuel,
         })
     }
@@ -197,17 +211,26 @@ impl Arm {
     /// Arm the deadline and fuel of the next call (and make sure the epoch ticker runs).
     #[inline]
     fn apply(&mut self, store: &mut Store<HostState>) {
+        self.apply_for(store, 1);
+    }
+
+    /// Arm the next entry for `callbacks` (1 to [`MAX_MERGED`]) callbacks run in sequence (a
+    /// merged entry, see [`crate::merged`]): the sum of their deadlines and of their fuel, so
+    /// that callbacks that each stay within their own budget never fail together.
+    #[inline(always)]
+    fn apply_for(&mut self, store: &mut Store<HostState>, callbacks: usize) {
         let tick = self.ticker.tick_ns();
         if tick != self.tick_ns {
             // A plugin with a shorter timeout made the tick finer since this VM was armed.
             self.tick_ns = tick;
-            self.deadline_ticks = self.ticker.deadline_ticks(self.timeout);
+            self.deadlines = deadlines(self.ticker, self.timeout);
         }
         self.ticker.note_callback();
-        store.set_epoch_deadline(self.deadline_ticks);
+        let k = callbacks.clamp(1, MAX_MERGED);
+        store.set_epoch_deadline(self.deadlines[k - 1]);
         if let Some(fuel) = self.fuel {
             // set_fuel only fails on an engine without fuel, and fuel limits use the fuel engine.
-            let _ = store.set_fuel(fuel);
+            let _ = store.set_fuel(fuel.saturating_mul(k as u64));
         }
     }
 }
@@ -281,6 +304,7 @@ impl Vm {
                 break;
             }
         }
+        let merged = Merged::link(&mut store, &instance, module.info.limits.fuel.is_some());
         Ok(Vm {
             store,
             exports,
@@ -289,9 +313,17 @@ impl Vm {
             next_ctx: 1,
             roots: IdMap::default(),
             arm,
+            merged,
             args: Vec::with_capacity(5),
             results: Vec::with_capacity(1),
         })
+    }
+
+    /// Which merged entries this VM uses (see [`crate::merged`]): the start of a stream, its
+    /// end. For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn merged_entries(&self) -> (bool, bool) {
+        (self.merged.begin.is_some(), self.merged.end.is_some())
     }
 
     /// The module this VM runs.
@@ -357,22 +389,47 @@ impl Vm {
             }
         };
         self.store.data_mut().stream = None;
-        match outcome {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let kind = classify(&mut self.store, &e).unwrap_or(FailureKind::Trap);
-                let failure = Failure {
-                    plugin: self.module.info.name.to_string(),
-                    kind,
-                    message: short(&e),
-                };
-                count(&failure.plugin, kind);
-                // The embedder decides what happens next and logs the event once with its policy.
-                tracing::debug!(plugin = %failure.plugin, kind = kind.as_str(), error = %failure.message, "plugin VM failed");
-                self.failure = Some(failure.clone());
-                Err(failure)
-            }
-        }
+        outcome.map_err(|e| self.failed(e))
+    }
+
+    /// One merged entry (see [`crate::merged`]) for `callbacks` callbacks of context `ctx`,
+    /// with the stream's host for all of them.
+    fn call_merged<P: wasmtime::WasmParams>(
+        &mut self,
+        which: impl FnOnce(&Merged) -> &Option<TypedFunc<P, i32>>,
+        args: P,
+        callbacks: usize,
+        ctx: u32,
+        stream: &mut dyn StreamHost,
+    ) -> Result<i32, Failure> {
+        // Borrowed, not cloned: a clone of a typed function counts a reference to its type.
+        let Some(func) = which(&self.merged) else {
+            return Ok(0);
+        };
+        self.arm.apply_for(&mut self.store, callbacks);
+        let st = self.store.data_mut();
+        st.current_ctx = ctx;
+        st.effective_ctx = ctx;
+        st.stream = Some(StreamPtr::new(stream));
+        let outcome = func.call(&mut self.store, args);
+        self.store.data_mut().stream = None;
+        outcome.map_err(|e| self.failed(e))
+    }
+
+    /// A callback trapped (or ran out of time, fuel or memory): the VM has failed for good.
+    #[cold]
+    fn failed(&mut self, e: wasmtime::Error) -> Failure {
+        let kind = classify(&mut self.store, &e).unwrap_or(FailureKind::Trap);
+        let failure = Failure {
+            plugin: self.module.info.name.to_string(),
+            kind,
+            message: short(&e),
+        };
+        count(&failure.plugin, kind);
+        // The embedder decides what happens next and logs the event once with its policy.
+        tracing::debug!(plugin = %failure.plugin, kind = kind.as_str(), error = %failure.message, "plugin VM failed");
+        self.failure = Some(failure.clone());
+        failure
     }
 
     /// The root context `ctx` belongs to (`ctx` itself for a root context).
@@ -435,6 +492,43 @@ impl Vm {
     /// A trap in `on_context_create`.
     pub fn create_stream(&mut self, root: u32) -> Result<u32, Failure> {
         self.new_context(root)
+    }
+
+    /// Create a stream context under `root` and call its `proxy_on_request_headers`: one
+    /// entry into the VM when the plugin allows it (see [`crate::merged`]), else
+    /// [`Vm::create_stream`] then [`Vm::on_request_headers`].
+    ///
+    /// Returns the new context and what `proxy_on_request_headers` did.
+    ///
+    /// # Errors
+    /// The outer error: the context was not created (the VM had failed before, or
+    /// `proxy_on_context_create` trapped). The inner one: the VM failed in this call.
+    pub fn begin_stream(
+        &mut self,
+        root: u32,
+        headers: usize,
+        end_of_stream: bool,
+        host: &mut dyn StreamHost,
+    ) -> Result<(u32, Result<Action, Failure>), Failure> {
+        if self.merged.begin.is_none() || self.failure.is_some() {
+            let ctx = self.create_stream(root)?;
+            return Ok((
+                ctx,
+                self.on_request_headers(ctx, headers, end_of_stream, host),
+            ));
+        }
+        let id = self.next_ctx;
+        self.next_ctx = self.next_ctx.wrapping_add(1).max(1);
+        self.store.data_mut().live_contexts += 1;
+        self.roots.insert(id, root);
+        let args = (
+            id as i32,
+            root as i32,
+            headers as i32,
+            i32::from(end_of_stream),
+        );
+        let action = self.call_merged(|m| &m.begin, args, 2, id, host);
+        Ok((id, action.map(Action::from_i32)))
     }
 
     fn action(
@@ -569,14 +663,39 @@ impl Vm {
 
     /// The end of a stream that ran to completion: `proxy_on_log` (with the stream's heads
     /// readable through `host`), then `proxy_on_done` and `proxy_on_delete` as in
-    /// [`Vm::finish_context`]. One call for the embedder; each callback still gets its own
-    /// deadline and fuel, and a trap in one of them stops the others (the VM has failed).
+    /// [`Vm::finish_context`]. One entry into the VM when the plugin allows it (see
+    /// [`crate::merged`]): the three callbacks then share the sum of their deadlines and fuel,
+    /// and see the stream's heads. A trap in one of them stops the others (the VM has failed).
     ///
     /// # Errors
     /// The VM failed (now or before).
     pub fn end_stream(&mut self, ctx: u32, host: &mut dyn StreamHost) -> Result<(), Failure> {
-        self.on_log(ctx, host)?;
-        self.finish_context(ctx)
+        if self.merged.end.is_none() || self.failure.is_some() {
+            self.on_log(ctx, host)?;
+            return self.finish_context(ctx);
+        }
+        // One entry (see `crate::merged`): the bookkeeping of `finish_context` around it.
+        let st = self.store.data_mut();
+        st.live_contexts = st.live_contexts.saturating_sub(1);
+        let outer = st.done_running.replace((ctx, false));
+        let done = self.call_merged(|m| &m.end, ctx as i32, 3, ctx, host);
+        let st = self.store.data_mut();
+        let released = std::mem::replace(&mut st.done_running, outer).is_some_and(|(_, r)| r);
+        if !st.signals.is_empty() {
+            // What the stream asked in its last callbacks has no stream left to act on.
+            st.signals.remove(&ctx);
+        }
+        self.roots.remove(&ctx);
+        if done? != 0 {
+            // The helper called `proxy_on_delete` already.
+            return Ok(());
+        }
+        if released {
+            return self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop);
+        }
+        // Deferred: `proxy_done` from a later callback releases it (see `delete_released`).
+        self.store.data_mut().finishing.insert(ctx);
+        Ok(())
     }
 
     /// `proxy_on_done` then `proxy_on_delete`: the context is gone for the host afterwards. A

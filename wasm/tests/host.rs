@@ -629,3 +629,95 @@ fn grpc_streams_send_and_receive_messages() {
     let status = sluice_wasm::shared::get_data("", b"grpc_close_status").map(|(v, _)| v);
     assert_eq!(status.as_deref(), Some(&b"0"[..]));
 }
+
+/// A hand-written plugin that records each stream callback (`C` create, `H` request headers,
+/// `L` log, `D` done, `X` delete, each followed by the context id) in shared data under `key`.
+/// `proxy_on_done` defers context 2, releases context 3 from inside itself (`proxy_done`), and
+/// completes the others; a tick releases context 2.
+fn sequence_plugin(abi: &str, key: &str) -> Arc<PluginModule> {
+    let headers_params = if abi == "0_1_0" {
+        "i32 i32"
+    } else {
+        "i32 i32 i32"
+    };
+    let wat = format!(
+        r#"(module
+      (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_done" (func $pdone (result i32)))
+      (import "env" "proxy_set_effective_context" (func $eff (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 1000) "{key}")
+      (global $n (mut i32) (i32.const 0))
+      (func $rec (param $tag i32) (param $ctx i32)
+        (i32.store8 (i32.add (i32.const 2000) (global.get $n)) (local.get $tag))
+        (i32.store8 (i32.add (i32.const 2001) (global.get $n))
+                    (i32.add (i32.const 48) (local.get $ctx)))
+        (global.set $n (i32.add (global.get $n) (i32.const 2)))
+        (drop (call $set (i32.const 1000) (i32.const {klen}) (i32.const 2000) (global.get $n)
+                         (i32.const 0))))
+      (func (export "proxy_abi_version_{abi}"))
+      (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+      (func (export "proxy_on_context_create") (param $ctx i32) (param i32)
+        (call $rec (i32.const 67) (local.get $ctx)))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_request_headers") (param $ctx i32) (param {headers_params})
+        (result i32)
+        (call $rec (i32.const 72) (local.get $ctx)) (i32.const 0))
+      (func (export "proxy_on_log") (param $ctx i32) (call $rec (i32.const 76) (local.get $ctx)))
+      (func (export "proxy_on_done") (param $ctx i32) (result i32)
+        (call $rec (i32.const 68) (local.get $ctx))
+        (if (i32.eq (local.get $ctx) (i32.const 3)) (then (drop (call $pdone))))
+        (i32.and (i32.ne (local.get $ctx) (i32.const 2)) (i32.ne (local.get $ctx) (i32.const 3))))
+      (func (export "proxy_on_delete") (param $ctx i32) (call $rec (i32.const 88) (local.get $ctx)))
+      (func (export "proxy_on_tick") (param i32)
+        (drop (call $eff (i32.const 2))) (drop (call $pdone))))"#,
+        klen = key.len(),
+        headers_params = headers_params.replacen("i32", "", 1),
+    );
+    let bytes = wat::parse_str(&wat).unwrap_or_else(|e| panic!("wat: {e}"));
+    PluginModule::new(info(key, Limits::default()), &bytes).unwrap_or_else(|e| panic!("load: {e}"))
+}
+
+/// The callbacks a stream gets are the same, in the same order, whether they are entered one by
+/// one or merged into one entry (`begin_stream` and `end_stream`), including a deferred
+/// `proxy_on_done` and a release from inside it.
+#[test]
+fn merged_entries_keep_the_callbacks_and_their_order() {
+    for (abi, key, merged) in [
+        ("0_2_1", "seq-merged", (true, true)),
+        ("0_1_0", "seq-single", (false, true)),
+    ] {
+        let module = sequence_plugin(abi, key);
+        let (mut vm, root) = vm_with(&module, "");
+        assert_eq!(vm.merged_entries(), merged, "ABI {abi}");
+        let mut s = TestStream::get("/");
+        for want in [2, 3, 4] {
+            let (ctx, action) = vm
+                .begin_stream(root, 1, true, &mut s)
+                .unwrap_or_else(|f| panic!("begin: {f}"));
+            assert_eq!(ctx, want);
+            assert_eq!(
+                action.unwrap_or_else(|f| panic!("headers: {f}")),
+                Action::Continue
+            );
+            vm.end_stream(ctx, &mut s)
+                .unwrap_or_else(|f| panic!("end: {f}"));
+        }
+        let seq = || {
+            let (v, _) = sluice_wasm::shared::get_data("", key.as_bytes()).unwrap_or_default();
+            String::from_utf8_lossy(&v).into_owned()
+        };
+        // Context 2 waits for proxy_done; 3 released itself inside on_done; 4 completed.
+        assert_eq!(seq(), "C1C2H2L2D2C3H3L3D3X3C4H4L4D4X4", "ABI {abi}");
+        assert_eq!(
+            vm.live_contexts(),
+            1,
+            "ABI {abi}: the root (context 2 is finishing)"
+        );
+        vm.on_tick(root).unwrap_or_else(|f| panic!("tick: {f}"));
+        vm.delete_released()
+            .unwrap_or_else(|f| panic!("release: {f}"));
+        assert_eq!(seq(), "C1C2H2L2D2C3H3L3D3X3C4H4L4D4X4X2", "ABI {abi}");
+    }
+}

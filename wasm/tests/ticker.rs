@@ -55,3 +55,83 @@ fn a_callback_after_an_idle_spell_wakes_the_ticker_and_meets_its_deadline() {
     let _ = done.send(());
     assert_eq!(r, Err(FailureKind::Deadline));
 }
+
+const LOOPING_DELETE: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32) (loop $forever (br $forever))))"#;
+
+/// A stream's last three callbacks run in one entry with the sum of their deadlines: the ticker
+/// must keep ticking until that longer deadline has passed, or a loop in the last callback would
+/// never be stopped.
+#[test]
+fn a_loop_at_the_end_of_a_merged_entry_meets_the_groups_deadline() {
+    let bytes = wat::parse_str(LOOPING_DELETE).expect("valid wat");
+    let info = PluginInfo {
+        name: "late-looper".into(),
+        limits: Limits {
+            callback_timeout: Duration::from_millis(20),
+            ..Limits::default()
+        },
+        ..Default::default()
+    };
+    let module = PluginModule::new(info, &bytes).expect("module loads");
+    let mut vm = Vm::new(&module, VmEnv::default()).expect("vm starts");
+    assert_eq!(vm.merged_entries(), (true, true));
+    let root = vm.create_root(Bytes::new()).expect("root context");
+    let mut stream = NoStream;
+    let (ctx, action) = vm
+        .begin_stream(root, 0, true, &mut stream)
+        .expect("context created");
+    assert!(action.is_ok());
+
+    let (done, watched) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if watched.recv_timeout(Duration::from_secs(30)).is_err() {
+            eprintln!("the looping on_delete was never interrupted");
+            std::process::exit(101);
+        }
+    });
+    let started = Instant::now();
+    let r = vm.end_stream(ctx, &mut stream).map_err(|f| f.kind);
+    let _ = done.send(());
+    assert_eq!(r, Err(FailureKind::Deadline));
+    assert!(
+        started.elapsed() >= Duration::from_millis(20),
+        "stopped before a single callback's deadline: {:?}",
+        started.elapsed()
+    );
+}
+
+/// A stream with nothing in it (the callbacks above read nothing).
+struct NoStream;
+
+impl sluice_wasm::StreamHost for NoStream {
+    fn headers(&mut self, _map: sluice_wasm::MapType) -> Option<&mut http::HeaderMap> {
+        None
+    }
+    fn pseudo_headers(&self, _map: sluice_wasm::MapType) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    fn set_pseudo_header(
+        &mut self,
+        _map: sluice_wasm::MapType,
+        _name: &str,
+        _value: &[u8],
+    ) -> sluice_wasm::Status {
+        sluice_wasm::Status::NotFound
+    }
+    fn body(&mut self, _buffer: sluice_wasm::BufferType) -> Option<&mut Bytes> {
+        None
+    }
+    fn property(&self, _path: &[&str]) -> Option<sluice_wasm::Prop> {
+        None
+    }
+}

@@ -302,10 +302,18 @@ impl Inner {
             Context::New(worker, _) => {
                 let mut created = None;
                 let r = worker.with_vm(self.use_id, &self.config, |vm, root| {
-                    let ctx = vm.create_stream(root)?;
+                    let (ctx, action) = match call {
+                        // The usual first phase: created and called in one entry.
+                        Call::RequestHeaders { headers, eos } => {
+                            vm.begin_stream(root, headers, eos, &mut host)?
+                        }
+                        _ => {
+                            let ctx = vm.create_stream(root)?;
+                            (ctx, call.run(vm, ctx, &mut host))
+                        }
+                    };
                     created = Some(ctx);
-                    let action = call.run(vm, ctx, &mut host)?;
-                    Ok(call_result(vm, ctx, action))
+                    Ok(call_result(vm, ctx, action?))
                 });
                 let generation = worker.generation();
                 let state = StreamState {
