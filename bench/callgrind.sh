@@ -9,7 +9,8 @@
 #   proxy     Sluice, one worker, one route to one cluster (the `proxy` bench case)
 #   accesslog plus the JSON access log, written to a file
 #   headers   plus the native `headers` filter adding one response header
-#   wasm      plus a wasm plugin adding the same header (default target/plugins/add_header.wasm)
+#   wasm      plus a wasm plugin adding the same header (default target/plugins/add_header.wasm,
+#             the Rust SDK; target/plugins/raw_add_header.wasm does the same against the raw ABI)
 #   trace1    tracing, 1 % sampled, OTLP/HTTP to the upstream nginx (which answers POSTs)
 #   trace100  the same, every request sampled
 #   h2c       Sluice as in proxy, the clients speaking HTTP/2 with prior knowledge (10
@@ -87,6 +88,7 @@ case $case_ in
   wasm)
     plugin=${plugin:-$target/plugins/add_header.wasm}
     [ -f "$plugin" ] || { echo "no plugin at $plugin (run scripts/build-plugins.sh)" >&2; exit 1; }
+    plugin=$(realpath "$plugin") # the config lives in a temporary directory
     filters='[{ plugin: add-header }]'
     plugins="[{ name: add-header, wasm: \"$plugin\", root_id: add_header, config: { response: [{ name: x-bench, value: \"1\", action: add }] } }]" ;;
   trace1|trace100)

@@ -4,6 +4,7 @@
 #   conformance/plugins/*   Rust conformance plugins      -> rs_<name>.wasm
 #   conformance/as/         AssemblyScript conformance     -> as_<name>.wasm
 #   plugins/*               first-party plugins (Rust, AS) -> <name>.wasm
+#   bench/plugins/*         benchmark-only plugins (Rust)  -> <name>.wasm
 #   sdk/assemblyscript/     the plugin template: compiled so it cannot rot, not copied
 #
 # Idempotent and incremental: cargo skips unchanged crates (one shared target dir,
@@ -22,7 +23,7 @@ WASM_TARGET_DIR="$ROOT/target/wasm-plugins"
 STAMPS="$WASM_TARGET_DIR/as-stamps"
 TARGET=wasm32-wasip1
 
-RUST_WORKSPACES=(conformance/plugins plugins)
+RUST_WORKSPACES=(conformance/plugins plugins bench/plugins)
 # AssemblyScript projects (`dir:copy` or `dir:check`); `npm run build` writes build/<name>.wasm.
 AS_PROJECTS=(conformance/as:copy plugins/deny-path:copy sdk/assemblyscript:check)
 

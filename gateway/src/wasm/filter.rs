@@ -726,11 +726,17 @@ impl HttpFilter for WasmFilter {
         let start = (st.timed || figures.unsampled(PluginPhase::Log)).then(Instant::now);
         let mut host = GatewayStream::new(cx.ex);
         // on_log, on_done and on_delete: one VM borrow, one host set-up, one timing.
-        let _ = worker.with_live_vm(generation, |vm| vm.end_stream(ctx, &mut host));
+        let called_out = worker.with_live_vm(generation, |vm| {
+            vm.end_stream(ctx, &mut host)?;
+            Ok(vm.has_callouts())
+        });
         match start {
             Some(start) => figures.phase_done(PluginPhase::Log, start),
             None => figures.phase_held(PluginPhase::Log),
         }
-        worker.take_callouts(None);
+        if matches!(called_out, Ok(true)) {
+            // Calls made in these last callbacks go out detached.
+            worker.take_callouts(None);
+        }
     }
 }

@@ -100,6 +100,8 @@ pub struct CaseCtx {
     pub plugin: Option<PathBuf>,
     /// Its proxy-wasm root id (`--plugin-root-id`).
     pub plugin_root_id: Option<String>,
+    /// The same work against the raw ABI, for the `filters` case (`--raw-plugin`).
+    pub raw_plugin: Option<PathBuf>,
     /// Another gateway build run beside `sluice` in the `proxy` case (`--compare NAME=PATH`).
     pub compare: Option<(String, PathBuf)>,
 }
@@ -360,15 +362,31 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         }
         None => notes.push("sluice+wasm: skipped, no `--plugin PATH.wasm` given".into()),
     }
+    let mut ratios = vec![
+        ("sluice+headers".into(), "sluice".into()),
+        ("sluice+wasm".into(), "sluice".into()),
+        ("sluice+wasm".into(), "sluice+headers".into()),
+    ];
+    if let Some(raw) = &ctx.raw_plugin {
+        let raw = raw
+            .canonicalize()
+            .with_context(|| format!("--raw-plugin {}", raw.display()))?;
+        let spec = SluiceSpec {
+            filters: vec![json!({ "plugin": "raw-add-header" })],
+            plugins: vec![json!({ "name": "raw-add-header", "wasm": raw.display().to_string() })],
+            telemetry: None,
+            tls: None,
+        };
+        let mut peer = ctx.sluice(ports, NAME, "sluice+rawwasm", &spec)?;
+        peer.expect_header = Some(BENCH_HEADER);
+        peers.push(peer);
+        ratios.push(("sluice+rawwasm".into(), "sluice".into()));
+    }
     Ok(Case {
         name: NAME,
         title: "Sluice with no filter, a native `headers` filter, and a wasm plugin adding one response header",
         peers,
-        ratios: vec![
-            ("sluice+headers".into(), "sluice".into()),
-            ("sluice+wasm".into(), "sluice".into()),
-            ("sluice+wasm".into(), "sluice+headers".into()),
-        ],
+        ratios,
         notes,
         client: Client::Wrk,
     })
@@ -509,6 +527,7 @@ mod tests {
             haproxy,
             plugin,
             plugin_root_id: Some("add_header".into()),
+            raw_plugin: None,
             compare: None,
         }
     }

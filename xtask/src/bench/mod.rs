@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// The plugin's proxy-wasm root id, if it needs one.
     #[arg(long)]
     plugin_root_id: Option<String>,
+    /// The same work written against the raw ABI, no SDK (`target/plugins/raw_add_header.wasm`):
+    /// a fourth `filters` peer, `sluice+rawwasm`, that splits the plugin's cost into the host's
+    /// share and the SDK's.
+    #[arg(long, value_name = "PATH.wasm")]
+    raw_plugin: Option<PathBuf>,
     /// Also write each case's table into its marked section of docs/performance.md.
     #[arg(long)]
     write_docs: bool,
@@ -151,6 +156,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         haproxy: tools.haproxy.is_some(),
         plugin: args.plugin.clone(),
         plugin_root_id: args.plugin_root_id.clone(),
+        raw_plugin: args.raw_plugin.clone(),
         compare: args.compare.clone(),
     };
     let mut cases = defs
@@ -281,6 +287,7 @@ fn print_configs(args: &BenchArgs, defs: &[&cases::CaseDef]) -> anyhow::Result<(
         haproxy: tools::find("haproxy").is_some(),
         plugin: args.plugin.clone(),
         plugin_root_id: args.plugin_root_id.clone(),
+        raw_plugin: args.raw_plugin.clone(),
         compare: args.compare.clone(),
     };
     let up_dir = work.join("upstream");

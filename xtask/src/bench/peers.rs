@@ -172,6 +172,7 @@ mod tests {
             haproxy: tools.haproxy.is_some(),
             plugin: None,
             plugin_root_id: None,
+            raw_plugin: None,
             compare: None,
         };
         let case = cases::select("proxy")?[0];
