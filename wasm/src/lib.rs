@@ -17,7 +17,7 @@ pub mod failure;
 mod host;
 pub mod limits;
 mod memory;
-mod merged;
+pub mod merged;
 pub mod metrics;
 pub mod pairs;
 pub mod plugin;
