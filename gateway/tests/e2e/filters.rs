@@ -257,3 +257,41 @@ fn cors_preflight_and_actual_requests() {
     let r = get_with(&gw, "/echo", &[("origin", "https://evil.example")]);
     assert!(r.header("access-control-allow-origin").is_none());
 }
+
+/// The `filters` benchmark's raw-ABI plugin (`bench/plugins/raw-add-header`, no SDK) next to the
+/// SDK's `add-header` on one route: every response gets both fields, request after request (each
+/// stream's start and end are merged entries into both VMs).
+#[test]
+fn the_benchmarks_raw_abi_plugin_adds_its_field_beside_an_sdk_plugin() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"
+workers: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{{PORT}}"
+    routes:
+      - match: {{ path_prefix: "/" }}
+        filters: [{{ plugin: raw }}, {{ plugin: stamp }}]
+        cluster: up
+clusters:
+  - name: up
+    endpoints: ["{up}"]
+plugins:
+  - name: raw
+    wasm: "{raw}"
+  - name: stamp
+    wasm: "{stamp}"
+    config: {{ response: [{{ name: x-stamp, value: "1", action: add }}] }}
+"#,
+        up = up.addr,
+        raw = wasm("raw_add_header.wasm").display(),
+        stamp = wasm("add_header.wasm").display(),
+    ));
+    for i in 0..20 {
+        let r = get(&gw, &format!("/n/{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-bench"), Some("1"), "request {i}");
+        assert_eq!(r.header("x-stamp"), Some("1"), "request {i}");
+    }
+}
