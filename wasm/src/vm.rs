@@ -501,8 +501,9 @@ impl Vm {
     /// Returns the new context and what `proxy_on_request_headers` did.
     ///
     /// # Errors
-    /// The outer error: the context was not created (the VM had failed before, or
-    /// `proxy_on_context_create` trapped). The inner one: the VM failed in this call.
+    /// The outer error: no context was created (the VM had failed before, or, entered one by
+    /// one, `proxy_on_context_create` trapped). The inner one: the VM failed in this call (in
+    /// a merged entry, a trap in either callback; the context id is then spent).
     pub fn begin_stream(
         &mut self,
         root: u32,
