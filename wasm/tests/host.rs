@@ -721,3 +721,25 @@ fn merged_entries_keep_the_callbacks_and_their_order() {
         assert_eq!(seq(), "C1C2H2L2D2C3H3L3D3X3C4H4L4D4X4X2", "ABI {abi}");
     }
 }
+
+/// The SDKs' plugins get the merged entries: the Rust SDK (`testkit`) and, when the plugins are
+/// built (`scripts/build-plugins.sh`), AssemblyScript's `@solo-io/proxy-runtime`.
+#[test]
+fn the_sdks_plugins_use_merged_entries() {
+    let module = testkit("merged-rust", Limits::default());
+    let (vm, _) = vm_with(&module, "{}");
+    assert_eq!(vm.merged_entries(), (true, true), "Rust SDK");
+    let as_plugin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/as_headers.wasm");
+    let Ok(bytes) = std::fs::read(&as_plugin) else {
+        eprintln!(
+            "{} not built: AssemblyScript not checked",
+            as_plugin.display()
+        );
+        return;
+    };
+    let module = PluginModule::new(info("merged-as", Limits::default()), &bytes)
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let vm = Vm::new(&module, VmEnv::default()).unwrap_or_else(|f| panic!("vm: {f}"));
+    assert_eq!(vm.merged_entries(), (true, true), "AssemblyScript");
+}
