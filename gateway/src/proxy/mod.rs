@@ -446,18 +446,43 @@ async fn forward(
         // (one box per response instead of two).
         return respond(worker, conn, ex, Some(chain), metrics, incoming, received);
     }
-    // Out of line: the request path's future does not carry this part's state.
-    Box::pin(respond_through_body_filters(
-        worker,
-        conn,
-        ex,
-        chain,
-        metrics,
-        incoming,
-        received,
-        max_body as usize,
-    ))
-    .await
+    let limit = max_body as usize;
+    // The usual small response: its whole body came with the head, and the body filters run on
+    // it here, without waiting (see `whole_body`). A filter that pauses on it is waited for in a
+    // box, so that the request path's future does not carry that part's state.
+    let data = match whole_body::take(incoming).await {
+        Taken::Whole(data) => data,
+        // The head ended the stream: no body phase.
+        Taken::Ended(incoming) => {
+            return respond(worker, conn, ex, Some(chain), metrics, incoming, received)
+        }
+        Taken::Streaming(body) => {
+            return respond_streamed(worker, conn, ex, chain, metrics, body, received, limit)
+        }
+    };
+    match whole_body::run(&chain, &ex, 0, data, limit) {
+        Ran::Done(data) => {
+            let body = http_body_util::Full::new(data);
+            respond(worker, conn, ex, Some(chain), metrics, body, received)
+        }
+        Ran::Respond(r) => local_response_only(worker, conn, ex, chain, metrics, r, received),
+        Ran::Paused(p) => {
+            let ran = Box::pin(whole_body::finish_paused(
+                chain.clone(),
+                ex.clone(),
+                p,
+                limit,
+            ))
+            .await;
+            match ran {
+                Ok(data) => {
+                    let body = http_body_util::Full::new(data);
+                    respond(worker, conn, ex, Some(chain), metrics, body, received)
+                }
+                Err(r) => local_response_only(worker, conn, ex, chain, metrics, r, received),
+            }
+        }
+    }
 }
 
 /// The upstream request of [`forward`] and what it watches while it is sent. Built by
@@ -561,59 +586,31 @@ fn prepare(
     })
 }
 
-/// The response's body phase, then the response: the whole body at once when it arrived with
-/// its head (see `whole_body`), else streamed through [`FilteredBody`].
+/// The response with a body still arriving: streamed through [`FilteredBody`], whose body
+/// phases run frame by frame.
 #[allow(clippy::too_many_arguments)]
-async fn respond_through_body_filters(
+fn respond_streamed(
     worker: &Rc<WorkerCtx>,
     conn: &Rc<ConnState>,
     ex: SharedExchange,
     chain: Chain,
     metrics: crate::telemetry::metrics::RouteMetrics,
-    incoming: crate::upstream::UpstreamBody,
+    body: ProxyBody,
     received: Rc<Cell<u64>>,
     limit: usize,
 ) -> Response<ProxyBody> {
-    let data = match whole_body::take(incoming).await {
-        Taken::Ended(incoming) => {
-            return respond(worker, conn, ex, Some(chain), metrics, incoming, received)
-        }
-        Taken::Streaming(body) => {
-            let body = FilteredBody::wrap(body, &chain, &ex, true, limit);
-            let later = Phases::LOG | Phases::RESPONSE_BODY | Phases::RESPONSE_TRAILERS;
-            return respond_then(
-                worker,
-                conn,
-                ex,
-                Some(chain),
-                metrics,
-                body,
-                received,
-                later,
-            );
-        }
-        Taken::Whole(data) => data,
-    };
-    let ran = match whole_body::run(&chain, &ex, 0, data, limit) {
-        Ran::Done(data) => Ok(data),
-        Ran::Respond(r) => Err(r),
-        Ran::Paused(p) => {
-            Box::pin(whole_body::finish_paused(
-                chain.clone(),
-                ex.clone(),
-                p,
-                limit,
-            ))
-            .await
-        }
-    };
-    match ran {
-        Ok(data) => {
-            let body = http_body_util::Full::new(data);
-            respond(worker, conn, ex, Some(chain), metrics, body, received)
-        }
-        Err(r) => local_response_only(worker, conn, ex, chain, metrics, r, received),
-    }
+    let body = FilteredBody::wrap(body, &chain, &ex, true, limit);
+    let later = Phases::LOG | Phases::RESPONSE_BODY | Phases::RESPONSE_TRAILERS;
+    respond_then(
+        worker,
+        conn,
+        ex,
+        Some(chain),
+        metrics,
+        body,
+        received,
+        later,
+    )
 }
 
 /// The upstream request head: origin-form URI (with prefix rewrite), Host, proxy headers.
