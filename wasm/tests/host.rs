@@ -284,6 +284,12 @@ fn properties_are_encoded_like_envoy() {
 #[test]
 fn shared_data_is_shared_by_vms_on_different_threads() {
     let module = testkit("shared", Limits::default());
+    // A missing key has no version to compare and swap against (a write with CAS 0 always
+    // succeeds, as in Envoy): two VMs racing to create it could both write 1. The key exists
+    // before they start.
+    if sluice_wasm::shared::get_data("", b"hits").is_none() {
+        sluice_wasm::shared::set_data("", b"hits", Bytes::from_static(b"0"), 0);
+    }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..2)
         .map(|_| {
