@@ -2,7 +2,7 @@
 //! conformance/README.md documents.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::record::Recorder;
 use crate::support::*;
@@ -436,6 +436,46 @@ fn body(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
             r.and_then(|r| eq("client body", Some(&r.text()), want)),
         );
     }
+    if p == "rs_body" {
+        body_held_at_end(&gw, p, rec);
+    }
+}
+
+/// `rs_body` holds a whole response at its end of stream (Pause on the last body chunk, after
+/// editing it) and its root context releases it from `proxy_on_tick`. The client must get the
+/// edited body, and not before the plugin released it.
+fn body_held_at_end(gw: &Gateway, p: &str, rec: &mut Recorder) {
+    const HOLD: Duration = Duration::from_millis(300);
+    let started = Instant::now();
+    let r = get(
+        gw,
+        "/text/abc",
+        &[
+            ("x-response-body-op", "append"),
+            ("x-body-text", "T"),
+            ("x-response-body-hold", &HOLD.as_millis().to_string()),
+        ],
+    );
+    let waited = started.elapsed();
+    rec.check(
+        p,
+        "response held at its end of stream, resumed from another context",
+        &[
+            "proxy_on_response_body",
+            "proxy_set_buffer_bytes",
+            "proxy_on_tick",
+            "proxy_set_effective_context",
+            "proxy_continue_stream",
+        ],
+        r.and_then(|r| {
+            eq("status", Some(&r.status.to_string()), "200")
+                .and(eq("client body", Some(&r.text()), "abcT"))
+                .and(is(
+                    waited >= HOLD,
+                    format!("answered after {waited:?}, before the plugin released it ({HOLD:?})"),
+                ))
+        }),
+    );
 }
 
 fn local_response(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {

@@ -6,7 +6,17 @@
 //! `Action::Pause` (StopIterationAndBuffer) until end of stream, then edited with one
 //! `set_buffer_bytes` call whose (start, size) selects the operation as in Envoy:
 //! replace = (0, len), prepend = (0, 0), append = (len, 0).
+//!
+//! `x-response-body-hold: MS` also holds the response at its end of stream (after the edit):
+//! the body callback returns `Action::Pause` on the last chunk, and the root context resumes the
+//! stream from `proxy_on_tick` once MS milliseconds have passed, with
+//! `proxy_set_effective_context` and `proxy_continue_stream`: the way a plugin that hands a whole
+//! response to an outside check releases it later.
 
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime};
+
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
@@ -17,13 +27,49 @@ proxy_wasm::main! {{
 
 const DEFAULT_TEXT: &str = "[rs]";
 
+/// How often the root looks for held responses to release.
+const TICK: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// Responses held at their end of stream: (context id, when to release it).
+    static HELD: RefCell<Vec<(u32, SystemTime)>> = const { RefCell::new(Vec::new()) };
+}
+
 struct Root;
 
 impl Context for Root {}
 
 impl RootContext for Root {
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Body::default()))
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        self.set_tick_period(TICK);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.get_current_time();
+        let due: Vec<u32> = HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            let due = held
+                .iter()
+                .filter(|(_, at)| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            held.retain(|(_, at)| *at > now);
+            due
+        });
+        for id in due {
+            // A stream that went away meanwhile answers NOT_FOUND: nothing to release.
+            if hostcalls::set_effective_context(id).is_ok() {
+                let _ = hostcalls::resume_http_response();
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Body {
+            id: context_id,
+            ..Body::default()
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -60,6 +106,9 @@ impl Op {
 
 #[derive(Default)]
 struct Body {
+    id: u32,
+    /// `x-response-body-hold`: hold the whole response this long after its end of stream.
+    hold: Option<Duration>,
     request_op: Option<Op>,
     response_op: Option<Op>,
     text: String,
@@ -76,6 +125,10 @@ impl HttpContext for Body {
         self.text = self
             .get_http_request_header("x-body-text")
             .unwrap_or_else(|| DEFAULT_TEXT.to_owned());
+        self.hold = self
+            .get_http_request_header("x-response-body-hold")
+            .and_then(|ms| ms.trim().parse().ok())
+            .map(Duration::from_millis);
         if self.request_op.is_some() {
             // The body length changes, so a stale content-length must not reach the upstream.
             self.set_http_request_header("content-length", None);
@@ -118,6 +171,11 @@ impl HttpContext for Body {
         if let Some(op) = self.response_op {
             let (start, size) = op.range(body_size);
             self.set_http_response_body(start, size, self.text.as_bytes());
+        }
+        if let Some(hold) = self.hold {
+            let at = self.get_current_time() + hold;
+            HELD.with(|held| held.borrow_mut().push((self.id, at)));
+            return Action::Pause;
         }
         Action::Continue
     }
