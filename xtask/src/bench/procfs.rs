@@ -10,8 +10,12 @@ struct Stat {
     ppid: u32,
     /// utime + stime, in clock ticks (all threads).
     cpu: u64,
+    /// stime alone: the kernel's share of `cpu`.
+    sys: u64,
     /// cutime + cstime: children that exited and were waited for.
     children_cpu: u64,
+    /// cstime alone.
+    children_sys: u64,
 }
 
 /// Parses /proc/PID/stat. The command name (field 2) may hold spaces and parentheses, so fields
@@ -24,7 +28,9 @@ fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat {
         ppid: u32::try_from(num(1)?).ok()?,
         cpu: num(11)? + num(12)?,
+        sys: num(12)?,
         children_cpu: num(13)? + num(14)?,
+        children_sys: num(14)?,
     })
 }
 
@@ -63,16 +69,32 @@ pub fn clock_ticks_per_second() -> u64 {
     u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
-/// User + system CPU seconds used so far by the tree under `root`, including descendants that
-/// already exited (accounted in the root's cutime/cstime once reaped).
-pub fn cpu_seconds(root: u32) -> f64 {
-    let ticks: u64 = tree(root)
-        .iter()
-        .filter_map(|&pid| stat(pid))
-        .map(|s| s.cpu)
-        .sum::<u64>()
-        + stat(root).map_or(0, |s| s.children_cpu);
-    ticks as f64 / clock_ticks_per_second() as f64
+/// CPU seconds used so far by a process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTime {
+    /// User + system.
+    pub total: f64,
+    /// System (kernel) alone.
+    pub sys: f64,
+}
+
+/// The CPU time used so far by the tree under `root`, including descendants that already exited
+/// (accounted in the root's cutime/cstime once reaped).
+pub fn cpu_time(root: u32) -> CpuTime {
+    let (mut total, mut sys) = (0u64, 0u64);
+    for s in tree(root).iter().filter_map(|&pid| stat(pid)) {
+        total += s.cpu;
+        sys += s.sys;
+    }
+    if let Some(s) = stat(root) {
+        total += s.children_cpu;
+        sys += s.children_sys;
+    }
+    let hz = clock_ticks_per_second() as f64;
+    CpuTime {
+        total: total as f64 / hz,
+        sys: sys as f64 / hz,
+    }
 }
 
 /// A `kB` field of /proc/PID/status (`VmHWM`, `VmRSS`).
@@ -105,7 +127,9 @@ mod tests {
             Some(Stat {
                 ppid: 7,
                 cpu: 300,
-                children_cpu: 7
+                sys: 50,
+                children_cpu: 7,
+                children_sys: 4
             })
         );
         assert_eq!(parse_stat("42 (x) S"), None);
@@ -120,10 +144,10 @@ mod tests {
             .spawn()?;
         let root = child.id();
         let end = Instant::now() + Duration::from_secs(30);
-        while cpu_seconds(root) < 0.2 && Instant::now() < end {
+        while cpu_time(root).total < 0.2 && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let cpu = cpu_seconds(root);
+        let cpu = cpu_time(root).total;
         let procs = tree(root);
         let rss = peak_rss_kib(root);
         for pid in procs.iter().rev() {

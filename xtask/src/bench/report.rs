@@ -14,6 +14,8 @@ pub struct Round {
     pub wrk: WrkReport,
     /// The peer's CPU time (user + sys, whole process tree) over the measured run.
     pub cpu_seconds: f64,
+    /// The kernel's part of `cpu_seconds` (system time).
+    pub sys_seconds: f64,
     /// Its peak RSS so far (sum of VmHWM over the process tree).
     pub peak_rss_kib: u64,
     /// Wall-clock length of the measured run.
@@ -27,6 +29,15 @@ impl Round {
             return f64::NAN;
         }
         self.cpu_seconds * 1e6 / self.wrk.requests as f64
+    }
+
+    /// Kernel (system) CPU microseconds per request: the part of [`Round::cpu_us_per_request`]
+    /// spent in syscalls, the TCP stack and wake-ups of the peers on core 0.
+    pub fn sys_us_per_request(&self) -> f64 {
+        if self.wrk.requests == 0 {
+            return f64::NAN;
+        }
+        self.sys_seconds * 1e6 / self.wrk.requests as f64
     }
 
     /// The share of its core the peer used (1.0 = saturated): below 1, the limit was elsewhere
@@ -56,6 +67,7 @@ pub struct Summary {
     pub p50_us: f64,
     pub p99_us: f64,
     pub cpu_us_per_request: f64,
+    pub sys_us_per_request: f64,
     pub peak_rss_kib: f64,
     /// Median share of its core the peer used.
     pub core_use: f64,
@@ -75,6 +87,7 @@ impl PeerResult {
             p50_us: m(|r| r.wrk.p50_us),
             p99_us: m(|r| r.wrk.p99_us),
             cpu_us_per_request: m(Round::cpu_us_per_request),
+            sys_us_per_request: m(Round::sys_us_per_request),
             peak_rss_kib: m(|r| r.peak_rss_kib as f64),
             core_use: m(Round::core_use),
             errors: self.rounds.iter().map(|r| r.wrk.errors).sum(),
@@ -207,14 +220,16 @@ impl CaseResult {
         let mut s = String::new();
         let _ = writeln!(s, "#### `{}`: {}\n", self.name, self.title);
         s.push_str(&info.header());
-        s.push_str("\n| peer | req/s | p50 | p99 | CPU/request | core use | peak RSS | errors |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str(
+            "\n| peer | req/s | p50 | p99 | CPU/request | of which kernel | core use | peak RSS | errors |\n",
+        );
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for p in &self.peers {
             match (p.summary(), &p.failure) {
                 (Some(m), failure) => {
                     let _ = writeln!(
                         s,
-                        "| {}{} | {} | {} | {} | {:.2} µs | {:.0} % | {:.1} MiB | {} |",
+                        "| {}{} | {} | {} | {} | {:.2} µs | {:.2} µs | {:.0} % | {:.1} MiB | {} |",
                         p.name,
                         if failure.is_some() {
                             " (incomplete)"
@@ -225,13 +240,14 @@ impl CaseResult {
                         fmt_latency(m.p50_us),
                         fmt_latency(m.p99_us),
                         m.cpu_us_per_request,
+                        m.sys_us_per_request,
                         m.core_use * 100.0,
                         m.peak_rss_kib / 1024.0,
                         m.errors
                     );
                 }
                 (None, _) => {
-                    let _ = writeln!(s, "| {} | did not run (see notes) | | | | | | |", p.name);
+                    let _ = writeln!(s, "| {} | did not run (see notes) | | | | | | | |", p.name);
                 }
             }
         }
@@ -302,7 +318,9 @@ impl CaseResult {
                             "p99_us": r.wrk.p99_us,
                             "errors": r.wrk.errors,
                             "cpu_seconds": r.cpu_seconds,
+                            "sys_seconds": r.sys_seconds,
                             "cpu_us_per_request": finite(r.cpu_us_per_request()),
+                            "sys_us_per_request": finite(r.sys_us_per_request()),
                             "peak_rss_kib": r.peak_rss_kib,
                             "wall_seconds": r.wall_seconds,
                             "core_use": finite(r.core_use()),
@@ -315,6 +333,7 @@ impl CaseResult {
                         "p50_us": m.p50_us,
                         "p99_us": m.p99_us,
                         "cpu_us_per_request": finite(m.cpu_us_per_request),
+                        "sys_us_per_request": finite(m.sys_us_per_request),
                         "peak_rss_kib": m.peak_rss_kib,
                         "core_use": finite(m.core_use),
                         "errors": m.errors,
@@ -448,6 +467,7 @@ mod tests {
                 errors: 0,
             },
             cpu_seconds: cpu,
+            sys_seconds: cpu * 0.75,
             peak_rss_kib: rss,
             wall_seconds: 5.0,
         }
@@ -509,7 +529,9 @@ mod tests {
         };
         let md = case.markdown(&info());
         assert!(
-            md.contains("| nginx | 95,000 | 750 µs | 1.50 ms | 10.00 µs | 95 % | 13.0 MiB | 0 |"),
+            md.contains(
+                "| nginx | 95,000 | 750 µs | 1.50 ms | 10.00 µs | 7.50 µs | 95 % | 13.0 MiB | 0 |"
+            ),
             "{md}"
         );
         // One sluice round: paired with nginx's first (90,000 req/s, 10 µs per request).

@@ -29,11 +29,11 @@ fn measure(
         load.run(client, peer.listen, schedule.warmup_s, &log)?;
     }
     proc.check_running()?;
-    let before = procfs::cpu_seconds(proc.pid());
+    let before = procfs::cpu_time(proc.pid());
     let started = std::time::Instant::now();
     let report = load.run(client, peer.listen, schedule.duration_s, &log)?;
     let wall_seconds = started.elapsed().as_secs_f64();
-    let after = procfs::cpu_seconds(proc.pid());
+    let after = procfs::cpu_time(proc.pid());
     proc.check_running()?;
     anyhow::ensure!(
         report.requests > 0,
@@ -42,7 +42,8 @@ fn measure(
     );
     Ok(Round {
         wrk: report,
-        cpu_seconds: after - before,
+        cpu_seconds: after.total - before.total,
+        sys_seconds: after.sys - before.sys,
         peak_rss_kib: procfs::peak_rss_kib(proc.pid()),
         wall_seconds,
     })
