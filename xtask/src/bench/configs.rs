@@ -21,9 +21,30 @@ fn render(template: &str, dir: &Path, listen: SocketAddr, upstream: Option<Socke
         .replace("{{UPSTREAM}}", &upstream)
 }
 
-/// The upstream nginx, serving `hello\n` on `listen`; `dir` is its prefix (pid file, temp paths).
-pub fn upstream_nginx(dir: &Path, listen: SocketAddr) -> String {
-    render(UPSTREAM_NGINX, dir, listen, None)
+/// The upstream nginx, serving a body of `body_bytes` bytes ([`upstream_body`]) on `listen`;
+/// `dir` is its prefix (pid file, temp paths).
+pub fn upstream_nginx(dir: &Path, listen: SocketAddr, body_bytes: u32) -> String {
+    render(UPSTREAM_NGINX, dir, listen, None).replace(
+        r#"return 200 "hello\n";"#,
+        &format!(r#"return 200 "{}";"#, upstream_body(body_bytes)),
+    )
+}
+
+/// The most a response body served from nginx's config may have: nginx reads a config token
+/// into a 4 KiB buffer.
+pub const MAX_RESPONSE_BYTES: u32 = 4000;
+
+/// The upstream's response body of `n` bytes, as an nginx string: `hello\n` for 6 (the
+/// default), otherwise lowercase letters and a final newline. No quote, `$` or backslash but
+/// the newline's escape.
+pub fn upstream_body(n: u32) -> String {
+    if n == 6 {
+        return r"hello\n".to_string();
+    }
+    let letters = (b'a'..=b'z').cycle().take(n.saturating_sub(1) as usize);
+    let mut s: String = letters.map(char::from).collect();
+    s.push_str(r"\n");
+    s
 }
 
 /// nginx as a reverse proxy from `listen` to `upstream`.
@@ -265,7 +286,7 @@ mod tests {
     fn templates_have_no_unfilled_placeholders() {
         let dir = Path::new("/tmp/x");
         for text in [
-            upstream_nginx(dir, addr(1)),
+            upstream_nginx(dir, addr(1), 6),
             proxy_nginx(dir, addr(1), addr(2)),
             haproxy(dir, addr(1), addr(2)),
         ] {
@@ -300,5 +321,23 @@ mod tests {
             nested,
             r#"{ name: "headers", config: { add: [{ name: "x", value: "1" }] } }"#
         );
+    }
+
+    #[test]
+    fn upstream_body_has_the_asked_size() {
+        let dir = Path::new("/tmp/x");
+        let listen: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let conf = upstream_nginx(dir, listen, 6);
+        assert!(conf.contains(r#"return 200 "hello\n";"#), "{conf}");
+        for n in [1, 2, 100, MAX_RESPONSE_BYTES] {
+            let body = upstream_body(n);
+            // nginx turns the two characters `\n` into one byte.
+            assert_eq!(body.len() - 1, n as usize, "{n}");
+            assert!(body.ends_with(r"\n"));
+            assert!(!body.contains(['"', '$']));
+            let conf = upstream_nginx(dir, listen, n);
+            assert!(conf.contains(&format!(r#"return 200 "{body}";"#)));
+            assert!(!conf.contains("hello"), "{n}");
+        }
     }
 }

@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// Unmeasured load before each measured run (`0s` for none).
     #[arg(long, default_value = "1s", value_parser = parse_seconds)]
     warmup: u64,
+    /// Bytes of the upstream's response body: 6 (`hello\n`, the method's small response) unless
+    /// a case should be seen at another size; at most 4000 (nginx serves it from its config).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=i64::from(configs::MAX_RESPONSE_BYTES)))]
+    response_bytes: u32,
     /// wrk connections (keep-alive).
     #[arg(long, default_value_t = 64)]
     connections: u32,
@@ -194,7 +198,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         tls::make_cert(&work.path)?;
     }
 
-    let upstream = peers::start_upstream(&tools, &work.path, upstream_addr)?;
+    let upstream = peers::start_upstream(&tools, &work.path, upstream_addr, args.response_bytes)?;
     let load = wrk::Load {
         wrk: tools.wrk.clone(),
         connections: args.connections,
@@ -241,6 +245,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration_s: args.duration,
         warmup_s: args.warmup,
         connections: args.connections,
+        response_bytes: args.response_bytes,
     };
     write_results(&root, &args, &info, &results, &stamp)
 }
@@ -295,7 +300,10 @@ fn print_configs(args: &BenchArgs, defs: &[&cases::CaseDef]) -> anyhow::Result<(
         "# ==== upstream: {}/nginx.conf (core {LOAD_CORE})\n",
         up_dir.display()
     );
-    println!("{}", configs::upstream_nginx(&up_dir, upstream));
+    println!(
+        "{}",
+        configs::upstream_nginx(&up_dir, upstream, args.response_bytes)
+    );
     for def in defs {
         let mut case = (def.build)(&ctx, &mut ports)?;
         if let Some(only) = &args.peers {

@@ -19,11 +19,16 @@ pub struct Bins {
 }
 
 /// Starts the upstream nginx on core 0 and waits until it answers.
-pub fn start_upstream(tools: &tools::Tools, work: &Path, addr: SocketAddr) -> anyhow::Result<Proc> {
+pub fn start_upstream(
+    tools: &tools::Tools,
+    work: &Path,
+    addr: SocketAddr,
+    body_bytes: u32,
+) -> anyhow::Result<Proc> {
     let dir = work.join("upstream");
     fs::create_dir_all(&dir)?;
     let conf = dir.join("nginx.conf");
-    fs::write(&conf, configs::upstream_nginx(&dir, addr))?;
+    fs::write(&conf, configs::upstream_nginx(&dir, addr, body_bytes))?;
     let args = nginx_args(&dir, &conf);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut p = Proc::spawn_pinned(
@@ -178,7 +183,7 @@ mod tests {
         let case = cases::select("proxy")?[0];
         let case = (case.build)(&ctx, &mut ports)?;
         ports.release();
-        let _upstream = start_upstream(&tools, &work.path, upstream_addr)?;
+        let _upstream = start_upstream(&tools, &work.path, upstream_addr, 6)?;
         let bins = Bins {
             nginx: tools.nginx.clone(),
             haproxy: tools.haproxy.clone(),

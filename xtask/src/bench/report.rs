@@ -130,6 +130,8 @@ pub struct RunInfo {
     pub duration_s: u64,
     pub warmup_s: u64,
     pub connections: u32,
+    /// Bytes of the upstream's response body.
+    pub response_bytes: u32,
 }
 
 fn fmt_rps(v: f64) -> String {
@@ -192,7 +194,7 @@ impl RunInfo {
     fn header(&self) -> String {
         format!(
             "Command: `{}` — {} — revision {}\n\n\
-             {} rounds × {} s ({}), {} connections, wrk -t1; medians of the rounds. \
+             {} rounds × {} s ({}), {} connections, wrk -t1, {}-byte responses; medians of the rounds. \
              Proxy alone on core 1; wrk and the upstream nginx on core 0.\n\n\
              Machine: {}; load average {} at the start, {} at the end; {}.\n",
             self.command,
@@ -206,6 +208,7 @@ impl RunInfo {
                 format!("after a {} s warm-up each", self.warmup_s)
             },
             self.connections,
+            self.response_bytes,
             self.machine,
             self.load_before,
             self.load_after,
@@ -486,6 +489,7 @@ mod tests {
             duration_s: 5,
             warmup_s: 1,
             connections: 64,
+            response_bytes: 6,
         }
     }
 
