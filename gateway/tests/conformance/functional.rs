@@ -441,25 +441,60 @@ fn body(env: &Env, dir: &Path, p: &str, rec: &mut Recorder) {
     }
 }
 
-/// `rs_body` holds a whole response at its end of stream (Pause on the last body chunk, after
+/// `rs_body` holds a response at its end of stream (Pause on the last body chunk, after
 /// editing it) and its root context releases it from `proxy_on_tick`. The client must get the
-/// edited body, and not before the plugin released it.
+/// edited body, and not before the plugin released it: a small body that comes with its head
+/// (HTTP/1.1), one that comes after it (`/slow-text/`: the streamed path), and one from an h2c
+/// upstream.
 fn body_held_at_end(gw: &Gateway, p: &str, rec: &mut Recorder) {
     const HOLD: Duration = Duration::from_millis(300);
+    let hold = HOLD.as_millis().to_string();
+    let directives = [
+        ("x-response-body-op", "append"),
+        ("x-body-text", "T"),
+        ("x-response-body-hold", hold.as_str()),
+    ];
+    for (path, what) in [
+        (
+            "/text/abc",
+            "response held at its end of stream, resumed from another context",
+        ),
+        (
+            "/slow-text/abc",
+            "streamed response held at its end of stream, resumed from another context",
+        ),
+    ] {
+        let started = Instant::now();
+        let r = get(gw, path, &directives);
+        let waited = started.elapsed();
+        rec.check(
+            p,
+            what,
+            &[
+                "proxy_on_response_body",
+                "proxy_set_buffer_bytes",
+                "proxy_on_tick",
+                "proxy_set_effective_context",
+                "proxy_continue_stream",
+            ],
+            r.and_then(|r| {
+                eq("status", Some(&r.status.to_string()), "200")
+                    .and(eq("client body", Some(&r.text()), "abcT"))
+                    .and(is(
+                        waited >= HOLD,
+                        format!(
+                            "answered after {waited:?}, before the plugin released it ({HOLD:?})"
+                        ),
+                    ))
+            }),
+        );
+    }
     let started = Instant::now();
-    let r = get(
-        gw,
-        "/text/abc",
-        &[
-            ("x-response-body-op", "append"),
-            ("x-body-text", "T"),
-            ("x-response-body-hold", &HOLD.as_millis().to_string()),
-        ],
-    );
+    let r = get(gw, "/h2/held", &directives);
     let waited = started.elapsed();
     rec.check(
         p,
-        "response held at its end of stream, resumed from another context",
+        "response from an h2c upstream held at its end of stream, resumed from another context",
         &[
             "proxy_on_response_body",
             "proxy_set_buffer_bytes",
@@ -468,8 +503,18 @@ fn body_held_at_end(gw: &Gateway, p: &str, rec: &mut Recorder) {
             "proxy_continue_stream",
         ],
         r.and_then(|r| {
+            let text = r.text();
+            // The echo's JSON, then the appended text.
+            let echoed = text
+                .strip_suffix('T')
+                .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
+            // h2 requests carry their authority: the echo reports an absolute URI.
+            let path = echoed.as_ref().and_then(|v| v.get("path")?.as_str());
             eq("status", Some(&r.status.to_string()), "200")
-                .and(eq("client body", Some(&r.text()), "abcT"))
+                .and(is(
+                    path.is_some_and(|p| p.ends_with("/h2/held")),
+                    format!("path echoed before the appended text: got {path:?} in {text:?}"),
+                ))
                 .and(is(
                     waited >= HOLD,
                     format!("answered after {waited:?}, before the plugin released it ({HOLD:?})"),

@@ -165,6 +165,19 @@ async fn reflect(req: Request<Incoming>) -> Response<TestBody> {
             }
         }
     }
+    if let Some(text) = path.strip_prefix("/slow-text/") {
+        // The head now, the body 50 ms later: the gateway gets them apart, so the response
+        // body reaches the filters as a stream, not whole with the head.
+        let text = Bytes::from(text.to_string());
+        let later = futures_util::stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, std::io::Error>(Frame::data(text))
+        });
+        let mut r = Response::new(StreamBody::new(later).boxed());
+        r.headers_mut()
+            .insert("x-upstream", http::HeaderValue::from_static("echo"));
+        return r;
+    }
     let (status, out) = if let Some(text) = path.strip_prefix("/text/") {
         (200, Bytes::from(text.to_string()))
     } else if path == "/callout" {
