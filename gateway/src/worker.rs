@@ -172,6 +172,7 @@ pub async fn dispatch(
         now: None,
         raw_fields: false,
         added: None,
+        fields: None,
     };
     let resp: Response<UpstreamBody> = *w.pools.send(&c, Box::new(req), &opts).await?;
     Ok(resp.map(crate::body::boxed))

@@ -30,6 +30,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::upstream::added::AddedFields;
 use crate::upstream::pool::Recycle;
 use crate::upstream::tls::UpstreamIo;
+use crate::upstream::RequestFieldsFn;
 
 /// The largest response head accepted, bytes (status line and fields).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -133,18 +134,26 @@ impl Conn {
         wrap: fn(ClientBody) -> B,
         raw: bool,
         added: Option<&AddedFields>,
+        fields: Option<&RequestFieldsFn<'_>>,
     ) -> Result<Box<Response<B>>, SendError> {
         // The request stays in its box (one pointer to move through the exchange's states,
         // and the box itself goes back when it can be resent).
         let head_request = req.method() == Method::HEAD;
-        let framing = match request_framing(req.headers(), req.body()) {
-            Ok(f) => f,
-            Err(e) => return Err(SendError::Body(e.into())),
-        };
         let mut out = std::mem::take(&mut self.head);
         out.clear();
         out.reserve(512);
-        encode_head(&req, framing, added, &mut out);
+        // The fields are the request's own, or, its map left empty, where the caller keeps
+        // them (see `SendOptions::fields`): encoded from there, by reference.
+        let mut framed = None;
+        if let Some(with) = fields.filter(|_| req.headers().is_empty()) {
+            with(&mut |headers| framed = Some(frame_and_encode(&req, headers, added, &mut out)));
+        }
+        let framing = match framed
+            .unwrap_or_else(|| frame_and_encode(&req, req.headers(), added, &mut out))
+        {
+            Ok(f) => f,
+            Err(e) => return Err(SendError::Body(e.into())),
+        };
         if framing == RequestFraming::Empty {
             // Nothing of the request is consumed until a response arrives: on the keep-alive
             // race it goes back whole, and the caller may resend it.
@@ -351,9 +360,26 @@ fn expects_content(m: &Method) -> bool {
     *m == Method::POST || *m == Method::PUT || *m == Method::PATCH
 }
 
-/// `METHOD target HTTP/1.1`, the fields, the framing field, the empty line.
+/// The request's framing from `headers` (its fields) and its body, and its head encoded into
+/// `out` with that framing. Inlined at both of its call sites: the usual one (the request's own
+/// fields) keeps the encoding in the send path, as when it had one caller.
+#[inline(always)]
+fn frame_and_encode(
+    req: &Request<ProxyBody>,
+    headers: &HeaderMap,
+    added: Option<&AddedFields>,
+    out: &mut Vec<u8>,
+) -> Result<RequestFraming, &'static str> {
+    let framing = request_framing(headers, req.body())?;
+    encode_head(req, headers, framing, added, out);
+    Ok(framing)
+}
+
+/// `METHOD target HTTP/1.1`, the fields (`headers`), the framing field, the empty line.
+#[inline(always)]
 fn encode_head<B>(
     req: &Request<B>,
+    headers: &HeaderMap,
     framing: RequestFraming,
     added: Option<&AddedFields>,
     out: &mut Vec<u8>,
@@ -367,7 +393,6 @@ fn encode_head<B>(
         out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let headers = req.headers();
     // One pass of name comparisons instead of two hashed lookups (a head has few fields).
     let (mut has_host, mut has_length) = (false, false);
     for name in headers.keys() {
@@ -699,12 +724,7 @@ mod tests {
 
     fn encoded(r: Request<ProxyBody>) -> String {
         let mut out = Vec::new();
-        encode_head(
-            &r,
-            request_framing(r.headers(), r.body()).unwrap(),
-            None,
-            &mut out,
-        );
+        frame_and_encode(&r, r.headers(), None, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 

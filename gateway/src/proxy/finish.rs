@@ -69,6 +69,11 @@ impl Finish {
                 crate::h1::raw_fields::recycle(parts.extensions);
             }
         }
+        // The request's fields, when they stayed here for the later phases (see
+        // `proxy::prepare`), go back too: the HTTP/1.1 client had none to give back.
+        if ex.request.headers.capacity() != 0 {
+            crate::h1::head::recycle(std::mem::take(&mut ex.request.headers));
+        }
         self.conn.request_done(now);
     }
 }

@@ -368,8 +368,14 @@ async fn forward(
         tripped,
         traced,
         added,
+        fields_stay,
     } = out;
     let endpoint = Cell::new(None);
+    let stayed = |f: &mut dyn FnMut(&http::HeaderMap)| {
+        if let Ok(e) = ex.try_borrow() {
+            f(&e.request.headers);
+        }
+    };
     let opts = SendOptions {
         timeout: route.timeout,
         retries: route.retries.as_ref(),
@@ -395,6 +401,7 @@ async fn forward(
                 .is_none_or(|d| d.config_version_header.is_none())
             && chain.takes_raw_response(),
         added: Some(&added),
+        fields: fields_stay.then_some(&stayed as &crate::upstream::RequestFieldsFn),
     };
     let result = worker.pools.send(cluster, req, &opts).await;
     ex.borrow_mut().upstream_addr = endpoint.get();
@@ -498,6 +505,8 @@ struct Outgoing {
     traced: Option<TracedSend>,
     /// Fields added on the way out instead of in the request's map.
     added: AddedFields,
+    /// `req`'s map is empty: its fields stayed in the exchange (see [`fields_stay`]).
+    fields_stay: bool,
 }
 
 /// The upstream span of a traced request, open while the request is sent.
@@ -522,6 +531,7 @@ fn prepare(
     max_body: u64,
 ) -> Option<Outgoing> {
     let mut added = AddedFields::default();
+    let mut stay = false;
     let (mut req, hash) = {
         let mut e = ex.borrow_mut();
         e.cluster = Some(cluster.name.clone());
@@ -539,8 +549,13 @@ fn prepare(
         // access log reads four: without such a filter, those stay behind, and the fields move
         // to the upstream request.
         let headers = if chain.reads_request_later() {
-            let copy = e.request.headers.clone();
-            std::mem::replace(&mut e.request.headers, copy)
+            if fields_stay(&e, &fields, route, conn, upgrading) {
+                stay = true;
+                http::HeaderMap::new()
+            } else {
+                let copy = e.request.headers.clone();
+                std::mem::replace(&mut e.request.headers, copy)
+            }
         } else {
             if worker.access_log_on() {
                 e.logged = Some(Box::new(LoggedHeaders::of(&e.request.headers)));
@@ -583,7 +598,31 @@ fn prepare(
         tripped,
         traced,
         added,
+        fields_stay: stay,
     })
+}
+
+/// Whether the request's fields can stay in the exchange, for the filters' later phases, while
+/// the HTTP/1.1 client encodes them from there ([`SendOptions::fields`]) instead of from a copy
+/// of them: when the proxy changes none of them on the way out. It adds `X-Forwarded-For`,
+/// `X-Forwarded-Proto` and the request id after them ([`AddedFields`]); anything else (a
+/// hop-by-hop field, `Expect`, a missing `Host`, a rewritten host, the client's own
+/// forwarding fields, an upgrade, a trace's `traceparent`) needs a map of its own.
+fn fields_stay(
+    e: &Exchange,
+    fields: &headers::RequestFields,
+    route: &Route,
+    conn: &ConnState,
+    upgrading: bool,
+) -> bool {
+    !upgrading
+        && !fields.hop_by_hop
+        && !fields.expect
+        && fields.host
+        && !fields.forwarded
+        && conn.forwarded_for.is_some()
+        && route.rewrite_host.is_none()
+        && e.trace.is_none()
 }
 
 /// The response with a body still arriving: streamed through [`FilteredBody`], whose body

@@ -163,7 +163,14 @@ pub struct SendOptions<'a> {
     /// Fields the proxy adds, written by the HTTP/1.1 client after the request's own (see
     /// [`added`]).
     pub added: Option<&'a added::AddedFields>,
+    /// The request's own fields, when its map was left empty because they stay where the
+    /// filters' later phases read them (the exchange): the function hands them to its argument.
+    /// The HTTP/1.1 client encodes them from there; an HTTP/2 try copies them into the request.
+    pub fields: Option<&'a RequestFieldsFn<'a>>,
 }
+
+/// See [`SendOptions::fields`].
+pub type RequestFieldsFn<'a> = dyn Fn(&mut dyn FnMut(&http::HeaderMap)) + 'a;
 
 /// A reusable route-timeout timer, see [`SendOptions::timer`].
 pub type TimerSlot = std::cell::Cell<Option<crate::lazy_timer::LazyTimer>>;

@@ -166,6 +166,9 @@ impl WorkerPools {
             // Boxed: hyper's HTTP/2 send future is large, and would size every request's future.
             Protocol::Http2 => {
                 let mut req = *req;
+                if let Some(fields) = opts.fields.filter(|_| req.headers().is_empty()) {
+                    fields(&mut |h| *req.headers_mut() = h.clone());
+                }
                 if let Some(added) = opts.added {
                     added.insert_into(req.headers_mut());
                 }
@@ -200,6 +203,7 @@ impl WorkerPools {
                     UpstreamBody::H1,
                     opts.raw_fields,
                     opts.added,
+                    opts.fields,
                 )
                 .await
             {

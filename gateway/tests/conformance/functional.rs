@@ -510,11 +510,16 @@ fn body_held_at_end(gw: &Gateway, p: &str, rec: &mut Recorder) {
                 .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
             // h2 requests carry their authority: the echo reports an absolute URI.
             let path = echoed.as_ref().and_then(|v| v.get("path")?.as_str());
+            // The client's fields reached the h2c upstream (the plugin reads them later too).
+            let text_field = echoed
+                .as_ref()
+                .and_then(|v| v.get("headers")?.get("x-body-text")?.as_str());
             eq("status", Some(&r.status.to_string()), "200")
                 .and(is(
                     path.is_some_and(|p| p.ends_with("/h2/held")),
                     format!("path echoed before the appended text: got {path:?} in {text:?}"),
                 ))
+                .and(eq("x-body-text at the upstream", text_field, "T"))
                 .and(is(
                     waited >= HOLD,
                     format!("answered after {waited:?}, before the plugin released it ({HOLD:?})"),

@@ -22,6 +22,7 @@ async fn kind_of(yaml: &str, timeout: Duration) -> UpstreamErrorKind {
         now: None,
         raw_fields: false,
         added: None,
+        fields: None,
     };
     match send(&pools, &c, get("/"), &o).await {
         Ok(answer) => panic!("expected an error, got {answer:?}"),
@@ -224,6 +225,7 @@ fn a_zero_route_timeout_means_none() {
             now: None,
             raw_fields: false,
             added: None,
+            fields: None,
         };
         let (status, body) = send(&WorkerPools::new(), &c, get("/"), &o)
             .await
@@ -259,6 +261,7 @@ fn the_route_timeout_counts_from_the_given_now() {
             now: Some(started - Duration::from_millis(400)),
             raw_fields: false,
             added: None,
+            fields: None,
         };
         match send(&WorkerPools::new(), &c, get("/"), &o).await {
             Ok(answer) => panic!("expected a timeout counted from `now`, got {answer:?}"),

@@ -177,6 +177,7 @@ pub fn opts(retries: Option<&RetryConfig>, hash: Option<u64>) -> SendOptions<'_>
         now: None,
         raw_fields: false,
         added: None,
+        fields: None,
     }
 }
 
