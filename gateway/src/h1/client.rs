@@ -126,6 +126,7 @@ impl Conn {
     /// `raw`: nothing reads the response's fields but the HTTP/1.1 server writing them to the
     /// client, so a final response may carry them as [`RawFields`] (in its extensions, with an
     /// empty map) instead of a `HeaderMap`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send<B>(
         mut self,
         mut req: Box<Request<ProxyBody>>,
