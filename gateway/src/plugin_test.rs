@@ -260,7 +260,7 @@ impl Harness {
         let mut out = Outcome::default();
 
         if let Some(r) = chain.request_headers(&ex).await {
-            return self.answer_locally(&ex, r, out).await;
+            return self.answer_locally(&ex, *r, out).await;
         }
         let filtered = FilteredBody::wrap(req_body, chain, &ex, false, limit);
         let (body, trailers) = match collect(filtered).await {

@@ -150,6 +150,8 @@ fn slot(fuel: bool) -> Result<&'static Slot, crate::Error> {
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
     config.wasm_multi_memory(false);
+    config.table_lazy_init(false);
+    config.memory_may_move(false);
     if let Some(strategy) = profiler_from_env() {
         config.profiler(strategy);
     }

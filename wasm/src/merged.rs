@@ -1,5 +1,7 @@
-//! Merged entries: a stream's `proxy_on_context_create` and `proxy_on_request_headers`, and its
-//! `proxy_on_log`, `proxy_on_done` and `proxy_on_delete`, each group in one entry into the VM.
+//! Merged entries: a stream's `proxy_on_context_create` and `proxy_on_request_headers`, its
+//! `proxy_on_response_headers` and `proxy_on_response_body` for a response whose whole body came
+//! with its head, and its `proxy_on_log`, `proxy_on_done` and `proxy_on_delete`, each group in
+//! one entry into the VM.
 //!
 //! Every entry from the host into wasm costs about 200 instructions of wasmtime and host
 //! bookkeeping (trap handler state, the deadline, the stream pointer) before the plugin's first
@@ -13,7 +15,10 @@
 
 use std::sync::OnceLock;
 
-use wasmtime::{Engine, Extern, Func, Instance, Module, Store, TypedFunc};
+use wasmtime::{
+    Engine, Extern, Global, GlobalType, Instance, Module, Mutability, Store, TypedFunc, Val,
+    ValType,
+};
 
 use crate::state::HostState;
 
@@ -88,9 +93,66 @@ const END_WASM: &[u8] = &[
     0x0b, 0x0b, // end if, end function
 ];
 
+/// The helper for a whole response, as text: `proxy_on_response_headers` (not the end of the
+/// stream), then, only when it returned Continue and asked nothing of the stream (the host sets
+/// `stop` when a callback records a signal: a local response, a close, a continue), the body's
+/// `proxy_on_response_body` with the end of the stream. `in_body` tells the host which callback
+/// runs, so that the body is visible to the second only. Returns the headers' action, whether the
+/// body callback ran, and its action.
+#[cfg(test)]
+const WHOLE_WAT: &str = r#"(module
+  (import "plugin" "proxy_on_response_headers" (func $headers (param i32 i32 i32) (result i32)))
+  (import "plugin" "proxy_on_response_body" (func $body (param i32 i32 i32) (result i32)))
+  (import "sluice" "stop" (global $stop (mut i32)))
+  (import "sluice" "in_body" (global $in_body (mut i32)))
+  (func (export "whole") (param $ctx i32) (param $n i32) (param $size i32) (result i32 i32 i32)
+    (local $a i32)
+    (global.set $stop (i32.const 0))
+    (global.set $in_body (i32.const 0))
+    (local.set $a (call $headers (local.get $ctx) (local.get $n) (i32.const 0)))
+    (if (i32.or (local.get $a) (global.get $stop))
+      (then (return (local.get $a) (i32.const 0) (i32.const 0))))
+    (global.set $in_body (i32.const 1))
+    (local.get $a)
+    (i32.const 1)
+    (call $body (local.get $ctx) (local.get $size) (i32.const 1))))"#;
+
+/// The helper for a whole response (`WHOLE_WAT`, with the tests) in the binary format.
+const WHOLE_WASM: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+    0x01, 0x11, 0x02, // type section: 2 types
+    0x60, 0x03, 0x7f, 0x7f, 0x7f, 0x01, 0x7f, // (i32 i32 i32) -> i32
+    0x60, 0x03, 0x7f, 0x7f, 0x7f, 0x03, 0x7f, 0x7f, 0x7f, // (i32 i32 i32) -> (i32 i32 i32)
+    0x02, 0x65, 0x04, // import section: 4 imports
+    0x06, b'p', b'l', b'u', b'g', b'i', b'n', 0x19, b'p', b'r', b'o', b'x', b'y', b'_', b'o', b'n',
+    b'_', b'r', b'e', b's', b'p', b'o', b'n', b's', b'e', b'_', b'h', b'e', b'a', b'd', b'e', b'r',
+    b's', 0x00, 0x00, // func, type 0
+    0x06, b'p', b'l', b'u', b'g', b'i', b'n', 0x16, b'p', b'r', b'o', b'x', b'y', b'_', b'o', b'n',
+    b'_', b'r', b'e', b's', b'p', b'o', b'n', b's', b'e', b'_', b'b', b'o', b'd', b'y', 0x00,
+    0x00, // func, type 0
+    0x06, b's', b'l', b'u', b'i', b'c', b'e', 0x04, b's', b't', b'o', b'p', 0x03, 0x7f,
+    0x01, // global, mutable i32
+    0x06, b's', b'l', b'u', b'i', b'c', b'e', 0x07, b'i', b'n', b'_', b'b', b'o', b'd', b'y', 0x03,
+    0x7f, 0x01, // global, mutable i32
+    0x03, 0x02, 0x01, 0x01, // function section: 1 function of type 1
+    0x07, 0x09, 0x01, 0x05, b'w', b'h', b'o', b'l', b'e', 0x00,
+    0x02, // export "whole" = func 2
+    0x0a, 0x37, 0x01, 0x35, 0x01, 0x01, 0x7f, // code section: 1 body of 53 bytes, 1 local i32
+    0x41, 0x00, 0x24, 0x00, // stop = 0
+    0x41, 0x00, 0x24, 0x01, // in_body = 0
+    0x20, 0x00, 0x20, 0x01, 0x41, 0x00, 0x10, 0x00, 0x21, 0x03, // a = headers(ctx, n, 0)
+    0x20, 0x03, 0x23, 0x00, 0x72, 0x04, 0x40, // if a | stop
+    0x20, 0x03, 0x41, 0x00, 0x41, 0x00, 0x0f, 0x0b, // return (a, 0, 0), end if
+    0x41, 0x01, 0x24, 0x01, // in_body = 1
+    0x20, 0x03, 0x41, 0x01, // a, 1
+    0x20, 0x00, 0x20, 0x02, 0x41, 0x01, 0x10, 0x01, // body(ctx, size, 1)
+    0x0b, // end function
+];
+
 /// The helpers compiled for one engine.
 struct Helpers {
     begin: Module,
+    whole: Module,
     end: Module,
 }
 
@@ -110,11 +172,16 @@ fn helpers(engine: &Engine, fuel: bool) -> Option<&'static Helpers> {
         };
         Some(Helpers {
             begin: compile(BEGIN_WASM)?,
+            whole: compile(WHOLE_WASM)?,
             end: compile(END_WASM)?,
         })
     })
     .as_ref()
 }
+
+/// The whole-response helper's export: `(ctx, headers, body_size) -> (headers action, ran, body
+/// action)`.
+pub(crate) type WholeFn = TypedFunc<(i32, i32, i32), (i32, i32, i32)>;
 
 /// The merged entries of one VM, each present when the plugin exports its callbacks with the
 /// expected types.
@@ -123,6 +190,10 @@ pub(crate) struct Merged {
     /// `begin(ctx, root, headers, end_of_stream)`: create the stream context, then
     /// `proxy_on_request_headers`; returns its action.
     pub(crate) begin: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
+    /// `whole(ctx, headers, body_size)`: `proxy_on_response_headers`, then
+    /// `proxy_on_response_body` with the end of the stream if the first continued quietly;
+    /// returns the first's action, whether the second ran (1) and its action.
+    pub(crate) whole: Option<WholeFn>,
     /// `end(ctx)`: `proxy_on_log`, `proxy_on_done`, and `proxy_on_delete` if done returned
     /// true; returns what done returned.
     pub(crate) end: Option<TypedFunc<i32, i32>>,
@@ -135,20 +206,58 @@ impl Merged {
         let Some(h) = helpers(&engine, fuel) else {
             return Merged::default();
         };
-        let mut get = |name: &str| instance.get_func(&mut *store, name);
+        let mut get = |name: &str| instance.get_func(&mut *store, name).map(Extern::Func);
         let begin_imports = [
             get("proxy_on_context_create"),
             get("proxy_on_request_headers"),
+        ];
+        let mut whole_imports = vec![
+            get("proxy_on_response_headers"),
+            get("proxy_on_response_body"),
         ];
         let end_imports = [
             get("proxy_on_log"),
             get("proxy_on_done"),
             get("proxy_on_delete"),
         ];
+        let flags = WholeFlags::new(store);
+        if let Some(f) = flags {
+            whole_imports.extend([
+                Some(Extern::Global(f.stop)),
+                Some(Extern::Global(f.in_body)),
+            ]);
+        }
+        let whole = flags.and_then(|f| {
+            let func = helper(store, &h.whole, &whole_imports, "whole")?;
+            store.data_mut().whole_flags = Some(f);
+            Some(func)
+        });
         Merged {
             begin: helper(store, &h.begin, &begin_imports, "begin"),
+            whole,
             end: helper(store, &h.end, &end_imports, "end"),
         }
+    }
+}
+
+/// The two globals the whole-response helper shares with the host (see `WHOLE_WAT`).
+#[derive(Clone, Copy)]
+pub(crate) struct WholeFlags {
+    /// Set by the host when a callback records a signal: the helper then stops before the body
+    /// callback.
+    pub(crate) stop: Global,
+    /// Set by the helper before the body callback: the body is visible from then on.
+    pub(crate) in_body: Global,
+}
+
+impl WholeFlags {
+    fn new(store: &mut Store<HostState>) -> Option<WholeFlags> {
+        let ty = GlobalType::new(ValType::I32, Mutability::Var);
+        let mut global = || Global::new(&mut *store, ty.clone(), Val::I32(0)).ok();
+        Some(WholeFlags {
+            stop: global()?,
+            in_body: global()?,
+        })
     }
 }
 
@@ -157,17 +266,14 @@ impl Merged {
 fn helper<P, R>(
     store: &mut Store<HostState>,
     module: &Module,
-    imports: &[Option<Func>],
+    imports: &[Option<Extern>],
     name: &str,
 ) -> Option<TypedFunc<P, R>>
 where
     P: wasmtime::WasmParams,
     R: wasmtime::WasmResults,
 {
-    let imports: Vec<Extern> = imports
-        .iter()
-        .map(|f| f.map(Extern::Func))
-        .collect::<Option<_>>()?;
+    let imports: Vec<Extern> = imports.iter().cloned().collect::<Option<_>>()?;
     let instance = Instance::new(&mut *store, module, &imports).ok()?;
     instance.get_typed_func::<P, R>(&mut *store, name).ok()
 }
@@ -178,7 +284,11 @@ mod tests {
 
     #[test]
     fn the_binary_helpers_are_their_text() {
-        for (text, binary) in [(BEGIN_WAT, BEGIN_WASM), (END_WAT, END_WASM)] {
+        for (text, binary) in [
+            (BEGIN_WAT, BEGIN_WASM),
+            (WHOLE_WAT, WHOLE_WASM),
+            (END_WAT, END_WASM),
+        ] {
             let parsed = wat::parse_str(text).unwrap();
             // The same sections, then only the custom "name" section the text's identifiers make.
             assert_eq!(&parsed[..binary.len().min(parsed.len())], binary);

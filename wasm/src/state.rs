@@ -209,6 +209,12 @@ pub struct HostState {
     /// Header names and values the plugin set lately, so that setting the same header on every
     /// request does not allocate (see [`HeaderCache`]).
     pub(crate) header_cache: HeaderCache,
+    /// The globals of the whole-response helper, when the plugin has one (see
+    /// [`crate::merged`]).
+    pub(crate) whole_flags: Option<crate::merged::WholeFlags>,
+    /// A whole-response entry is running: the response body is visible only once the helper
+    /// says the body callback runs (see [`crate::host::body_visible`]).
+    pub(crate) in_whole: bool,
 }
 
 /// The last few header names and values host calls built from plugin bytes. A plugin that sets
@@ -315,6 +321,8 @@ impl HostState {
             own_properties: HashMap::new(),
             live_contexts: 0,
             header_cache: HeaderCache::default(),
+            whole_flags: None,
+            in_whole: false,
         }
     }
 
@@ -332,8 +340,9 @@ impl HostState {
         self.stream.as_mut().map(|p| unsafe { p.0.as_mut() })
     }
 
-    /// Record a signal for the effective context.
-    pub(crate) fn signal(&mut self) -> &mut Signals {
+    /// The signals of the effective context. Host calls record a signal through
+    /// [`crate::host::signal`], which also stops a running merged entry before its next callback.
+    pub(crate) fn signal_slot(&mut self) -> &mut Signals {
         self.signals.entry(self.effective_ctx).or_default()
     }
 }

@@ -326,6 +326,12 @@ impl Vm {
         (self.merged.begin.is_some(), self.merged.end.is_some())
     }
 
+    /// Whether this VM runs a whole response's headers and body callbacks in one entry (see
+    /// [`Vm::on_response_whole`]).
+    pub fn merges_whole_response(&self) -> bool {
+        self.merged.whole.is_some()
+    }
+
     /// The module this VM runs.
     pub fn module(&self) -> &Arc<PluginModule> {
         &self.module
@@ -394,17 +400,17 @@ impl Vm {
 
     /// One merged entry (see [`crate::merged`]) for `callbacks` callbacks of context `ctx`,
     /// with the stream's host for all of them.
-    fn call_merged<P: wasmtime::WasmParams>(
+    fn call_merged<P: wasmtime::WasmParams, R: wasmtime::WasmResults + Default>(
         &mut self,
-        which: impl FnOnce(&Merged) -> &Option<TypedFunc<P, i32>>,
+        which: impl FnOnce(&Merged) -> &Option<TypedFunc<P, R>>,
         args: P,
         callbacks: usize,
         ctx: u32,
         stream: &mut dyn StreamHost,
-    ) -> Result<i32, Failure> {
+    ) -> Result<R, Failure> {
         // Borrowed, not cloned: a clone of a typed function counts a reference to its type.
         let Some(func) = which(&self.merged) else {
-            return Ok(0);
+            return Ok(R::default());
         };
         self.arm.apply_for(&mut self.store, callbacks);
         let st = self.store.data_mut();
@@ -634,6 +640,38 @@ impl Vm {
             ctx,
             host,
         )
+    }
+
+    /// A response whose whole body came with its head: `proxy_on_response_headers` (not the
+    /// end of the stream), then `proxy_on_response_body` with its `body_size` bytes and the end
+    /// of the stream, in one entry into the VM when the plugin allows it (see
+    /// [`crate::merged`]). The body callback runs only when the headers callback returned
+    /// Continue and recorded no signal (continue, close, local response); its action is then
+    /// the second value. `None`: the body callback did not run, and the embedder acts on the
+    /// headers callback's outcome before it calls [`Vm::on_response_body`] itself. The headers
+    /// callback does not see the body (`host.body` answers only the body callback), as when
+    /// the two are entered one by one.
+    ///
+    /// # Errors
+    /// The VM failed (now or before), in either callback.
+    pub fn on_response_whole(
+        &mut self,
+        ctx: u32,
+        headers: usize,
+        body_size: usize,
+        host: &mut dyn StreamHost,
+    ) -> Result<(Action, Option<Action>), Failure> {
+        self.store.data_mut().in_whole = true;
+        let r = if self.merged.whole.is_some() && self.failure.is_none() {
+            let args = (ctx as i32, headers as i32, body_size as i32);
+            self.call_merged(|m| &m.whole, args, 2, ctx, host)
+                .map(|(a, ran, b)| (Action::from_i32(a), (ran != 0).then(|| Action::from_i32(b))))
+        } else {
+            self.on_response_headers(ctx, headers, false, host)
+                .map(|a| (a, None))
+        };
+        self.store.data_mut().in_whole = false;
+        r
     }
 
     /// `proxy_on_response_trailers`.

@@ -749,3 +749,106 @@ fn the_sdks_plugins_use_merged_entries() {
     let vm = Vm::new(&module, VmEnv::default()).unwrap_or_else(|f| panic!("vm: {f}"));
     assert_eq!(vm.merged_entries(), (true, true), "AssemblyScript");
 }
+
+/// A plugin for the whole-response entry. It records, in shared data under `key`, `h` and the
+/// status of its `proxy_get_buffer_bytes` of the response body from `proxy_on_response_headers`,
+/// and `b` and that status from `proxy_on_response_body` (which then replaces the body with
+/// `X`). By stream context: 2 continues; 3 sends a local response and continues; 4 pauses.
+fn whole_plugin(key: &str) -> Arc<PluginModule> {
+    let wat = format!(
+        r#"(module
+      (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_buffer_bytes" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_buffer_bytes" (func $put (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_send_local_response"
+        (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 1000) "{key}")
+      (data (i32.const 3100) "X")
+      (global $n (mut i32) (i32.const 0))
+      (func $rec (param $tag i32) (param $v i32)
+        (i32.store8 (i32.add (i32.const 2000) (global.get $n)) (local.get $tag))
+        (i32.store8 (i32.add (i32.const 2001) (global.get $n))
+                    (i32.add (i32.const 48) (local.get $v)))
+        (global.set $n (i32.add (global.get $n) (i32.const 2)))
+        (drop (call $set (i32.const 1000) (i32.const {klen}) (i32.const 2000) (global.get $n)
+                         (i32.const 0))))
+      (func $body_status (result i32)
+        (call $get (i32.const 1) (i32.const 0) (i32.const 100) (i32.const 3000) (i32.const 3004)))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+      (func (export "proxy_on_response_headers") (param $ctx i32) (param i32 i32) (result i32)
+        (call $rec (i32.const 104) (call $body_status))
+        (if (i32.eq (local.get $ctx) (i32.const 3))
+          (then (drop (call $local (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0)
+                                   (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))))
+        (i32.eq (local.get $ctx) (i32.const 4)))
+      (func (export "proxy_on_response_body") (param $ctx i32) (param i32) (param $eos i32)
+        (result i32)
+        (call $rec (i32.const 98) (call $body_status))
+        (drop (call $put (i32.const 1) (i32.const 0) (i32.const 100) (i32.const 3100)
+                         (i32.const 1)))
+        (i32.const 0))
+      (func (export "proxy_on_log") (param i32))
+      (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_delete") (param i32)))"#,
+        klen = key.len(),
+    );
+    let bytes = wat::parse_str(&wat).unwrap_or_else(|e| panic!("wat: {e}"));
+    PluginModule::new(info(key, Limits::default()), &bytes).unwrap_or_else(|e| panic!("load: {e}"))
+}
+
+/// A whole response's headers and body callbacks in one entry (`on_response_whole`) behave as
+/// when they are entered one by one: the headers callback does not see the body; the body
+/// callback runs after a quiet Continue only, and not after a local response or a pause.
+#[test]
+fn a_whole_response_in_one_entry_keeps_the_callbacks_apart() {
+    let module = whole_plugin("whole-entry");
+    let (mut vm, root) = vm_with(&module, "");
+    assert!(vm.merges_whole_response());
+    let seq = || {
+        let (v, _) = sluice_wasm::shared::get_data("", b"whole-entry").unwrap_or_default();
+        String::from_utf8_lossy(&v).into_owned()
+    };
+    let mut results = Vec::new();
+    for want_ctx in [2, 3, 4] {
+        let mut s = TestStream::get("/");
+        s.response = Some(HeaderMap::new());
+        s.body = Some((BufferType::HttpResponseBody, Bytes::from_static(b"hello")));
+        let (ctx, action) = vm
+            .begin_stream(root, 4, true, &mut s)
+            .unwrap_or_else(|f| panic!("begin: {f}"));
+        assert_eq!(ctx, want_ctx);
+        assert_eq!(action.ok(), Some(Action::Continue));
+        let r = vm
+            .on_response_whole(ctx, 1, 5, &mut s)
+            .unwrap_or_else(|f| panic!("whole: {f}"));
+        let local = vm.take_signals(ctx).local_reply.map(|l| l.status);
+        let body = s.body.map(|(_, b)| b);
+        results.push((r, local, body));
+        vm.end_stream(ctx, &mut TestStream::get("/"))
+            .unwrap_or_else(|f| panic!("end: {f}"));
+    }
+    let hello = Some(Bytes::from_static(b"hello"));
+    assert_eq!(
+        results,
+        vec![
+            // Both ran; the body callback replaced the body.
+            (
+                (Action::Continue, Some(Action::Continue)),
+                None,
+                Some(Bytes::from_static(b"X"))
+            ),
+            // The local response stops the entry before the body callback.
+            ((Action::Continue, None), Some(403), hello.clone()),
+            // So does a pause.
+            ((Action::Pause, None), None, hello),
+        ]
+    );
+    // Status 1 (NotFound) in the headers callback, 0 (Ok) in the body callback.
+    assert_eq!(seq(), "h1b0h1h1");
+}

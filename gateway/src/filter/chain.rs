@@ -8,9 +8,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderMap;
 
-use super::{Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases};
+use super::{BodyFlow, Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases, WholeFlow};
 
 /// One filter in a chain, with its phases read once when the chain is built.
 #[derive(Clone)]
@@ -143,22 +144,39 @@ impl Chain {
         (0..n).map(move |i| if reverse { n - 1 - i } else { i })
     }
 
-    /// Run one header/trailer phase over the chain. Returns the local response a filter chose, if
-    /// any (which stops the chain).
+    /// Run one header phase over the chain. Returns the local response a filter chose, if any
+    /// (which stops the chain).
+    ///
+    /// The filters run without waiting ([`Chain::run_now`]) until one pauses; only then does
+    /// the rest of the phase go into a future of its own (boxed), so that the request path's
+    /// future does not carry the waiting part's state.
     pub async fn run<F>(
         &self,
         ex: &SharedExchange,
         phase: Phases,
         mut call: F,
-    ) -> Option<LocalResponse>
+    ) -> Option<Box<LocalResponse>>
+    where
+        F: FnMut(&dyn HttpFilter, &mut FilterCx<'_>) -> Flow,
+    {
+        match self.run_now(ex, phase, 0, &mut call) {
+            Step::Done => None,
+            Step::Respond(r) => Some(r),
+            Step::Paused(p) => Box::pin(self.finish_paused(ex, p, call)).await,
+        }
+    }
+
+    /// Run the filters of a header phase from position `from` (in the phase's order) until one
+    /// pauses.
+    fn run_now<F>(&self, ex: &SharedExchange, phase: Phases, from: usize, call: &mut F) -> Step
     where
         F: FnMut(&dyn HttpFilter, &mut FilterCx<'_>) -> Flow,
     {
         if !self.phases().intersects(phase) {
-            return None;
+            return Step::Done;
         }
         let reverse = phase.intersects(Phases::RESPONSE_HEADERS | Phases::RESPONSE_TRAILERS);
-        for slot in self.slots(reverse) {
+        for (pos, slot) in self.slots(reverse).enumerate().skip(from) {
             let Some(entry) = self.get(slot) else {
                 continue;
             };
@@ -171,30 +189,88 @@ impl Chain {
                 .as_ref()
                 .is_some_and(|t| t.filter_spans())
                 .then(std::time::Instant::now);
-            let mut flow = {
+            let flow = {
                 let mut e = ex.borrow_mut();
                 call(entry.filter.as_ref(), &mut e.cx(slot))
             };
-            loop {
-                match flow {
-                    Flow::Continue => {
-                        phase_span(ex, span_start, entry, phase, "continue");
-                        break;
-                    }
-                    Flow::Respond(r) => {
-                        phase_span(ex, span_start, entry, phase, "respond");
-                        return Some(r);
-                    }
-                    Flow::Pause(pending) => {
-                        let resume = pending.await;
-                        let mut e = ex.borrow_mut();
-                        flow = resume(&mut e.cx(slot));
-                    }
+            match flow {
+                Flow::Continue => phase_span(ex, span_start, entry, phase, "continue"),
+                Flow::Respond(r) => {
+                    phase_span(ex, span_start, entry, phase, "respond");
+                    return Step::Respond(r);
+                }
+                Flow::Pause(pending) => {
+                    return Step::Paused(Paused {
+                        phase,
+                        pos,
+                        slot,
+                        pending,
+                        span_start,
+                    })
                 }
             }
         }
-        None
+        Step::Done
     }
+
+    /// Wait for the paused filter, then run the rest of the phase (which may pause again).
+    async fn finish_paused<F>(
+        &self,
+        ex: &SharedExchange,
+        mut paused: Paused,
+        mut call: F,
+    ) -> Option<Box<LocalResponse>>
+    where
+        F: FnMut(&dyn HttpFilter, &mut FilterCx<'_>) -> Flow,
+    {
+        loop {
+            let resume = paused.pending.await;
+            let flow = {
+                let mut e = ex.borrow_mut();
+                resume(&mut e.cx(paused.slot))
+            };
+            let outcome = match flow {
+                Flow::Pause(pending) => {
+                    paused.pending = pending;
+                    continue;
+                }
+                Flow::Continue => "continue",
+                Flow::Respond(_) => "respond",
+            };
+            if let Some(entry) = self.get(paused.slot) {
+                phase_span(ex, paused.span_start, entry, paused.phase, outcome);
+            }
+            if let Flow::Respond(r) = flow {
+                return Some(r);
+            }
+            match self.run_now(ex, paused.phase, paused.pos + 1, &mut call) {
+                Step::Done => return None,
+                Step::Respond(r) => return Some(r),
+                Step::Paused(p) => paused = p,
+            }
+        }
+    }
+}
+
+/// Where a header phase stands after the filters it could run without waiting.
+enum Step {
+    /// Every filter continued.
+    Done,
+    /// A filter answered locally.
+    Respond(Box<LocalResponse>),
+    /// A filter paused.
+    Paused(Paused),
+}
+
+/// A header phase waiting for a filter to resume.
+struct Paused {
+    phase: Phases,
+    /// Position of the paused filter in the phase's order, and its slot.
+    pos: usize,
+    slot: usize,
+    pending: super::Pending,
+    /// When its call started, for its span when filter spans are traced.
+    span_start: Option<std::time::Instant>,
 }
 
 /// Record the span of one filter phase when the request is traced with filter spans.
@@ -217,18 +293,69 @@ fn phase_span(
 }
 
 impl Chain {
-    pub async fn request_headers(&self, ex: &SharedExchange) -> Option<LocalResponse> {
+    pub async fn request_headers(&self, ex: &SharedExchange) -> Option<Box<LocalResponse>> {
         self.run(ex, Phases::REQUEST_HEADERS, |f, cx| {
             f.on_request_headers(cx)
         })
         .await
     }
 
-    pub async fn response_headers(&self, ex: &SharedExchange) -> Option<LocalResponse> {
+    pub async fn response_headers(&self, ex: &SharedExchange) -> Option<Box<LocalResponse>> {
         self.run(ex, Phases::RESPONSE_HEADERS, |f, cx| {
             f.on_response_headers(cx)
         })
         .await
+    }
+
+    /// The filter that takes a whole response's headers and body phases in one call
+    /// ([`HttpFilter::on_response_whole`]): the chain's only filter with a response body
+    /// phase, when it is also the last filter of the response headers phase (in response
+    /// order). Nothing else then runs between its two phases, so one call does what the two
+    /// phases would. `None` for any other chain.
+    pub fn whole_response_slot(&self) -> Option<usize> {
+        let mut body = None;
+        let mut last_headers = None;
+        for slot in self.slots(true) {
+            let entry = self.get(slot)?;
+            if entry.phases.contains(Phases::RESPONSE_BODY) {
+                if body.is_some() {
+                    return None;
+                }
+                body = Some(slot);
+            }
+            if entry.phases.contains(Phases::RESPONSE_HEADERS) {
+                last_headers = Some(slot);
+            }
+        }
+        body.filter(|b| last_headers == Some(*b))
+    }
+
+    /// The response headers phase for a response whose whole body (`data`) came with its head,
+    /// with the filter at `whole` ([`Chain::whole_response_slot`]) taking its body phase in the
+    /// same call. Returns the local response a filter chose, if any, and the body phase's
+    /// outcome when it ran (`None`: the body phase is still to run).
+    pub async fn response_whole(
+        &self,
+        ex: &SharedExchange,
+        whole: usize,
+        data: &mut Bytes,
+    ) -> (Option<Box<LocalResponse>>, Option<BodyFlow>) {
+        let mut body = None;
+        let local = self
+            .run(ex, Phases::RESPONSE_HEADERS, |f, cx| {
+                if cx.slot() != whole {
+                    return f.on_response_headers(cx);
+                }
+                match f.on_response_whole(cx, data) {
+                    WholeFlow::Headers(flow) => flow,
+                    WholeFlow::Body(flow) => {
+                        body = Some(flow);
+                        Flow::Continue
+                    }
+                }
+            })
+            .await;
+        (local, body)
     }
 
     /// Trailer phases run synchronously inside a body stream; a pause there is not supported and
@@ -337,5 +464,44 @@ mod tests {
             chain(list(vec![request_only()]), list(vec![says_no(), reads()])).reads_request_later()
         );
         assert!(chain(list(vec![reads()]), list(vec![says_no()])).reads_request_later());
+    }
+
+    #[test]
+    fn a_filter_takes_both_response_phases_at_once_only_when_nothing_runs_between_them() {
+        let f = |p: Phases| -> Arc<dyn HttpFilter> { Arc::new(Default(p)) };
+        let both = Phases::RESPONSE_HEADERS | Phases::RESPONSE_BODY;
+        let headers = Phases::RESPONSE_HEADERS;
+        let chain = |listener, route| Chain { listener, route };
+        assert_eq!(
+            chain(None, list(vec![f(both)])).whole_response_slot(),
+            Some(0)
+        );
+        // Response phases run backward: the route's filter (slot 1) has its headers phase
+        // before the listener's (slot 0), whose two phases stay together.
+        assert_eq!(
+            chain(list(vec![f(both)]), list(vec![f(headers)])).whole_response_slot(),
+            Some(0)
+        );
+        // The other way round, slot 0's headers phase would run between slot 1's two phases.
+        assert_eq!(
+            chain(list(vec![f(headers)]), list(vec![f(both)])).whole_response_slot(),
+            None
+        );
+        // Two body filters, or a body filter without a headers phase: one by one.
+        assert_eq!(
+            chain(None, list(vec![f(both), f(Phases::RESPONSE_BODY)])).whole_response_slot(),
+            None
+        );
+        assert_eq!(
+            chain(None, list(vec![f(Phases::RESPONSE_BODY)])).whole_response_slot(),
+            None
+        );
+        // Filters of other phases do not matter.
+        let request = Phases::REQUEST_HEADERS | Phases::LOG;
+        assert_eq!(
+            chain(list(vec![f(request)]), list(vec![f(both), f(request)])).whole_response_slot(),
+            Some(1)
+        );
+        assert_eq!(chain(None, None).whole_response_slot(), None);
     }
 }

@@ -295,7 +295,7 @@ impl HttpFilter for Cors {
 
     fn on_request_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
         if is_preflight(&cx.ex.request) {
-            Flow::Respond(self.preflight(&cx.ex.request))
+            Flow::respond(self.preflight(&cx.ex.request))
         } else {
             Flow::Continue
         }

@@ -210,11 +210,11 @@ impl HttpFilter for Fault {
         let abort = self.pick_abort(cx);
         match (delay, abort) {
             (None, None) => Flow::Continue,
-            (None, Some(r)) => Flow::Respond(r),
+            (None, Some(r)) => Flow::respond(r),
             (Some(d), abort) => Flow::Pause(Box::pin(async move {
                 tokio::time::sleep(d).await;
                 let resume: Resume = Box::new(move |_cx| match abort {
-                    Some(r) => Flow::Respond(r),
+                    Some(r) => Flow::respond(r),
                     None => Flow::Continue,
                 });
                 resume

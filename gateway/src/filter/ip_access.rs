@@ -196,7 +196,7 @@ impl HttpFilter for IpAccess {
         if self.permits(cx.ex.info.client_addr.ip()) {
             Flow::Continue
         } else {
-            Flow::Respond(
+            Flow::respond(
                 LocalResponse::new(self.status, "ip_denied")
                     .with_body("forbidden\n")
                     .with_header(

@@ -534,7 +534,7 @@ impl HttpFilter for LocalRateLimit {
                 }
                 Flow::Continue
             }
-            Decision::Rejected { wait } => Flow::Respond(self.reject(wait)),
+            Decision::Rejected { wait } => Flow::respond(self.reject(wait)),
         }
     }
 

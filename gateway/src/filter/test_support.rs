@@ -87,7 +87,7 @@ pub fn build_with(
 /// The local response of a flow, panicking on anything else.
 pub fn local(flow: Flow) -> LocalResponse {
     match flow {
-        Flow::Respond(r) => r,
+        Flow::Respond(r) => *r,
         Flow::Continue => panic!("expected a local response, got Continue"),
         Flow::Pause(_) => panic!("expected a local response, got Pause"),
     }

@@ -179,7 +179,7 @@ impl FilteredBody {
                     self.hold(slot, data)?;
                     return Ok(None);
                 }
-                BodyFlow::Respond(r) => return Err(self.stop(r)),
+                BodyFlow::Respond(r) => return Err(self.stop(*r)),
                 BodyFlow::Pause(p) => {
                     self.hold(slot, data)?;
                     self.pending = Some((pos, p, eos));
@@ -220,7 +220,7 @@ impl FilteredBody {
                 };
                 self.run_from(pos + 1, data, eos)
             }
-            Flow::Respond(r) => Err(self.stop(r)),
+            Flow::Respond(r) => Err(self.stop(*r)),
             Flow::Pause(p) => {
                 self.pending = Some((pos, p, eos));
                 Ok(None)

@@ -255,7 +255,7 @@ async fn dispatch(
     };
 
     if let Some(r) = chain.request_headers(&ex).await {
-        return Box::pin(local(worker, conn, ex, Some(chain), metrics, r)).await;
+        return Box::pin(local(worker, conn, ex, Some(chain), metrics, *r)).await;
     }
     // As Envoy: a cleared route cache makes the router match the changed request again; the
     // filter chain that already ran stays the request's chain.
@@ -445,19 +445,32 @@ async fn forward(
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     parts.version = Version::HTTP_11;
     ex.borrow_mut().response = Some(parts);
-    if let Some(r) = chain.response_headers(&ex).await {
-        return local_response_only(worker, conn, ex, chain, metrics, r, received);
-    }
-    if !body_filter::applies(&chain, true) {
-        // No filter reads the response body: hand hyper's body to the finishing wrapper as is
-        // (one box per response instead of two).
-        return respond(worker, conn, ex, Some(chain), metrics, incoming, received);
+    let body_phase = body_filter::applies(&chain, true);
+    // A filter that takes both response phases at once (see `Chain::whole_response_slot`)
+    // needs to know whether the whole body came with the head before the headers phase runs.
+    let whole = body_phase.then(|| chain.whole_response_slot()).flatten();
+    if whole.is_none() {
+        if let Some(r) = chain.response_headers(&ex).await {
+            return local_response_only(worker, conn, ex, chain, metrics, *r, received);
+        }
+        if !body_phase {
+            // No filter reads the response body: hand hyper's body to the finishing wrapper as
+            // is (one box per response instead of two).
+            return respond(worker, conn, ex, Some(chain), metrics, incoming, received);
+        }
     }
     let limit = max_body as usize;
     // The usual small response: its whole body came with the head, and the body filters run on
     // it here, without waiting (see `whole_body`). A filter that pauses on it is waited for in a
     // box, so that the request path's future does not carry that part's state.
-    let data = match whole_body::take(incoming).await {
+    let taken = whole_body::take(incoming).await;
+    if whole.is_some() && !matches!(taken, Taken::Whole(_)) {
+        // No whole body: the phases run one by one after all.
+        if let Some(r) = chain.response_headers(&ex).await {
+            return local_response_only(worker, conn, ex, chain, metrics, *r, received);
+        }
+    }
+    let mut data = match taken {
         Taken::Whole(data) => data,
         // The head ended the stream: no body phase.
         Taken::Ended(incoming) => {
@@ -467,12 +480,23 @@ async fn forward(
             return respond_streamed(worker, conn, ex, chain, metrics, body, received, limit)
         }
     };
-    match whole_body::run(&chain, &ex, 0, data, limit) {
+    let ran = match whole {
+        Some(slot) => match chain.response_whole(&ex, slot, &mut data).await {
+            (Some(r), _) => {
+                return local_response_only(worker, conn, ex, chain, metrics, *r, received)
+            }
+            (None, Some(flow)) => whole_body::ran_alone(flow, data, limit),
+            // The headers phase paused (or the filter left the body phase to run after it).
+            (None, None) => whole_body::run(&chain, &ex, 0, data, limit),
+        },
+        None => whole_body::run(&chain, &ex, 0, data, limit),
+    };
+    match ran {
         Ran::Done(data) => {
             let body = http_body_util::Full::new(data);
             respond(worker, conn, ex, Some(chain), metrics, body, received)
         }
-        Ran::Respond(r) => local_response_only(worker, conn, ex, chain, metrics, r, received),
+        Ran::Respond(r) => local_response_only(worker, conn, ex, chain, metrics, *r, received),
         Ran::Paused(p) => {
             let ran = Box::pin(whole_body::finish_paused(
                 chain.clone(),
@@ -486,7 +510,7 @@ async fn forward(
                     let body = http_body_util::Full::new(data);
                     respond(worker, conn, ex, Some(chain), metrics, body, received)
                 }
-                Err(r) => local_response_only(worker, conn, ex, chain, metrics, r, received),
+                Err(r) => local_response_only(worker, conn, ex, chain, metrics, *r, received),
             }
         }
     }
@@ -742,7 +766,7 @@ async fn local(
     let body = set_local(&ex, r);
     if let Some(c) = &chain {
         if let Some(r2) = c.response_headers(&ex).await {
-            let body = set_local(&ex, r2);
+            let body = set_local(&ex, *r2);
             return respond(
                 worker,
                 conn,

@@ -70,7 +70,7 @@ pub enum Ran {
     /// Every body filter continued: the body to send.
     Done(Bytes),
     /// A filter answered locally.
-    Respond(LocalResponse),
+    Respond(Box<LocalResponse>),
     /// A filter paused: finish with [`finish_paused`].
     Paused(Paused),
 }
@@ -108,20 +108,35 @@ pub fn run(chain: &Chain, ex: &SharedExchange, pos: usize, mut data: Bytes, limi
                 .filter
                 .on_response_body(&mut e.cx(slot), &mut data, true)
         };
-        match flow {
-            // At the end of the stream there is nothing more to wait for: buffered data flows on.
-            BodyFlow::Continue | BodyFlow::Buffer => {}
-            BodyFlow::Respond(r) => return Ran::Respond(r),
-            BodyFlow::Pause(pending) => {
-                // The paused filter holds the data, within the same bound as a streamed body.
-                if data.len() > limit {
-                    return Ran::Respond(too_large());
-                }
-                return Ran::Paused(Paused { pos, pending, data });
-            }
-        }
+        data = match outcome(flow, pos, data, limit) {
+            Ok(ran) => return ran,
+            Err(data) => data,
+        };
     }
     Ran::Done(data)
+}
+
+/// Where the body phase stands after the filter at position `pos` gave `flow` for `data`:
+/// `Err` with the data to go on with the next filter.
+fn outcome(flow: BodyFlow, pos: usize, data: Bytes, limit: usize) -> Result<Ran, Bytes> {
+    match flow {
+        // At the end of the stream there is nothing more to wait for: buffered data flows on.
+        BodyFlow::Continue | BodyFlow::Buffer => Err(data),
+        BodyFlow::Respond(r) => Ok(Ran::Respond(r)),
+        BodyFlow::Pause(pending) => {
+            // The paused filter holds the data, within the same bound as a streamed body.
+            if data.len() > limit {
+                return Ok(Ran::Respond(Box::new(too_large())));
+            }
+            Ok(Ran::Paused(Paused { pos, pending, data }))
+        }
+    }
+}
+
+/// Where the body phase stands when its only filter gave `flow` for `data` already (see
+/// [`Chain::response_whole`]).
+pub fn ran_alone(flow: BodyFlow, data: Bytes, limit: usize) -> Ran {
+    outcome(flow, 0, data, limit).unwrap_or_else(Ran::Done)
 }
 
 /// Wait for the paused filter, then run the rest of the body phase (which may pause again).
@@ -133,7 +148,7 @@ pub async fn finish_paused(
     ex: SharedExchange,
     mut paused: Paused,
     limit: usize,
-) -> Result<Bytes, LocalResponse> {
+) -> Result<Bytes, Box<LocalResponse>> {
     loop {
         let resume = paused.pending.await;
         let slot = body_slots(&chain, paused.pos).next().map(|(_, s)| s);
@@ -249,7 +264,7 @@ mod tests {
                 Answer::Continue => BodyFlow::Continue,
                 Answer::Buffer => BodyFlow::Buffer,
                 Answer::Respond => {
-                    BodyFlow::Respond(LocalResponse::new(StatusCode::FORBIDDEN, "test"))
+                    BodyFlow::respond(LocalResponse::new(StatusCode::FORBIDDEN, "test"))
                 }
                 Answer::Pause => BodyFlow::Pause(Box::pin(async {
                     let resume: Resume = Box::new(|_cx: &mut FilterCx<'_>| Flow::Continue);

@@ -19,7 +19,7 @@ use super::worker_vm::{Unavailable, Wake, WorkerVm};
 use super::Plugin;
 use crate::config::model::FailurePolicy;
 use crate::filter::{
-    BodyFlow, Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases, Resume,
+    BodyFlow, Exchange, FilterCx, Flow, HttpFilter, LocalResponse, Phases, Resume, WholeFlow,
 };
 use crate::telemetry::metrics::PluginPhase;
 
@@ -94,7 +94,7 @@ impl WasmFilter {
 enum Outcome {
     Continue,
     Buffer,
-    Respond(LocalResponse),
+    Respond(Box<LocalResponse>),
     Pause(crate::filter::Pending),
 }
 
@@ -211,6 +211,26 @@ impl Call {
     }
 }
 
+/// The number of fields of the response head for `proxy_on_response_headers`: the fields (raw
+/// lines and map entries) and `:status`.
+fn response_fields(cx: &FilterCx<'_>) -> usize {
+    cx.ex.response.as_ref().map_or(0, |r| {
+        let raw = r
+            .extensions
+            .get::<crate::h1::raw_fields::RawFields>()
+            .map_or(0, |f| f.len());
+        raw + r.headers.len() + 1
+    })
+}
+
+/// What the entry of a whole response ran (see [`Inner::run_whole`]).
+enum Whole {
+    /// The headers callback only (it did not continue quietly, or the VM has no helper).
+    Headers(CallResult),
+    /// Both: the headers callback continued and left nothing; the body callback's result.
+    Both(CallResult),
+}
+
 /// What a phase callback returned: the context, the action and the signals it left; `None`
 /// when it continued and left nothing for the worker (see [`sluice_wasm::Vm::is_quiet`]).
 type CallResult = Option<(u32, Action, sluice_wasm::Signals)>;
@@ -234,6 +254,18 @@ struct Step {
     body_len: usize,
 }
 
+/// The facts of an untimed response headers phase, for [`Inner::finish_phase`].
+fn headers_step() -> Step {
+    Step {
+        phase: PluginPhase::ResponseHeaders,
+        start: None,
+        body_kind: None,
+        end_of_stream: true,
+        can_wait: true,
+        body_len: 0,
+    }
+}
+
 /// The stream's context as a phase finds it.
 enum Context {
     /// Created by an earlier phase: worker, context id, VM generation, timed.
@@ -251,7 +283,7 @@ impl Inner {
         match self.plugin.policy {
             FailurePolicy::FailOpen => Outcome::Continue,
             FailurePolicy::FailClosed | FailurePolicy::FailReload => {
-                Outcome::Respond(failure_response(cx.ex))
+                Outcome::Respond(Box::new(failure_response(cx.ex)))
             }
         }
     }
@@ -344,6 +376,63 @@ impl Inner {
         self.finish_phase(cx, step, worker, result)
     }
 
+    /// A whole response's headers and body phases in one entry into the VM
+    /// ([`sluice_wasm::Vm::on_response_whole`]): the body callback runs in the same entry when
+    /// the headers callback continued and asked nothing of the stream. `None` when this stream
+    /// takes the phases one by one: it has no context yet, or its phases are timed (each phase
+    /// is timed on its own). A `WholeFlow::Headers(Flow::Continue)` leaves the body phase to the
+    /// caller.
+    fn run_whole(
+        self: &Arc<Self>,
+        cx: &mut FilterCx<'_>,
+        headers: usize,
+        data: &mut Bytes,
+    ) -> Option<WholeFlow> {
+        let figures = &self.plugin.figures;
+        let (worker, ctx, generation) = match cx.state::<StreamState>() {
+            Some(st) if st.bypass || st.finished => {
+                return Some(WholeFlow::Body(BodyFlow::Continue))
+            }
+            Some(st) if !st.timed => (st.worker.clone(), st.ctx, st.generation),
+            _ => return None,
+        };
+        if figures.unsampled(PluginPhase::ResponseHeaders)
+            || figures.unsampled(PluginPhase::ResponseBody)
+        {
+            return None;
+        }
+        let size = data.len();
+        let mut host = GatewayStream::new(cx.ex);
+        host.body = Some((BufferType::HttpResponseBody, data));
+        let r = worker.with_live_vm(generation, |vm| {
+            Ok(match vm.on_response_whole(ctx, headers, size, &mut host)? {
+                (_, Some(action)) => Whole::Both(call_result(vm, ctx, action)),
+                (action, None) => Whole::Headers(call_result(vm, ctx, action)),
+            })
+        });
+        // The host's borrow of the exchange ends here (its last use).
+        let body_len = host.body.as_ref().map_or(0, |(_, b)| b.len());
+        let (step, result) = match r {
+            Ok(Whole::Both(result)) => {
+                figures.phase_held(PluginPhase::ResponseHeaders);
+                let step = Step {
+                    phase: PluginPhase::ResponseBody,
+                    start: None,
+                    body_kind: Some(BufferType::HttpResponseBody),
+                    end_of_stream: true,
+                    can_wait: true,
+                    body_len,
+                };
+                let outcome = self.finish_phase(cx, step, worker, Ok((result, generation)));
+                return Some(WholeFlow::Body(outcome.body_flow()));
+            }
+            Ok(Whole::Headers(result)) => (headers_step(), Ok((result, generation))),
+            Err(e) => (headers_step(), Err(e)),
+        };
+        let outcome = self.finish_phase(cx, step, worker, result);
+        Some(WholeFlow::Headers(outcome.flow()))
+    }
+
     /// The second half of [`Inner::run`]: record the phase's time, then act on what the plugin
     /// did (failure policy, local response, close, callouts, buffering, pause).
     fn finish_phase(
@@ -374,13 +463,13 @@ impl Inner {
         };
         let calls = worker.take_callouts(Some(ctx));
         if let Some(reply) = signals.local_reply {
-            return Outcome::Respond(local_response(*reply));
+            return Outcome::Respond(Box::new(local_response(*reply)));
         }
         if signals.close {
-            return Outcome::Respond(LocalResponse::new(
+            return Outcome::Respond(Box::new(LocalResponse::new(
                 StatusCode::BAD_GATEWAY,
                 "wasm_plugin_closed_stream",
-            ));
+            )));
         }
         if action == Action::Continue || !can_wait {
             // Envoy still sends a callout the stream did not wait for; its answer comes later.
@@ -404,7 +493,7 @@ impl Inner {
                             "wasm_plugin_response_body_too_large",
                         )
                     };
-                    return Outcome::Respond(LocalResponse::new(status, details));
+                    return Outcome::Respond(Box::new(LocalResponse::new(status, details)));
                 }
                 Outcome::Buffer
             }
@@ -457,11 +546,11 @@ impl Inner {
         w.add_calls(worker.take_callouts(Some(ctx)));
         if let Some(reply) = signals.local_reply {
             w.finish(cx);
-            return Flow::Respond(local_response(*reply));
+            return Flow::respond(local_response(*reply));
         }
         if signals.close {
             w.finish(cx);
-            return Flow::Respond(LocalResponse::new(
+            return Flow::respond(LocalResponse::new(
                 StatusCode::BAD_GATEWAY,
                 "wasm_plugin_closed_stream",
             ));
@@ -657,14 +746,7 @@ impl HttpFilter for WasmFilter {
     }
 
     fn on_response_headers(&self, cx: &mut FilterCx<'_>) -> Flow {
-        // The fields (raw lines and map entries) and `:status`.
-        let n = cx.ex.response.as_ref().map_or(0, |r| {
-            let raw = r
-                .extensions
-                .get::<crate::h1::raw_fields::RawFields>()
-                .map_or(0, |f| f.len());
-            raw + r.headers.len() + 1
-        });
+        let n = response_fields(cx);
         self.inner
             .run(
                 cx,
@@ -698,6 +780,21 @@ impl HttpFilter for WasmFilter {
                 },
             )
             .body_flow()
+    }
+
+    fn on_response_whole(&self, cx: &mut FilterCx<'_>, data: &mut Bytes) -> WholeFlow {
+        let n = response_fields(cx);
+        let flow = match self.inner.run_whole(cx, n, data) {
+            Some(flow) => flow,
+            None => WholeFlow::Headers(self.on_response_headers(cx)),
+        };
+        match flow {
+            // The body callback did not run in the same entry: the stream goes on to it.
+            WholeFlow::Headers(Flow::Continue) => {
+                WholeFlow::Body(self.on_response_body(cx, data, true))
+            }
+            other => other,
+        }
     }
 
     fn on_response_trailers(&self, cx: &mut FilterCx<'_>, trailers: &mut HeaderMap) -> Flow {

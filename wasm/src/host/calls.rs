@@ -26,9 +26,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_continue_stream",
-        |mut c: C<'_>, t: i32| -> HostResult {
-            continue_stream(c.data_mut(), StreamType::from_i32(t))
-        },
+        |mut c: C<'_>, t: i32| -> HostResult { continue_stream(&mut c, StreamType::from_i32(t)) },
     )?;
     l.func_wrap(
         "env",
@@ -37,7 +35,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if StreamType::from_i32(t).is_none() {
                 return status(Status::BadArgument);
             }
-            c.data_mut().signal().close = true;
+            super::signal(&mut c).close = true;
             status(Status::Ok)
         },
     )?;
@@ -45,12 +43,12 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_continue_request",
-        |mut c: C<'_>| -> HostResult { continue_stream(c.data_mut(), Some(StreamType::Request)) },
+        |mut c: C<'_>| -> HostResult { continue_stream(&mut c, Some(StreamType::Request)) },
     )?;
     l.func_wrap(
         "env",
         "proxy_continue_response",
-        |mut c: C<'_>| -> HostResult { continue_stream(c.data_mut(), Some(StreamType::Response)) },
+        |mut c: C<'_>| -> HostResult { continue_stream(&mut c, Some(StreamType::Response)) },
     )?;
     l.func_wrap(
         "env",
@@ -100,10 +98,10 @@ pub(super) fn define(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn continue_stream(st: &mut HostState, t: Option<StreamType>) -> HostResult {
+fn continue_stream(c: &mut C<'_>, t: Option<StreamType>) -> HostResult {
     match t {
-        Some(StreamType::Request) => st.signal().continue_request = true,
-        Some(StreamType::Response) => st.signal().continue_response = true,
+        Some(StreamType::Request) => super::signal(c).continue_request = true,
+        Some(StreamType::Response) => super::signal(c).continue_response = true,
         Some(_) => return status(Status::Unimplemented),
         None => return status(Status::BadArgument),
     }
@@ -166,7 +164,7 @@ fn send_local_response(
     if !(200..=599).contains(&code) {
         return status(Status::BadArgument);
     }
-    c.data_mut().signal().local_reply = Some(Box::new(LocalReply {
+    super::signal(&mut c).local_reply = Some(Box::new(LocalReply {
         status: code,
         details,
         body: Bytes::from(body),

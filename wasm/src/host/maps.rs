@@ -274,6 +274,9 @@ fn get_buffer(
     let Some(kind) = BufferType::from_i32(kind) else {
         return Ok(Status::BadArgument.code());
     };
+    if !super::body_visible(&mut c, kind) {
+        return Ok(Status::NotFound.code());
+    }
     let Some(data) = buffer(c.data_mut(), kind) else {
         return Ok(Status::NotFound.code());
     };
@@ -292,6 +295,9 @@ fn buffer_status(mut c: C<'_>, kind: i32, ret_size: i32, ret_flags: i32) -> Host
     let Some(kind) = BufferType::from_i32(kind) else {
         return Ok(Status::BadArgument.code());
     };
+    if !super::body_visible(&mut c, kind) {
+        return Ok(Status::NotFound.code());
+    }
     let Some(data) = buffer(c.data_mut(), kind) else {
         return Ok(Status::NotFound.code());
     };
@@ -319,6 +325,9 @@ fn set_buffer(mut c: C<'_>, kind: i32, start: i32, size: i32, ptr: i32, len: i32
     let Some(kind) = BufferType::from_i32(kind) else {
         return Ok(Status::BadArgument.code());
     };
+    if !super::body_visible(&mut c, kind) {
+        return Ok(Status::NotFound.code());
+    }
     let Some((mem, st)) = split(&mut c) else {
         return Ok(Status::InvalidMemoryAccess.code());
     };

@@ -12,9 +12,36 @@ use std::collections::HashMap;
 
 use wasmtime::{Engine, ExternType, FuncType, Linker, Module, Val, ValType};
 
-use crate::abi::Status;
-use crate::state::HostState;
+use crate::abi::{BufferType, Status};
+use crate::state::{HostState, Signals};
 use crate::Error;
+
+/// Record a signal (continue, close, local response) for the effective context: the caller sets
+/// a field of the returned slot. A merged entry that runs (see [`crate::merged`]) stops before
+/// its next callback, so the host acts on the signal first, as when the callbacks are entered one
+/// by one.
+pub(crate) fn signal<'a>(c: &'a mut wasmtime::Caller<'_, HostState>) -> &'a mut Signals {
+    if let Some(flags) = c.data().whole_flags {
+        // A global of this store set to an i32: cannot fail.
+        let _ = flags.stop.set(&mut *c, Val::I32(1));
+    }
+    c.data_mut().signal_slot()
+}
+
+/// Whether a stream body buffer is visible to the running callback. In a whole-response entry
+/// the response headers callback runs with the body already at hand; it must not see it, as when
+/// the two callbacks are entered one by one (and as in Envoy, whose headers callback has no body
+/// yet).
+pub(crate) fn body_visible(c: &mut wasmtime::Caller<'_, HostState>, kind: BufferType) -> bool {
+    if kind != BufferType::HttpResponseBody || !c.data().in_whole {
+        return true;
+    }
+    // Without the helper, the entry runs the headers callback alone.
+    match c.data().whole_flags {
+        Some(flags) => flags.in_body.get(&mut *c).i32() == Some(1),
+        None => false,
+    }
+}
 
 /// The host functions of one engine and their types (to spot imports declared differently).
 pub(crate) struct HostLinker {
