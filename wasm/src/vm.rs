@@ -163,9 +163,13 @@ pub struct Vm {
     module: Arc<PluginModule>,
     failure: Option<Failure>,
     next_ctx: u32,
-    /// The root context of each live stream context: callout answers are delivered to the root,
-    /// as Envoy does (the SDKs route them to the stream by token).
+    /// The root context of each live stream context created while the VM had more than one
+    /// root context: callout answers are delivered to the root, as Envoy does (the SDKs route
+    /// them to the stream by token). With one root, the usual case, every stream belongs to it
+    /// and nothing is recorded per stream (see [`Vm::root_of`]).
     roots: IdMap<u32>,
+    /// The root contexts, in the order they were created.
+    root_ids: Vec<u32>,
     /// What every callback is armed with: its deadline in epoch ticks and its fuel.
     arm: Arm,
     /// The merged entries this plugin allows (see [`crate::merged`]).
@@ -312,6 +316,7 @@ impl Vm {
             failure: None,
             next_ctx: 1,
             roots: IdMap::default(),
+            root_ids: Vec::new(),
             arm,
             merged,
             args: Vec::with_capacity(5),
@@ -440,7 +445,28 @@ impl Vm {
 
     /// The root context `ctx` belongs to (`ctx` itself for a root context).
     fn root_of(&self, ctx: u32) -> u32 {
-        self.roots.get(&ctx).copied().unwrap_or(ctx)
+        if let Some(root) = self.roots.get(&ctx) {
+            return *root;
+        }
+        match self.root_ids.first() {
+            // A stream created while its root was the only one.
+            Some(&first) if !self.root_ids.contains(&ctx) => first,
+            _ => ctx,
+        }
+    }
+
+    /// Record `root` as the root of the new stream context `ctx` when it is not the only root.
+    fn note_root(&mut self, ctx: u32, root: u32) {
+        if self.root_ids.len() > 1 {
+            self.roots.insert(ctx, root);
+        }
+    }
+
+    /// Forget the root of a stream context that is gone.
+    fn forget_root(&mut self, ctx: u32) {
+        if !self.roots.is_empty() {
+            self.roots.remove(&ctx);
+        }
     }
 
     fn new_context(&mut self, parent: u32) -> Result<u32, Failure> {
@@ -448,8 +474,10 @@ impl Vm {
         self.next_ctx = self.next_ctx.wrapping_add(1).max(1);
         self.call(Cb::ContextCreate, &[id as i32, parent as i32], id, None)?;
         self.store.data_mut().live_contexts += 1;
-        if parent != 0 {
-            self.roots.insert(id, parent);
+        if parent == 0 {
+            self.root_ids.push(id);
+        } else {
+            self.note_root(id, parent);
         }
         Ok(id)
     }
@@ -527,7 +555,7 @@ impl Vm {
         let id = self.next_ctx;
         self.next_ctx = self.next_ctx.wrapping_add(1).max(1);
         self.store.data_mut().live_contexts += 1;
-        self.roots.insert(id, root);
+        self.note_root(id, root);
         let args = (
             id as i32,
             root as i32,
@@ -724,7 +752,7 @@ impl Vm {
             // What the stream asked in its last callbacks has no stream left to act on.
             st.signals.remove(&ctx);
         }
-        self.roots.remove(&ctx);
+        self.forget_root(ctx);
         if done? != 0 {
             // The helper called `proxy_on_delete` already.
             return Ok(());
@@ -754,7 +782,7 @@ impl Vm {
         let st = self.store.data_mut();
         let released = std::mem::replace(&mut st.done_running, outer).is_some_and(|(_, r)| r);
         let completed = done? != 0;
-        self.roots.remove(&ctx);
+        self.forget_root(ctx);
         if completed || released {
             return self.call(Cb::Delete, &[ctx as i32], ctx, None).map(drop);
         }

@@ -852,3 +852,54 @@ fn a_whole_response_in_one_entry_keeps_the_callbacks_apart() {
     // Status 1 (NotFound) in the headers callback, 0 (Ok) in the body callback.
     assert_eq!(seq(), "h1b0h1h1");
 }
+
+/// Callout answers go to the root context of the stream that made the call, whether the VM had
+/// one root context when the stream started (nothing recorded per stream) or several.
+#[test]
+fn callout_answers_reach_the_stream_s_own_root() {
+    let key = "callout-roots";
+    let wat = format!(
+        r#"(module
+      (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 1000) "{key}")
+      (global $n (mut i32) (i32.const 0))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_http_call_response") (param $root i32) (param i32 i32 i32 i32)
+        (i32.store8 (i32.add (i32.const 2000) (global.get $n))
+                    (i32.add (i32.const 48) (local.get $root)))
+        (global.set $n (i32.add (global.get $n) (i32.const 1)))
+        (drop (call $set (i32.const 1000) (i32.const {klen}) (i32.const 2000) (global.get $n)
+                         (i32.const 0)))))"#,
+        klen = key.len(),
+    );
+    let bytes = wat::parse_str(&wat).unwrap_or_else(|e| panic!("wat: {e}"));
+    let module = PluginModule::new(info(key, Limits::default()), &bytes)
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let (mut vm, first) = vm_with(&module, "");
+    let stream = |vm: &mut Vm, root| {
+        vm.create_stream(root)
+            .unwrap_or_else(|f| panic!("stream: {f}"))
+    };
+    // Created while `first` is the only root.
+    let early = stream(&mut vm, first);
+    let second = vm
+        .create_root(Bytes::new())
+        .unwrap_or_else(|f| panic!("second root: {f}"));
+    let of_second = stream(&mut vm, second);
+    let of_first = stream(&mut vm, first);
+    assert_eq!((first, early, second, of_second, of_first), (1, 2, 3, 4, 5));
+    for (token, ctx) in [early, of_second, of_first, first, second]
+        .into_iter()
+        .enumerate()
+    {
+        vm.on_http_call_response(ctx, token as u32 + 1, None, None)
+            .unwrap_or_else(|f| panic!("answer: {f}"));
+    }
+    let (v, _) = sluice_wasm::shared::get_data("", key.as_bytes()).unwrap_or_default();
+    assert_eq!(String::from_utf8_lossy(&v), "13113");
+}
