@@ -147,7 +147,7 @@ impl Chain {
     /// Run one header phase over the chain. Returns the local response a filter chose, if any
     /// (which stops the chain).
     ///
-    /// The filters run without waiting ([`Chain::run_now`]) until one pauses; only then does
+    /// The filters run without waiting (`Chain::run_now`) until one pauses; only then does
     /// the rest of the phase go into a future of its own (boxed), so that the request path's
     /// future does not carry the waiting part's state.
     pub async fn run<F>(
