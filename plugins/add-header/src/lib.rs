@@ -1,50 +1,48 @@
 //! `add-header`: a first-party Sluice plugin that adds, sets or removes request and response
 //! headers as its configuration says. See README.md for the configuration.
+//!
+//! Written with Sluice's Rust SDK (`sdk/plugin`, crate `sluice-plugin`). The same plugin on the
+//! `proxy-wasm` crate is `bench/plugins/pw-add-header`: the `filters` benchmark runs both.
 
 pub mod config;
 
 use std::rc::Rc;
 
 use config::{Action, Config, Rule};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as Flow, ContextType, LogLevel, MapType};
+use sluice_plugin::{host, Action as Flow, HttpContext, LogLevel, MapType, RootContext};
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { config: Rc::new(Config::default()) })
-    });
-}}
+sluice_plugin::plugin!(Root, |_root_id| Root {
+    config: Rc::new(Config::default()),
+});
 
 struct Root {
     config: Rc<Config>,
 }
 
-impl Context for Root {}
-
 impl RootContext for Root {
+    type Http = Stream;
+
     fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = self.get_plugin_configuration().unwrap_or_default();
+        let raw = host::plugin_configuration()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         match Config::parse(&raw) {
             Ok(config) => {
                 self.config = Rc::new(config);
                 true
             }
             Err(err) => {
-                let _ = proxy_wasm::hostcalls::log(LogLevel::Error, &err.to_string());
+                host::log(LogLevel::Error, &err.to_string());
                 false
             }
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
+    fn create_http_context(&mut self, _context_id: u32) -> Stream {
+        Stream {
             config: Rc::clone(&self.config),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        }
     }
 }
 
@@ -54,17 +52,17 @@ struct Stream {
 
 /// Applies the rules to one header map through the host calls that map to each action.
 fn apply(map: MapType, rules: &[Rule]) {
-    use proxy_wasm::hostcalls::{add_map_value, get_map_value, set_map_value};
     for rule in rules {
         // A host error on one header must not take the request down: the plugin keeps going
         // and the host's log shows the failed call.
         let _ = match (rule.action, rule.value.as_deref()) {
-            (Action::Remove, _) => set_map_value(map, &rule.name, None),
-            (Action::Set, value) => set_map_value(map, &rule.name, value),
-            (Action::Add, Some(value)) => add_map_value(map, &rule.name, value),
-            (Action::Default, Some(value)) => match get_map_value(map, &rule.name) {
+            (Action::Remove, _) => host::remove_header(map, &rule.name),
+            (Action::Set, Some(value)) => host::replace_header(map, &rule.name, value),
+            (Action::Set, None) => host::remove_header(map, &rule.name),
+            (Action::Add, Some(value)) => host::add_header(map, &rule.name, value),
+            (Action::Default, Some(value)) => match host::header_bytes(map, &rule.name) {
                 Ok(Some(_)) => Ok(()),
-                _ => set_map_value(map, &rule.name, Some(value)),
+                _ => host::replace_header(map, &rule.name, value),
             },
             // Validation guarantees a value for add/default.
             (Action::Add | Action::Default, None) => Ok(()),
@@ -72,16 +70,14 @@ fn apply(map: MapType, rules: &[Rule]) {
     }
 }
 
-impl Context for Stream {}
-
 impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Flow {
-        apply(MapType::HttpRequestHeaders, &self.config.request);
+    fn on_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Flow {
+        apply(MapType::RequestHeaders, &self.config.request);
         Flow::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Flow {
-        apply(MapType::HttpResponseHeaders, &self.config.response);
+    fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Flow {
+        apply(MapType::ResponseHeaders, &self.config.response);
         Flow::Continue
     }
 }

@@ -102,6 +102,8 @@ pub struct CaseCtx {
     pub plugin_root_id: Option<String>,
     /// The same work against the raw ABI, for the `filters` case (`--raw-plugin`).
     pub raw_plugin: Option<PathBuf>,
+    /// The plugin built on the `proxy-wasm` crate, for the `filters` case (`--proxy-wasm-plugin`).
+    pub proxy_wasm_plugin: Option<PathBuf>,
     /// Another gateway build run beside `sluice` in the `proxy` case (`--compare NAME=PATH`).
     pub compare: Option<(String, PathBuf)>,
 }
@@ -334,32 +336,13 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
     peers.push(peer);
 
     match &ctx.plugin {
-        Some(wasm) => {
-            let wasm = wasm
-                .canonicalize()
-                .with_context(|| format!("--plugin {}", wasm.display()))?;
-            let mut plugin = json!({
-                "name": "add-header",
-                "wasm": wasm.display().to_string(),
-                // The native filter's operation: an add (`proxy_add_header_map_value`), not
-                // the plugin's default set, which first looks for the name among the fields.
-                "config": {
-                    "response": [ { "name": BENCH_HEADER, "value": "1", "action": "add" } ],
-                },
-            });
-            if let (Some(root_id), Some(map)) = (&ctx.plugin_root_id, plugin.as_object_mut()) {
-                map.insert("root_id".into(), Value::from(root_id.as_str()));
-            }
-            let spec = SluiceSpec {
-                filters: vec![json!({ "plugin": "add-header" })],
-                plugins: vec![plugin],
-                telemetry: None,
-                tls: None,
-            };
-            let mut peer = ctx.sluice(ports, NAME, "sluice+wasm", &spec)?;
-            peer.expect_header = Some(BENCH_HEADER);
-            peers.push(peer);
-        }
+        Some(wasm) => peers.push(add_header_peer(
+            ctx,
+            ports,
+            wasm,
+            "sluice+wasm",
+            "--plugin",
+        )?),
         None => notes.push("sluice+wasm: skipped, no `--plugin PATH.wasm` given".into()),
     }
     let mut ratios = vec![
@@ -382,6 +365,11 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         peers.push(peer);
         ratios.push(("sluice+rawwasm".into(), "sluice".into()));
     }
+    if let Some(wasm) = &ctx.proxy_wasm_plugin {
+        let flag = "--proxy-wasm-plugin";
+        peers.push(add_header_peer(ctx, ports, wasm, "sluice+pwwasm", flag)?);
+        ratios.push(("sluice+pwwasm".into(), "sluice".into()));
+    }
     Ok(Case {
         name: NAME,
         title: "Sluice with no filter, a native `headers` filter, and a wasm plugin adding one response header",
@@ -390,6 +378,41 @@ fn filters(ctx: &CaseCtx, ports: &mut Ports) -> anyhow::Result<Case> {
         notes,
         client: Client::Wrk,
     })
+}
+
+/// A `filters` peer running `wasm`, an add-header plugin (the first-party one or a build of it
+/// on another SDK), configured to add the benchmark's response header.
+fn add_header_peer(
+    ctx: &CaseCtx,
+    ports: &mut Ports,
+    wasm: &Path,
+    peer: &str,
+    flag: &str,
+) -> anyhow::Result<Peer> {
+    let wasm = wasm
+        .canonicalize()
+        .with_context(|| format!("{flag} {}", wasm.display()))?;
+    let mut plugin = json!({
+        "name": "add-header",
+        "wasm": wasm.display().to_string(),
+        // The native filter's operation: an add (`proxy_add_header_map_value`), not the
+        // plugin's default set, which first looks for the name among the fields.
+        "config": {
+            "response": [ { "name": BENCH_HEADER, "value": "1", "action": "add" } ],
+        },
+    });
+    if let (Some(root_id), Some(map)) = (&ctx.plugin_root_id, plugin.as_object_mut()) {
+        map.insert("root_id".into(), Value::from(root_id.as_str()));
+    }
+    let spec = SluiceSpec {
+        filters: vec![json!({ "plugin": "add-header" })],
+        plugins: vec![plugin],
+        telemetry: None,
+        tls: None,
+    };
+    let mut peer = ctx.sluice(ports, "filters", peer, &spec)?;
+    peer.expect_header = Some(BENCH_HEADER);
+    Ok(peer)
 }
 
 /// The cost of a JSON access log written to a file: Sluice and nginx each without and with one
@@ -528,6 +551,7 @@ mod tests {
             plugin,
             plugin_root_id: Some("add_header".into()),
             raw_plugin: None,
+            proxy_wasm_plugin: None,
             compare: None,
         }
     }

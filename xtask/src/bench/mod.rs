@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// share and the SDK's.
     #[arg(long, value_name = "PATH.wasm")]
     raw_plugin: Option<PathBuf>,
+    /// The same plugin built on the `proxy-wasm` crate (`target/plugins/pw_add_header.wasm`): a
+    /// `filters` peer, `sluice+pwwasm`, that shows what that SDK's dispatch costs.
+    #[arg(long, value_name = "PATH.wasm")]
+    proxy_wasm_plugin: Option<PathBuf>,
     /// Also write each case's table into its marked section of docs/performance.md.
     #[arg(long)]
     write_docs: bool,
@@ -161,6 +165,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         plugin: args.plugin.clone(),
         plugin_root_id: args.plugin_root_id.clone(),
         raw_plugin: args.raw_plugin.clone(),
+        proxy_wasm_plugin: args.proxy_wasm_plugin.clone(),
         compare: args.compare.clone(),
     };
     let mut cases = defs
@@ -293,6 +298,7 @@ fn print_configs(args: &BenchArgs, defs: &[&cases::CaseDef]) -> anyhow::Result<(
         plugin: args.plugin.clone(),
         plugin_root_id: args.plugin_root_id.clone(),
         raw_plugin: args.raw_plugin.clone(),
+        proxy_wasm_plugin: args.proxy_wasm_plugin.clone(),
         compare: args.compare.clone(),
     };
     let up_dir = work.join("upstream");

@@ -178,6 +178,7 @@ mod tests {
             plugin: None,
             plugin_root_id: None,
             raw_plugin: None,
+            proxy_wasm_plugin: None,
             compare: None,
         };
         let case = cases::select("proxy")?[0];

@@ -1,0 +1,290 @@
+//! `sluice-plugin`: a lean Rust SDK for proxy-wasm HTTP plugins.
+//!
+//! A plugin is two types: a [`RootContext`] (one per plugin configuration in each VM: it reads
+//! the configuration, runs timers, and makes the HTTP contexts) and an [`HttpContext`] (one per
+//! request). [`plugin!`] exports the proxy-wasm ABI 0.2.1 callbacks for them, so the module runs
+//! in Sluice, Envoy or any other proxy-wasm host. [`host`] has the calls a plugin makes.
+//!
+//! ```no_run
+//! use sluice_plugin::{host, Action, HttpContext, MapType, RootContext};
+//!
+//! #[derive(Default)]
+//! struct Root {
+//!     value: std::rc::Rc<str>,
+//! }
+//!
+//! impl RootContext for Root {
+//!     type Http = Stream;
+//!
+//!     fn on_configure(&mut self, _size: usize) -> bool {
+//!         let config = host::plugin_configuration().ok().flatten().unwrap_or_default();
+//!         self.value = String::from_utf8_lossy(&config).into();
+//!         true
+//!     }
+//!
+//!     fn create_http_context(&mut self, _id: u32) -> Stream {
+//!         Stream { value: self.value.clone() }
+//!     }
+//! }
+//!
+//! struct Stream {
+//!     value: std::rc::Rc<str>,
+//! }
+//!
+//! impl HttpContext for Stream {
+//!     fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+//!         let _ = host::add_header(MapType::ResponseHeaders, "x-hello", &self.value);
+//!         Action::Continue
+//!     }
+//! }
+//!
+//! sluice_plugin::plugin!(Root, |_root_id| Root::default());
+//! ```
+//!
+//! How it differs from the `proxy-wasm` crate: contexts are your own types, held by value and
+//! reached by static dispatch (no `Box<dyn>` per request, a mask and a compare to find a context),
+//! which makes the SDK's share of a request a few hundred instructions instead of a few
+//! thousand (docs/plugins.md, "What a plugin costs"). It covers HTTP plugins: no TCP (network)
+//! filters and no gRPC callouts; write those with the `proxy-wasm` crate, which Sluice runs too.
+
+pub mod contexts;
+pub mod dispatch;
+pub mod host;
+pub mod pairs;
+
+mod abi;
+mod types;
+
+pub use types::{Action, BufferType, LogLevel, MapType, MetricType, Status, StreamType};
+
+/// A plugin's root context: one per plugin configuration in each VM, alive as long as the VM.
+pub trait RootContext: 'static {
+    /// The per-request context this root makes.
+    type Http: HttpContext;
+
+    /// The VM started; `vm_configuration_size` bytes of [`host::vm_configuration`] are there.
+    /// `false` fails the VM.
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        true
+    }
+
+    /// The plugin's configuration arrived ([`host::plugin_configuration`]): at start and on each
+    /// change. `false` rejects it (Sluice then keeps the previous plugin running).
+    fn on_configure(&mut self, _configuration_size: usize) -> bool {
+        true
+    }
+
+    /// The timer set by [`host::set_tick_period`] fired.
+    fn on_tick(&mut self) {}
+
+    /// An item arrived in a queue this VM registered ([`host::register_queue`]).
+    fn on_queue_ready(&mut self, _queue_id: u32) {}
+
+    /// The answer to a callout this root sent ([`host::http_call`]); read it with
+    /// [`host::http_call_response_headers`] and friends. No answer (a timeout, a reset) comes
+    /// with zero headers and no body.
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body_size: usize,
+        _trailers: usize,
+    ) {
+    }
+
+    /// A new request: its context.
+    fn create_http_context(&mut self, context_id: u32) -> Self::Http;
+
+    /// The root's log callback (when the host logs the root, rarely).
+    fn on_log(&mut self) {}
+
+    /// The VM is shutting down; `true` when the root has nothing left to finish.
+    fn on_done(&mut self) -> bool {
+        true
+    }
+}
+
+/// One request's context. Every callback has a default that lets the request through unchanged.
+pub trait HttpContext: 'static {
+    /// The request's headers arrived ([`host::header`] / [`host::headers`] with
+    /// [`MapType::RequestHeaders`]); `end_of_stream` when the request has no body.
+    fn on_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+
+    /// A chunk of the request body ([`host::buffer`] with [`BufferType::HttpRequestBody`]).
+    /// [`Action::Pause`] makes the host buffer the body and call again, with all of it, at its
+    /// end.
+    fn on_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+
+    /// The request's trailers.
+    fn on_request_trailers(&mut self, _trailers: usize) -> Action {
+        Action::Continue
+    }
+
+    /// The response's headers.
+    fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+
+    /// A chunk of the response body (see [`HttpContext::on_request_body`]).
+    fn on_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+
+    /// The response's trailers.
+    fn on_response_trailers(&mut self, _trailers: usize) -> Action {
+        Action::Continue
+    }
+
+    /// The answer to a callout this request sent ([`host::http_call`]). Resume the request
+    /// ([`host::resume_request`]) or answer it ([`host::send_response`]) from here.
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body_size: usize,
+        _trailers: usize,
+    ) {
+    }
+
+    /// The request is complete: its access log entry is being written; properties such as
+    /// `response.code` are readable.
+    fn on_log(&mut self) {}
+
+    /// The request ended; `true` lets the host delete the context now.
+    fn on_done(&mut self) -> bool {
+        true
+    }
+}
+
+/// `proxy_on_memory_allocate`: memory for what the host returns to the plugin, which the
+/// [`host`] calls take back as a `Vec<u8>` of exactly `size` bytes.
+#[doc(hidden)]
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut buf = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
+    buf.as_mut_ptr()
+}
+
+/// Exports the proxy-wasm ABI 0.2.1 for a plugin: `plugin!(RootType, |root_context_id| make_root)`.
+/// Use it once, in the plugin crate's `lib.rs` (crate type `cdylib`).
+#[macro_export]
+macro_rules! plugin {
+    ($root:ty, $new_root:expr) => {
+        const _: () = {
+            use $crate::dispatch::Dispatcher;
+
+            thread_local! {
+                static DISPATCHER: Dispatcher<$root> = const { Dispatcher::new() };
+            }
+
+            #[cfg(target_os = "wasi")]
+            extern "C" {
+                fn __wasm_call_ctors();
+            }
+
+            /// Makes the module a WASI reactor: the host calls this once, before any callback,
+            /// and the linker does not wrap every export in constructor and destructor calls,
+            /// as it does for a module without it.
+            #[no_mangle]
+            pub extern "C" fn _initialize() {
+                #[cfg(target_os = "wasi")]
+                // SAFETY: the linker's constructor list, run once, before anything else.
+                unsafe {
+                    __wasm_call_ctors()
+                };
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+                $crate::allocate(size)
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
+                DISPATCHER.with(|d| d.on_context_create(id, parent, $new_root))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_vm_start(root: u32, size: usize) -> u32 {
+                DISPATCHER.with(|d| d.on_vm_start(root, size))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
+                DISPATCHER.with(|d| d.on_configure(root, size))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_tick(root: u32) {
+                DISPATCHER.with(|d| d.on_tick(root))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_queue_ready(root: u32, queue: u32) {
+                DISPATCHER.with(|d| d.on_queue_ready(root, queue))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_headers(id: u32, headers: usize, eos: u32) -> u32 {
+                DISPATCHER.with(|d| d.on_request_headers(id, headers, eos))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
+                DISPATCHER.with(|d| d.on_request_body(id, size, eos))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_trailers(id: u32, trailers: usize) -> u32 {
+                DISPATCHER.with(|d| d.on_request_trailers(id, trailers))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_response_headers(id: u32, headers: usize, eos: u32) -> u32 {
+                DISPATCHER.with(|d| d.on_response_headers(id, headers, eos))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
+                DISPATCHER.with(|d| d.on_response_body(id, size, eos))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_response_trailers(id: u32, trailers: usize) -> u32 {
+                DISPATCHER.with(|d| d.on_response_trailers(id, trailers))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_http_call_response(
+                id: u32,
+                token: u32,
+                headers: usize,
+                body: usize,
+                trailers: usize,
+            ) {
+                DISPATCHER.with(|d| d.on_http_call_response(id, token, headers, body, trailers))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_log(id: u32) {
+                DISPATCHER.with(|d| d.on_log(id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_done(id: u32) -> u32 {
+                DISPATCHER.with(|d| d.on_done(id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_delete(id: u32) {
+                DISPATCHER.with(|d| d.on_delete(id))
+            }
+        };
+    };
+}
