@@ -74,6 +74,7 @@ imports! {
     fn proxy_continue_stream(stream: u32);
     fn proxy_close_stream(stream: u32);
     fn proxy_set_effective_context(context: u32);
+    fn proxy_done();
     fn proxy_http_call(
         upstream: *const u8,
         upstream_size: usize,

@@ -71,17 +71,22 @@ impl<R: RootContext> Dispatcher<R> {
     }
 
     /// `proxy_on_context_create`: a root context (`parent` 0) from `new_root`, or an HTTP
-    /// context from its root. A stream whose root does not exist is not created; its callbacks
-    /// then do nothing.
+    /// context from its root. A stream whose root does not exist is not created (the plugin
+    /// logs an error); its callbacks then do nothing.
     pub fn on_context_create(&self, id: u32, parent: u32, new_root: impl FnOnce(u32) -> R) {
         if parent == 0 {
             let root = new_root(id);
             self.roots.borrow_mut().push((id, root));
             return;
         }
-        let stream = self.with_root(parent, None, |root| Some(root.create_http_context(id)));
-        if let Some(stream) = stream {
-            self.streams.borrow_mut().insert(id, stream);
+        match self.with_root(parent, None, |root| Some(root.create_http_context(id))) {
+            Some(stream) => {
+                self.streams.borrow_mut().insert(id, stream);
+            }
+            None => crate::host::log(
+                crate::LogLevel::Error,
+                &format!("sluice-plugin: context {id} names root context {parent}, which does not exist; its callbacks will do nothing"),
+            ),
         }
     }
 

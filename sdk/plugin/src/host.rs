@@ -240,6 +240,12 @@ pub fn set_effective_context(id: u32) -> Result<(), Status> {
     Status::check(unsafe { abi::proxy_set_effective_context(id) })
 }
 
+/// Tells the host that a root context which answered `false` from `on_done` has finished.
+pub fn done() -> Result<(), Status> {
+    // SAFETY: no arguments.
+    Status::check(unsafe { abi::proxy_done() })
+}
+
 /// Sends an HTTP request to `cluster` (`:method`, `:path` and `:authority` among `headers`); the
 /// answer comes to the calling context's `on_http_call_response` with the returned token.
 pub fn http_call(

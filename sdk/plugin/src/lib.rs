@@ -98,7 +98,8 @@ pub trait RootContext: 'static {
     /// The root's log callback (when the host logs the root, rarely).
     fn on_log(&mut self) {}
 
-    /// The VM is shutting down; `true` when the root has nothing left to finish.
+    /// The VM is shutting down; `true` when the root has nothing left to finish, `false` to
+    /// finish first and then call [`host::done`].
     fn on_done(&mut self) -> bool {
         true
     }
