@@ -170,7 +170,9 @@ pub fn allocate(size: usize) -> *mut u8 {
 }
 
 /// Exports the proxy-wasm ABI 0.2.1 for a plugin: `plugin!(RootType, |root_context_id| make_root)`.
-/// Use it once, in the plugin crate's `lib.rs` (crate type `cdylib`).
+/// Use it once, in the plugin crate's `lib.rs` (crate type `cdylib`). Every root context (one
+/// per use of the plugin in a chain) comes from the same closure; one that must tell uses apart
+/// reads `host::property(&["plugin_root_id"])` in `on_configure`.
 #[macro_export]
 macro_rules! plugin {
     ($root:ty, $new_root:expr) => {
