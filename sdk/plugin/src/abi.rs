@@ -87,6 +87,35 @@ imports! {
         timeout_ms: u32,
         token: *mut u32,
     );
+    fn proxy_grpc_call(
+        upstream: *const u8,
+        upstream_size: usize,
+        service: *const u8,
+        service_size: usize,
+        method: *const u8,
+        method_size: usize,
+        metadata: *const u8,
+        metadata_size: usize,
+        message: *const u8,
+        message_size: usize,
+        timeout_ms: u32,
+        token: *mut u32,
+    );
+    fn proxy_grpc_stream(
+        upstream: *const u8,
+        upstream_size: usize,
+        service: *const u8,
+        service_size: usize,
+        method: *const u8,
+        method_size: usize,
+        metadata: *const u8,
+        metadata_size: usize,
+        token: *mut u32,
+    );
+    fn proxy_grpc_send(token: u32, message: *const u8, message_size: usize, end_of_stream: u32);
+    fn proxy_grpc_close(token: u32);
+    fn proxy_grpc_cancel(token: u32);
+    fn proxy_get_status(code: *mut u32, message: *mut *mut u8, message_size: *mut usize);
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32);
     fn proxy_increment_metric(id: u32, offset: i64);
     fn proxy_record_metric(id: u32, value: u64);

@@ -13,12 +13,46 @@ thread_local! {
     static ACTIVE: Cell<u32> = const { Cell::new(0) };
     /// Callout token -> the context that sent it.
     static CALLOUTS: RefCell<IdMap<u32>> = const { RefCell::new(IdMap::with_hasher(BuildHasherDefault::new())) };
+    /// gRPC call or stream token -> the context that opened it, and whether it is a stream.
+    static GRPC: RefCell<IdMap<(u32, bool)>> = const { RefCell::new(IdMap::with_hasher(BuildHasherDefault::new())) };
 }
 
 /// Records that the running context sent callout `token` ([`crate::host::http_call`]).
 pub(crate) fn callout_sent(token: u32) {
     let context = ACTIVE.with(Cell::get);
     CALLOUTS.with(|c| c.borrow_mut().insert(token, context));
+}
+
+/// Records that the running context opened gRPC call or stream `token`.
+pub(crate) fn grpc_sent(token: u32, stream: bool) {
+    let context = ACTIVE.with(Cell::get);
+    GRPC.with(|g| g.borrow_mut().insert(token, (context, stream)));
+}
+
+/// Forgets a cancelled gRPC token.
+pub(crate) fn grpc_forget(token: u32) {
+    GRPC.with(|g| g.borrow_mut().remove(&token));
+}
+
+/// The context that opened gRPC `token` and whether it is a stream; `last` forgets it.
+fn grpc_owner(token: u32, last: bool) -> Option<(u32, bool)> {
+    GRPC.with(|g| {
+        let mut g = g.borrow_mut();
+        if last {
+            g.remove(&token)
+        } else {
+            g.get(&token).copied()
+        }
+    })
+}
+
+/// One gRPC event, for [`Dispatcher::grpc_event`].
+#[derive(Clone, Copy)]
+enum GrpcEvent {
+    InitialMetadata(usize),
+    Message(usize),
+    TrailingMetadata(usize),
+    Close(u32),
 }
 
 /// The contexts of one plugin module, and the host callbacks that reach them.
@@ -167,6 +201,68 @@ impl<R: RootContext> Dispatcher<R> {
                 r.on_http_call_response(token, headers, body, trailers)
             })
         }
+    }
+
+    /// Routes a gRPC event to the context that opened the call or stream. A unary call's answer
+    /// is its message (status 0) or its close (the status); the metadata around it is not
+    /// delivered.
+    fn grpc_event(&self, token: u32, event: GrpcEvent) {
+        let last = matches!(event, GrpcEvent::Close(_))
+            || matches!(
+                (event, grpc_owner(token, false)),
+                (GrpcEvent::Message(_), Some((_, false)))
+            );
+        let Some((owner, stream)) = grpc_owner(token, last) else {
+            return;
+        };
+        // The same calls on a root or an HTTP context (two traits, the same method names).
+        macro_rules! deliver {
+            ($target:expr) => {
+                match (stream, event) {
+                    (false, GrpcEvent::Message(size)) => {
+                        $target.on_grpc_call_response(token, 0, size)
+                    }
+                    (false, GrpcEvent::Close(status)) => {
+                        $target.on_grpc_call_response(token, status, 0)
+                    }
+                    (false, _) => {}
+                    (true, GrpcEvent::InitialMetadata(n)) => {
+                        $target.on_grpc_stream_initial_metadata(token, n)
+                    }
+                    (true, GrpcEvent::Message(size)) => $target.on_grpc_stream_message(token, size),
+                    (true, GrpcEvent::TrailingMetadata(n)) => {
+                        $target.on_grpc_stream_trailing_metadata(token, n)
+                    }
+                    (true, GrpcEvent::Close(status)) => $target.on_grpc_stream_close(token, status),
+                }
+            };
+        }
+        let is_stream_context = self.streams.borrow_mut().contains(owner);
+        if is_stream_context {
+            self.with_stream(owner, (), |s| deliver!(s))
+        } else {
+            self.with_root(owner, (), |r| deliver!(r))
+        }
+    }
+
+    /// `proxy_on_grpc_receive_initial_metadata`.
+    pub fn on_grpc_initial_metadata(&self, token: u32, headers: usize) {
+        self.grpc_event(token, GrpcEvent::InitialMetadata(headers))
+    }
+
+    /// `proxy_on_grpc_receive`.
+    pub fn on_grpc_receive(&self, token: u32, size: usize) {
+        self.grpc_event(token, GrpcEvent::Message(size))
+    }
+
+    /// `proxy_on_grpc_receive_trailing_metadata`.
+    pub fn on_grpc_trailing_metadata(&self, token: u32, trailers: usize) {
+        self.grpc_event(token, GrpcEvent::TrailingMetadata(trailers))
+    }
+
+    /// `proxy_on_grpc_close`.
+    pub fn on_grpc_close(&self, token: u32, status: u32) {
+        self.grpc_event(token, GrpcEvent::Close(status))
     }
 
     /// `proxy_on_log`.

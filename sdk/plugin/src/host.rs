@@ -295,6 +295,112 @@ pub fn http_call_response_trailers() -> Result<Vec<(String, String)>, Status> {
     headers(MapType::HttpCallResponseTrailers)
 }
 
+/// Sends a unary gRPC request to `cluster` (an HTTP/2 cluster): `service` and `method` name the
+/// RPC, `message` is the serialized request (unframed). The answer comes to the calling
+/// context's `on_grpc_call_response` with the returned token.
+pub fn grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    metadata: &[(&str, &str)],
+    message: &[u8],
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let metadata = pairs::encode(metadata);
+    let timeout = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let mut token = 0u32;
+    // SAFETY: pointers and lengths describe the strings, `metadata` and `message`; `token`
+    // outlives the call.
+    Status::check(unsafe {
+        abi::proxy_grpc_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            service.as_ptr(),
+            service.len(),
+            method.as_ptr(),
+            method.len(),
+            metadata.as_ptr(),
+            metadata.len(),
+            message.as_ptr(),
+            message.len(),
+            timeout,
+            &mut token,
+        )
+    })?;
+    crate::dispatch::grpc_sent(token, false);
+    Ok(token)
+}
+
+/// Opens a gRPC stream to `cluster`; send on it with [`grpc_send`]. Its events come to the
+/// calling context's `on_grpc_stream_*` callbacks with the returned token.
+pub fn grpc_stream(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    metadata: &[(&str, &str)],
+) -> Result<u32, Status> {
+    let metadata = pairs::encode(metadata);
+    let mut token = 0u32;
+    // SAFETY: pointers and lengths describe the strings and `metadata`; `token` outlives the
+    // call.
+    Status::check(unsafe {
+        abi::proxy_grpc_stream(
+            cluster.as_ptr(),
+            cluster.len(),
+            service.as_ptr(),
+            service.len(),
+            method.as_ptr(),
+            method.len(),
+            metadata.as_ptr(),
+            metadata.len(),
+            &mut token,
+        )
+    })?;
+    crate::dispatch::grpc_sent(token, true);
+    Ok(token)
+}
+
+/// Sends a message (serialized, unframed) on a gRPC stream; `end_of_stream` half-closes it.
+pub fn grpc_send(token: u32, message: &[u8], end_of_stream: bool) -> Result<(), Status> {
+    // SAFETY: pointer and length describe `message`.
+    Status::check(unsafe {
+        abi::proxy_grpc_send(
+            token,
+            message.as_ptr(),
+            message.len(),
+            u32::from(end_of_stream),
+        )
+    })
+}
+
+/// Half-closes a gRPC stream (no more messages from the plugin).
+pub fn grpc_close(token: u32) -> Result<(), Status> {
+    // SAFETY: a plain integer.
+    Status::check(unsafe { abi::proxy_grpc_close(token) })
+}
+
+/// Cancels a gRPC call or stream: no callback comes for it any more.
+pub fn grpc_cancel(token: u32) -> Result<(), Status> {
+    // SAFETY: a plain integer.
+    Status::check(unsafe { abi::proxy_grpc_cancel(token) })?;
+    crate::dispatch::grpc_forget(token);
+    Ok(())
+}
+
+/// Up to `max` bytes of the gRPC message being delivered, from `start`.
+pub fn grpc_message(start: usize, max: usize) -> Result<Option<Vec<u8>>, Status> {
+    buffer(BufferType::GrpcReceiveBuffer, start, max)
+}
+
+/// The status code and message of the gRPC call or stream that just closed (in
+/// `on_grpc_call_response` with a non-zero status, or `on_grpc_stream_close`).
+pub fn grpc_status() -> Result<(u32, String), Status> {
+    let mut code = 0u32;
+    // SAFETY: the out-pointers outlive the call.
+    let message = fetch(|data, size| unsafe { abi::proxy_get_status(&mut code, data, size) })?;
+    Ok((code, text(message.unwrap_or_default())))
+}
+
 /// Defines (or finds) a metric; the id is valid in every context of this VM.
 pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {
     let mut id = 0u32;

@@ -44,8 +44,9 @@
 //! How it differs from the `proxy-wasm` crate: contexts are your own types, held by value and
 //! reached by static dispatch (no `Box<dyn>` per request, a mask and a compare to find a context),
 //! which makes the SDK's share of a request a few hundred instructions instead of a few
-//! thousand (docs/plugins.md, "What a plugin costs"). It covers HTTP plugins: no TCP (network)
-//! filters and no gRPC callouts; write those with the `proxy-wasm` crate, which Sluice runs too.
+//! thousand (docs/plugins.md, "What a plugin costs"). It covers HTTP plugins, with http and gRPC
+//! callouts; it has no TCP (network) filters: write those with the `proxy-wasm` crate, which
+//! Sluice runs too.
 
 pub mod contexts;
 pub mod dispatch;
@@ -91,6 +92,24 @@ pub trait RootContext: 'static {
         _trailers: usize,
     ) {
     }
+
+    /// The answer to a unary gRPC call this root sent ([`host::grpc_call`]): `status` 0 with
+    /// the message ([`host::grpc_message`]), or the call's non-zero status and no message
+    /// ([`host::grpc_status`] has its text).
+    fn on_grpc_call_response(&mut self, _token: u32, _status: u32, _message_size: usize) {}
+
+    /// A gRPC stream this root opened ([`host::grpc_stream`]) got its initial metadata
+    /// ([`host::headers`] with [`MapType::GrpcInitialMetadata`]).
+    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {}
+
+    /// A message arrived on a gRPC stream ([`host::grpc_message`]).
+    fn on_grpc_stream_message(&mut self, _token: u32, _message_size: usize) {}
+
+    /// A gRPC stream's trailing metadata ([`MapType::GrpcTrailingMetadata`]).
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {}
+
+    /// A gRPC stream ended with `status` ([`host::grpc_status`]).
+    fn on_grpc_stream_close(&mut self, _token: u32, _status: u32) {}
 
     /// A new request: its context.
     fn create_http_context(&mut self, context_id: u32) -> Self::Http;
@@ -150,6 +169,24 @@ pub trait HttpContext: 'static {
         _trailers: usize,
     ) {
     }
+
+    /// The answer to a unary gRPC call this request sent ([`host::grpc_call`]): `status` 0 with
+    /// the message ([`host::grpc_message`]), or the call's non-zero status and no message
+    /// ([`host::grpc_status`] has its text).
+    fn on_grpc_call_response(&mut self, _token: u32, _status: u32, _message_size: usize) {}
+
+    /// A gRPC stream this request opened ([`host::grpc_stream`]) got its initial metadata
+    /// ([`host::headers`] with [`MapType::GrpcInitialMetadata`]).
+    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {}
+
+    /// A message arrived on a gRPC stream ([`host::grpc_message`]).
+    fn on_grpc_stream_message(&mut self, _token: u32, _message_size: usize) {}
+
+    /// A gRPC stream's trailing metadata ([`MapType::GrpcTrailingMetadata`]).
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {}
+
+    /// A gRPC stream ended with `status` ([`host::grpc_status`]).
+    fn on_grpc_stream_close(&mut self, _token: u32, _status: u32) {}
 
     /// The request is complete: its access log entry is being written; properties such as
     /// `response.code` are readable.
@@ -272,6 +309,34 @@ macro_rules! plugin {
                 trailers: usize,
             ) {
                 DISPATCHER.with(|d| d.on_http_call_response(id, token, headers, body, trailers))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_receive_initial_metadata(
+                _id: u32,
+                token: u32,
+                headers: usize,
+            ) {
+                DISPATCHER.with(|d| d.on_grpc_initial_metadata(token, headers))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_receive(_id: u32, token: u32, size: usize) {
+                DISPATCHER.with(|d| d.on_grpc_receive(token, size))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(
+                _id: u32,
+                token: u32,
+                trailers: usize,
+            ) {
+                DISPATCHER.with(|d| d.on_grpc_trailing_metadata(token, trailers))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_close(_id: u32, token: u32, status: u32) {
+                DISPATCHER.with(|d| d.on_grpc_close(token, status))
             }
 
             #[no_mangle]

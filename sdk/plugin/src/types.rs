@@ -86,6 +86,10 @@ pub enum MapType {
     ResponseHeaders = 2,
     /// The response's trailers (response-trailers callback).
     ResponseTrailers = 3,
+    /// The initial metadata of a gRPC stream (in `on_grpc_stream_initial_metadata`).
+    GrpcInitialMetadata = 4,
+    /// The trailing metadata of a gRPC stream (in `on_grpc_stream_trailing_metadata`).
+    GrpcTrailingMetadata = 5,
     /// The headers of an http callout's response (in `on_http_call_response`).
     HttpCallResponseHeaders = 6,
     /// The trailers of an http callout's response (in `on_http_call_response`).
@@ -102,6 +106,9 @@ pub enum BufferType {
     HttpResponseBody = 1,
     /// The body of an http callout's response (in `on_http_call_response`).
     HttpCallResponseBody = 4,
+    /// A gRPC message received (in `on_grpc_call_response` and `on_grpc_stream_message`),
+    /// without its 5-byte frame header.
+    GrpcReceiveBuffer = 5,
     /// The VM's configuration (in `on_vm_start`).
     VmConfiguration = 6,
     /// The plugin's configuration (in `on_configure`).

@@ -108,6 +108,72 @@ fn a_callout_answer_reaches_the_stream_that_sent_it() -> Result<(), sluice_plugi
     Ok(())
 }
 
+/// A gRPC frame: uncompressed, big-endian length, then the message.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+#[test]
+fn a_unary_grpc_answer_or_its_error_reaches_the_stream() -> Result<(), sluice_plugin_testkit::Error>
+{
+    let kit = kit().on_http_call("grpc", |req| {
+        assert_eq!(req.path, "/grpc.health.v1.Health/Check");
+        assert_eq!(req.header("x-caller"), Some("check"));
+        assert_eq!(req.body.as_ref(), grpc_frame(b"\x0a\x03web").as_slice());
+        Response::ok()
+            .header("content-type", "application/grpc")
+            .body(grpc_frame(b"\x08\x01"))
+            .trailer("grpc-status", "0")
+    });
+    let out = kit
+        .request(Request::get("/").header("x-do", "grpc"))
+        .run()?;
+    // SERVING (1), the plugin saw the message without its frame.
+    assert_eq!(out.upstream().header("x-grpc-answer"), Some("[8, 1]"));
+
+    let kit = self::kit().on_http_call("grpc", |_| {
+        Response::ok()
+            .header("content-type", "application/grpc")
+            .trailer("grpc-status", "7")
+            .trailer("grpc-message", "not for you")
+    });
+    let out = kit
+        .request(Request::get("/").header("x-do", "grpc"))
+        .run()?;
+    assert_eq!(out.response.status, 403);
+    assert_eq!(out.response.body_text(), "grpc status 7: not for you");
+    Ok(())
+}
+
+#[test]
+fn a_grpc_stream_delivers_every_event_to_the_stream_that_opened_it(
+) -> Result<(), sluice_plugin_testkit::Error> {
+    let kit = kit().on_http_call("grpc", |req| {
+        assert_eq!(req.path, "/test.Echo/Chat");
+        // Both messages the plugin sent, framed, the stream half-closed after the second.
+        let mut sent = grpc_frame(b"one");
+        sent.extend(grpc_frame(b"two"));
+        assert_eq!(req.body.as_ref(), sent.as_slice());
+        let mut answer = grpc_frame(b"ONE");
+        answer.extend(grpc_frame(b"TWO"));
+        Response::ok()
+            .header("content-type", "application/grpc")
+            .body(answer)
+            .trailer("grpc-status", "0")
+    });
+    let out = kit
+        .request(Request::get("/").header("x-do", "grpc-stream"))
+        .run()?;
+    assert_eq!(
+        out.upstream().header("x-grpc-events"),
+        Some("meta:application/grpc,msg:ONE,msg:TWO,trailers:0,close:0")
+    );
+    Ok(())
+}
+
 #[test]
 fn buffers_and_rewrites_the_request_body() -> Result<(), sluice_plugin_testkit::Error> {
     let out = kit()

@@ -59,6 +59,7 @@ impl RootContext for Root {
             requests: self.requests,
             seen: self.seen,
             doing: String::new(),
+            events: Vec::new(),
         }
     }
 }
@@ -69,6 +70,7 @@ struct Stream {
     requests: u32,
     seen: u64,
     doing: String,
+    events: Vec<String>,
 }
 
 const REQ: MapType = MapType::RequestHeaders;
@@ -114,6 +116,38 @@ impl HttpContext for Stream {
                 ];
                 match host::http_call("auth", &headers, None, &[], Duration::from_secs(1)) {
                     Ok(_) => Action::Pause,
+                    Err(e) => {
+                        let _ = host::send_response(500, &[], format!("{e}").as_bytes());
+                        Action::Pause
+                    }
+                }
+            }
+            "grpc" => {
+                let metadata = [("x-caller", "check")];
+                let sent = host::grpc_call(
+                    "grpc",
+                    "grpc.health.v1.Health",
+                    "Check",
+                    &metadata,
+                    b"\x0a\x03web",
+                    Duration::from_secs(1),
+                );
+                match sent {
+                    Ok(_) => Action::Pause,
+                    Err(e) => {
+                        let _ = host::send_response(500, &[], format!("{e}").as_bytes());
+                        Action::Pause
+                    }
+                }
+            }
+            "grpc-stream" => {
+                let opened = host::grpc_stream("grpc", "test.Echo", "Chat", &[]);
+                let sent = opened.and_then(|token| {
+                    host::grpc_send(token, b"one", false)?;
+                    host::grpc_send(token, b"two", true)
+                });
+                match sent {
+                    Ok(()) => Action::Pause,
                     Err(e) => {
                         let _ = host::send_response(500, &[], format!("{e}").as_bytes());
                         Action::Pause
@@ -181,6 +215,56 @@ impl HttpContext for Stream {
             .unwrap_or_default();
         let _ = host::add_header(REQ, "x-user", user);
         let _ = host::add_header(REQ, "x-callout-body", &String::from_utf8_lossy(&body));
+        let _ = host::resume_request();
+    }
+
+    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
+        if status != 0 {
+            let (code, message) = host::grpc_status().unwrap_or_default();
+            let body = format!("grpc status {code}: {message}");
+            let _ = host::send_response(403, &[], body.as_bytes());
+            return;
+        }
+        let message = host::grpc_message(0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let _ = host::add_header(REQ, "x-grpc-answer", &format!("{message:?}"));
+        let _ = host::resume_request();
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {
+        let meta = host::headers(MapType::GrpcInitialMetadata).unwrap_or_default();
+        let kind = meta
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone());
+        self.events
+            .push(format!("meta:{}", kind.unwrap_or_default()));
+    }
+
+    fn on_grpc_stream_message(&mut self, _token: u32, size: usize) {
+        let message = host::grpc_message(0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.events
+            .push(format!("msg:{}", String::from_utf8_lossy(&message)));
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {
+        let trailers = host::headers(MapType::GrpcTrailingMetadata).unwrap_or_default();
+        let status = trailers
+            .iter()
+            .find(|(k, _)| k == "grpc-status")
+            .map(|(_, v)| v.clone());
+        self.events
+            .push(format!("trailers:{}", status.unwrap_or_default()));
+    }
+
+    fn on_grpc_stream_close(&mut self, _token: u32, status: u32) {
+        self.events.push(format!("close:{status}"));
+        let _ = host::add_header(REQ, "x-grpc-events", &self.events.join(","));
         let _ = host::resume_request();
     }
 
