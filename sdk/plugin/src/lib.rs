@@ -125,6 +125,10 @@ pub trait RootContext: 'static {
 }
 
 /// One request's context. Every callback has a default that lets the request through unchanged.
+///
+/// Contexts are held by value in a table with twice as many slots as live requests, and an
+/// empty slot takes the type's size too: keep the type small (shared configuration behind an
+/// `Rc`), or box a large part of it.
 pub trait HttpContext: 'static {
     /// The request's headers arrived ([`host::header`] / [`host::headers`] with
     /// [`MapType::RequestHeaders`]); `end_of_stream` when the request has no body.
