@@ -15,18 +15,23 @@ thread_local! {
     static CALLOUTS: RefCell<IdMap<u32>> = const { RefCell::new(IdMap::with_hasher(BuildHasherDefault::new())) };
     /// gRPC call or stream token -> the context that opened it, and whether it is a stream.
     static GRPC: RefCell<IdMap<(u32, bool)>> = const { RefCell::new(IdMap::with_hasher(BuildHasherDefault::new())) };
+    /// Whether either map may hold an entry: a deleted context looks in them only then, so
+    /// that a plugin without callouts does not pay for the maps on every request.
+    static MAYBE_PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Records that the running context sent callout `token` ([`crate::host::http_call`]).
 pub(crate) fn callout_sent(token: u32) {
     let context = ACTIVE.with(Cell::get);
     CALLOUTS.with(|c| c.borrow_mut().insert(token, context));
+    MAYBE_PENDING.with(|p| p.set(true));
 }
 
 /// Records that the running context opened gRPC call or stream `token`.
 pub(crate) fn grpc_sent(token: u32, stream: bool) {
     let context = ACTIVE.with(Cell::get);
     GRPC.with(|g| g.borrow_mut().insert(token, (context, stream)));
+    MAYBE_PENDING.with(|p| p.set(true));
 }
 
 /// Forgets a cancelled gRPC token.
@@ -44,6 +49,30 @@ fn grpc_owner(token: u32, last: bool) -> Option<(u32, bool)> {
             g.get(&token).copied()
         }
     })
+}
+
+/// Forgets the callouts and gRPC calls context `id` still waits for: the host answers none of
+/// them once the context is gone. Nothing to scan while none is pending.
+fn forget_calls_of(id: u32) {
+    if !MAYBE_PENDING.with(Cell::get) {
+        return;
+    }
+    let left = CALLOUTS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|_, owner| *owner != id);
+        c.len()
+    }) + GRPC.with(|g| {
+        let mut g = g.borrow_mut();
+        g.retain(|_, (owner, _)| *owner != id);
+        g.len()
+    });
+    MAYBE_PENDING.with(|p| p.set(left > 0));
+}
+
+/// How many callouts and gRPC calls are waiting for an answer (for tests).
+#[doc(hidden)]
+pub fn pending_calls() -> usize {
+    CALLOUTS.with(|c| c.borrow().len()) + GRPC.with(|g| g.borrow().len())
 }
 
 /// One gRPC event, for [`Dispatcher::grpc_event`].
@@ -287,6 +316,7 @@ impl<R: RootContext> Dispatcher<R> {
 
     /// `proxy_on_delete`: the context is gone; its value is dropped.
     pub fn on_delete(&self, id: u32) {
+        forget_calls_of(id);
         // Taken out of the map before the drop, so a Drop impl runs with no borrow held.
         let stream = self.streams.borrow_mut().remove(id);
         if stream.is_some() {
@@ -301,5 +331,85 @@ impl<R: RootContext> Dispatcher<R> {
                 .map(|i| roots.remove(i))
         };
         drop(root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    /// What the test contexts saw, shared with the test.
+    type Seen = Rc<RefCell<Vec<String>>>;
+
+    struct Root {
+        seen: Seen,
+    }
+
+    struct Stream {
+        id: u32,
+        seen: Seen,
+    }
+
+    impl RootContext for Root {
+        type Http = Stream;
+
+        fn create_http_context(&mut self, id: u32) -> Stream {
+            Stream {
+                id,
+                seen: Rc::clone(&self.seen),
+            }
+        }
+
+        fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
+            self.seen.borrow_mut().push(format!("root got {token}"));
+        }
+    }
+
+    impl HttpContext for Stream {
+        fn on_request_headers(&mut self, _: usize, _: bool) -> Action {
+            // As host::http_call does once the host accepted the callout.
+            callout_sent(100 + self.id);
+            Action::Pause
+        }
+
+        fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
+            self.seen
+                .borrow_mut()
+                .push(format!("stream {} got {token}", self.id));
+        }
+    }
+
+    #[test]
+    fn answers_reach_the_sender_and_a_deleted_stream_leaves_nothing_behind() {
+        let seen = Seen::default();
+        let d = Dispatcher::<Root>::new();
+        let s = Rc::clone(&seen);
+        d.on_context_create(1, 0, move |_| Root { seen: s });
+        d.on_context_create(2, 1, |_| unreachable!("a stream is made by its root"));
+        d.on_context_create(3, 1, |_| unreachable!("a stream is made by its root"));
+        assert_eq!(d.on_request_headers(2, 0, 1), Action::Pause as u32);
+        assert_eq!(d.on_request_headers(3, 0, 1), Action::Pause as u32);
+        assert_eq!(pending_calls(), 2);
+
+        // The host names the root (as Envoy does); the token says which stream sent it.
+        d.on_http_call_response(1, 103, 0, 0, 0);
+        assert_eq!(*seen.borrow(), ["stream 3 got 103"]);
+        assert_eq!(pending_calls(), 1);
+
+        // Stream 2 goes away before its answer: the answer is never coming.
+        d.on_done(2);
+        d.on_delete(2);
+        assert_eq!(pending_calls(), 0);
+        // An answer for an unknown token goes to the context the host names.
+        d.on_http_call_response(1, 999, 0, 0, 0);
+        assert_eq!(
+            seen.borrow().last().map(String::as_str),
+            Some("root got 999")
+        );
+
+        // Callbacks for a context that does not exist change nothing.
+        assert_eq!(d.on_response_headers(2, 0, 1), Action::Continue as u32);
+        assert_eq!(d.on_done(42), 1);
     }
 }
