@@ -9,7 +9,7 @@ pub mod config;
 use std::rc::Rc;
 
 use config::{Action, Config, Rule};
-use sluice_plugin::{host, Action as Flow, HttpContext, LogLevel, MapType, RootContext};
+use sluice_plugin::{host, Action as Flow, Context, HttpContext, LogLevel, MapType, RootContext};
 
 sluice_plugin::plugin!(Root, |_root_id| Root {
     config: Rc::new(Config::default()),
@@ -18,6 +18,8 @@ sluice_plugin::plugin!(Root, |_root_id| Root {
 struct Root {
     config: Rc<Config>,
 }
+
+impl Context for Root {}
 
 impl RootContext for Root {
     type Http = Stream;
@@ -69,6 +71,8 @@ fn apply(map: MapType, rules: &[Rule]) {
         };
     }
 }
+
+impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Flow {

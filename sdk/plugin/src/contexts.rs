@@ -184,6 +184,27 @@ mod tests {
     }
 
     #[test]
+    fn growing_keeps_ids_that_still_collide_in_the_larger_table() {
+        let mut c = Contexts::new();
+        // 1 and 33 share a slot in tables of 16 and 32 slots, not in one of 64.
+        c.insert(1, 1);
+        c.insert(33, 33);
+        for id in 2..=40u32 {
+            if id != 33 {
+                c.insert(id, id);
+            }
+            // Every growth on the way (to 32, 64, 128 slots) must keep both.
+            assert_eq!(c.get_mut(1).copied(), Some(1), "after id {id}");
+            assert_eq!(c.get_mut(33).copied(), Some(33), "after id {id}");
+        }
+        assert_eq!(c.len(), 40);
+        for id in 1..=40u32 {
+            assert_eq!(c.remove(id), Some(id), "id {id}");
+        }
+        assert!(c.is_empty());
+    }
+
+    #[test]
     fn inserting_an_id_again_replaces_its_context() {
         let mut c = Contexts::new();
         c.insert(7, 1);

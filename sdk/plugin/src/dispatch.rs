@@ -4,7 +4,7 @@
 //! and every call is static: the plugin's context types are known at compile time.
 
 use crate::contexts::{Contexts, IdMap};
-use crate::{Action, HttpContext, RootContext};
+use crate::{Action, Context, HttpContext, RootContext};
 use std::cell::{Cell, RefCell};
 use std::hash::BuildHasherDefault;
 
@@ -207,6 +207,17 @@ impl<R: RootContext> Dispatcher<R> {
         self.with_stream(id, Action::Continue, |s| s.on_response_trailers(trailers)) as u32
     }
 
+    /// Runs `f` on context `id`, a request's or a root's: the answers to callouts go to
+    /// whichever sent them.
+    fn with_context(&self, id: u32, f: impl FnOnce(&mut dyn Context)) {
+        let is_stream = self.streams.borrow_mut().contains(id);
+        if is_stream {
+            self.with_stream(id, (), |s| f(s))
+        } else {
+            self.with_root(id, (), |r| f(r))
+        }
+    }
+
     /// `proxy_on_http_call_response`: to the context that sent the callout (by its token), else
     /// to the context the host names.
     pub fn on_http_call_response(
@@ -220,16 +231,9 @@ impl<R: RootContext> Dispatcher<R> {
         let sender = CALLOUTS
             .with(|c| c.borrow_mut().remove(&token))
             .unwrap_or(id);
-        let is_stream = self.streams.borrow_mut().contains(sender);
-        if is_stream {
-            self.with_stream(sender, (), |s| {
-                s.on_http_call_response(token, headers, body, trailers)
-            })
-        } else {
-            self.with_root(sender, (), |r| {
-                r.on_http_call_response(token, headers, body, trailers)
-            })
-        }
+        self.with_context(sender, |c| {
+            c.on_http_call_response(token, headers, body, trailers)
+        })
     }
 
     /// Routes a gRPC event to the context that opened the call or stream. A unary call's answer
@@ -244,34 +248,15 @@ impl<R: RootContext> Dispatcher<R> {
         let Some((owner, stream)) = grpc_owner(token, last) else {
             return;
         };
-        // The same calls on a root or an HTTP context (two traits, the same method names).
-        macro_rules! deliver {
-            ($target:expr) => {
-                match (stream, event) {
-                    (false, GrpcEvent::Message(size)) => {
-                        $target.on_grpc_call_response(token, 0, size)
-                    }
-                    (false, GrpcEvent::Close(status)) => {
-                        $target.on_grpc_call_response(token, status, 0)
-                    }
-                    (false, _) => {}
-                    (true, GrpcEvent::InitialMetadata(n)) => {
-                        $target.on_grpc_stream_initial_metadata(token, n)
-                    }
-                    (true, GrpcEvent::Message(size)) => $target.on_grpc_stream_message(token, size),
-                    (true, GrpcEvent::TrailingMetadata(n)) => {
-                        $target.on_grpc_stream_trailing_metadata(token, n)
-                    }
-                    (true, GrpcEvent::Close(status)) => $target.on_grpc_stream_close(token, status),
-                }
-            };
-        }
-        let is_stream_context = self.streams.borrow_mut().contains(owner);
-        if is_stream_context {
-            self.with_stream(owner, (), |s| deliver!(s))
-        } else {
-            self.with_root(owner, (), |r| deliver!(r))
-        }
+        self.with_context(owner, |c| match (stream, event) {
+            (false, GrpcEvent::Message(size)) => c.on_grpc_call_response(token, 0, size),
+            (false, GrpcEvent::Close(status)) => c.on_grpc_call_response(token, status, 0),
+            (false, _) => {}
+            (true, GrpcEvent::InitialMetadata(n)) => c.on_grpc_stream_initial_metadata(token, n),
+            (true, GrpcEvent::Message(size)) => c.on_grpc_stream_message(token, size),
+            (true, GrpcEvent::TrailingMetadata(n)) => c.on_grpc_stream_trailing_metadata(token, n),
+            (true, GrpcEvent::Close(status)) => c.on_grpc_stream_close(token, status),
+        })
     }
 
     /// `proxy_on_grpc_receive_initial_metadata`.
@@ -351,6 +336,12 @@ mod tests {
         seen: Seen,
     }
 
+    impl Context for Root {
+        fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
+            self.seen.borrow_mut().push(format!("root got {token}"));
+        }
+    }
+
     impl RootContext for Root {
         type Http = Stream;
 
@@ -360,9 +351,14 @@ mod tests {
                 seen: Rc::clone(&self.seen),
             }
         }
+    }
 
+    impl Context for Stream {
         fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
-            self.seen.borrow_mut().push(format!("root got {token}"));
+            let id = self.id;
+            self.seen
+                .borrow_mut()
+                .push(format!("stream {id} got {token}"));
         }
     }
 
@@ -371,12 +367,6 @@ mod tests {
             // As host::http_call does once the host accepted the callout.
             callout_sent(100 + self.id);
             Action::Pause
-        }
-
-        fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
-            self.seen
-                .borrow_mut()
-                .push(format!("stream {} got {token}", self.id));
         }
     }
 

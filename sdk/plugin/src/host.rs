@@ -31,6 +31,11 @@ fn fetch(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Option<Ve
     }
 }
 
+/// A duration in whole milliseconds, as the ABI takes it; longer than `u32::MAX` ms is clamped.
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -67,7 +72,7 @@ pub fn now() -> Result<SystemTime, Status> {
 /// Calls the root context's `on_tick` every `period` (zero stops the timer). Valid from a root
 /// context.
 pub fn set_tick_period(period: Duration) -> Result<(), Status> {
-    let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    let ms = millis(period);
     // SAFETY: plain integers.
     Status::check(unsafe { abi::proxy_set_tick_period_milliseconds(ms) })
 }
@@ -258,7 +263,7 @@ pub fn http_call(
     let headers = pairs::encode(headers);
     let trailers = pairs::encode(trailers);
     let body = body.unwrap_or_default();
-    let timeout = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let timeout = millis(timeout);
     let mut token = 0u32;
     // SAFETY: pointers and lengths describe the encoded lists, `cluster` and `body`; `token`
     // outlives the call.
@@ -307,7 +312,7 @@ pub fn grpc_call(
     timeout: Duration,
 ) -> Result<u32, Status> {
     let metadata = pairs::encode(metadata);
-    let timeout = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let timeout = millis(timeout);
     let mut token = 0u32;
     // SAFETY: pointers and lengths describe the strings, `metadata` and `message`; `token`
     // outlives the call.

@@ -2,16 +2,18 @@
 //!
 //! A plugin is two types: a [`RootContext`] (one per plugin configuration in each VM: it reads
 //! the configuration, runs timers, and makes the HTTP contexts) and an [`HttpContext`] (one per
-//! request). [`plugin!`] exports the proxy-wasm ABI 0.2.1 callbacks for them, so the module runs
+//! request), each also a [`Context`] (the answers to the callouts it sends). [`plugin!`] exports the proxy-wasm ABI 0.2.1 callbacks for them, so the module runs
 //! in Sluice, Envoy or any other proxy-wasm host. [`host`] has the calls a plugin makes.
 //!
 //! ```no_run
-//! use sluice_plugin::{host, Action, HttpContext, MapType, RootContext};
+//! use sluice_plugin::{host, Action, Context, HttpContext, MapType, RootContext};
 //!
 //! #[derive(Default)]
 //! struct Root {
 //!     value: std::rc::Rc<str>,
 //! }
+//!
+//! impl Context for Root {}
 //!
 //! impl RootContext for Root {
 //!     type Http = Stream;
@@ -30,6 +32,8 @@
 //! struct Stream {
 //!     value: std::rc::Rc<str>,
 //! }
+//!
+//! impl Context for Stream {}
 //!
 //! impl HttpContext for Stream {
 //!     fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -58,8 +62,43 @@ mod types;
 
 pub use types::{Action, BufferType, LogLevel, MapType, MetricType, Status, StreamType};
 
+/// What a root and a request context share: the answers to the callouts they send. A root or
+/// request that sends none writes `impl Context for MyType {}`.
+pub trait Context: 'static {
+    /// The answer to an http callout this context sent ([`host::http_call`]); read it with
+    /// [`host::http_call_response_headers`] and friends. No answer (a timeout, a reset) comes
+    /// with zero headers and no body. A request context then resumes the request
+    /// ([`host::resume_request`]) or answers it ([`host::send_response`]).
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body_size: usize,
+        _trailers: usize,
+    ) {
+    }
+
+    /// The answer to a unary gRPC call this context sent ([`host::grpc_call`]): `status` 0
+    /// with the message ([`host::grpc_message`]), or the call's non-zero status and no message
+    /// ([`host::grpc_status`] has its text).
+    fn on_grpc_call_response(&mut self, _token: u32, _status: u32, _message_size: usize) {}
+
+    /// A gRPC stream this context opened ([`host::grpc_stream`]) got its initial metadata
+    /// ([`host::headers`] with [`MapType::GrpcInitialMetadata`]).
+    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {}
+
+    /// A message arrived on a gRPC stream ([`host::grpc_message`]).
+    fn on_grpc_stream_message(&mut self, _token: u32, _message_size: usize) {}
+
+    /// A gRPC stream's trailing metadata ([`MapType::GrpcTrailingMetadata`]).
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {}
+
+    /// A gRPC stream ended with `status` ([`host::grpc_status`]).
+    fn on_grpc_stream_close(&mut self, _token: u32, _status: u32) {}
+}
+
 /// A plugin's root context: one per plugin configuration in each VM, alive as long as the VM.
-pub trait RootContext: 'static {
+pub trait RootContext: Context {
     /// The per-request context this root makes.
     type Http: HttpContext;
 
@@ -81,36 +120,6 @@ pub trait RootContext: 'static {
     /// An item arrived in a queue this VM registered ([`host::register_queue`]).
     fn on_queue_ready(&mut self, _queue_id: u32) {}
 
-    /// The answer to a callout this root sent ([`host::http_call`]); read it with
-    /// [`host::http_call_response_headers`] and friends. No answer (a timeout, a reset) comes
-    /// with zero headers and no body.
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        _headers: usize,
-        _body_size: usize,
-        _trailers: usize,
-    ) {
-    }
-
-    /// The answer to a unary gRPC call this root sent ([`host::grpc_call`]): `status` 0 with
-    /// the message ([`host::grpc_message`]), or the call's non-zero status and no message
-    /// ([`host::grpc_status`] has its text).
-    fn on_grpc_call_response(&mut self, _token: u32, _status: u32, _message_size: usize) {}
-
-    /// A gRPC stream this root opened ([`host::grpc_stream`]) got its initial metadata
-    /// ([`host::headers`] with [`MapType::GrpcInitialMetadata`]).
-    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {}
-
-    /// A message arrived on a gRPC stream ([`host::grpc_message`]).
-    fn on_grpc_stream_message(&mut self, _token: u32, _message_size: usize) {}
-
-    /// A gRPC stream's trailing metadata ([`MapType::GrpcTrailingMetadata`]).
-    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {}
-
-    /// A gRPC stream ended with `status` ([`host::grpc_status`]).
-    fn on_grpc_stream_close(&mut self, _token: u32, _status: u32) {}
-
     /// A new request: its context.
     fn create_http_context(&mut self, context_id: u32) -> Self::Http;
 
@@ -129,7 +138,7 @@ pub trait RootContext: 'static {
 /// Contexts are held by value in a table with twice as many slots as live requests, and an
 /// empty slot takes the type's size too: keep the type small (shared configuration behind an
 /// `Rc`), or box a large part of it.
-pub trait HttpContext: 'static {
+pub trait HttpContext: Context {
     /// The request's headers arrived ([`host::header`] / [`host::headers`] with
     /// [`MapType::RequestHeaders`]); `end_of_stream` when the request has no body.
     fn on_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -162,35 +171,6 @@ pub trait HttpContext: 'static {
     fn on_response_trailers(&mut self, _trailers: usize) -> Action {
         Action::Continue
     }
-
-    /// The answer to a callout this request sent ([`host::http_call`]). Resume the request
-    /// ([`host::resume_request`]) or answer it ([`host::send_response`]) from here.
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        _headers: usize,
-        _body_size: usize,
-        _trailers: usize,
-    ) {
-    }
-
-    /// The answer to a unary gRPC call this request sent ([`host::grpc_call`]): `status` 0 with
-    /// the message ([`host::grpc_message`]), or the call's non-zero status and no message
-    /// ([`host::grpc_status`] has its text).
-    fn on_grpc_call_response(&mut self, _token: u32, _status: u32, _message_size: usize) {}
-
-    /// A gRPC stream this request opened ([`host::grpc_stream`]) got its initial metadata
-    /// ([`host::headers`] with [`MapType::GrpcInitialMetadata`]).
-    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {}
-
-    /// A message arrived on a gRPC stream ([`host::grpc_message`]).
-    fn on_grpc_stream_message(&mut self, _token: u32, _message_size: usize) {}
-
-    /// A gRPC stream's trailing metadata ([`MapType::GrpcTrailingMetadata`]).
-    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {}
-
-    /// A gRPC stream ended with `status` ([`host::grpc_status`]).
-    fn on_grpc_stream_close(&mut self, _token: u32, _status: u32) {}
 
     /// The request is complete: its access log entry is being written; properties such as
     /// `response.code` are readable.

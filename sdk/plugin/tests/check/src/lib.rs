@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use sluice_plugin::{
-    host, Action, BufferType, HttpContext, LogLevel, MapType, MetricType, RootContext,
+    host, Action, BufferType, Context, HttpContext, LogLevel, MapType, MetricType, RootContext,
 };
 
 sluice_plugin::plugin!(Root, |_| Root::default());
@@ -17,6 +17,8 @@ struct Root {
     requests: u32,
     seen: u64,
 }
+
+impl Context for Root {}
 
 impl RootContext for Root {
     type Http = Stream;
@@ -74,6 +76,84 @@ struct Stream {
 }
 
 const REQ: MapType = MapType::RequestHeaders;
+
+impl Context for Stream {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if headers == 0 {
+            let _ = host::send_response(503, &[], b"callout failed");
+            return;
+        }
+        let answer = host::http_call_response_headers().unwrap_or_default();
+        let user = answer
+            .iter()
+            .find(|(k, _)| k == "x-user")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let body = host::http_call_response_body(0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let _ = host::add_header(REQ, "x-user", user);
+        let _ = host::add_header(REQ, "x-callout-body", &String::from_utf8_lossy(&body));
+        let _ = host::resume_request();
+    }
+
+    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
+        if status != 0 {
+            let (code, message) = host::grpc_status().unwrap_or_default();
+            let body = format!("grpc status {code}: {message}");
+            let _ = host::send_response(403, &[], body.as_bytes());
+            return;
+        }
+        let message = host::grpc_message(0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let _ = host::add_header(REQ, "x-grpc-answer", &format!("{message:?}"));
+        let _ = host::resume_request();
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {
+        let meta = host::headers(MapType::GrpcInitialMetadata).unwrap_or_default();
+        let kind = meta
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone());
+        self.events
+            .push(format!("meta:{}", kind.unwrap_or_default()));
+    }
+
+    fn on_grpc_stream_message(&mut self, _token: u32, size: usize) {
+        let message = host::grpc_message(0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.events
+            .push(format!("msg:{}", String::from_utf8_lossy(&message)));
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {
+        let trailers = host::headers(MapType::GrpcTrailingMetadata).unwrap_or_default();
+        let status = trailers
+            .iter()
+            .find(|(k, _)| k == "grpc-status")
+            .map(|(_, v)| v.clone());
+        self.events
+            .push(format!("trailers:{}", status.unwrap_or_default()));
+    }
+
+    fn on_grpc_stream_close(&mut self, _token: u32, status: u32) {
+        self.events.push(format!("close:{status}"));
+        let _ = host::add_header(REQ, "x-grpc-events", &self.events.join(","));
+        let _ = host::resume_request();
+    }
+}
 
 impl HttpContext for Stream {
     fn on_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
@@ -190,82 +270,6 @@ impl HttpContext for Stream {
         let _ = host::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &upper);
         let _ = host::set_buffer(BufferType::HttpRequestBody, upper.len(), 0, b"!");
         Action::Continue
-    }
-
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
-        if headers == 0 {
-            let _ = host::send_response(503, &[], b"callout failed");
-            return;
-        }
-        let answer = host::http_call_response_headers().unwrap_or_default();
-        let user = answer
-            .iter()
-            .find(|(k, _)| k == "x-user")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
-        let body = host::http_call_response_body(0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let _ = host::add_header(REQ, "x-user", user);
-        let _ = host::add_header(REQ, "x-callout-body", &String::from_utf8_lossy(&body));
-        let _ = host::resume_request();
-    }
-
-    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
-        if status != 0 {
-            let (code, message) = host::grpc_status().unwrap_or_default();
-            let body = format!("grpc status {code}: {message}");
-            let _ = host::send_response(403, &[], body.as_bytes());
-            return;
-        }
-        let message = host::grpc_message(0, size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let _ = host::add_header(REQ, "x-grpc-answer", &format!("{message:?}"));
-        let _ = host::resume_request();
-    }
-
-    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, _headers: usize) {
-        let meta = host::headers(MapType::GrpcInitialMetadata).unwrap_or_default();
-        let kind = meta
-            .iter()
-            .find(|(k, _)| k == "content-type")
-            .map(|(_, v)| v.clone());
-        self.events
-            .push(format!("meta:{}", kind.unwrap_or_default()));
-    }
-
-    fn on_grpc_stream_message(&mut self, _token: u32, size: usize) {
-        let message = host::grpc_message(0, size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.events
-            .push(format!("msg:{}", String::from_utf8_lossy(&message)));
-    }
-
-    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _trailers: usize) {
-        let trailers = host::headers(MapType::GrpcTrailingMetadata).unwrap_or_default();
-        let status = trailers
-            .iter()
-            .find(|(k, _)| k == "grpc-status")
-            .map(|(_, v)| v.clone());
-        self.events
-            .push(format!("trailers:{}", status.unwrap_or_default()));
-    }
-
-    fn on_grpc_stream_close(&mut self, _token: u32, status: u32) {
-        self.events.push(format!("close:{status}"));
-        let _ = host::add_header(REQ, "x-grpc-events", &self.events.join(","));
-        let _ = host::resume_request();
     }
 
     fn on_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {
