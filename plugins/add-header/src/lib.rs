@@ -53,6 +53,7 @@ struct Stream {
 }
 
 /// Applies the rules to one header map through the host calls that map to each action.
+#[inline(always)]
 fn apply(map: MapType, rules: &[Rule]) {
     for rule in rules {
         // A host error on one header must not take the request down: the plugin keeps going
@@ -62,13 +63,20 @@ fn apply(map: MapType, rules: &[Rule]) {
             (Action::Set, Some(value)) => host::replace_header(map, &rule.name, value),
             (Action::Set, None) => host::remove_header(map, &rule.name),
             (Action::Add, Some(value)) => host::add_header(map, &rule.name, value),
-            (Action::Default, Some(value)) => match host::header_bytes(map, &rule.name) {
-                Ok(Some(_)) => Ok(()),
-                _ => host::replace_header(map, &rule.name, value),
-            },
+            (Action::Default, Some(value)) => set_default(map, &rule.name, value),
             // Validation guarantees a value for add/default.
             (Action::Add | Action::Default, None) => Ok(()),
         };
+    }
+}
+
+/// Sets `name` unless the map has it. Out of line: reading the value allocates, and inlined
+/// that code would make every rule's loop save more registers.
+#[inline(never)]
+fn set_default(map: MapType, name: &str, value: &str) -> Result<(), sluice_plugin::Status> {
+    match host::header_bytes(map, name) {
+        Ok(Some(_)) => Ok(()),
+        _ => host::replace_header(map, name, value),
     }
 }
 

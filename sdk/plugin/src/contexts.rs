@@ -32,6 +32,14 @@ impl Hasher for IdHasher {
 /// asks WASI for one, which not every host provides).
 pub type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
+// The map's code stays out of the callers: wasm compilers save registers for a function's whole
+// body, so a rare path inlined would make the common one pay for it.
+#[cold]
+#[inline(never)]
+fn overflow_get_mut<T>(overflow: &mut IdMap<T>, id: u32) -> Option<&mut T> {
+    overflow.get_mut(&id)
+}
+
 /// Context id -> `T`.
 pub struct Contexts<T> {
     slots: Vec<Option<(u32, T)>>,
@@ -80,7 +88,7 @@ impl<T> Contexts<T> {
         match self.slots.get_mut(i) {
             Some(Some((held, value))) if *held == id => Some(value),
             _ if self.overflow.is_empty() => None,
-            _ => self.overflow.get_mut(&id),
+            _ => overflow_get_mut(&mut self.overflow, id),
         }
     }
 
@@ -90,7 +98,24 @@ impl<T> Contexts<T> {
     }
 
     /// Holds `value` as context `id`, replacing (and returning) what was held under that id.
+    #[inline]
     pub fn insert(&mut self, id: u32, value: T) -> Option<T> {
+        // The common case: room to spare, the id's slot free and nothing beside the table, so
+        // the id is held nowhere.
+        if (self.len + 1) * 2 <= self.slots.len() && self.overflow.is_empty() {
+            let i = self.slot(id);
+            if let Some(free @ None) = self.slots.get_mut(i) {
+                *free = Some((id, value));
+                self.len += 1;
+                return None;
+            }
+        }
+        self.insert_slow(id, value)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert_slow(&mut self, id: u32, value: T) -> Option<T> {
         let old = self.remove(id);
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
@@ -107,6 +132,7 @@ impl<T> Contexts<T> {
     }
 
     /// Takes context `id` out.
+    #[inline]
     pub fn remove(&mut self, id: u32) -> Option<T> {
         let i = self.slot(id);
         let taken = match self.slots.get_mut(i) {
@@ -114,7 +140,7 @@ impl<T> Contexts<T> {
                 slot.take().map(|(_, value)| value)
             }
             _ if self.overflow.is_empty() => None,
-            _ => self.overflow.remove(&id),
+            _ => self.overflow_remove(id),
         };
         if taken.is_some() {
             self.len -= 1;
@@ -122,8 +148,12 @@ impl<T> Contexts<T> {
         taken
     }
 
-    /// Doubles the table and places every context again (overflowed ones too, when their
-    /// slot is free in the larger table).
+    #[cold]
+    #[inline(never)]
+    fn overflow_remove(&mut self, id: u32) -> Option<T> {
+        self.overflow.remove(&id)
+    }
+
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(FIRST_SIZE);
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());

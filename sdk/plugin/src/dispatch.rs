@@ -8,16 +8,16 @@ use crate::{Action, Context, HttpContext, RootContext};
 use std::cell::{Cell, RefCell};
 use std::hash::BuildHasherDefault;
 
-thread_local! {
+crate::single_thread_static! {
     /// The context whose callback is running: callouts it sends answer to it.
-    static ACTIVE: Cell<u32> = const { Cell::new(0) };
+    static ACTIVE: Cell<u32> = Cell::new(0);
     /// Callout token -> the context that sent it.
-    static CALLOUTS: RefCell<IdMap<u32>> = const { RefCell::new(IdMap::with_hasher(BuildHasherDefault::new())) };
+    static CALLOUTS: RefCell<IdMap<u32>> = RefCell::new(IdMap::with_hasher(BuildHasherDefault::new()));
     /// gRPC call or stream token -> the context that opened it, and whether it is a stream.
-    static GRPC: RefCell<IdMap<(u32, bool)>> = const { RefCell::new(IdMap::with_hasher(BuildHasherDefault::new())) };
+    static GRPC: RefCell<IdMap<(u32, bool)>> = RefCell::new(IdMap::with_hasher(BuildHasherDefault::new()));
     /// Whether either map may hold an entry: a deleted context looks in them only then, so
     /// that a plugin without callouts does not pay for the maps on every request.
-    static MAYBE_PENDING: Cell<bool> = const { Cell::new(false) };
+    static MAYBE_PENDING: Cell<bool> = Cell::new(false);
 }
 
 /// Records that the running context sent callout `token` ([`crate::host::http_call`]).
@@ -53,10 +53,18 @@ fn grpc_owner(token: u32, last: bool) -> Option<(u32, bool)> {
 
 /// Forgets the callouts and gRPC calls context `id` still waits for: the host answers none of
 /// them once the context is gone. Nothing to scan while none is pending.
+#[inline(always)]
 fn forget_calls_of(id: u32) {
-    if !MAYBE_PENDING.with(Cell::get) {
-        return;
+    if MAYBE_PENDING.with(Cell::get) {
+        forget_pending_calls_of(id);
     }
+}
+
+// Out of line, as every rare path of a callback: wasm compilers save registers for a
+// function's whole body, so the maps' code inlined would cost each request.
+#[cold]
+#[inline(never)]
+fn forget_pending_calls_of(id: u32) {
     let left = CALLOUTS.with(|c| {
         let mut c = c.borrow_mut();
         c.retain(|_, owner| *owner != id);
@@ -67,6 +75,16 @@ fn forget_calls_of(id: u32) {
         g.len()
     });
     MAYBE_PENDING.with(|p| p.set(left > 0));
+}
+
+/// A stream named a root context that does not exist.
+#[cold]
+#[inline(never)]
+fn no_root(id: u32, parent: u32) {
+    crate::host::log(
+        crate::LogLevel::Error,
+        &format!("sluice-plugin: context {id} names root context {parent}, which does not exist; its callbacks will do nothing"),
+    );
 }
 
 /// How many callouts and gRPC calls are waiting for an answer (for tests).
@@ -136,21 +154,26 @@ impl<R: RootContext> Dispatcher<R> {
     /// `proxy_on_context_create`: a root context (`parent` 0) from `new_root`, or an HTTP
     /// context from its root. A stream whose root does not exist is not created (the plugin
     /// logs an error); its callbacks then do nothing.
+    #[inline(always)]
     pub fn on_context_create(&self, id: u32, parent: u32, new_root: impl FnOnce(u32) -> R) {
         if parent == 0 {
-            let root = new_root(id);
-            self.roots.borrow_mut().push((id, root));
-            return;
+            return self.create_root(id, new_root);
         }
         match self.with_root(parent, None, |root| Some(root.create_http_context(id))) {
             Some(stream) => {
                 self.streams.borrow_mut().insert(id, stream);
             }
-            None => crate::host::log(
-                crate::LogLevel::Error,
-                &format!("sluice-plugin: context {id} names root context {parent}, which does not exist; its callbacks will do nothing"),
-            ),
+            None => no_root(id, parent),
         }
+    }
+
+    // The rare paths of the callbacks below stay out of line: wasm compilers save registers
+    // for a function's whole body, so inlined they would cost every request.
+    #[cold]
+    #[inline(never)]
+    fn create_root(&self, id: u32, new_root: impl FnOnce(u32) -> R) {
+        let root = new_root(id);
+        self.roots.borrow_mut().push((id, root));
     }
 
     /// `proxy_on_vm_start`.
@@ -174,6 +197,7 @@ impl<R: RootContext> Dispatcher<R> {
     }
 
     /// `proxy_on_request_headers`.
+    #[inline(always)]
     pub fn on_request_headers(&self, id: u32, headers: usize, eos: u32) -> u32 {
         self.with_stream(id, Action::Continue, |s| {
             s.on_request_headers(headers, eos != 0)
@@ -181,16 +205,19 @@ impl<R: RootContext> Dispatcher<R> {
     }
 
     /// `proxy_on_request_body`.
+    #[inline(always)]
     pub fn on_request_body(&self, id: u32, size: usize, eos: u32) -> u32 {
         self.with_stream(id, Action::Continue, |s| s.on_request_body(size, eos != 0)) as u32
     }
 
     /// `proxy_on_request_trailers`.
+    #[inline(always)]
     pub fn on_request_trailers(&self, id: u32, trailers: usize) -> u32 {
         self.with_stream(id, Action::Continue, |s| s.on_request_trailers(trailers)) as u32
     }
 
     /// `proxy_on_response_headers`.
+    #[inline(always)]
     pub fn on_response_headers(&self, id: u32, headers: usize, eos: u32) -> u32 {
         self.with_stream(id, Action::Continue, |s| {
             s.on_response_headers(headers, eos != 0)
@@ -198,11 +225,13 @@ impl<R: RootContext> Dispatcher<R> {
     }
 
     /// `proxy_on_response_body`.
+    #[inline(always)]
     pub fn on_response_body(&self, id: u32, size: usize, eos: u32) -> u32 {
         self.with_stream(id, Action::Continue, |s| s.on_response_body(size, eos != 0)) as u32
     }
 
     /// `proxy_on_response_trailers`.
+    #[inline(always)]
     pub fn on_response_trailers(&self, id: u32, trailers: usize) -> u32 {
         self.with_stream(id, Action::Continue, |s| s.on_response_trailers(trailers)) as u32
     }
@@ -280,6 +309,7 @@ impl<R: RootContext> Dispatcher<R> {
     }
 
     /// `proxy_on_log`.
+    #[inline(always)]
     pub fn on_log(&self, id: u32) {
         if self.with_stream(id, false, |s| {
             s.on_log();
@@ -287,19 +317,33 @@ impl<R: RootContext> Dispatcher<R> {
         }) {
             return;
         }
+        self.root_on_log(id)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn root_on_log(&self, id: u32) {
         self.with_root(id, (), |r| r.on_log())
     }
 
     /// `proxy_on_done`: whether the context is done now (a root may ask for time to finish,
     /// then calls `proxy_done`).
+    #[inline(always)]
     pub fn on_done(&self, id: u32) -> u32 {
         if let Some(done) = self.with_stream(id, None, |s| Some(s.on_done())) {
             return flag(done);
         }
+        self.root_on_done(id)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn root_on_done(&self, id: u32) -> u32 {
         flag(self.with_root(id, true, |r| r.on_done()))
     }
 
     /// `proxy_on_delete`: the context is gone; its value is dropped.
+    #[inline(always)]
     pub fn on_delete(&self, id: u32) {
         forget_calls_of(id);
         // Taken out of the map before the drop, so a Drop impl runs with no borrow held.
@@ -308,6 +352,12 @@ impl<R: RootContext> Dispatcher<R> {
             drop(stream);
             return;
         }
+        self.delete_root(id)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn delete_root(&self, id: u32) {
         let root = {
             let mut roots = self.roots.borrow_mut();
             roots

@@ -56,6 +56,8 @@ pub mod contexts;
 pub mod dispatch;
 pub mod host;
 pub mod pairs;
+#[doc(hidden)]
+pub mod single;
 
 mod abi;
 mod types;
@@ -200,8 +202,8 @@ macro_rules! plugin {
         const _: () = {
             use $crate::dispatch::Dispatcher;
 
-            thread_local! {
-                static DISPATCHER: Dispatcher<$root> = const { Dispatcher::new() };
+            $crate::single_thread_static! {
+                static DISPATCHER: Dispatcher<$root> = Dispatcher::new();
             }
 
             #[cfg(target_os = "wasi")]
