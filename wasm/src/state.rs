@@ -1,6 +1,7 @@
 //! The per-VM host state kept in the wasmtime `Store`, and the [`StreamHost`] through which host
 //! calls reach the stream (request/response heads and bodies) during a callback.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -30,12 +31,13 @@ pub trait StreamHost {
     /// Change one field of a stream header map: replace every value of `name` with `value`
     /// (`replace`), add `value` to them, or remove them (`value` none); `false` when the map
     /// does not exist in this phase. A host that keeps a map in another form until it is needed
-    /// whole may make the change there.
+    /// whole may make the change there. Name and value come by reference (the VM's header cache
+    /// holds them): a host that copies their bytes elsewhere clones neither.
     fn edit_header(
         &mut self,
         map: MapType,
-        name: http::HeaderName,
-        value: Option<http::HeaderValue>,
+        name: &http::HeaderName,
+        value: Option<&http::HeaderValue>,
         replace: bool,
     ) -> bool {
         let Some(h) = self.headers(map) else {
@@ -43,10 +45,10 @@ pub trait StreamHost {
         };
         match value {
             Some(v) if replace => {
-                h.insert(name, v);
+                h.insert(name.clone(), v.clone());
             }
             Some(v) => {
-                h.append(name, v);
+                h.append(name.clone(), v.clone());
             }
             None => {
                 h.remove(name);
@@ -233,47 +235,92 @@ const HEADER_CACHE_ENTRIES: usize = 16;
 /// Longest name or value a [`HeaderCache`] keeps (longer ones are built per call).
 const HEADER_CACHE_MAX_LEN: usize = 128;
 
+/// Where a [`HeaderCache`] lookup found its answer: an entry (by index) or a new one too long
+/// to keep.
+enum Found<T> {
+    Cached(usize),
+    Fresh(T),
+}
+
 impl HeaderCache {
-    /// The header name for `bytes` (any case), or `None` when it is not a valid name.
-    pub(crate) fn name(&mut self, bytes: &[u8]) -> Option<http::HeaderName> {
+    /// The header name for `name` (any case) and, when given, the header value for `value`,
+    /// borrowed from the cache when it holds them; `None` when either is not valid.
+    pub(crate) fn field(
+        &mut self,
+        name: &[u8],
+        value: Option<&[u8]>,
+    ) -> Option<(
+        Cow<'_, http::HeaderName>,
+        Option<Cow<'_, http::HeaderValue>>,
+    )> {
+        let name = self.name_slot(name)?;
+        let value = match value {
+            Some(v) => Some(self.value_slot(v)?),
+            None => None,
+        };
+        let name = match name {
+            Found::Cached(i) => Cow::Borrowed(&self.names[i]),
+            Found::Fresh(n) => Cow::Owned(n),
+        };
+        let value = value.map(|v| match v {
+            Found::Cached(i) => Cow::Borrowed(&self.values[i]),
+            Found::Fresh(v) => Cow::Owned(v),
+        });
+        Some((name, value))
+    }
+
+    fn name_slot(&mut self, bytes: &[u8]) -> Option<Found<http::HeaderName>> {
         // Plugins usually pass names already lowercase: an exact comparison first (a memcmp),
         // the byte-by-byte case-insensitive one only when that finds nothing.
-        let exact = self.names.iter().find(|n| n.as_str().as_bytes() == bytes);
+        let exact = self
+            .names
+            .iter()
+            .position(|n| n.as_str().as_bytes() == bytes);
         let found = exact.or_else(|| {
             self.names
                 .iter()
-                .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(bytes))
+                .position(|n| n.as_str().as_bytes().eq_ignore_ascii_case(bytes))
         });
-        if let Some(n) = found {
-            return Some(n.clone());
+        if let Some(i) = found {
+            return Some(Found::Cached(i));
         }
         let name = http::HeaderName::from_bytes(bytes).ok()?;
-        if bytes.len() <= HEADER_CACHE_MAX_LEN {
-            remember(&mut self.names, &mut self.next_name, name.clone());
+        if bytes.len() > HEADER_CACHE_MAX_LEN {
+            return Some(Found::Fresh(name));
         }
-        Some(name)
+        Some(Found::Cached(remember(
+            &mut self.names,
+            &mut self.next_name,
+            name,
+        )))
     }
 
-    /// The header value for `bytes`, or `None` when it is not a valid value.
-    pub(crate) fn value(&mut self, bytes: &[u8]) -> Option<http::HeaderValue> {
-        if let Some(v) = self.values.iter().find(|v| v.as_bytes() == bytes) {
-            return Some(v.clone());
+    fn value_slot(&mut self, bytes: &[u8]) -> Option<Found<http::HeaderValue>> {
+        if let Some(i) = self.values.iter().position(|v| v.as_bytes() == bytes) {
+            return Some(Found::Cached(i));
         }
         let value = http::HeaderValue::from_bytes(bytes).ok()?;
-        if bytes.len() <= HEADER_CACHE_MAX_LEN {
-            remember(&mut self.values, &mut self.next_value, value.clone());
+        if bytes.len() > HEADER_CACHE_MAX_LEN {
+            return Some(Found::Fresh(value));
         }
-        Some(value)
+        Some(Found::Cached(remember(
+            &mut self.values,
+            &mut self.next_value,
+            value,
+        )))
     }
 }
 
-fn remember<T>(list: &mut Vec<T>, next: &mut usize, item: T) {
+/// Keeps `item` in `list` (the oldest entry makes room once it is full); returns its index.
+fn remember<T>(list: &mut Vec<T>, next: &mut usize, item: T) -> usize {
     if list.len() < HEADER_CACHE_ENTRIES {
         list.push(item);
-    } else {
-        list[*next] = item;
-        *next = (*next + 1) % HEADER_CACHE_ENTRIES;
+        return list.len() - 1;
     }
+    let i = *next;
+    list[i] = item;
+    *next = (i + 1) % HEADER_CACHE_ENTRIES;
+    i
 }
 
 /// Functions a plugin may call by name with `proxy_call_foreign_function`.
@@ -338,6 +385,20 @@ impl HostState {
         // before that borrow ends. Host calls run synchronously inside that wasm call, on the
         // same thread, and `&mut self` guarantees no second reference is handed out at once.
         self.stream.as_mut().map(|p| unsafe { p.0.as_mut() })
+    }
+
+    /// [`HostState::stream`] and the header cache at once (a header edit borrows its name and
+    /// value from the cache while it changes the stream).
+    #[allow(unsafe_code)]
+    pub(crate) fn stream_and_cache(&mut self) -> (Option<&mut dyn StreamHost>, &mut HeaderCache) {
+        let own = self.effective_ctx == self.current_ctx;
+        // SAFETY: as in `stream`.
+        let stream = self
+            .stream
+            .as_mut()
+            .filter(|_| own)
+            .map(|p| unsafe { p.0.as_mut() });
+        (stream, &mut self.header_cache)
     }
 
     /// The signals of the effective context. Host calls record a signal through

@@ -276,14 +276,14 @@ impl Ops {
     /// each change goes through [`raw_fields::edit`], which keeps them raw when it can.
     fn apply_response(&self, ex: &Exchange, parts: &mut http::response::Parts) {
         for n in &self.remove {
-            raw_fields::edit(parts, n.clone(), None, true);
+            raw_fields::edit(parts, n, None, true);
         }
         for (n, v) in &self.set {
-            raw_fields::edit(parts, n.clone(), v.render(ex), true);
+            raw_fields::edit(parts, n, v.render(ex).as_ref(), true);
         }
         for (n, v) in &self.add {
             if let Some(v) = v.render(ex) {
-                raw_fields::edit(parts, n.clone(), Some(v), false);
+                raw_fields::edit(parts, n, Some(&v), false);
             }
         }
     }

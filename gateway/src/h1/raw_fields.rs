@@ -243,20 +243,20 @@ pub fn all_fields(parts: &http::response::Parts) -> impl Iterator<Item = (&[u8],
 /// such a name only looks at the map. Anything else turns the lines into map entries first.
 pub fn edit(
     parts: &mut http::response::Parts,
-    name: HeaderName,
-    value: Option<http::HeaderValue>,
+    name: &HeaderName,
+    value: Option<&http::HeaderValue>,
     replace: bool,
 ) {
     let map_empty = parts.headers.is_empty();
     if let Some(raw) = parts.extensions.get_mut::<RawFields>() {
-        let plain = !frames_or_hops(&name);
+        let plain = !frames_or_hops(name);
         let stays =
             plain && ((value.is_some() && !replace) || !raw.contains(name.as_str().as_bytes()));
         if !stays {
             materialize(parts);
         } else if let Some(v) = &value {
             // Nothing comes after the lines yet: the field can be a line too.
-            if map_empty && raw.push(&name, v) {
+            if map_empty && raw.push(name, v) {
                 return;
             }
         }
@@ -272,16 +272,16 @@ pub fn edit(
 /// [`edit`] on a plain map.
 pub fn edit_map(
     h: &mut http::HeaderMap,
-    name: HeaderName,
-    value: Option<http::HeaderValue>,
+    name: &HeaderName,
+    value: Option<&http::HeaderValue>,
     replace: bool,
 ) {
     match value {
         Some(v) if replace => {
-            h.insert(name, v);
+            h.insert(name.clone(), v.clone());
         }
         Some(v) => {
-            h.append(name, v);
+            h.append(name.clone(), v.clone());
         }
         None => {
             h.remove(name);
@@ -378,6 +378,16 @@ pub fn recycle(mut ext: http::Extensions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::edit`] with owned arguments, as the tests build them.
+    fn edit(
+        p: &mut http::response::Parts,
+        name: HeaderName,
+        value: Option<http::HeaderValue>,
+        replace: bool,
+    ) {
+        super::edit(p, &name, value.as_ref(), replace);
+    }
 
     /// The forwarded lines of `head` (a response head as received), or `None` for the map path.
     fn forwarded(head: &'static [u8]) -> Option<(String, RawFields)> {

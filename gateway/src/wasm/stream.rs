@@ -117,8 +117,8 @@ impl StreamHost for GatewayStream<'_> {
     fn edit_header(
         &mut self,
         map: MapType,
-        name: http::HeaderName,
-        value: Option<http::HeaderValue>,
+        name: &http::HeaderName,
+        value: Option<&http::HeaderValue>,
         replace: bool,
     ) -> bool {
         if map == MapType::ResponseHeaders {

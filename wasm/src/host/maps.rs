@@ -185,7 +185,8 @@ fn modify(
         // Callout responses are read-only to the plugin.
         return Ok(Status::BadArgument.code());
     }
-    let Some(stream) = st.stream() else {
+    let (stream, cache) = st.stream_and_cache();
+    let Some(stream) = stream else {
         return Ok(Status::NotFound.code());
     };
     if key.first() == Some(&b':') {
@@ -198,20 +199,11 @@ fn modify(
     if !stream.has_headers(map) {
         return Ok(Status::NotFound.code());
     }
-    let Some(name) = st.header_cache.name(key) else {
+    let value = (edit != Edit::Remove).then_some(value);
+    let Some((name, new_value)) = cache.field(key, value) else {
         return Ok(Status::BadArgument.code());
     };
-    let new_value = match edit {
-        Edit::Remove => None,
-        Edit::Add | Edit::Replace => match st.header_cache.value(value) {
-            Some(v) => Some(v),
-            None => return Ok(Status::BadArgument.code()),
-        },
-    };
-    let Some(stream) = st.stream() else {
-        return Ok(Status::NotFound.code());
-    };
-    if stream.edit_header(map, name, new_value, edit == Edit::Replace) {
+    if stream.edit_header(map, &name, new_value.as_deref(), edit == Edit::Replace) {
         Ok(Status::Ok.code())
     } else {
         Ok(Status::NotFound.code())

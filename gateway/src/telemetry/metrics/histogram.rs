@@ -54,12 +54,24 @@ impl<const B: usize> Histogram<B> {
     /// `route::bind_worker`), so plain loads and stores add instead of atomic adds.
     #[inline]
     pub(crate) fn observe(&self, value: u64, owned: bool) {
-        let bucket = match self.bounds.iter().position(|&b| value <= b) {
+        super::route::add(self.bucket(value), 1, owned);
+        super::route::add(&self.sum, value, owned);
+    }
+
+    /// Count `value` `n` times (see [`Histogram::observe`]).
+    #[inline]
+    pub(crate) fn observe_n(&self, value: u64, n: u64, owned: bool) {
+        super::route::add(self.bucket(value), n, owned);
+        super::route::add(&self.sum, value.wrapping_mul(n), owned);
+    }
+
+    /// The bucket that counts `value`.
+    #[inline]
+    fn bucket(&self, value: u64) -> &AtomicU64 {
+        match self.bounds.iter().position(|&b| value <= b) {
             Some(i) => &self.counts[i],
             None => &self.overflow,
-        };
-        super::route::add(bucket, 1, owned);
-        super::route::add(&self.sum, value, owned);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> HistogramSnapshot {
@@ -84,6 +96,25 @@ impl HistogramSnapshot {
     /// Whether nothing was observed.
     pub(crate) fn is_empty(&self) -> bool {
         self.counts.iter().all(|c| *c == 0)
+    }
+
+    /// Observations counted.
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Count `value` `n` more times.
+    pub(crate) fn add_n(&mut self, value: u64, n: u64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.wrapping_add(n);
+        }
+        self.sum = self.sum.wrapping_add(value.wrapping_mul(n));
     }
 
     pub(crate) fn merge(&mut self, other: &HistogramSnapshot) {

@@ -2,7 +2,9 @@
 //! worker, like the route series), and the number and linear-memory size of its VMs (gauges the
 //! worker VM holders move only when a VM starts, grows or goes).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    fence, AtomicI64, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::Instant;
 
 use super::exposition::{self, FamilyType};
@@ -82,13 +84,96 @@ impl PluginPhase {
 #[repr(align(128))]
 struct Shard {
     phases: [Histogram<{ PHASE_BOUNDS_NS.len() }>; PHASES.len()],
-    /// The last time measured per phase on this shard ([`NO_SAMPLE`] before the first), which
-    /// phases of untimed streams are counted with.
+    /// Per phase, one word: the last time measured on this shard (the low [`NS_BITS`] bits,
+    /// [`NO_SAMPLE`] before the first), which phases of untimed streams are counted with, and
+    /// above it how many such phases this shard's owner counted since (not yet in `phases`).
     held: [AtomicU64; PHASES.len()],
+    /// Odd while the owner folds held counts into `phases` (a sequence lock: a scrape that
+    /// sees it move reads again), even otherwise.
+    folds: AtomicU64,
 }
 
-/// [`Shard::held`] before any phase of that kind was timed.
-const NO_SAMPLE: u64 = u64::MAX;
+/// Bits of a [`Shard::held`] word that hold the time (ns); phases longer than that (1.07 s)
+/// are held at its largest value (they fall in the `+Inf` bucket either way).
+const NS_BITS: u32 = 30;
+const NS_MASK: u64 = (1 << NS_BITS) - 1;
+/// One untimed phase in a [`Shard::held`] word.
+const ONE_HELD: u64 = 1 << NS_BITS;
+/// The time field of a [`Shard::held`] word before any phase of that kind was timed.
+const NO_SAMPLE: u64 = NS_MASK;
+
+impl Shard {
+    /// Phase `phase` took `ns` (`ns` < [`NO_SAMPLE`]); `owned`: the caller is the shard's
+    /// only writer, who first folds the untimed phases it counted into the histogram.
+    fn timed(&self, phase: usize, ns: u64, owned: bool) {
+        let held = &self.held[phase];
+        let histogram = &self.phases[phase];
+        if !owned {
+            held.store(ns, Relaxed);
+            histogram.observe(ns, false);
+            return;
+        }
+        // One writer: a plain sequence lock lets a scrape see the counts either all still in
+        // the word or all in the histogram.
+        let seq = self.folds.load(Relaxed);
+        self.folds.store(seq.wrapping_add(1), Relaxed);
+        fence(Release);
+        let word = held.load(Relaxed);
+        let count = word >> NS_BITS;
+        if count > 0 {
+            histogram.observe_n(word & NS_MASK, count, true);
+        }
+        held.store(ns, Relaxed);
+        histogram.observe(ns, true);
+        self.folds.store(seq.wrapping_add(2), Release);
+    }
+
+    /// An untimed phase `phase` ended: counted with the held time, in the word by the owner.
+    #[inline]
+    fn untimed(&self, phase: usize, owned: bool) {
+        let held = &self.held[phase];
+        let word = held.load(Relaxed);
+        if word & NS_MASK == NO_SAMPLE {
+            return;
+        }
+        if owned {
+            held.store(word + ONE_HELD, Relaxed);
+        } else {
+            self.phases[phase].observe(word & NS_MASK, false);
+        }
+    }
+
+    /// The histogram of `phase` with the untimed phases the owner counted and has not folded
+    /// yet, read consistently with a fold in progress (see [`Shard::timed`]).
+    fn snapshot(&self, phase: usize) -> HistogramSnapshot {
+        loop {
+            let seq = self.folds.load(Acquire);
+            if seq % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut snap = self.phases[phase].snapshot();
+            let word = self.held[phase].load(Relaxed);
+            fence(Acquire);
+            if self.folds.load(Relaxed) != seq {
+                continue;
+            }
+            let count = word >> NS_BITS;
+            if count > 0 {
+                snap.add_n(word & NS_MASK, count);
+            }
+            return snap;
+        }
+    }
+
+    fn new() -> Self {
+        Shard {
+            phases: [const { Histogram::new(&PHASE_BOUNDS_NS) }; PHASES.len()],
+            held: [const { AtomicU64::new(NO_SAMPLE) }; PHASES.len()],
+            folds: AtomicU64::new(0),
+        }
+    }
+}
 
 /// One plugin's figures, shared by its VMs on every worker and across its versions (a reload
 /// that keeps the plugin's name keeps counting).
@@ -101,12 +186,7 @@ pub struct PluginFigures {
 impl PluginFigures {
     pub(crate) fn new(shards: usize) -> Self {
         PluginFigures {
-            shards: (0..shards.max(2))
-                .map(|_| Shard {
-                    phases: [const { Histogram::new(&PHASE_BOUNDS_NS) }; PHASES.len()],
-                    held: [const { AtomicU64::new(NO_SAMPLE) }; PHASES.len()],
-                })
-                .collect(),
+            shards: (0..shards.max(2)).map(|_| Shard::new()).collect(),
             vms: AtomicI64::new(0),
             memory_bytes: AtomicI64::new(0),
         }
@@ -119,33 +199,32 @@ impl PluginFigures {
         (&self.shards[i], owned)
     }
 
-    /// A timed phase that began at `start` has ended: a clock read, a relaxed store (the value
-    /// untimed phases are counted with) and three relaxed adds on this worker's shard.
+    /// A timed phase that began at `start` has ended: a clock read, the time kept for untimed
+    /// phases, and an observation on this worker's shard. The owner of the shard first folds
+    /// the untimed phases it counted with the previous time into the histogram.
     #[inline]
     pub fn phase_done(&self, phase: PluginPhase, start: Instant) {
         let (shard, owned) = self.shard();
         let ns = nanos(start.elapsed()).min(NO_SAMPLE - 1);
-        shard.held[phase as usize].store(ns, Relaxed);
-        shard.phases[phase as usize].observe(ns, owned);
+        shard.timed(phase as usize, ns, owned);
     }
 
     /// A phase of an untimed stream has ended: it counts in the histogram with the last time
     /// measured for this phase on this worker (sample and hold), so `_count` stays exact and
-    /// `_sum` and the buckets are estimates from the timed streams. No clock read.
+    /// `_sum` and the buckets are estimates from the timed streams. No clock read; the shard's
+    /// owner only counts it in the phase's word (folded into the histogram at the next timed
+    /// phase, and added by a scrape meanwhile).
     #[inline]
     pub fn phase_held(&self, phase: PluginPhase) {
         let (shard, owned) = self.shard();
-        let ns = shard.held[phase as usize].load(Relaxed);
-        if ns != NO_SAMPLE {
-            shard.phases[phase as usize].observe(ns, owned);
-        }
+        shard.untimed(phase as usize, owned);
     }
 
     /// Whether no phase of this kind was timed on this worker yet: the caller then times it,
     /// whatever the stream's sampling says, so that [`PluginFigures::phase_held`] has a value.
     #[inline]
     pub fn unsampled(&self, phase: PluginPhase) -> bool {
-        self.shard().0.held[phase as usize].load(Relaxed) == NO_SAMPLE
+        self.shard().0.held[phase as usize].load(Relaxed) & NS_MASK == NO_SAMPLE
     }
 
     /// A VM of the plugin started with `memory_bytes` of linear memory.
@@ -171,9 +250,9 @@ impl PluginFigures {
     }
 
     fn phase_snapshot(&self, phase: usize) -> HistogramSnapshot {
-        let mut merged = self.shards[0].phases[phase].snapshot();
+        let mut merged = self.shards[0].snapshot(phase);
         for s in &self.shards[1..] {
-            merged.merge(&s.phases[phase].snapshot());
+            merged.merge(&s.snapshot(phase));
         }
         merged
     }
@@ -283,5 +362,111 @@ mod tests {
             assert!(line.ends_with(" 0") || line.ends_with(" 3"), "{out}");
         }
         assert!((sum(&out) - 3.0 * one).abs() < 1e-12, "{out}");
+    }
+
+    /// `_count` and the cumulative buckets of `snap`.
+    fn cumulative(snap: &HistogramSnapshot) -> (u64, Vec<u64>) {
+        let mut out = String::new();
+        snap.render(&mut out, "h", &[], 1.0);
+        let mut buckets = Vec::new();
+        let mut count = 0;
+        for line in out.lines() {
+            let n = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if line.starts_with("h_bucket") {
+                buckets.push(n);
+            } else if line.starts_with("h_count") {
+                count = n;
+            }
+        }
+        (count, buckets)
+    }
+
+    #[test]
+    fn an_owner_counts_untimed_phases_in_the_word_and_folds_them_at_the_next_timed_one() {
+        let shard = Shard::new();
+        let log = PluginPhase::Log as usize;
+        shard.untimed(log, true);
+        assert_eq!(cumulative(&shard.snapshot(log)).0, 0, "nothing held yet");
+        shard.timed(log, 1_500, true);
+        for _ in 0..3 {
+            shard.untimed(log, true);
+        }
+        // Not folded yet: the scrape adds the word's three to the timed one.
+        assert_eq!(shard.held[log].load(Relaxed) >> NS_BITS, 3);
+        let snap = shard.snapshot(log);
+        let (count, buckets) = cumulative(&snap);
+        assert_eq!(count, 4);
+        assert_eq!(buckets[0], 0, "above 1 µs");
+        assert_eq!(buckets[1], 4, "at most 2 µs");
+        shard.timed(log, 30_000, true);
+        assert_eq!(
+            shard.held[log].load(Relaxed),
+            30_000,
+            "folded: the word holds the time only"
+        );
+        shard.untimed(log, true);
+        shard.untimed(log, true);
+        let snap = shard.snapshot(log);
+        let (count, buckets) = cumulative(&snap);
+        assert_eq!(count, 7);
+        assert_eq!(
+            buckets[1], 4,
+            "the folded ones stay with the time they were held at"
+        );
+        assert_eq!(buckets[4], 4, "nothing between 2 µs and 20 µs");
+        assert_eq!(
+            buckets[5], 7,
+            "the new time and the two held with it: at most 50 µs"
+        );
+        let mut out = String::new();
+        snap.render(&mut out, "h", &[], 1.0);
+        assert!(
+            out.contains("h_sum 96000\n"),
+            "4 × 1.5 µs + 3 × 30 µs: {out}"
+        );
+        // A phase longer than the word holds counts at its largest time, in +Inf.
+        shard.timed(log, 5_000_000_000u64.min(NO_SAMPLE - 1), true);
+        shard.untimed(log, true);
+        let (count, buckets) = cumulative(&shard.snapshot(log));
+        assert_eq!(count, 9);
+        assert_eq!(buckets[buckets.len() - 2], 7, "both above 1 s");
+    }
+
+    #[test]
+    fn a_scrape_during_folds_counts_every_phase_done_before_it_and_none_after() {
+        let shard = std::sync::Arc::new(Shard::new());
+        let done = std::sync::Arc::new(AtomicU64::new(0));
+        let log = PluginPhase::Log as usize;
+        let writer = {
+            let (shard, done) = (shard.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..2_000_000u64 {
+                    if i % 4 == 0 {
+                        shard.timed(log, 1_000 + (i % 7) * 40_000, true);
+                    } else {
+                        shard.untimed(log, true);
+                    }
+                    done.store(i + 1, Release);
+                }
+            })
+        };
+        let mut scrapes = 0u64;
+        while !writer.is_finished() || scrapes == 0 {
+            let before = done.load(Acquire);
+            let count = shard.snapshot(log).count();
+            // The writer's phase in progress may show before it says it is done.
+            let after = done.load(Acquire) + 1;
+            assert!(
+                (before..=after).contains(&count),
+                "{count} phases seen, {before} done before the scrape, at most {after} after"
+            );
+            scrapes += 1;
+        }
+        assert!(writer.join().is_ok());
+        assert_eq!(shard.snapshot(log).count(), 2_000_000);
     }
 }
