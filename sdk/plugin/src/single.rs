@@ -4,7 +4,7 @@
 //! proxy-wasm target: `wasm32-wasip1`, `wasm32-unknown-unknown`), `thread_local!` still reaches
 //! its value through an accessor function called indirectly (`call_indirect`, with its table
 //! and signature checks, then the accessor's own frame) at every `with`. The callbacks of a
-//! request pass through such a value several times, so [`single_thread_static!`] declares a
+//! request pass through such a value several times, so [`crate::single_thread_static!`] declares a
 //! plain `static` there instead: the same `NAME.with(|v| ...)` is a direct load. Elsewhere
 //! (the crate's native unit tests, a threaded wasm target) it stays a `thread_local!`.
 
@@ -26,7 +26,7 @@ macro_rules! single_thread_static {
     )*};
 }
 
-/// A value for the only thread of a wasm module without threads (see [`single_thread_static!`]).
+/// A value for the only thread of a wasm module without threads (see [`crate::single_thread_static!`]).
 pub struct Single<T>(T);
 
 impl<T> Single<T> {
