@@ -285,14 +285,12 @@ impl HeaderCache {
             return Some(Found::Cached(i));
         }
         let name = http::HeaderName::from_bytes(bytes).ok()?;
-        if bytes.len() > HEADER_CACHE_MAX_LEN {
-            return Some(Found::Fresh(name));
-        }
-        Some(Found::Cached(remember(
+        Some(keep(
             &mut self.names,
             &mut self.next_name,
             name,
-        )))
+            bytes.len(),
+        ))
     }
 
     fn value_slot(&mut self, bytes: &[u8]) -> Option<Found<http::HeaderValue>> {
@@ -300,27 +298,29 @@ impl HeaderCache {
             return Some(Found::Cached(i));
         }
         let value = http::HeaderValue::from_bytes(bytes).ok()?;
-        if bytes.len() > HEADER_CACHE_MAX_LEN {
-            return Some(Found::Fresh(value));
-        }
-        Some(Found::Cached(remember(
+        Some(keep(
             &mut self.values,
             &mut self.next_value,
             value,
-        )))
+            bytes.len(),
+        ))
     }
 }
 
-/// Keeps `item` in `list` (the oldest entry makes room once it is full); returns its index.
-fn remember<T>(list: &mut Vec<T>, next: &mut usize, item: T) -> usize {
+/// Keeps `item`, made from `len` bytes, in `list` unless it is too long to keep; the oldest
+/// entry makes room once the list is full.
+fn keep<T>(list: &mut Vec<T>, next: &mut usize, item: T, len: usize) -> Found<T> {
+    if len > HEADER_CACHE_MAX_LEN {
+        return Found::Fresh(item);
+    }
     if list.len() < HEADER_CACHE_ENTRIES {
         list.push(item);
-        return list.len() - 1;
+        return Found::Cached(list.len() - 1);
     }
     let i = *next;
     list[i] = item;
     *next = (i + 1) % HEADER_CACHE_ENTRIES;
-    i
+    Found::Cached(i)
 }
 
 /// Functions a plugin may call by name with `proxy_call_foreign_function`.
@@ -427,5 +427,43 @@ impl HostState {
     /// A state for type introspection only (the linker's signature table).
     pub(crate) fn placeholder() -> Self {
         HostState::new(Arc::new(PluginInfo::default()), None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_cache_lends_what_it_keeps_and_builds_the_rest() {
+        let mut cache = HeaderCache::default();
+        let (name, value) = cache.field(b"x-bench", Some(b"1")).expect("valid");
+        assert!(matches!(name, Cow::Borrowed(_)), "kept on first use");
+        assert_eq!(name.as_str(), "x-bench");
+        assert_eq!(value.as_deref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+        // Found again in any case, as the same entry.
+        let (name, value) = cache.field(b"X-Bench", None).expect("valid");
+        assert_eq!(name.as_str(), "x-bench");
+        assert!(value.is_none());
+        assert_eq!(cache.names.len(), 1);
+        // Invalid names and values are refused, whichever is wrong.
+        assert!(cache.field(b"bad name", Some(b"1")).is_none());
+        assert!(cache.field(b"x-ok", Some(b"bad\nvalue")).is_none());
+        // Too long to keep: built for the call, the cache unchanged.
+        let long = vec![b'v'; HEADER_CACHE_MAX_LEN + 1];
+        let kept = cache.values.len();
+        let (_, value) = cache.field(b"x-bench", Some(&long)).expect("valid");
+        assert!(matches!(value, Some(Cow::Owned(_))));
+        assert_eq!(value.as_deref().map(|v| v.len()), Some(long.len()));
+        assert_eq!(cache.values.len(), kept);
+        // Full: the oldest entries make room, and every answer is still the asked one.
+        for i in 0..HEADER_CACHE_ENTRIES + 3 {
+            let asked = format!("x-h{i}");
+            let (name, _) = cache.field(asked.as_bytes(), None).expect("valid");
+            assert_eq!(name.as_str(), asked);
+        }
+        assert_eq!(cache.names.len(), HEADER_CACHE_ENTRIES);
+        let (name, _) = cache.field(b"x-bench", None).expect("valid");
+        assert_eq!(name.as_str(), "x-bench", "evicted, then built again");
     }
 }
